@@ -1,0 +1,537 @@
+// Package messages is agentbus's public wire contract: the JSON payloads that
+// travel on NATS JetStream between the pipeline's stages, the subjects they
+// travel on, and the rules that make a payload valid.
+//
+// It is the only package other programs import (or re-implement in another
+// language from the JSON Schema files in schema/). It depends on nothing else
+// in the module.
+//
+// A chat turn is published as a [Turn] on [Subject]([EventReceived], requestID)
+// and moves through the stages as events on the same request id:
+//
+//	agentbus.turn.received.<rid>   Turn        ingest or any client -> guard
+//	agentbus.turn.admitted.<rid>   Admitted    guard -> llm
+//	agentbus.turn.rejected.<rid>   Rejected    guard (terminal)
+//	agentbus.turn.toolcalls.<rid>  Generation  llm -> toolexec (model asked for tools)
+//	agentbus.turn.tooled.<rid>     Generation  toolexec -> llm (tool results appended)
+//	agentbus.turn.generated.<rid>  Generation  llm -> persist (final answer)
+//	agentbus.turn.completed.<rid>  Completed   persist, after commit (terminal)
+//	agentbus.turn.failed.<rid>     Failed      any stage (terminal)
+//
+// A caller learns the outcome by subscribing (plain core NATS) to
+// [ReplyFilter](rid) = "agentbus.turn.*.<rid>" before it publishes: it sees
+// every step and, last, exactly one terminal event (completed, rejected or
+// failed). Streaming deltas travel on core NATS at [StreamSubject](rid).
+//
+// Guarantees: every event carries [SchemaVersion]; every message id
+// ([MsgID]) is derived from the request id and the step, never random, so a
+// re-publish is dropped by the stream's duplicate window; [Turn.Validate]
+// rejects payloads that break the size and format limits with an error that
+// names the field.
+package messages
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// SchemaVersion is the version of the payloads in this package. It changes
+// only on an incompatible change; new optional fields keep it.
+const SchemaVersion = 1
+
+// Stream and subject names. Streams and durable consumers never contain '.',
+// '*' or '>'.
+const (
+	// StreamTurns holds every turn event: the system of record.
+	StreamTurns = "AGENTBUS_TURNS"
+	// StreamDLQ holds dead letters, one subject per stage.
+	StreamDLQ = "AGENTBUS_DLQ"
+
+	// TurnSubjects is the subject filter of StreamTurns.
+	TurnSubjects = "agentbus.turn.>"
+	// DLQSubjects is the subject filter of StreamDLQ.
+	DLQSubjects = "agentbus.dlq.>"
+)
+
+// Event names: the third token of a turn subject.
+const (
+	EventReceived  = "received"
+	EventAdmitted  = "admitted"
+	EventRejected  = "rejected"
+	EventToolCalls = "toolcalls"
+	EventTooled    = "tooled"
+	EventGenerated = "generated"
+	EventCompleted = "completed"
+	EventFailed    = "failed"
+)
+
+// Events lists every event name in pipeline order.
+var Events = []string{EventReceived, EventAdmitted, EventRejected, EventToolCalls, EventTooled, EventGenerated, EventCompleted, EventFailed}
+
+// Terminal reports whether event ends a turn: after it no other event of the
+// same request id follows.
+func Terminal(event string) bool {
+	return event == EventCompleted || event == EventRejected || event == EventFailed
+}
+
+// Subject is the subject an event of a request travels on.
+func Subject(event, requestID string) string { return "agentbus.turn." + event + "." + requestID }
+
+// EventFilter matches one event for all requests (a stage's consumer filter).
+func EventFilter(event string) string { return "agentbus.turn." + event + ".*" }
+
+// ReplyFilter matches every event of one request: subscribe to it (core NATS)
+// before publishing a Turn to learn its outcome.
+func ReplyFilter(requestID string) string { return "agentbus.turn.*." + requestID }
+
+// StreamSubject carries a request's streaming deltas ([Delta]) on core NATS.
+func StreamSubject(requestID string) string { return "agentbus.stream." + requestID }
+
+// DLQSubject is the dead-letter subject of a stage.
+func DLQSubject(stage string) string { return "agentbus.dlq." + stage }
+
+// ParseSubject splits a turn subject into its event and request id.
+func ParseSubject(subject string) (event, requestID string, err error) {
+	const p = "agentbus.turn."
+	if len(subject) <= len(p) || subject[:len(p)] != p {
+		return "", "", fmt.Errorf("%w: %q is not a turn subject", ErrInvalid, subject)
+	}
+	rest := subject[len(p):]
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == '.' {
+			return rest[:i], rest[i+1:], nil
+		}
+	}
+	return "", "", fmt.Errorf("%w: %q has no request id", ErrInvalid, subject)
+}
+
+// Headers carried with every event (NATS headers).
+const (
+	// HeaderMsgID is JetStream's de-duplication header; set it to MsgID(...).
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderCorrelationID ties every event of a turn together (the request id).
+	HeaderCorrelationID = "Agentbus-Correlation-Id"
+	// HeaderEvent names the event of the payload.
+	HeaderEvent = "Agentbus-Event"
+)
+
+// MsgID is the deterministic message id of one step of one request. The
+// same step of the same request always gets the same id, so the stream's
+// duplicate window drops a re-publish and sinks can de-duplicate on it.
+func MsgID(requestID, event string, round int) string {
+	return requestID + "/" + event + "/" + strconv.Itoa(round)
+}
+
+// Limits of the wire format. Stages may configure tighter ones.
+const (
+	MaxIDLen          = 128
+	MaxMessages       = 1024
+	MaxContentBytes   = 512 << 10
+	MaxTurnBytes      = 900 << 10 // below NATS's default 1 MiB max payload
+	MaxToolCalls      = 64
+	MaxModelLen       = 128
+	MaxStopSequences  = 4
+	DefaultMaxReplyMS = 60_000
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid message")
+
+// Roles of chat messages.
+const (
+	RoleSystem    = "system"
+	RoleDeveloper = "developer"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+	RoleTool      = "tool"
+)
+
+// Message is one chat message in the OpenAI Chat Completions format.
+//
+// Content is a string on the wire; an array of content parts is accepted on
+// input and its text parts are joined.
+type Message struct {
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	Name       string     `json:"name,omitempty"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
+}
+
+// ToolCall is an assistant's request to call a tool.
+type ToolCall struct {
+	ID       string       `json:"id"`
+	Type     string       `json:"type"`
+	Function FunctionCall `json:"function"`
+}
+
+// FunctionCall names a function and carries its JSON-encoded arguments.
+type FunctionCall struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+type contentPart struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// UnmarshalJSON accepts content as a string, null, or an array of parts.
+func (m *Message) UnmarshalJSON(b []byte) error {
+	type plain Message
+	var raw struct {
+		plain
+		Content json.RawMessage `json:"content"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*m = Message(raw.plain)
+	m.Content = ""
+	c := raw.Content
+	if len(c) == 0 || string(c) == "null" {
+		return nil
+	}
+	switch c[0] {
+	case '"':
+		return json.Unmarshal(c, &m.Content)
+	case '[':
+		var parts []contentPart
+		if err := json.Unmarshal(c, &parts); err != nil {
+			return fmt.Errorf("content: %w", err)
+		}
+		for _, p := range parts {
+			if p.Type != "text" {
+				return fmt.Errorf("%w: content part type %q is not supported (only text)", ErrInvalid, p.Type)
+			}
+			m.Content += p.Text
+		}
+		return nil
+	default:
+		return fmt.Errorf("%w: content must be a string or an array of text parts", ErrInvalid)
+	}
+}
+
+// MarshalJSON writes content as null for an assistant message that only
+// carries tool calls, as the OpenAI API does.
+func (m Message) MarshalJSON() ([]byte, error) {
+	type plain Message
+	if m.Content == "" && len(m.ToolCalls) > 0 {
+		return json.Marshal(struct {
+			plain
+			Content *string `json:"content"`
+		}{plain: plain(m)})
+	}
+	return json.Marshal(plain(m))
+}
+
+// Params are the model parameters of a turn, as in the OpenAI API.
+type Params struct {
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+	MaxTokens   *int     `json:"max_tokens,omitempty"`
+	Stop        []string `json:"stop,omitempty"`
+}
+
+// Turn is one chat turn entering the pipeline: published on
+// Subject(EventReceived, RequestID).
+type Turn struct {
+	SchemaVersion int `json:"schema_version"`
+	// RequestID identifies the turn; [A-Za-z0-9_-], at most 128 bytes.
+	RequestID string `json:"request_id"`
+	// ConversationID names the conversation; same alphabet as RequestID.
+	ConversationID string `json:"conversation_id"`
+	// UseHistory makes the llm stage prepend the conversation's stored
+	// history to Messages. Without it Messages is the whole context.
+	UseHistory bool `json:"use_history,omitempty"`
+	// User is the authenticated user (set by ingest from the API key).
+	User string `json:"user"`
+	// KeyID is the id (never the secret) of the API key used, if any.
+	KeyID string `json:"key_id,omitempty"`
+	// Endpoint is the entry point, e.g. "chat.completions" or "nats".
+	Endpoint string `json:"endpoint"`
+	// Model requested; empty means the configured default.
+	Model  string `json:"model,omitempty"`
+	Params Params `json:"params,omitzero"`
+	// Messages are the new messages of this turn (OpenAI format).
+	Messages []Message `json:"messages"`
+	// Stream asks for deltas on StreamSubject(RequestID).
+	Stream bool `json:"stream,omitempty"`
+	// Cost is the rate-limit cost of the request (default 1).
+	Cost float64 `json:"cost,omitempty"`
+	// CreatedAt is when the turn entered the system.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Verdict is the guard's judgement of a turn's input.
+type Verdict struct {
+	// Action is "allow" or "flag" (admitted but suspicious).
+	Action string   `json:"action"`
+	Score  float64  `json:"score"`
+	Rules  []string `json:"rules,omitempty"`
+	// EstimatedTokens is the prompt size estimated at admission.
+	EstimatedTokens int `json:"estimated_tokens,omitempty"`
+}
+
+// Admitted is a turn the guard let through: Subject(EventAdmitted, rid).
+type Admitted struct {
+	Turn
+	Guard Verdict `json:"guard"`
+}
+
+// Usage counts tokens as providers report them.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// Add returns the sum of two usages.
+func (u Usage) Add(o Usage) Usage {
+	return Usage{u.PromptTokens + o.PromptTokens, u.CompletionTokens + o.CompletionTokens, u.TotalTokens + o.TotalTokens}
+}
+
+// ToolVerdict records the firewall's decision on one tool call.
+type ToolVerdict struct {
+	ToolCallID string `json:"tool_call_id"`
+	Tool       string `json:"tool"`
+	Verdict    string `json:"verdict"` // "allow" or "block"
+	Rule       string `json:"rule,omitempty"`
+	// ResultVerdict is the sanitizer's verdict on the tool's result.
+	ResultVerdict string `json:"result_verdict,omitempty"`
+	DurationMS    int64  `json:"duration_ms,omitempty"`
+}
+
+// Generation is a turn on its way through the model and tool loop. It is
+// published on toolcalls (the last step is an assistant message with
+// tool_calls), tooled (the last steps are tool results) and generated (the
+// last step is the final assistant answer).
+type Generation struct {
+	Admitted
+	// Round counts model calls in this turn, from 0.
+	Round int `json:"round"`
+	// Steps are the messages produced in this turn after the input:
+	// assistant tool calls, tool results, the final answer.
+	Steps []Message `json:"steps"`
+	// ToolVerdicts record every tool call's firewall decision in this turn.
+	ToolVerdicts []ToolVerdict `json:"tool_verdicts,omitempty"`
+	Usage        Usage         `json:"usage"`
+	// Provider and ResolvedModel name who answered the last model call.
+	Provider      string `json:"provider,omitempty"`
+	ResolvedModel string `json:"resolved_model,omitempty"`
+}
+
+// Final returns the last step (the answer on a generated event).
+func (g *Generation) Final() (Message, bool) {
+	if len(g.Steps) == 0 {
+		return Message{}, false
+	}
+	return g.Steps[len(g.Steps)-1], true
+}
+
+// Completed is the terminal event of a successful turn, published by persist
+// after the turn is committed: Subject(EventCompleted, rid).
+type Completed struct {
+	SchemaVersion  int           `json:"schema_version"`
+	RequestID      string        `json:"request_id"`
+	ConversationID string        `json:"conversation_id"`
+	User           string        `json:"user"`
+	Model          string        `json:"model"`
+	Provider       string        `json:"provider,omitempty"`
+	Message        Message       `json:"message"`
+	Steps          []Message     `json:"steps,omitempty"`
+	ToolVerdicts   []ToolVerdict `json:"tool_verdicts,omitempty"`
+	Guard          Verdict       `json:"guard"`
+	Usage          Usage         `json:"usage"`
+	CreatedAt      time.Time     `json:"created_at"`
+	CompletedAt    time.Time     `json:"completed_at"`
+}
+
+// Error codes of Rejected and Failed events (OpenAI-style "code").
+const (
+	CodeInvalidRequest      = "invalid_request"
+	CodeInjectionDetected   = "prompt_injection_detected"
+	CodeRateLimited         = "rate_limit_exceeded"
+	CodeQuotaExceeded       = "quota_exceeded"
+	CodeProviderUnavailable = "provider_unavailable"
+	CodeProviderError       = "provider_error"
+	CodeContextLength       = "context_length_exceeded"
+	CodeToolBlocked         = "tool_blocked"
+	CodeMaxToolRounds       = "max_tool_rounds_exceeded"
+	CodeInternal            = "internal_error"
+	CodeTimeout             = "timeout"
+)
+
+// Rejected is the guard's terminal refusal of a turn.
+type Rejected struct {
+	SchemaVersion  int    `json:"schema_version"`
+	RequestID      string `json:"request_id"`
+	ConversationID string `json:"conversation_id"`
+	User           string `json:"user"`
+	// Code is one of the Code* constants; Status the matching HTTP status.
+	Code   string   `json:"code"`
+	Status int      `json:"status"`
+	Reason string   `json:"reason"`
+	Rules  []string `json:"rules,omitempty"`
+	Score  float64  `json:"score,omitempty"`
+	// RetryAfterMS tells a rate-limited caller when to try again.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+	// RateLimit carries x-ratelimit-* values for the caller, if any.
+	RateLimit map[string]string `json:"rate_limit,omitempty"`
+	At        time.Time         `json:"at"`
+}
+
+// Failed is the terminal event of a turn that could not complete.
+type Failed struct {
+	SchemaVersion  int    `json:"schema_version"`
+	RequestID      string `json:"request_id"`
+	ConversationID string `json:"conversation_id"`
+	User           string `json:"user"`
+	Stage          string `json:"stage"`
+	Code           string `json:"code"`
+	Status         int    `json:"status"`
+	Reason         string `json:"reason"`
+	RetryAfterMS   int64  `json:"retry_after_ms,omitempty"`
+	// Steps made before the failure (e.g. a blocked tool call).
+	Steps        []Message     `json:"steps,omitempty"`
+	ToolVerdicts []ToolVerdict `json:"tool_verdicts,omitempty"`
+	At           time.Time     `json:"at"`
+}
+
+// Delta is one streaming chunk on StreamSubject(rid) (core NATS, not
+// persisted). The last delta of a stream has Done set; Error is set when the
+// stream ends abnormally.
+type Delta struct {
+	RequestID string `json:"request_id"`
+	Seq       int    `json:"seq"`
+	Content   string `json:"content,omitempty"`
+	Done      bool   `json:"done,omitempty"`
+	Error     string `json:"error,omitempty"`
+	// FinishReason is set on the last delta ("stop", "length", "tool_calls").
+	FinishReason string `json:"finish_reason,omitempty"`
+}
+
+// ValidID reports whether s is a usable request or conversation id: 1 to
+// MaxIDLen bytes of [A-Za-z0-9_-], so it is safe as a NATS subject token and
+// as a file name.
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// FieldError is a validation error naming the offending field.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+func fieldErr(field, format string, a ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, a...)}
+}
+
+// Validate checks a turn against the wire limits and returns every problem
+// found, joined; each wraps ErrInvalid and is a *FieldError.
+func (t *Turn) Validate() error {
+	var errs []error
+	if t.SchemaVersion != 0 && t.SchemaVersion != SchemaVersion {
+		errs = append(errs, fieldErr("schema_version", "unsupported version %d (this build speaks %d)", t.SchemaVersion, SchemaVersion))
+	}
+	if !ValidID(t.RequestID) {
+		errs = append(errs, fieldErr("request_id", "must be 1-%d characters of [A-Za-z0-9_-]", MaxIDLen))
+	}
+	if !ValidID(t.ConversationID) {
+		errs = append(errs, fieldErr("conversation_id", "must be 1-%d characters of [A-Za-z0-9_-]", MaxIDLen))
+	}
+	if t.User == "" || len(t.User) > MaxIDLen || !utf8.ValidString(t.User) {
+		errs = append(errs, fieldErr("user", "must be 1-%d bytes of UTF-8", MaxIDLen))
+	}
+	if len(t.Model) > MaxModelLen {
+		errs = append(errs, fieldErr("model", "longer than %d bytes", MaxModelLen))
+	}
+	if t.Cost < 0 {
+		errs = append(errs, fieldErr("cost", "must not be negative"))
+	}
+	if p := t.Params; true {
+		if p.Temperature != nil && (*p.Temperature < 0 || *p.Temperature > 2) {
+			errs = append(errs, fieldErr("params.temperature", "must be between 0 and 2"))
+		}
+		if p.TopP != nil && (*p.TopP < 0 || *p.TopP > 1) {
+			errs = append(errs, fieldErr("params.top_p", "must be between 0 and 1"))
+		}
+		if p.MaxTokens != nil && *p.MaxTokens < 1 {
+			errs = append(errs, fieldErr("params.max_tokens", "must be at least 1"))
+		}
+		if len(p.Stop) > MaxStopSequences {
+			errs = append(errs, fieldErr("params.stop", "at most %d sequences", MaxStopSequences))
+		}
+	}
+	switch {
+	case len(t.Messages) == 0:
+		errs = append(errs, fieldErr("messages", "at least one message is required"))
+	case len(t.Messages) > MaxMessages:
+		errs = append(errs, fieldErr("messages", "at most %d messages, got %d", MaxMessages, len(t.Messages)))
+	}
+	total := 0
+	for i := range t.Messages {
+		if len(errs) > 16 {
+			break
+		}
+		total += len(t.Messages[i].Content)
+		errs = append(errs, t.Messages[i].validate(fmt.Sprintf("messages[%d]", i)))
+	}
+	if total > MaxTurnBytes {
+		errs = append(errs, fieldErr("messages", "total content %d bytes exceeds %d", total, MaxTurnBytes))
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Message) validate(field string) error {
+	var errs []error
+	switch m.Role {
+	case RoleSystem, RoleDeveloper, RoleUser, RoleAssistant:
+	case RoleTool:
+		if m.ToolCallID == "" {
+			errs = append(errs, fieldErr(field+".tool_call_id", "required for role tool"))
+		}
+	case "":
+		errs = append(errs, fieldErr(field+".role", "required"))
+	default:
+		errs = append(errs, fieldErr(field+".role", "unknown role %q", m.Role))
+	}
+	if len(m.Content) > MaxContentBytes {
+		errs = append(errs, fieldErr(field+".content", "%d bytes exceeds %d", len(m.Content), MaxContentBytes))
+	}
+	if !utf8.ValidString(m.Content) {
+		errs = append(errs, fieldErr(field+".content", "is not valid UTF-8"))
+	}
+	if len(m.ToolCalls) > 0 && m.Role != RoleAssistant {
+		errs = append(errs, fieldErr(field+".tool_calls", "only assistant messages carry tool calls"))
+	}
+	if len(m.ToolCalls) > MaxToolCalls {
+		errs = append(errs, fieldErr(field+".tool_calls", "at most %d", MaxToolCalls))
+	}
+	for j, tc := range m.ToolCalls {
+		if tc.ID == "" || tc.Function.Name == "" {
+			errs = append(errs, fieldErr(fmt.Sprintf("%s.tool_calls[%d]", field, j), "id and function.name are required"))
+		}
+	}
+	if m.Role == RoleUser && m.Content == "" {
+		errs = append(errs, fieldErr(field+".content", "a user message needs content"))
+	}
+	return errors.Join(errs...)
+}
