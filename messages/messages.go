@@ -535,3 +535,23 @@ func (m *Message) validate(field string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// DeadLetter is a message a stage could not process, published on
+// DLQSubject(stage) in StreamDLQ. It keeps the original payload and subject
+// so it can be inspected and redriven; Reason never contains secrets.
+type DeadLetter struct {
+	SchemaVersion int    `json:"schema_version"`
+	Stage         string `json:"stage"`
+	// Subject and MsgID of the original message; a redrive republishes the
+	// payload on Subject with the same MsgID.
+	Subject string `json:"subject"`
+	MsgID   string `json:"msg_id"`
+	// Attempts counts handler runs; Deliveries counts JetStream deliveries.
+	Attempts   int    `json:"attempts"`
+	Deliveries uint64 `json:"deliveries"`
+	Reason     string `json:"reason"`
+	// Payload is the original message body, byte for byte.
+	Payload []byte            `json:"payload"`
+	Headers map[string]string `json:"headers,omitempty"`
+	At      time.Time         `json:"at"`
+}

@@ -1,0 +1,59 @@
+package pipeline
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/lmittmann/tint"
+	"github.com/mattn/go-isatty"
+)
+
+// NewLogger builds the process logger: tint (colour, human) when w is a
+// terminal or format is "text", JSON otherwise or when format is "json".
+func NewLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
+	term := false
+	if f, ok := w.(*os.File); ok {
+		term = isatty.IsTerminal(f.Fd())
+	}
+	switch {
+	case format == "json" || (format != "text" && !term):
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	default:
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !term}))
+	}
+}
+
+// ParseLevel turns "debug", "info", "warn" or "error" into a level.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+// WatermillLogger bridges Watermill's logging into slog. Watermill's Info
+// messages (one per subscriber start and stop) go to Debug: the stage logs
+// what matters itself.
+func WatermillLogger(l *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(l.With("component", "watermill"), map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	})
+}
+
+// natsServerLogger adapts slog to nats-server's Logger interface.
+type natsServerLogger struct{ l *slog.Logger }
+
+func (n natsServerLogger) Noticef(format string, v ...any) { n.l.Info(clean(format, v)) }
+func (n natsServerLogger) Warnf(format string, v ...any)   { n.l.Warn(clean(format, v)) }
+func (n natsServerLogger) Fatalf(format string, v ...any)  { n.l.Error(clean(format, v)) }
+func (n natsServerLogger) Errorf(format string, v ...any)  { n.l.Error(clean(format, v)) }
+func (n natsServerLogger) Debugf(format string, v ...any)  { n.l.Debug(clean(format, v)) }
+func (n natsServerLogger) Tracef(format string, v ...any)  { n.l.Debug(clean(format, v)) }
+
+func clean(format string, v []any) string {
+	return strings.TrimSpace(fmt.Sprintf(format, v...))
+}

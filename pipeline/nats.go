@@ -1,0 +1,141 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go"
+)
+
+// Connect opens a NATS connection that reconnects forever and logs its
+// state changes. name shows in the server's connection list.
+func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			subj := ""
+			if s != nil {
+				subj = s.Subject
+			}
+			log.Error("nats async error", "subject", subj, "err", err)
+		}),
+	}
+	nc, err := nats.Connect(url, append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), err)
+	}
+	return nc, nil
+}
+
+func redactURL(u string) string {
+	// nats URLs may carry user:password@; never print them.
+	for i := 0; i < len(u); i++ {
+		if u[i] == '@' {
+			for j := 0; j < i; j++ {
+				if u[j:j+1] == "/" && j+1 < len(u) && u[j+1] == '/' {
+					return u[:j+2] + "***@" + u[i+1:]
+				}
+			}
+			return "***@" + u[i+1:]
+		}
+	}
+	return u
+}
+
+// EnsureStreams creates or updates the turn and dead-letter streams. It is
+// idempotent and run once at start, never per publish.
+func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig) error {
+	storage := nats.FileStorage
+	if cfg.Memory {
+		storage = nats.MemoryStorage
+	}
+	streams := []*nats.StreamConfig{
+		{
+			Name:        messages.StreamTurns,
+			Description: "agentbus turn events: the system of record",
+			Subjects:    []string{messages.TurnSubjects},
+			Storage:     storage,
+			Replicas:    cfg.Replicas,
+			MaxAge:      cfg.MaxAge,
+			Duplicates:  cfg.Duplicates,
+			Retention:   nats.LimitsPolicy,
+			Discard:     nats.DiscardOld,
+		},
+		{
+			Name:        messages.StreamDLQ,
+			Description: "agentbus dead letters, one subject per stage",
+			Subjects:    []string{messages.DLQSubjects},
+			Storage:     storage,
+			Replicas:    cfg.Replicas,
+			MaxAge:      cfg.DLQMaxAge,
+			Duplicates:  cfg.Duplicates,
+			Retention:   nats.LimitsPolicy,
+		},
+	}
+	for _, sc := range streams {
+		if _, err := js.StreamInfo(sc.Name); errors.Is(err, nats.ErrStreamNotFound) {
+			if _, err := js.AddStream(sc); err != nil {
+				return fmt.Errorf("create stream %s: %w", sc.Name, err)
+			}
+			continue
+		} else if err != nil {
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+		if _, err := js.UpdateStream(sc); err != nil {
+			return fmt.Errorf("update stream %s (storage and retention cannot change in place): %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// DurableName is the durable consumer of a stage for one event.
+func DurableName(stage, event string) string { return "agentbus-" + stage + "-" + event }
+
+func consumerConfig(stage, event string, cc ConsumerConfig) *nats.ConsumerConfig {
+	durable := DurableName(stage, event)
+	return &nats.ConsumerConfig{
+		Durable:        durable,
+		Description:    "agentbus " + stage + " stage, " + event + " events",
+		DeliverSubject: "_agentbus.deliver." + durable,
+		DeliverGroup:   durable,
+		DeliverPolicy:  nats.DeliverAllPolicy,
+		AckPolicy:      nats.AckExplicitPolicy,
+		AckWait:        cc.AckWait,
+		// Unlimited deliveries on the server: the stage's dead-letter
+		// middleware bounds them, so a message that cannot even be
+		// dead-lettered is retried, never dropped by the server.
+		MaxDeliver:    -1,
+		FilterSubject: messages.EventFilter(event),
+		ReplayPolicy:  nats.ReplayInstantPolicy,
+		MaxAckPending: cc.MaxAckPending,
+	}
+}
+
+// EnsureConsumer creates or updates a stage's durable push consumer with
+// a deliver group, so N replicas of the stage split its messages.
+func EnsureConsumer(js nats.JetStreamManager, stage, event string, cc ConsumerConfig) error {
+	cfg := consumerConfig(stage, event, cc)
+	if _, err := js.ConsumerInfo(messages.StreamTurns, cfg.Durable); errors.Is(err, nats.ErrConsumerNotFound) {
+		if _, err := js.AddConsumer(messages.StreamTurns, cfg); err != nil && !errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
+			return fmt.Errorf("create consumer %s: %w", cfg.Durable, err)
+		}
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	if _, err := js.UpdateConsumer(messages.StreamTurns, cfg); err != nil {
+		return fmt.Errorf("update consumer %s: %w", cfg.Durable, err)
+	}
+	return nil
+}

@@ -1,0 +1,304 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Stage describes one pipeline stage: a handler per consumed event, plus
+// optional health checks and extra micro endpoints.
+type Stage struct {
+	// Name is the stage name ("guard", "llm", ...): it names the durable
+	// consumers, the DLQ subject and the micro service.
+	Name string
+	// Handlers maps a consumed event (messages.Event*) to its handler.
+	// Each handler returns the events to publish (built with NewEvent).
+	Handlers map[string]message.HandlerFunc
+	// Consumer overrides the runtime's consumer configuration.
+	Consumer *ConsumerConfig
+	// Health adds stage-specific checks and details (breaker states, ...).
+	Health func(ctx context.Context) (map[string]Check, map[string]any)
+	// Endpoints adds request-reply endpoints to the stage's micro service.
+	Endpoints func(svc micro.Service) error
+}
+
+type stageRuntime struct {
+	stage Stage
+	stats *Stats
+	svc   micro.Service
+}
+
+// Runtime is what every stage process shares: the NATS connection (or the
+// embedded server), the provisioned streams, the Watermill router with the
+// middleware stack, the dead-letter queue and the health services.
+type Runtime struct {
+	cfg      Config
+	log      *slog.Logger
+	srv      *server.Server
+	url      string
+	nc       *nats.Conn
+	js       nats.JetStreamContext
+	router   *message.Router
+	pub      message.Publisher
+	wlog     watermill.LoggerAdapter
+	mu       sync.Mutex
+	stages   []*stageRuntime
+	subConns []*nats.Conn
+	draining atomic.Bool
+	started  time.Time
+	closed   bool
+}
+
+// New connects to NATS (starting the embedded server when cfg.NATSURL is
+// empty) and provisions the streams. Stages are added with AddStage and run
+// with Run.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("pipeline config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Runtime{cfg: cfg, log: log, url: cfg.NATSURL, started: time.Now(), wlog: WatermillLogger(log)}
+	if r.url == "" {
+		srv, err := StartEmbedded(ctx, cfg.Embedded, log)
+		if err != nil {
+			return nil, err
+		}
+		r.srv = srv
+		r.url = srv.ClientURL()
+		log.Info("embedded NATS started", "url", r.url, "store", cfg.Embedded.StoreDir)
+	}
+	nc, err := Connect(r.url, cfg.Name, log)
+	if err != nil {
+		r.shutdownServer()
+		return nil, err
+	}
+	r.nc = nc
+	if r.js, err = nc.JetStream(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	if err := EnsureStreams(r.js, cfg.Streams); err != nil {
+		r.Close()
+		return nil, err
+	}
+	wpub, err := wmnats.NewPublisherWithNatsConn(nc, wmnats.PublisherPublishConfig{
+		Marshaler: &unmarshaler{},
+		JetStream: wmnats.JetStreamConfig{TrackMsgId: true},
+	}, r.wlog)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	r.pub = subjectPublisher{wpub}
+	r.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: cfg.Consumer.AckWait}, r.wlog)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// URL is the NATS URL in use (the embedded server's when embedded).
+func (r *Runtime) URL() string { return r.url }
+
+// Conn is the runtime's shared NATS connection (publishing, KV, micro).
+func (r *Runtime) Conn() *nats.Conn { return r.nc }
+
+// JetStream is the runtime's JetStream context.
+func (r *Runtime) JetStream() nats.JetStreamContext { return r.js }
+
+// Server is the embedded server, or nil.
+func (r *Runtime) Server() *server.Server { return r.srv }
+
+// Logger is the runtime's logger.
+func (r *Runtime) Logger() *slog.Logger { return r.log }
+
+// Config is the runtime's configuration.
+func (r *Runtime) Config() Config { return r.cfg }
+
+type expDelay struct{ base time.Duration }
+
+func (d expDelay) WaitTime(n uint64) time.Duration {
+	w := d.base
+	for i := uint64(1); i < n && w < 30*time.Second; i++ {
+		w *= 2
+	}
+	return min(w, 30*time.Second)
+}
+
+// AddStage provisions the stage's durable consumers, registers its
+// handlers on the router and its micro service. It returns the stage's
+// counters.
+func (r *Runtime) AddStage(st Stage) (*Stats, error) {
+	if st.Name == "" || len(st.Handlers) == 0 {
+		return nil, errors.New("stage needs a name and at least one handler")
+	}
+	cc := r.cfg.Consumer
+	if st.Consumer != nil {
+		cc = *st.Consumer
+		if err := (Config{NATSURL: "x", Streams: r.cfg.Streams, Consumer: cc}).Validate(); err != nil {
+			return nil, fmt.Errorf("stage %s: %w", st.Name, err)
+		}
+	}
+	srt := &stageRuntime{stage: st, stats: &Stats{}}
+	log := r.log.With("stage", st.Name)
+	events := make([]string, 0, len(st.Handlers))
+	for ev := range st.Handlers {
+		events = append(events, ev)
+	}
+	sort.Strings(events)
+	for _, ev := range events {
+		durable := DurableName(st.Name, ev)
+		if err := EnsureConsumer(r.js, st.Name, ev, cc); err != nil {
+			return nil, err
+		}
+		// Each subscriber drains (and so closes) its connection on Close:
+		// give it its own.
+		sc, err := Connect(r.url, r.cfg.Name+"-"+durable, log)
+		if err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		r.subConns = append(r.subConns, sc)
+		r.mu.Unlock()
+		sub, err := wmnats.NewSubscriberWithNatsConn(sc, wmnats.SubscriberSubscriptionConfig{
+			Unmarshaler:      &unmarshaler{},
+			SubscribersCount: cc.Concurrency,
+			AckWaitTimeout:   cc.AckWait,
+			CloseTimeout:     cc.AckWait,
+			SubscribeTimeout: 10 * time.Second,
+			SubjectCalculator: func(_, topic string) *wmnats.SubjectDetail {
+				return &wmnats.SubjectDetail{Primary: topic, QueueGroup: durable}
+			},
+			NakDelay: expDelay{cc.NakDelay},
+			JetStream: wmnats.JetStreamConfig{
+				// ManualAck: without it nats.go acks when the callback
+				// returns, which acks messages Watermill gave up on.
+				SubscribeOptions:  []nats.SubOpt{nats.ManualAck(), nats.BindStream(messages.StreamTurns)},
+				AckAsync:          true,
+				DurableCalculator: func(string, string) string { return durable },
+			},
+		}, r.wlog)
+		if err != nil {
+			return nil, err
+		}
+		h := r.handlerMiddleware(st.Name, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
+		r.router.AddHandler(durable, messages.EventFilter(ev), sub, "", r.pub, h)
+	}
+	if err := r.addService(srt); err != nil {
+		return nil, fmt.Errorf("stage %s micro service: %w", st.Name, err)
+	}
+	r.mu.Lock()
+	r.stages = append(r.stages, srt)
+	r.mu.Unlock()
+	log.Info("stage added", "events", events, "concurrency", cc.Concurrency)
+	return srt.stats, nil
+}
+
+// Running is closed once the router runs (all subscriptions are live).
+func (r *Runtime) Running() chan struct{} { return r.router.Running() }
+
+// Run runs the stages until ctx is done, then shuts down gracefully: new
+// messages are NAKed to other replicas, in-flight messages finish and are
+// acked, subscriptions drain, then the connection and the embedded server
+// close.
+func (r *Runtime) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- r.router.Run(context.Background()) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	r.Shutdown()
+	return nil
+}
+
+// Shutdown stops taking work, lets in-flight handlers finish and ack, and
+// closes everything. It is safe to call more than once.
+func (r *Runtime) Shutdown() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	conns := append([]*nats.Conn(nil), r.subConns...)
+	stages := append([]*stageRuntime(nil), r.stages...)
+	r.mu.Unlock()
+
+	r.log.Info("shutting down: draining stages")
+	r.draining.Store(true)
+	for _, st := range stages {
+		if st.svc != nil {
+			_ = st.svc.Stop()
+		}
+	}
+	// Drain: the server stops delivering; messages already buffered pass
+	// the gate (NAKed for another replica); handlers in flight finish and
+	// their acks are flushed before each connection closes.
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func(c *nats.Conn) {
+			defer wg.Done()
+			closed := make(chan struct{})
+			c.SetClosedHandler(func(*nats.Conn) { close(closed) })
+			if err := c.Drain(); err != nil {
+				c.Close()
+				return
+			}
+			select {
+			case <-closed:
+			case <-time.After(r.cfg.Consumer.AckWait):
+				c.Close()
+			}
+		}(c)
+	}
+	wg.Wait()
+	if r.router != nil {
+		if err := r.router.Close(); err != nil {
+			r.log.Warn("router close", "err", err)
+		}
+	}
+	r.Close()
+	r.log.Info("shutdown complete")
+}
+
+// Close closes the connection and the embedded server without draining
+// (use Shutdown for a graceful stop).
+func (r *Runtime) Close() {
+	if r.nc != nil {
+		_ = r.nc.Flush()
+		r.nc.Close()
+	}
+	r.mu.Lock()
+	for _, c := range r.subConns {
+		c.Close()
+	}
+	r.mu.Unlock()
+	r.shutdownServer()
+}
+
+func (r *Runtime) shutdownServer() {
+	if r.srv != nil {
+		r.srv.Shutdown()
+		r.srv.WaitForShutdown()
+	}
+}
