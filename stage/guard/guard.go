@@ -1,0 +1,173 @@
+// Package guard is the guard stage: it decides whether a received turn may
+// enter the pipeline. It validates the payload against the wire contract,
+// runs the input sanitizer over every user-controlled message and takes
+// tokens from the shared rate limiter, then publishes the turn as admitted,
+// or a rejection event with a code, a reason and the rules that fired.
+//
+// A rejection is an ordinary, auditable event on the stream; the guard
+// never logs prompts or API keys.
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
+)
+
+// Stage is the stage name.
+const Stage = "guard"
+
+// Sanitizer judges a turn's messages. The verdict is "allow", "flag" or
+// "block"; worst is the index of the worst message.
+type Sanitizer interface {
+	Check(msgs []messages.Message) (verdict string, score float64, rules []string, reason string)
+}
+
+// Limiter takes rate-limit tokens for a turn.
+type Limiter interface {
+	// Allow returns ok=false with retryAfter and headers when a tier is
+	// exhausted; err when the shared state cannot be reached.
+	Allow(ctx context.Context, t *messages.Turn, estimatedTokens int) (ok bool, retryAfter time.Duration, tier string, headers map[string]string, err error)
+}
+
+// Handler holds the guard's dependencies. Nil Sanitizer or Limiter skips
+// that check.
+type Handler struct {
+	Sanitizer Sanitizer
+	Limiter   Limiter
+	Log       *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Stage returns the pipeline stage.
+func (h *Handler) Stage() pipeline.Stage {
+	return pipeline.Stage{Name: Stage, Handlers: map[string]message.HandlerFunc{messages.EventReceived: h.Handle}}
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+// Handle judges one received turn.
+func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
+	_, rid, err := messages.ParseSubject(msg.Metadata.Get(pipeline.MetaSubject))
+	if err != nil || !messages.ValidID(rid) {
+		// Without a request id nobody can be answered: dead-letter it.
+		return nil, pipeline.Permanent(fmt.Errorf("received event on a subject without a valid request id: %q", msg.Metadata.Get(pipeline.MetaSubject)))
+	}
+	t, err := pipeline.Decode[messages.Turn](msg)
+	if err != nil {
+		return h.reject(&messages.Turn{RequestID: rid}, messages.CodeInvalidRequest, http.StatusBadRequest, "payload is not a valid Turn: "+errors.Unwrap(err).Error(), nil, 0, nil)
+	}
+	if t.RequestID != rid {
+		return h.reject(&messages.Turn{RequestID: rid, ConversationID: t.ConversationID, User: t.User}, messages.CodeInvalidRequest, http.StatusBadRequest,
+			"request_id in the payload does not match the subject", nil, 0, nil)
+	}
+	if t.SchemaVersion == 0 {
+		t.SchemaVersion = messages.SchemaVersion
+	}
+	if err := t.Validate(); err != nil {
+		return h.reject(&t, messages.CodeInvalidRequest, http.StatusBadRequest, oneLine(err), nil, 0, nil)
+	}
+	v := messages.Verdict{Action: "allow"}
+	if h.Sanitizer != nil {
+		verdict, score, rules, reason := h.Sanitizer.Check(t.Messages)
+		v.Score, v.Rules = score, rules
+		switch verdict {
+		case "block":
+			code := messages.CodeInjectionDetected
+			if !isInjection(rules) {
+				code = messages.CodeInvalidRequest
+			}
+			return h.reject(&t, code, http.StatusBadRequest, reason, rules, score, nil)
+		case "flag":
+			v.Action = "flag"
+		}
+	}
+	v.EstimatedTokens = estimateTokens(t.Messages)
+	if h.Limiter != nil {
+		ok, retry, tier, headers, err := h.Limiter.Allow(msg.Context(), &t, v.EstimatedTokens)
+		if err != nil {
+			return h.reject(&t, messages.CodeRateLimited, http.StatusServiceUnavailable, "rate limiter unavailable: "+err.Error(), nil, 0, nil)
+		}
+		if !ok {
+			return h.rejectRate(&t, tier, retry, headers)
+		}
+	}
+	out, err := pipeline.NewEvent(messages.EventAdmitted, t.RequestID, 0, messages.Admitted{Turn: t, Guard: v})
+	if err != nil {
+		return nil, err
+	}
+	return []*message.Message{out}, nil
+}
+
+func isInjection(rules []string) bool {
+	for _, r := range rules {
+		if !strings.HasPrefix(r, "limit.") && !strings.HasPrefix(r, "encoding.") {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Handler) rejectRate(t *messages.Turn, tier string, retry time.Duration, headers map[string]string) ([]*message.Message, error) {
+	reason := fmt.Sprintf("rate limit exceeded (%s); retry after %.1fs", tier, retry.Seconds())
+	return h.reject(t, messages.CodeRateLimited, http.StatusTooManyRequests, reason, []string{"ratelimit." + tier}, 0, headers, retry)
+}
+
+func (h *Handler) reject(t *messages.Turn, code string, status int, reason string, rules []string, score float64, headers map[string]string, retry ...time.Duration) ([]*message.Message, error) {
+	r := messages.Rejected{
+		SchemaVersion:  messages.SchemaVersion,
+		RequestID:      t.RequestID,
+		ConversationID: t.ConversationID,
+		User:           t.User,
+		Code:           code,
+		Status:         status,
+		Reason:         pipeline.Redact(reason),
+		Rules:          rules,
+		Score:          score,
+		RateLimit:      headers,
+		At:             h.now().UTC(),
+	}
+	if len(retry) > 0 {
+		r.RetryAfterMS = retry[0].Milliseconds()
+	}
+	if h.Log != nil {
+		h.Log.Info("turn rejected", "request_id", t.RequestID, "user", t.User, "code", code, "rules", rules)
+	}
+	out, err := pipeline.NewEvent(messages.EventRejected, t.RequestID, 0, r)
+	if err != nil {
+		return nil, err
+	}
+	return []*message.Message{out}, nil
+}
+
+// estimateTokens is the admission-time estimate (len/4 plus per-message
+// overhead); the limiter reconciles it with the provider's usage later.
+func estimateTokens(msgs []messages.Message) int {
+	n := 0
+	for _, m := range msgs {
+		n += 4 + len(m.Content)/4
+	}
+	return n
+}
+
+func oneLine(err error) string {
+	s := strings.ReplaceAll(err.Error(), "\n", "; ")
+	if len(s) > 1000 {
+		s = s[:1000] + "…"
+	}
+	return s
+}

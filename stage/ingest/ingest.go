@@ -1,0 +1,351 @@
+// Package ingest is the entry of the pipeline: an OpenAI-compatible HTTP
+// API (POST /v1/chat/completions, GET /v1/models) plus health endpoints.
+// It authenticates the caller, turns the request into a messages.Turn,
+// publishes it on JetStream and answers when the turn's terminal event
+// arrives: completed (after persist committed it), rejected or failed.
+//
+//	srv := ingest.New(cfg, nc, js, auth, log)
+//	http.ListenAndServe(cfg.Addr, srv)
+//
+// Guarantees: every error is an OpenAI-style JSON body with a 4xx or 5xx
+// status (401 bad key, 400 bad input, 429 rate limited with Retry-After,
+// 503 no provider, 504 no answer in time); a 200 means the turn is
+// persisted, so the next turn of the conversation sees it. The same turn
+// can be published straight to NATS; see docs/nats-clients.md.
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go"
+)
+
+// Config configures the HTTP entry.
+type Config struct {
+	// Addr is the listen address. Default "127.0.0.1:8080".
+	Addr string
+	// MaxBodyBytes bounds a request body. Default 1 MiB.
+	MaxBodyBytes int64
+	// ReplyTimeout bounds the wait for a turn's outcome (then 504).
+	// Default 120s.
+	ReplyTimeout time.Duration
+	// Models are listed by GET /v1/models. Default ["agentbus-offline"].
+	Models []string
+	// Stages are the stages /health expects. Default all five.
+	Stages []string
+	// HealthTimeout bounds the scatter-gather of stage health. Default 300ms.
+	HealthTimeout time.Duration
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Addr:          "127.0.0.1:8080",
+		MaxBodyBytes:  1 << 20,
+		ReplyTimeout:  120 * time.Second,
+		Models:        []string{"agentbus-offline"},
+		Stages:        []string{"guard", "llm", "toolexec", "persist"},
+		HealthTimeout: 300 * time.Millisecond,
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, errors.New("ingest.max_body_bytes must be at least 1024"))
+	}
+	if c.ReplyTimeout <= 0 {
+		errs = append(errs, errors.New("ingest.reply_timeout must be positive"))
+	}
+	if c.HealthTimeout <= 0 {
+		errs = append(errs, errors.New("ingest.health_timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Identity is an authenticated caller.
+type Identity struct {
+	User  string
+	KeyID string
+}
+
+// Authenticator checks the Authorization header. Its errors are shown to
+// the caller (401) and must never contain the key.
+type Authenticator interface {
+	Authenticate(ctx context.Context, authorization string) (Identity, error)
+}
+
+// Server is the HTTP entry. It implements http.Handler.
+type Server struct {
+	cfg  Config
+	nc   *nats.Conn
+	js   nats.JetStreamContext
+	auth Authenticator
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New builds the server. auth nil means no authentication (every caller is
+// user "anonymous"): for tests and trusted networks only.
+func New(cfg Config, nc *nats.Conn, js nats.JetStreamContext, auth Authenticator, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, nc: nc, js: js, auth: auth, log: log, mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
+	s.mux.HandleFunc("GET /v1/models", s.models)
+	s.mux.HandleFunc("GET /health", s.health)
+	s.mux.HandleFunc("GET /health/live", s.live)
+	s.mux.HandleFunc("GET /health/ready", s.ready)
+	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), nil)
+	})
+	return s, nil
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// NewID returns a fresh id with a prefix, safe as a subject token.
+func NewID(prefix string) string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string, param *string) {
+	writeJSON(w, status, apiError{Error: errorBody{Message: msg, Type: errorType(status), Param: param, Code: code}})
+}
+
+func strp(s string) *string { return &s }
+
+func (s *Server) authenticate(r *http.Request) (Identity, error) {
+	if s.auth == nil {
+		return Identity{User: "anonymous"}, nil
+	}
+	return s.auth.Authenticate(r.Context(), r.Header.Get("Authorization"))
+}
+
+func (s *Server) models(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.authenticate(r); err != nil {
+		writeError(w, http.StatusUnauthorized, "invalid_api_key", err.Error(), nil)
+		return
+	}
+	list := modelList{Object: "list"}
+	for _, m := range s.cfg.Models {
+		list.Data = append(list.Data, model{ID: m, Object: "model", Created: 1700000000, OwnedBy: "agentbus"})
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// chat serves POST /v1/chat/completions.
+func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
+	id, err := s.authenticate(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "invalid_api_key", err.Error(), nil)
+		return
+	}
+	var req chatRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err := dec.Decode(&req); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusBadRequest, "request_too_large", fmt.Sprintf("request body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "invalid_json", "request body is not valid JSON: "+err.Error(), nil)
+		return
+	}
+	if req.N != nil && *req.N != 1 {
+		writeError(w, http.StatusBadRequest, "unsupported_parameter", "n must be 1", strp("n"))
+		return
+	}
+	if len(req.Tools) > 0 && string(req.Tools) != "null" && string(req.Tools) != "[]" {
+		writeError(w, http.StatusBadRequest, "unsupported_parameter",
+			"client-side tools are not supported: agentbus runs the tools registered with its toolexec stage", strp("tools"))
+		return
+	}
+	rid := NewID("req_")
+	conv := r.Header.Get("X-Conversation-Id")
+	useHistory := conv != ""
+	if !useHistory {
+		conv = NewID("conv_")
+	} else if !messages.ValidID(conv) {
+		writeError(w, http.StatusBadRequest, "invalid_conversation_id", "X-Conversation-Id must be 1-128 characters of [A-Za-z0-9_-]", nil)
+		return
+	}
+	maxTokens := req.MaxTokens
+	if req.MaxCompletionTokens != nil {
+		maxTokens = req.MaxCompletionTokens
+	}
+	turn := messages.Turn{
+		SchemaVersion:  messages.SchemaVersion,
+		RequestID:      rid,
+		ConversationID: conv,
+		UseHistory:     useHistory,
+		User:           id.User,
+		KeyID:          id.KeyID,
+		Endpoint:       "chat.completions",
+		Model:          req.Model,
+		Params:         messages.Params{Temperature: req.Temperature, TopP: req.TopP, MaxTokens: maxTokens, Stop: req.Stop},
+		Messages:       req.Messages,
+		Stream:         req.Stream,
+		CreatedAt:      time.Now().UTC(),
+	}
+	if err := turn.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", strings.ReplaceAll(err.Error(), "\n", "; "), nil)
+		return
+	}
+	w.Header().Set("X-Request-Id", rid)
+	w.Header().Set("X-Conversation-Id", conv)
+
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReplyTimeout)
+	defer cancel()
+	events := make(chan *nats.Msg, 64)
+	sub, err := s.nc.ChanSubscribe(messages.ReplyFilter(rid), events)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "message bus unavailable", nil)
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	var deltas chan *nats.Msg
+	if turn.Stream {
+		deltas = make(chan *nats.Msg, 256)
+		dsub, err := s.nc.ChanSubscribe(messages.StreamSubject(rid), deltas)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "message bus unavailable", nil)
+			return
+		}
+		defer func() { _ = dsub.Unsubscribe() }()
+	}
+	if err := Publish(ctx, s.js, &turn); err != nil {
+		s.log.Error("publish turn", "request_id", rid, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "could not enqueue the request; try again", nil)
+		return
+	}
+	if turn.Stream {
+		s.stream(ctx, w, &turn, events, deltas)
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			s.timeout(w, r, rid)
+			return
+		case m := <-events:
+			if done := s.answer(w, &turn, m); done {
+				return
+			}
+		}
+	}
+}
+
+// Publish puts a turn on the pipeline with its deterministic message id.
+func Publish(ctx context.Context, js nats.JetStreamContext, t *messages.Turn) error {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(messages.Subject(messages.EventReceived, t.RequestID))
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, messages.MsgID(t.RequestID, messages.EventReceived, 0))
+	m.Header.Set(messages.HeaderCorrelationID, t.RequestID)
+	m.Header.Set(messages.HeaderEvent, messages.EventReceived)
+	_, err = js.PublishMsg(m, nats.Context(ctx))
+	return err
+}
+
+func (s *Server) timeout(w http.ResponseWriter, r *http.Request, rid string) {
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	writeError(w, http.StatusGatewayTimeout, messages.CodeTimeout,
+		fmt.Sprintf("no answer within %s; the turn (request %s) may still complete and will be stored", s.cfg.ReplyTimeout, rid), nil)
+}
+
+// answer handles one event of the request; it reports whether the response
+// was written (a terminal event).
+func (s *Server) answer(w http.ResponseWriter, t *messages.Turn, m *nats.Msg) bool {
+	event, _, err := messages.ParseSubject(m.Subject)
+	if err != nil || !messages.Terminal(event) {
+		return false
+	}
+	switch event {
+	case messages.EventCompleted:
+		var c messages.Completed
+		if err := json.Unmarshal(m.Data, &c); err != nil {
+			writeError(w, http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
+			return true
+		}
+		writeJSON(w, http.StatusOK, completionResponse(&c))
+	case messages.EventRejected:
+		var rj messages.Rejected
+		if err := json.Unmarshal(m.Data, &rj); err != nil {
+			writeError(w, http.StatusInternalServerError, messages.CodeInternal, "undecodable rejection", nil)
+			return true
+		}
+		setRetryHeaders(w, rj.RetryAfterMS, rj.RateLimit)
+		writeError(w, statusOr(rj.Status, 400), rj.Code, rj.Reason, nil)
+	case messages.EventFailed:
+		var f messages.Failed
+		if err := json.Unmarshal(m.Data, &f); err != nil {
+			writeError(w, http.StatusInternalServerError, messages.CodeInternal, "undecodable failure", nil)
+			return true
+		}
+		setRetryHeaders(w, f.RetryAfterMS, nil)
+		writeError(w, statusOr(f.Status, 500), f.Code, f.Reason, nil)
+	}
+	return true
+}
+
+func statusOr(s, def int) int {
+	if s < 400 || s > 599 {
+		return def
+	}
+	return s
+}
+
+func setRetryHeaders(w http.ResponseWriter, retryMS int64, rl map[string]string) {
+	if retryMS > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt((retryMS+999)/1000, 10))
+		w.Header().Set("Retry-After-Ms", strconv.FormatInt(retryMS, 10))
+	}
+	for k, v := range rl {
+		w.Header().Set(k, v)
+	}
+}
+
+func completionResponse(c *messages.Completed) chatResponse {
+	finish := "stop"
+	if len(c.Message.ToolCalls) > 0 {
+		finish = "tool_calls"
+	}
+	msg := c.Message
+	msg.Role = messages.RoleAssistant
+	return chatResponse{
+		ID:      "chatcmpl-" + c.RequestID,
+		Object:  "chat.completion",
+		Created: c.CreatedAt.Unix(),
+		Model:   c.Model,
+		Choices: []choice{{Index: 0, Message: msg, FinishReason: finish}},
+		Usage:   c.Usage,
+	}
+}
+

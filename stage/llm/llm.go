@@ -1,0 +1,295 @@
+// Package llm is the llm stage: it builds a turn's context (stored history
+// plus the new messages plus the tool loop so far), calls the model through
+// the provider chain (circuit breakers, failover, retries live there), and
+// routes the answer: tool calls to toolexec, a final answer to persist.
+//
+// Guarantees:
+//   - a redelivered step never calls the provider again: the result of each
+//     step is recorded in a JetStream KV bucket (keyed by request id and
+//     round) before the next event is published, and a redelivery reuses it;
+//   - an outage is not poison: when no provider is available the turn ends
+//     at once with a Failed event (503 and Retry-After), the message is
+//     acked, nothing is dead-lettered and nothing loops;
+//   - streaming deltas go to core NATS on messages.StreamSubject(rid) while
+//     the final message still travels through JetStream.
+package llm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/internal/provider"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
+	"github.com/nats-io/nats.go"
+)
+
+// Stage is the stage name.
+const Stage = "llm"
+
+// ResultsBucket is the KV bucket holding each step's provider result.
+const ResultsBucket = "agentbus_llm_results"
+
+// History returns a conversation's stored messages, already pruned to the
+// model's budget.
+type History interface {
+	History(ctx context.Context, conversationID, model string) ([]messages.Message, error)
+}
+
+// Quota checks and records per-user and per-model usage.
+type Quota interface {
+	Check(user, model string) error
+	Record(user, model string, tokens int64)
+}
+
+// Config configures the llm stage.
+type Config struct {
+	// DefaultModel is used when a turn names none. Default "agentbus-offline".
+	DefaultModel string
+	// MaxRounds bounds model calls per turn (the tool loop). Default 6.
+	MaxRounds int
+	// SystemPrompt, if set, is prepended to every context. Default "".
+	SystemPrompt string
+	// ResultTTL is how long step results are kept for redeliveries.
+	// Default 24h.
+	ResultTTL time.Duration
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxRounds < 1 || c.MaxRounds > 64 {
+		errs = append(errs, fmt.Errorf("llm.max_rounds must be 1..64, got %d", c.MaxRounds))
+	}
+	if c.ResultTTL < time.Minute {
+		errs = append(errs, errors.New("llm.result_ttl must be at least 1m"))
+	}
+	return errors.Join(errs...)
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{DefaultModel: provider.OfflineName, MaxRounds: 6, ResultTTL: 24 * time.Hour}
+}
+
+// Handler holds the llm stage's dependencies.
+type Handler struct {
+	cfg      Config
+	provider provider.Provider
+	tools    []provider.ToolSpec
+	history  History
+	quota    Quota
+	nc       *nats.Conn
+	kv       nats.KeyValue
+	log      *slog.Logger
+	// Health reports provider health (breaker states); may be nil.
+	health func() (string, map[string]any)
+}
+
+// Deps are the llm stage's collaborators.
+type Deps struct {
+	Provider provider.Provider
+	Tools    []provider.ToolSpec
+	History  History // nil: turns with use_history fail clearly
+	Quota    Quota   // nil: no quotas
+	// ProviderHealth reports the providers' health for /health.
+	ProviderHealth func() (status string, detail map[string]any)
+}
+
+// New builds the handler and its result bucket.
+func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Provider == nil {
+		return nil, errors.New("llm: a provider is required")
+	}
+	kv, err := js.KeyValue(ResultsBucket)
+	if errors.Is(err, nats.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: ResultsBucket, Description: "llm step results for idempotent redelivery", TTL: cfg.ResultTTL, History: 1})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("llm results bucket: %w", err)
+	}
+	return &Handler{cfg: cfg, provider: d.Provider, tools: d.Tools, history: d.History, quota: d.Quota,
+		nc: nc, kv: kv, log: log, health: d.ProviderHealth}, nil
+}
+
+// Stage returns the pipeline stage: it consumes admitted turns and tool
+// results.
+func (h *Handler) Stage() pipeline.Stage {
+	return pipeline.Stage{
+		Name: Stage,
+		Handlers: map[string]message.HandlerFunc{
+			messages.EventAdmitted: h.Handle,
+			messages.EventTooled:   h.Handle,
+		},
+		Health: func(context.Context) (map[string]pipeline.Check, map[string]any) {
+			if h.health == nil {
+				return nil, nil
+			}
+			st, detail := h.health()
+			return map[string]pipeline.Check{"providers": {Status: st}}, detail
+		},
+	}
+}
+
+type stepResult struct {
+	Response provider.Response `json:"response"`
+	At       time.Time         `json:"at"`
+}
+
+// Handle runs one model call of a turn.
+func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
+	g, err := pipeline.Decode[messages.Generation](msg)
+	if err != nil {
+		return nil, err
+	}
+	ctx := msg.Context()
+	event, _, _ := messages.ParseSubject(msg.Metadata.Get(pipeline.MetaSubject))
+	round := 0
+	if event == messages.EventTooled {
+		round = g.Round + 1
+	}
+	if round >= h.cfg.MaxRounds {
+		return h.fail(&g, messages.CodeMaxToolRounds, http.StatusUnprocessableEntity,
+			fmt.Sprintf("the model asked for tools in %d rounds; the limit is %d", round, h.cfg.MaxRounds), 0)
+	}
+	model := g.Model
+	if model == "" {
+		model = h.cfg.DefaultModel
+	}
+	key := resultKey(g.RequestID, round)
+	res, found, err := h.lookup(key)
+	if err != nil {
+		return nil, err // KV unreachable: retry, never call the provider blind
+	}
+	if !found {
+		if h.quota != nil {
+			if err := h.quota.Check(g.User, model); err != nil {
+				return h.fail(&g, messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), 0)
+			}
+		}
+		req, err := h.request(ctx, &g, model)
+		if err != nil {
+			return nil, err
+		}
+		var onDelta func(string)
+		seq := 0
+		if g.Stream {
+			subj := messages.StreamSubject(g.RequestID)
+			onDelta = func(d string) {
+				seq++
+				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq, Content: d})
+				_ = h.nc.Publish(subj, b)
+			}
+		}
+		resp, err := h.provider.Complete(ctx, req, onDelta)
+		if err != nil {
+			if g.Stream {
+				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq + 1, Done: true, Error: pipeline.Redact(err.Error())})
+				_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
+			}
+			return h.providerError(&g, err)
+		}
+		if h.quota != nil {
+			h.quota.Record(g.User, model, int64(resp.Usage.TotalTokens))
+		}
+		res = stepResult{Response: resp, At: time.Now().UTC()}
+		if err := h.record(key, res); err != nil {
+			return nil, err
+		}
+	}
+	return h.route(&g, round, res.Response)
+}
+
+func (h *Handler) route(g *messages.Generation, round int, resp provider.Response) ([]*message.Message, error) {
+	out := *g
+	out.Round = round
+	out.Steps = append(append([]messages.Message(nil), g.Steps...), resp.Message)
+	out.Usage = g.Usage.Add(resp.Usage)
+	out.Provider = resp.Provider
+	out.ResolvedModel = resp.Model
+	event := messages.EventGenerated
+	if len(resp.Message.ToolCalls) > 0 {
+		event = messages.EventToolCalls
+	}
+	m, err := pipeline.NewEvent(event, g.RequestID, round, out)
+	if err != nil {
+		return nil, err
+	}
+	return []*message.Message{m}, nil
+}
+
+func (h *Handler) request(ctx context.Context, g *messages.Generation, model string) (provider.Request, error) {
+	var msgs []messages.Message
+	if h.cfg.SystemPrompt != "" {
+		msgs = append(msgs, messages.Message{Role: messages.RoleSystem, Content: h.cfg.SystemPrompt})
+	}
+	if g.UseHistory {
+		if h.history == nil {
+			return provider.Request{}, pipeline.Permanent(errors.New("turn asks for history but no history source is configured"))
+		}
+		hist, err := h.history.History(ctx, g.ConversationID, model)
+		if err != nil {
+			return provider.Request{}, fmt.Errorf("history of %s: %w", g.ConversationID, err)
+		}
+		msgs = append(msgs, hist...)
+	}
+	msgs = append(msgs, g.Messages...)
+	msgs = append(msgs, g.Steps...)
+	return provider.Request{Model: model, Messages: msgs, Tools: h.tools, Params: g.Params, User: g.User}, nil
+}
+
+func (h *Handler) providerError(g *messages.Generation, err error) ([]*message.Message, error) {
+	if errors.Is(err, context.Canceled) {
+		return nil, err // shutting down: redeliver
+	}
+	status, code := provider.Classify(err)
+	retry, _ := provider.RetryAfter(err)
+	h.log.Warn("model call failed", "request_id", g.RequestID, "status", status, "code", code, "err", pipeline.Redact(err.Error()))
+	return h.fail(g, code, status, err.Error(), retry)
+}
+
+func (h *Handler) fail(g *messages.Generation, code string, status int, reason string, retry time.Duration) ([]*message.Message, error) {
+	m, err := pipeline.FailedEvent(Stage, &g.Turn, code, status, reason, retry)
+	if err != nil {
+		return nil, err
+	}
+	return []*message.Message{m}, nil
+}
+
+func resultKey(rid string, round int) string { return rid + "." + strconv.Itoa(round) }
+
+func (h *Handler) lookup(key string) (stepResult, bool, error) {
+	e, err := h.kv.Get(key)
+	if errors.Is(err, nats.ErrKeyNotFound) {
+		return stepResult{}, false, nil
+	}
+	if err != nil {
+		return stepResult{}, false, fmt.Errorf("llm result lookup: %w", err)
+	}
+	var r stepResult
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return stepResult{}, false, fmt.Errorf("llm result %s is corrupt: %w", key, err)
+	}
+	return r, true, nil
+}
+
+func (h *Handler) record(key string, r stepResult) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := h.kv.Put(key, b); err != nil {
+		return fmt.Errorf("llm result record: %w", err)
+	}
+	return nil
+}
