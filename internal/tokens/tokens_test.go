@@ -132,7 +132,7 @@ func TestConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range 20 {
+			for range 4 {
 				if got := For("gpt-4o").Count(strings.Repeat("concurrency is not parallelism. ", 50)); got != want {
 					t.Errorf("got %d, want %d", got, want)
 				}
@@ -181,4 +181,32 @@ func ExampleFor() {
 	// Output:
 	// 22
 	// 3
+}
+
+type countingCounter struct {
+	Counter
+	calls int
+}
+
+func (c *countingCounter) Count(s string) int { c.calls++; return c.Counter.Count(s) }
+
+func TestCached(t *testing.T) {
+	inner := &countingCounter{Counter: For("gpt-4o")}
+	c := Cached(inner, 2)
+	long := strings.Repeat("cache me please ", 10)
+	want := For("gpt-4o").Count(long)
+	for range 3 {
+		if got := c.Count(long); got != want {
+			t.Fatalf("Count = %d, want %d", got, want)
+		}
+	}
+	if inner.calls != 1 {
+		t.Fatalf("inner called %d times, want 1", inner.calls)
+	}
+	if got, want := c.CountMessages(cookbook), For("gpt-4o").CountMessages(cookbook); got != want {
+		t.Fatalf("CountMessages = %d, want %d", got, want)
+	}
+	if _, ok := Cached(Estimator{}, 0).(Estimator); !ok {
+		t.Fatal("estimator should not be wrapped")
+	}
 }
