@@ -58,6 +58,9 @@ func (d *doc) tokenize(s string) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if !isWordByte(c) {
+				if isStop(c) && len(single) == 0 && len(d.toks) > 0 && d.toks[len(d.toks)-1] != stopToken {
+					d.toks = append(d.toks, stopToken)
+				}
 				i++
 				continue
 			}
@@ -100,6 +103,14 @@ func (d *doc) tokenize(s string) {
 		d.toks = append(d.toks, d.unleet(tok))
 	}
 	flushSingle()
+	if len(d.toks) > 0 && d.toks[len(d.toks)-1] != stopToken {
+		d.toks = append(d.toks, stopToken)
+	}
+}
+
+// isStop reports sentence punctuation, kept as a boundary token.
+func isStop(c byte) bool {
+	return c == '.' || c == ',' || c == ';' || c == ':' || c == '!' || c == '?' || c == '\n' || c == '"' || c == '-'
 }
 
 // isWordByte reports ASCII bytes that belong to words; '@' and '$' are kept

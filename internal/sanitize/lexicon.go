@@ -53,7 +53,15 @@ const (
 	cTo                            // to
 	cThat                          // that
 	cPassword                      // password, passcode, secret
+	cStop                          // sentence punctuation (a boundary token)
+	cThen                          // and, then, now: what follows an override
+	cRoleNext                      // a, an, the, in, no, my: a new role follows
+	cDet                           // the, your: a definite object
 )
+
+// stopToken stands for sentence punctuation in the token stream.
+const stopToken = "\x01"
+
 
 var lexicon = map[string]uint64{}
 
@@ -83,7 +91,7 @@ func init() {
 	addWords(cTask, `task tasks assignment instructions role mission aufgabe aufgaben anweisungen rolle tache taches tarea compito`)
 	addWords(cReveal, `show print reveal repeat output display tell give write spell dump leak disclose expose list
 		recite zeige zeig gib nenne drucke wiederhole montre affiche donne muestra dime`)
-	addWords(cSecretMod, `your initial original hidden secret system previous preceding internal confidential above
+	addWords(cSecretMod, `your initial original hidden secret previous preceding internal confidential above
 		deine deinen dein ihre ihren tes vos votre tus`)
 	addWords(cSecret, `prompt prompts instructions password passcode passphrase rules guidelines configuration
 		anweisungen passwort consignes`)
@@ -112,7 +120,7 @@ func init() {
 	addWords(cUser, `user system`)
 	addWords(cSystem, `system`)
 	addWords(cPromptW, `prompt`)
-	addWords(cJailbreak, `jailbreak jailbroken jailbreaking dan`)
+	addWords(cJailbreak, `jailbreak jailbroken`)
 	addWords(cDeveloper, `developer`)
 	addWords(cMode, `mode`)
 	addWords(cFrom, `from`)
@@ -124,6 +132,10 @@ func init() {
 	addWords(cTo, `to`)
 	addWords(cThat, `that`)
 	addWords(cPassword, `password passcode passphrase passwort`)
+	lexicon[stopToken] = cStop
+	addWords(cThen, `and then now instead but und dann et puis y`)
+	addWords(cRoleNext, `a an the my in no free going called named dan`)
+	addWords(cDet, `the your`)
 }
 
 // step is one element of a rule: a token of one of the classes, after at
@@ -147,33 +159,36 @@ func s(class uint64, gap int) step { return step{class, gap} }
 // (instruction override, prompt leaking, role/persona hijack, output forcing,
 // delimiter injection), not fitted to any data set.
 var rules = []rule{
-	{"injection.ignore_previous", 0.85, []step{s(cIgnore, 0), s(cPrior, 2)}},
+	// "ignore the above." / "forget everything before that and ..."
+	{"injection.ignore_previous", 0.85, []step{s(cIgnore, 0), s(cPrior, 2), s(cStop|cThen|cThat, 0)}},
 	{"injection.ignore_previous", 0.85, []step{s(cIgnore, 0), s(cAll|cYour, 2), s(cInstr, 2)}},
 	{"injection.ignore_previous", 0.85, []step{s(cIgnore, 0), s(cInstr, 1)}},
-	{"injection.ignore_previous", 0.85, []step{s(cIgnore, 0), s(cAll|cYour, 2), s(cPrior, 2), s(cWeakObj|cInstr, 2)}},
+	{"injection.ignore_previous", 0.85, []step{s(cIgnore, 0), s(cAll|cYour|cDet, 2), s(cPrior, 2), s(cWeakObj|cInstr, 2)}},
 	{"injection.ignore_previous", 0.8, []step{s(cPrior, 0), s(cInstr|cWeakObj, 2), s(cIgnore, 3)}},
-	{"injection.forget_everything", 0.4, []step{s(cIgnore, 0), s(cEverything, 1)}},
+	{"injection.forget_everything", 0.4, []step{s(cIgnore, 0), s(cEverything, 1), s(cStop|cThen|cPrior, 0)}},
 	{"injection.new_task", 0.55, []step{s(cNow, 0), s(cNew, 3), s(cTask, 1)}},
 	{"injection.new_task", 0.55, []step{s(cNew, 0), s(cTask, 1), s(cNow, 2)}},
 	{"injection.new_task", 0.6, []step{s(cYour, 0), s(cNew, 0), s(cInstr|cTask, 0)}},
 	{"injection.reveal_prompt", 0.7, []step{s(cReveal, 0), s(cSecretMod, 4), s(cSecret, 2)}},
-	{"injection.reveal_prompt", 0.4, []step{s(cSystem, 0), s(cPromptW, 0)}},
+	{"injection.reveal_prompt", 0.7, []step{s(cReveal, 0), s(cDet, 3), s(cSystem, 0), s(cPromptW, 0)}},
+	{"injection.reveal_prompt", 0.25, []step{s(cSystem, 0), s(cPromptW, 0)}},
 	{"injection.reveal_prompt", 0.35, []step{s(cYour, 0), s(cPassword, 1)}},
-	{"injection.role_override", 0.55, []step{s(cYou, 0), s(cAre, 0), s(cNow, 0)}},
+	{"injection.role_override", 0.55, []step{s(cYou, 0), s(cAre, 0), s(cNow, 0), s(cRoleNext, 0)}},
+	{"injection.role_override", 0.3, []step{s(cYou, 0), s(cAre, 0), s(cNow, 0)}},
 	{"injection.role_override", 0.4, []step{s(cNow, 0), s(cYou, 0), s(cAre, 0)}},
-	{"injection.role_override", 0.35, []step{s(cFrom, 0), s(cNow, 0), s(cOn, 0)}},
+	{"injection.role_override", 0.25, []step{s(cFrom, 0), s(cNow, 0), s(cOn, 0)}},
 	{"injection.role_override", 0.6, []step{s(cWant, 0), s(cYou, 0), s(cTo, 0), s(cAct, 0), s(cAs, 0)}},
 	{"injection.role_override", 0.45, []step{s(cPretend, 0), s(cTo|cYou|cThat, 0), s(cBe|cAre|cYou, 1)}},
 	{"injection.role_override", 0.45, []step{s(cStay, 0), s(cCharacter|cIgnore, 2)}},
-	{"jailbreak.persona", 0.6, []step{s(cJailbreak, 0)}},
+	{"jailbreak.persona", 0.35, []step{s(cJailbreak, 0)}},
 	{"jailbreak.persona", 0.8, []step{s(cDo, 0), s(cAnything, 0), s(cNow, 0)}},
-	{"jailbreak.persona", 0.5, []step{s(cDeveloper, 0), s(cMode, 0)}},
+	{"jailbreak.persona", 0.3, []step{s(cDeveloper, 0), s(cMode, 0)}},
 	{"jailbreak.no_limits", 0.4, []step{s(cNo, 0), s(cLimits, 2)}},
 	{"injection.output_control", 0.5, []step{s(cBegin, 0), s(cYour, 1), s(cReply, 0), s(cWith, 1)}},
 	{"injection.output_control", 0.45, []step{s(cRepeat, 0), s(cAfter, 0), s(cMe, 0)}},
-	{"injection.output_control", 0.3, []step{s(cNothing, 0), s(cElse, 0)}},
-	{"injection.delimiter", 0.45, []step{s(cEnd, 0), s(cOf, 0), s(cUser, 1), s(cInput, 0)}},
-	{"injection.delimiter", 0.45, []step{s(cEnd, 0), s(cOf, 0), s(cInput, 0)}},
+	{"injection.output_control", 0.2, []step{s(cNothing, 0), s(cElse, 0)}},
+	{"injection.delimiter", 0.4, []step{s(cEnd, 0), s(cOf, 0), s(cUser, 1), s(cInput, 0)}},
+	{"injection.delimiter", 0.3, []step{s(cEnd, 0), s(cOf, 0), s(cInput, 0)}},
 }
 
 // literals are matched as substrings of the normalised text (they are

@@ -78,6 +78,9 @@ func features(toks []string, fn func(h uint32)) int {
 			havePrev = false
 			continue
 		}
+		if t == stopToken {
+			continue
+		}
 		// Word unigram.
 		h := uint32(fnvOffset ^ 0x9e3779b9)
 		for i := 0; i < len(t); i++ {

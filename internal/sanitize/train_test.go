@@ -12,12 +12,16 @@ import (
 
 // Training hyper-parameters. The seed and the order of the data fix the
 // result: TestTrainModel reproduces model.bin byte for byte.
-const (
-	trainSeed   = 20240611
+const trainSeed = 20240611
+
+var (
 	trainEpochs = 30
 	trainLR     = 0.2
-	trainL2     = 1e-4
-	trainFolds  = 5
+	trainL2     = 1e-3
+)
+
+const (
+	trainFolds = 5
 	// Threshold targets on out-of-fold training scores of benign rows.
 	flagFPR  = 0.02
 	blockFPR = 0.005
@@ -110,6 +114,13 @@ func threshold(benign []float64, fpr float64) float64 {
 func trainModel(t *testing.T, dir string) *model {
 	t.Helper()
 	rows := loadJSONL(t, filepath.Join(dir, "deepset_train.jsonl"), "text")
+	nDeepset := len(rows)
+	// Benign text with trigger words (our own, train only): deepset's benign
+	// half has none, so a model trained on it alone learns "instructions" and
+	// "previous" mean attack.
+	for _, l := range readLines(t, "train_benign.txt") {
+		rows = append(rows, sample{l, 0})
+	}
 	xs := make([]vec, len(rows))
 	ys := make([]int, len(rows))
 	docs := make([]*doc, len(rows))
@@ -144,6 +155,10 @@ func trainModel(t *testing.T, dir string) *model {
 	}
 	var benign, attacks []float64
 	for i, s := range oof {
+		if i >= nDeepset {
+			benign = append(benign, s) // our benign trigger-word text counts too
+			continue
+		}
 		if ys[i] == 1 {
 			attacks = append(attacks, s)
 		} else {
@@ -163,7 +178,14 @@ func trainModel(t *testing.T, dir string) *model {
 		}
 		return float64(n) / float64(len(attacks))
 	}
-	t.Logf("train out-of-fold: flag=%.3f (recall %.3f) block=%.3f (recall %.3f), %d benign, %d attacks",
+	augFP := 0
+	for _, s := range oof[nDeepset:] {
+		if s >= flag {
+			augFP++
+		}
+	}
+	t.Logf("train_benign.txt out-of-fold false positives at flag: %d/%d", augFP, len(rows)-nDeepset)
+	t.Logf("deepset_train out-of-fold: flag=%.3f (recall %.3f) block=%.3f (recall %.3f), %d benign, %d attacks",
 		flag, rec(flag), block, rec(block), len(benign), len(attacks))
 	return m
 }
@@ -171,6 +193,20 @@ func trainModel(t *testing.T, dir string) *model {
 // TestTrainModel retrains the model from deepset_train.jsonl. With
 // AGENTBUS_TRAIN=write it rewrites model.bin; with AGENTBUS_TRAIN=1 it checks
 // that training reproduces the embedded model.bin exactly.
+func TestTrainSweep(t *testing.T) {
+	if os.Getenv("AGENTBUS_SWEEP") == "" {
+		t.Skip("set AGENTBUS_SWEEP=1")
+	}
+	dir := datasetsDir(t)
+	for _, l2 := range []float64{1e-4, 1e-3, 3e-3, 1e-2} {
+		for _, ep := range []int{10, 30} {
+			trainL2, trainEpochs = l2, ep
+			t.Logf("l2=%g epochs=%d", l2, ep)
+			trainModel(t, dir)
+		}
+	}
+}
+
 func TestTrainModel(t *testing.T) {
 	mode := os.Getenv("AGENTBUS_TRAIN")
 	if mode == "" {
