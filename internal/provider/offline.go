@@ -1,0 +1,393 @@
+package provider
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/agentbus/agentbus/messages"
+)
+
+// OfflineName is the name and model of the Offline provider.
+const OfflineName = "agentbus-offline"
+
+// CalculatorTool is the tool name the Offline provider calls for arithmetic.
+const CalculatorTool = "calculator"
+
+// Offline is a deterministic Provider that needs no network and answers in
+// microseconds: the default when no provider is configured, and the model
+// of tests and benchmarks.
+//
+//   - The last message is a user message with an arithmetic expression
+//     ("What is 17*23?") and a tool named "calculator" is offered: it
+//     answers with a tool call calculator {"expression":"17*23"}.
+//   - Same, but no calculator offered: it computes the answer itself
+//     ("17*23 = 391").
+//   - The last messages are tool results: it answers with a sentence
+//     containing them ("17*23 = 391").
+//   - Otherwise: "You said: <first 200 characters of the last user message>".
+//
+// Usage is estimated as bytes/4. Streaming sends the answer word by word.
+type Offline struct{}
+
+// NewOffline returns the Offline provider.
+func NewOffline() *Offline { return &Offline{} }
+
+// Name returns "agentbus-offline".
+func (*Offline) Name() string { return OfflineName }
+
+// Complete answers req deterministically; see Offline.
+func (o *Offline) Complete(ctx context.Context, req Request, onDelta func(string)) (Response, error) {
+	if err := ctx.Err(); err != nil {
+		return Response{}, fmt.Errorf("provider %s: %w", OfflineName, err)
+	}
+	msg, finish := offlineAnswer(req)
+	prompt := 0
+	for _, m := range req.Messages {
+		prompt += len(m.Content)
+		for _, tc := range m.ToolCalls {
+			prompt += len(tc.Function.Name) + len(tc.Function.Arguments)
+		}
+	}
+	completion := len(msg.Content)
+	for _, tc := range msg.ToolCalls {
+		completion += len(tc.Function.Name) + len(tc.Function.Arguments)
+	}
+	pt, ct := estimateTokens(prompt), estimateTokens(completion)
+	if onDelta != nil && msg.Content != "" {
+		s := msg.Content
+		for s != "" {
+			i := strings.IndexByte(s, ' ')
+			if i < 0 {
+				i = len(s) - 1
+			}
+			onDelta(s[:i+1])
+			s = s[i+1:]
+		}
+	}
+	return Response{
+		Message: msg, Model: OfflineName, FinishReason: finish, Provider: OfflineName,
+		Usage: messages.Usage{PromptTokens: pt, CompletionTokens: ct, TotalTokens: pt + ct},
+	}, nil
+}
+
+func estimateTokens(bytes int) int {
+	if bytes == 0 {
+		return 0
+	}
+	return (bytes + 3) / 4
+}
+
+func offlineAnswer(req Request) (messages.Message, string) {
+	ms := req.Messages
+	answer := func(s string) (messages.Message, string) {
+		return messages.Message{Role: messages.RoleAssistant, Content: s}, "stop"
+	}
+	if len(ms) == 0 {
+		return answer("Hello! Ask me something.")
+	}
+	last := ms[len(ms)-1]
+	switch last.Role {
+	case messages.RoleTool:
+		return answer(summariseToolResults(ms))
+	case messages.RoleUser:
+		expr := findExpression(last.Content)
+		if expr != "" {
+			if hasTool(req.Tools, CalculatorTool) {
+				args, _ := json.Marshal(map[string]string{"expression": expr})
+				h := fnv.New64a()
+				fmt.Fprintf(h, "%d/%s", len(ms), expr)
+				return messages.Message{Role: messages.RoleAssistant, ToolCalls: []messages.ToolCall{{
+					ID: fmt.Sprintf("call_%016x", h.Sum64()), Type: "function",
+					Function: messages.FunctionCall{Name: CalculatorTool, Arguments: string(args)},
+				}}}, "tool_calls"
+			}
+			if v, err := evalArithmetic(expr); err == nil {
+				return answer(expr + " = " + formatNumber(v))
+			} else {
+				return answer("I cannot compute " + expr + ": " + err.Error() + ".")
+			}
+		}
+		return answer("You said: " + firstRunes(last.Content, 200))
+	}
+	return answer("You said: " + firstRunes(last.Content, 200))
+}
+
+func hasTool(tools []ToolSpec, name string) bool {
+	for _, t := range tools {
+		if strings.EqualFold(t.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// summariseToolResults turns the trailing tool messages into a sentence,
+// pairing each with the expression of its calculator call when known.
+func summariseToolResults(ms []messages.Message) string {
+	start := len(ms)
+	for start > 0 && ms[start-1].Role == messages.RoleTool {
+		start--
+	}
+	calls := map[string]messages.FunctionCall{}
+	for _, m := range ms[:start] {
+		for _, tc := range m.ToolCalls {
+			calls[tc.ID] = tc.Function
+		}
+	}
+	var parts []string
+	for _, m := range ms[start:] {
+		result := firstRunes(strings.TrimSpace(toolResultText(m.Content)), 200)
+		fc, ok := calls[m.ToolCallID]
+		var args struct {
+			Expression string `json:"expression"`
+		}
+		if ok && strings.EqualFold(fc.Name, CalculatorTool) && json.Unmarshal([]byte(fc.Arguments), &args) == nil && args.Expression != "" {
+			parts = append(parts, args.Expression+" = "+result)
+		} else if ok {
+			parts = append(parts, "The "+fc.Name+" tool returned: "+result)
+		} else {
+			parts = append(parts, "The tool returned: "+result)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// toolResultText unwraps {"result": x} tool results.
+func toolResultText(s string) string {
+	var r struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if json.Unmarshal([]byte(s), &r) == nil && len(r.Result) > 0 {
+		var str string
+		if json.Unmarshal(r.Result, &str) == nil {
+			return str
+		}
+		return string(r.Result)
+	}
+	return s
+}
+
+func firstRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j]
+		}
+		i++
+	}
+	return s
+}
+
+func formatNumber(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 12, 64)
+}
+
+func isExprByte(c byte) bool {
+	return c >= '0' && c <= '9' || strings.IndexByte("+-*/^%(). ", c) >= 0
+}
+
+// findExpression returns the longest run of arithmetic characters in s that
+// contains a digit and a binary operator, trimmed; "" if none.
+func findExpression(s string) string {
+	best := ""
+	for i := 0; i < len(s); {
+		if !isExprByte(s[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && isExprByte(s[j]) {
+			j++
+		}
+		cand := strings.TrimSpace(strings.TrimRight(strings.TrimSpace(s[i:j]), ". "))
+		cand = strings.TrimLeft(cand, ". ")
+		if len(cand) > len(best) && looksArithmetic(cand) {
+			best = cand
+		}
+		i = j
+	}
+	return best
+}
+
+func looksArithmetic(s string) bool {
+	digit, op := false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= '0' && c <= '9' {
+			digit = true
+		} else if strings.IndexByte("+-*/^%", c) >= 0 && digit {
+			op = true // an operator after a digit: binary
+		}
+	}
+	if !digit || !op {
+		return false
+	}
+	_, err := evalArithmetic(s)
+	return err == nil || errors.Is(err, errDivZero)
+}
+
+var errDivZero = errors.New("division by zero")
+
+// maxExprLen and maxExprDepth bound the evaluator's work.
+const (
+	maxExprLen   = 256
+	maxExprDepth = 64
+)
+
+// evalArithmetic evaluates + - * / % ^ and parentheses over decimal numbers.
+func evalArithmetic(s string) (float64, error) {
+	if len(s) > maxExprLen {
+		return 0, fmt.Errorf("expression longer than %d bytes", maxExprLen)
+	}
+	p := exprParser{s: s}
+	v, err := p.sum(0)
+	if err != nil {
+		return 0, err
+	}
+	p.space()
+	if p.i != len(p.s) {
+		return 0, fmt.Errorf("unexpected %q at %d", p.s[p.i], p.i)
+	}
+	if math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, errors.New("result out of range")
+	}
+	return v, nil
+}
+
+type exprParser struct {
+	s string
+	i int
+}
+
+func (p *exprParser) space() {
+	for p.i < len(p.s) && p.s[p.i] == ' ' {
+		p.i++
+	}
+}
+
+func (p *exprParser) peek() byte {
+	p.space()
+	if p.i < len(p.s) {
+		return p.s[p.i]
+	}
+	return 0
+}
+
+func (p *exprParser) sum(depth int) (float64, error) {
+	v, err := p.product(depth)
+	for err == nil {
+		op := p.peek()
+		if op != '+' && op != '-' {
+			return v, nil
+		}
+		p.i++
+		var r float64
+		if r, err = p.product(depth); err == nil {
+			if op == '+' {
+				v += r
+			} else {
+				v -= r
+			}
+		}
+	}
+	return 0, err
+}
+
+func (p *exprParser) product(depth int) (float64, error) {
+	v, err := p.power(depth)
+	for err == nil {
+		op := p.peek()
+		if op != '*' && op != '/' && op != '%' {
+			return v, nil
+		}
+		p.i++
+		var r float64
+		if r, err = p.power(depth); err != nil {
+			break
+		}
+		switch {
+		case op == '*':
+			v *= r
+		case r == 0:
+			return 0, errDivZero
+		case op == '/':
+			v /= r
+		default:
+			v = math.Mod(v, r)
+		}
+	}
+	return 0, err
+}
+
+func (p *exprParser) power(depth int) (float64, error) {
+	b, err := p.unary(depth)
+	if err != nil {
+		return 0, err
+	}
+	if p.peek() == '^' {
+		p.i++
+		if depth > maxExprDepth {
+			return 0, errors.New("expression nested too deeply")
+		}
+		e, err := p.power(depth + 1) // right-associative
+		if err != nil {
+			return 0, err
+		}
+		return math.Pow(b, e), nil
+	}
+	return b, nil
+}
+
+func (p *exprParser) unary(depth int) (float64, error) {
+	if depth > maxExprDepth {
+		return 0, errors.New("expression nested too deeply")
+	}
+	switch p.peek() {
+	case '-':
+		p.i++
+		v, err := p.unary(depth + 1)
+		return -v, err
+	case '+':
+		p.i++
+		return p.unary(depth + 1)
+	case '(':
+		p.i++
+		v, err := p.sum(depth + 1)
+		if err != nil {
+			return 0, err
+		}
+		if p.peek() != ')' {
+			return 0, errors.New("missing )")
+		}
+		p.i++
+		return v, nil
+	}
+	start := p.i
+	for p.i < len(p.s) && (p.s[p.i] >= '0' && p.s[p.i] <= '9' || p.s[p.i] == '.') {
+		p.i++
+	}
+	if start == p.i {
+		if p.i < len(p.s) {
+			return 0, fmt.Errorf("unexpected %q at %d", p.s[p.i], p.i)
+		}
+		return 0, errors.New("unexpected end of expression")
+	}
+	v, err := strconv.ParseFloat(p.s[start:p.i], 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad number %q", p.s[start:p.i])
+	}
+	return v, nil
+}
