@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +84,9 @@ func publish(t testing.TB, js jetstream.JetStream, event, rid, conv string, v an
 	return published{seq: ack.Sequence, event: event, rid: rid, conv: conv}
 }
 
-func user(s string) []messages.Message { return []messages.Message{{Role: messages.RoleUser, Content: s}} }
+func user(s string) []messages.Message {
+	return []messages.Message{{Role: messages.RoleUser, Content: s}}
+}
 
 func tc(id, name, args string) messages.ToolCall {
 	return messages.ToolCall{ID: id, Type: "function", Function: messages.FunctionCall{Name: name, Arguments: args}}
@@ -213,7 +216,9 @@ func TestReplay(t *testing.T) {
 		{"event filter (server side)", Options{Events: []string{messages.EventCompleted, messages.EventRejected, messages.EventFailed}},
 			func(p published) bool { return messages.Terminal(p.event) }},
 		{"event filter with conversation and since", Options{Events: []string{messages.EventReceived}, Conversation: "c2", Since: f.mid},
-			func(p published) bool { return p.event == messages.EventReceived && p.conv == "c2" && p.seq >= f.midSeq }},
+			func(p published) bool {
+				return p.event == messages.EventReceived && p.conv == "c2" && p.seq >= f.midSeq
+			}},
 		{"event filter ending before the last message", Options{Events: []string{messages.EventRejected}},
 			func(p published) bool { return p.event == messages.EventRejected }},
 		{"small batches", Options{Batch: 1}, all},
@@ -416,7 +421,7 @@ func TestFormat(t *testing.T) {
 			if !ok {
 				t.Fatalf("no %s event", tt.key)
 			}
-			if strings.HasPrefix(tt.key, "completed/r4") && !strings.HasSuffix(line, " Sorry.\"...\n") {
+			if strings.HasPrefix(tt.key, "completed/r4") && !strings.HasSuffix(line, " answer="+strconv.Quote(("I cannot run that." + strings.Repeat(" Sorry.", 40))[:TextLimit])+"...\n") {
 				t.Errorf("long answer not cut at %d characters: %q", TextLimit, line)
 			}
 			for _, w := range tt.want {
