@@ -84,7 +84,9 @@ func (u *unmarshaler) Unmarshal(nm *nats.Msg) (*message.Message, error) {
 	if id == "" {
 		id = nm.Subject + "@" + md.Get(MetaStreamSeq)
 	}
-	return message.NewMessage(id, nm.Data), nil
+	msg := message.NewMessage(id, nm.Data)
+	msg.Metadata = md
+	return msg, nil
 }
 
 // Decode decodes a message payload into T. A payload that is not valid JSON
@@ -141,3 +143,20 @@ func (p subjectPublisher) Publish(topic string, msgs ...*message.Message) error 
 }
 
 func (p subjectPublisher) Close() error { return nil }
+
+// FailedEvent builds the terminal Failed event of a request.
+func FailedEvent(stage string, t *messages.Turn, code string, status int, reason string, retryAfter time.Duration) (*message.Message, error) {
+	f := messages.Failed{
+		SchemaVersion:  messages.SchemaVersion,
+		RequestID:      t.RequestID,
+		ConversationID: t.ConversationID,
+		User:           t.User,
+		Stage:          stage,
+		Code:           code,
+		Status:         status,
+		Reason:         Redact(reason),
+		RetryAfterMS:   retryAfter.Milliseconds(),
+		At:             time.Now().UTC(),
+	}
+	return NewEvent(messages.EventFailed, t.RequestID, 0, f)
+}

@@ -98,8 +98,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 		return nil, err
 	}
 	wpub, err := wmnats.NewPublisherWithNatsConn(nc, wmnats.PublisherPublishConfig{
-		Marshaler: &unmarshaler{},
-		JetStream: wmnats.JetStreamConfig{TrackMsgId: true},
+		Marshaler:         &unmarshaler{},
+		SubjectCalculator: wmnats.DefaultSubjectCalculator,
+		JetStream:         wmnats.JetStreamConfig{TrackMsgId: true},
 	}, r.wlog)
 	if err != nil {
 		r.Close()

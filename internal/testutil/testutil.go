@@ -1,0 +1,56 @@
+// Package testutil starts real infrastructure for tests: an embedded
+// JetStream server on a random port with its store in t.TempDir().
+package testutil
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// NATSServer starts an embedded JetStream server for the test and shuts it
+// down at cleanup.
+func NATSServer(t testing.TB) *server.Server {
+	t.Helper()
+	return NATSServerAt(t, t.TempDir(), -1)
+}
+
+// NATSServerAt starts a server with its store in dir on port (-1 random).
+func NATSServerAt(t testing.TB, dir string, port int) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// Conn connects to s and closes the connection at cleanup.
+func Conn(t testing.TB, s *server.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Logger logs to the test output when AGENTBUS_TEST_LOG is set, else
+// discards.
+func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("AGENTBUS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}

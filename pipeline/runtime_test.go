@@ -1,0 +1,260 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/internal/testutil"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
+	"github.com/nats-io/nats.go"
+)
+
+func testConfig(url string) pipeline.Config {
+	cfg := pipeline.DefaultConfig()
+	cfg.NATSURL = url
+	cfg.Consumer.AckWait = 5 * time.Second
+	cfg.Consumer.HandlerTimeout = time.Second
+	cfg.Consumer.Retries = 1
+	cfg.Consumer.RetryInterval = 5 * time.Millisecond
+	cfg.Consumer.NakDelay = 20 * time.Millisecond
+	cfg.Consumer.MaxDeliveries = 3
+	cfg.Consumer.Concurrency = 4
+	return cfg
+}
+
+// startRuntime runs a runtime with one "echo" stage that completes every
+// received turn, or panics / fails according to the turn's first message.
+func startRuntime(t *testing.T, url string, calls *atomic.Int64) *pipeline.Runtime {
+	t.Helper()
+	rt, err := pipeline.New(context.Background(), testConfig(url), testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := func(msg *message.Message) ([]*message.Message, error) {
+		calls.Add(1)
+		turn, err := pipeline.Decode[messages.Turn](msg)
+		if err != nil {
+			return nil, err
+		}
+		switch turn.Messages[0].Content {
+		case "panic":
+			panic("boom")
+		case "slow":
+			time.Sleep(300 * time.Millisecond)
+		}
+		out, err := pipeline.NewEvent(messages.EventCompleted, turn.RequestID, 0, messages.Completed{RequestID: turn.RequestID, Message: messages.Message{Role: "assistant", Content: "echo: " + turn.Messages[0].Content}})
+		return []*message.Message{out}, err
+	}
+	if _, err := rt.AddStage(pipeline.Stage{Name: "echo", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rt.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-rt.Running():
+	case <-time.After(10 * time.Second):
+		t.Fatal("router did not start")
+	}
+	return rt
+}
+
+func publish(t *testing.T, js nats.JetStreamContext, rid string, payload []byte) {
+	t.Helper()
+	m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
+	m.Data = payload
+	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
+	if _, err := js.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func turnJSON(rid, text string) []byte {
+	b, _ := json.Marshal(messages.Turn{RequestID: rid, ConversationID: "c1", User: "u", Messages: []messages.Message{{Role: "user", Content: text}}})
+	return b
+}
+
+func dlqEntries(t *testing.T, js nats.JetStreamContext, stage string) []messages.DeadLetter {
+	t.Helper()
+	var out []messages.DeadLetter
+	info, err := js.StreamInfo(messages.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		raw, err := js.GetMsg(messages.StreamDLQ, seq)
+		if err != nil {
+			continue
+		}
+		if raw.Subject != messages.DLQSubject(stage) {
+			continue
+		}
+		var dl messages.DeadLetter
+		if err := json.Unmarshal(raw.Data, &dl); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, dl)
+	}
+	return out
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestRuntimeDeliversAndDeadLetters(t *testing.T) {
+	srv := testutil.NATSServer(t)
+	var calls atomic.Int64
+	rt := startRuntime(t, srv.ClientURL(), &calls)
+	nc := testutil.Conn(t, srv)
+	js, _ := nc.JetStream()
+
+	// A good turn completes; the reply is seen on the request's filter.
+	sub, _ := nc.SubscribeSync(messages.ReplyFilter("r1"))
+	publish(t, js, "r1", turnJSON("r1", "hi"))
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != messages.Subject(messages.EventReceived, "r1") {
+		t.Fatalf("first event on %s", m.Subject)
+	}
+	m, err = sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c messages.Completed
+	_ = json.Unmarshal(m.Data, &c)
+	if m.Subject != messages.Subject(messages.EventCompleted, "r1") || c.Message.Content != "echo: hi" {
+		t.Fatalf("got %s %+v", m.Subject, c)
+	}
+	if got := m.Header.Get(messages.HeaderCorrelationID); got != "" && got != "r1" {
+		t.Fatalf("correlation id %q", got)
+	}
+
+	// A re-publish with the same id is dropped by the duplicate window.
+	publish(t, js, "r1", turnJSON("r1", "hi"))
+
+	t.Run("malformed payload goes to the DLQ at once", func(t *testing.T) {
+		publish(t, js, "bad1", []byte("{not json"))
+		waitFor(t, 5*time.Second, "dead letter", func() bool { return len(dlqEntries(t, js, "echo")) >= 1 })
+		dl := dlqEntries(t, js, "echo")[0]
+		if dl.Subject != messages.Subject(messages.EventReceived, "bad1") || string(dl.Payload) != "{not json" || dl.Stage != "echo" || dl.Attempts != 1 {
+			t.Fatalf("dead letter %+v", dl)
+		}
+	})
+	t.Run("panic is retried then dead-lettered while other turns flow", func(t *testing.T) {
+		before := calls.Load()
+		publish(t, js, "p1", turnJSON("p1", "panic"))
+		for i := range 5 {
+			rid := fmt.Sprintf("ok%d", i)
+			s, _ := nc.SubscribeSync(messages.Subject(messages.EventCompleted, rid))
+			publish(t, js, rid, turnJSON(rid, "x"))
+			if _, err := s.NextMsg(5 * time.Second); err != nil {
+				t.Fatalf("turn %s did not complete while a poison message was retried: %v", rid, err)
+			}
+		}
+		waitFor(t, 10*time.Second, "panic dead letter", func() bool { return len(dlqEntries(t, js, "echo")) >= 2 })
+		dl := dlqEntries(t, js, "echo")[1]
+		// MaxDeliveries 3 x (Retries 1 + 1) handler runs.
+		if dl.Deliveries != 3 || dl.Attempts != 2 || dl.Reason == "" {
+			t.Fatalf("dead letter %+v", dl)
+		}
+		if n := calls.Load() - before; n < 6+5 {
+			t.Fatalf("handler ran %d times", n)
+		}
+	})
+	_ = rt
+}
+
+func TestGracefulShutdownLosesNothing(t *testing.T) {
+	srv := testutil.NATSServer(t)
+	nc := testutil.Conn(t, srv)
+	js, _ := nc.JetStream()
+	var calls atomic.Int64
+	rt, err := pipeline.New(context.Background(), testConfig(srv.ClientURL()), testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rt
+	// First runtime: takes load, then shuts down while slow turns run.
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	rt1 := startRuntimeCtx(t, srv.ClientURL(), &calls, ctx1)
+	completed := make(map[string]bool)
+	var mu sync.Mutex
+	csub, _ := nc.Subscribe(messages.EventFilter(messages.EventCompleted), func(m *nats.Msg) {
+		_, rid, _ := messages.ParseSubject(m.Subject)
+		mu.Lock()
+		completed[rid] = true
+		mu.Unlock()
+	})
+	defer csub.Unsubscribe()
+	const n = 40
+	for i := range n {
+		text := "x"
+		if i%4 == 0 {
+			text = "slow"
+		}
+		publish(t, js, fmt.Sprintf("g%d", i), turnJSON(fmt.Sprintf("g%d", i), text))
+	}
+	time.Sleep(50 * time.Millisecond)
+	cancel1()
+	<-rt1
+	// Second runtime picks up whatever the first did not finish.
+	var calls2 atomic.Int64
+	startRuntime(t, srv.ClientURL(), &calls2)
+	waitFor(t, 20*time.Second, "all turns completed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(completed) == n
+	})
+	if d := dlqEntries(t, js, "echo"); len(d) != 0 {
+		t.Fatalf("dead letters after shutdown: %+v", d)
+	}
+}
+
+func startRuntimeCtx(t *testing.T, url string, calls *atomic.Int64, ctx context.Context) chan struct{} {
+	t.Helper()
+	rt, err := pipeline.New(context.Background(), testConfig(url), testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := func(msg *message.Message) ([]*message.Message, error) {
+		calls.Add(1)
+		turn, err := pipeline.Decode[messages.Turn](msg)
+		if err != nil {
+			return nil, err
+		}
+		if turn.Messages[0].Content == "slow" {
+			time.Sleep(300 * time.Millisecond)
+		}
+		out, err := pipeline.NewEvent(messages.EventCompleted, turn.RequestID, 0, messages.Completed{RequestID: turn.RequestID})
+		return []*message.Message{out}, err
+	}
+	if _, err := rt.AddStage(pipeline.Stage{Name: "echo", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rt.Run(ctx) }()
+	<-rt.Running()
+	return done
+}
+
+var _ = errors.New
