@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -189,6 +190,7 @@ type Limiter struct {
 	endpoints map[string]tierSpec
 	users     map[string]tierSpec
 	globalKey string
+	local     bool // store is a MemoryStore: no concurrent I/O
 }
 
 // New returns a Limiter. A nil store means a new MemoryStore of
@@ -204,12 +206,14 @@ func New(cfg Config, store Store, clock Clock) (*Limiter, error) {
 	if clock == nil {
 		clock = realClock{}
 	}
+	_, local := store.(*MemoryStore)
 	l := &Limiter{
 		cfg: cfg, store: store, clock: clock,
 		global: cfg.Global.spec(), endpoint: cfg.Endpoint.spec(), user: cfg.User.spec(),
 		endpoints: make(map[string]tierSpec, len(cfg.Endpoints)),
 		users:     make(map[string]tierSpec, len(cfg.Users)),
 		globalKey: cfg.KeyPrefix + ".g",
+		local:     local,
 	}
 	for k, v := range cfg.Endpoints {
 		l.endpoints[k] = v.spec()
@@ -295,10 +299,15 @@ const eps = 1e-9
 //  1. Read every bucket of r with its revision and refill it to now.
 //  2. If any bucket lacks tokens, reject: nothing has been written.
 //  3. Else write each bucket's new state with Update(key, state, revision)
-//     (Create for a new key), in a fixed tier order.
+//     (Create for a new key).
 //  4. If a write fails with ErrConflict (another replica wrote since step
-//     1), refund the buckets already written and start again from step 1,
-//     after a short random backoff, at most Config.MaxRetries times.
+//     1), refund the buckets whose write succeeded and start again from
+//     step 1, after a short random backoff, at most Config.MaxRetries
+//     times.
+//
+// With a network Store the reads of step 1 and the writes of step 3 are
+// issued concurrently (two round trips per attempt whatever the number of
+// tiers); with a MemoryStore they run in order.
 //
 // Why it is safe: a bucket is only ever charged by a compare-and-swap whose
 // new state was computed from the exact revision it replaces, so two
@@ -333,31 +342,34 @@ func (l *Limiter) Allow(ctx context.Context, r Request) (Decision, error) {
 			}
 		}
 		now := l.clock.Now().UnixNano()
-		for i, c := range checks {
-			st, rev, err := l.load(ctx, c, now)
-			if err != nil {
-				return l.unavailable(ctx, err)
-			}
-			reads[i] = loaded{st, rev}
+		var errs [4]error
+		l.loadAll(ctx, checks, now, reads[:len(checks)], errs[:len(checks)])
+		if err := errors.Join(errs[:len(checks)]...); err != nil {
+			return l.unavailable(ctx, err)
 		}
 		if d, ok := decide(checks, reads[:len(checks)], cost, tokens); !ok {
 			return d, nil
 		}
-		committed := 0
+		for i := range checks {
+			reads[i].st.take(checks[i].spec, cost, tokens)
+		}
+		l.writeAll(ctx, checks, reads[:len(checks)], errs[:len(checks)])
 		var werr error
-		for i, c := range checks {
-			st := reads[i].st
-			st.take(c.spec, cost, tokens)
-			if _, werr = l.write(ctx, c.key, st, reads[i].rev); werr != nil {
-				break
+		for _, err := range errs[:len(checks)] {
+			if err != nil && (werr == nil || errors.Is(werr, ErrConflict)) {
+				werr = err // keep the first error that is not a conflict
 			}
-			reads[i].st = st
-			committed++
 		}
 		if werr == nil {
 			return allowed(checks, reads[:len(checks)]), nil
 		}
-		l.refund(ctx, checks[:committed], cost, tokens)
+		var charged []check
+		for i, err := range errs[:len(checks)] {
+			if err == nil {
+				charged = append(charged, checks[i])
+			}
+		}
+		l.refund(ctx, charged, cost, tokens)
 		if !errors.Is(werr, ErrConflict) {
 			return l.unavailable(ctx, werr)
 		}
@@ -393,6 +405,44 @@ func (l *Limiter) Reconcile(ctx context.Context, r Request, actualTokens float64
 		}))
 	}
 	return errors.Join(errs...)
+}
+
+// loadAll loads the buckets of checks into out, errors into errs: one
+// after the other on a MemoryStore, concurrently on any other Store (whose
+// calls are network round trips).
+func (l *Limiter) loadAll(ctx context.Context, checks []check, now int64, out []loaded, errs []error) {
+	if l.local || len(checks) == 1 {
+		for i, c := range checks {
+			out[i].st, out[i].rev, errs[i] = l.load(ctx, c, now)
+		}
+		return
+	}
+	res, rerrs := make([]loaded, len(checks)), make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() { res[i].st, res[i].rev, rerrs[i] = l.load(ctx, c, now) })
+	}
+	wg.Wait()
+	copy(out, res)
+	copy(errs, rerrs)
+}
+
+// writeAll writes the states of reads (with their revisions), like loadAll.
+func (l *Limiter) writeAll(ctx context.Context, checks []check, reads []loaded, errs []error) {
+	if l.local || len(checks) == 1 {
+		for i, c := range checks {
+			_, errs[i] = l.write(ctx, c.key, reads[i].st, reads[i].rev)
+		}
+		return
+	}
+	werrs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		r := reads[i]
+		wg.Go(func() { _, werrs[i] = l.write(ctx, c.key, r.st, r.rev) })
+	}
+	wg.Wait()
+	copy(errs, werrs)
 }
 
 func (l *Limiter) load(ctx context.Context, c check, now int64) (state, uint64, error) {

@@ -1,0 +1,92 @@
+// Package kvstore implements [ratelimit.Store] on a NATS JetStream key-value
+// bucket, so that every guard replica shares one set of token buckets.
+//
+//	js, _ := nc.JetStream(nats.MaxWait(2 * time.Second))
+//	kv, _ := js.CreateKeyValue(&nats.KeyValueConfig{Bucket: "RATELIMIT", History: 1, TTL: lim.StateTTL()})
+//	lim, _ := ratelimit.New(cfg, kvstore.New(kv), nil)
+//
+// It uses the legacy JetStreamContext API (nats.KeyValue), whose calls take
+// no context: each call is bounded by the JetStreamContext's MaxWait, and
+// ctx is only checked before the call. Create and Update are
+// compare-and-swap (expected last subject sequence), which is all the
+// limiter relies on; Get may read a stale value, which can only cause a
+// conflict (and a retry) or a conservative rejection.
+//
+// Errors map to the ratelimit sentinels: key not found or deleted ->
+// ErrNotFound; key exists / wrong last sequence -> ErrConflict; anything
+// else (timeouts, closed or reconnecting connection, no responders) wraps
+// ErrUnavailable and keeps the NATS error.
+//
+// Use a bucket with History 1 and a TTL of at least Limiter.StateTTL so that
+// idle users' buckets disappear (state stays bounded).
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/agentbus/agentbus/internal/ratelimit"
+	"github.com/nats-io/nats.go"
+)
+
+// Store is a ratelimit.Store on a nats.KeyValue bucket. It is safe for
+// concurrent use.
+type Store struct {
+	kv nats.KeyValue
+}
+
+var _ ratelimit.Store = (*Store)(nil)
+
+// New returns a Store on kv.
+func New(kv nats.KeyValue) *Store { return &Store{kv: kv} }
+
+// Get implements ratelimit.Store.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	e, err := s.kv.Get(key)
+	if err != nil {
+		return nil, 0, mapErr("get", key, err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// Create implements ratelimit.Store.
+func (s *Store) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	rev, err := s.kv.Create(key, value)
+	if err != nil {
+		return 0, mapErr("create", key, err)
+	}
+	return rev, nil
+}
+
+// Update implements ratelimit.Store.
+func (s *Store) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	rev, err := s.kv.Update(key, value, revision)
+	if err != nil {
+		return 0, mapErr("update", key, err)
+	}
+	return rev, nil
+}
+
+// mapErr translates a nats.go KV error into the ratelimit sentinels.
+func mapErr(op, key string, err error) error {
+	switch {
+	case errors.Is(err, nats.ErrKeyNotFound), errors.Is(err, nats.ErrKeyDeleted):
+		return ratelimit.ErrNotFound
+	case errors.Is(err, nats.ErrKeyExists), errors.Is(err, nats.ErrKeyRevisionMismatch):
+		return ratelimit.ErrConflict
+	case errors.Is(err, nats.ErrInvalidKey):
+		return fmt.Errorf("ratelimit/kvstore: %s %q: %w", op, key, err)
+	default:
+		return fmt.Errorf("%w: kv %s %q: %w", ratelimit.ErrUnavailable, op, key, err)
+	}
+}
