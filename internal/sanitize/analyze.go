@@ -122,13 +122,14 @@ func isWordByte(c byte) bool {
 // unleet returns the lexicon word tok spells in leetspeak ("1gn0r3" ->
 // "ignore"), or tok with '@' and '$' trimmed when it spells none.
 func (d *doc) unleet(tok string) string {
-	hasLetter, hasLeet := false, false
+	hasLetter, hasLeet, hasSym := false, false, false
 	for i := 0; i < len(tok); i++ {
 		c := tok[i]
 		if isASCIILetter(c) {
 			hasLetter = true
 		} else if leet(c) != 0 {
 			hasLeet = true
+			hasSym = hasSym || c == '@' || c == '$'
 		}
 	}
 	if hasLetter && hasLeet {
@@ -142,13 +143,21 @@ func (d *doc) unleet(tok string) string {
 			d.leet++
 			return string(b)
 		}
-	}
-	if strings.ContainsAny(tok, "@$") {
-		t := strings.Trim(tok, "@$")
-		if t == "" {
-			return tok
+		// '1' and '|' also stand for 'l'.
+		for i := 0; i < len(tok); i++ {
+			if tok[i] == '1' || tok[i] == '|' {
+				b[i] = 'l'
+			}
 		}
-		return t
+		if _, ok := lexicon[string(b)]; ok {
+			d.leet++
+			return string(b)
+		}
+	}
+	if hasSym {
+		if t := strings.Trim(tok, "@$"); t != "" {
+			return t
+		}
 	}
 	return tok
 }
@@ -159,21 +168,48 @@ func isFlood(text string) bool {
 	if len(text) < 64 {
 		return false
 	}
-	fields := strings.Fields(text)
-	if len(fields) < 32 {
+	// Boyer-Moore majority vote over whitespace-separated fields, then a
+	// second pass to count the candidate. No allocation.
+	var cand string
+	votes, n := 0, 0
+	forFields(text, func(f string) {
+		n++
+		switch {
+		case votes == 0:
+			cand, votes = f, 1
+		case f == cand:
+			votes++
+		default:
+			votes--
+		}
+	})
+	if n < 32 {
 		return false
 	}
-	counts := make(map[string]int, 16)
-	best := 0
-	for i, f := range fields {
-		counts[f]++
-		best = max(best, counts[f])
-		// Bail out early on ordinary prose: many distinct words.
-		if i >= 64 && len(counts) > len(fields)/2 {
-			return false
+	count := 0
+	forFields(text, func(f string) {
+		if f == cand {
+			count++
+		}
+	})
+	return count*2 >= n
+}
+
+// forFields calls fn with every run of non-space bytes of s.
+func forFields(s string, fn func(string)) {
+	start := -1
+	for i := 0; i < len(s); i++ {
+		sp := s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'
+		if sp && start >= 0 {
+			fn(s[start:i])
+			start = -1
+		} else if !sp && start < 0 {
+			start = i
 		}
 	}
-	return best*2 >= len(fields)
+	if start >= 0 {
+		fn(s[start:])
+	}
 }
 
 // match runs the rules over d and returns the fired rule ids (deduplicated,

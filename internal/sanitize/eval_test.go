@@ -20,10 +20,10 @@ var evalTargets = []struct {
 	minRecall   float64 // on label-1 rows
 	maxFPR      float64 // on label-0 rows
 }{
-	{"deepset_train.jsonl", "text", 0.80, 0.03},
-	{"deepset_test.jsonl", "text", 0.60, 0.02},
-	{"tt_hijacking.jsonl", "attack", 0.50, 0},
-	{"giskard_prompt_injections.csv", "prompt", 0.50, 0},
+	{"deepset_train.jsonl", "text", 0.95, 0.01},
+	{"deepset_test.jsonl", "text", 0.58, 0.02},
+	{"tt_hijacking.jsonl", "attack", 0.77, 0},
+	{"giskard_prompt_injections.csv", "prompt", 0.95, 0},
 }
 
 // TestEvalDatasets measures recall and false-positive rate per data file
@@ -119,21 +119,34 @@ func readLines(t *testing.T, name string) []string {
 // threshold (FPR <= 2%, i.e. at most one line in 50).
 func TestHardNegatives(t *testing.T) {
 	s := mustNew(t, Config{})
-	lines := readLines(t, "hard_negatives.txt")
-	if len(lines) < 60 {
-		t.Fatalf("only %d hard negatives", len(lines))
-	}
-	fp := 0
-	for _, l := range lines {
-		if v := s.Check(l); detected(v) {
-			fp++
-			t.Logf("false positive: %.2f %v %q", v.Score, v.Rules, l)
-		}
-	}
-	fpr := ratio(fp, len(lines))
-	t.Logf("hard negatives: FPR %.3f (%d/%d)", fpr, fp, len(lines))
-	if fpr > 0.02 {
-		t.Errorf("FPR %.3f above 0.02", fpr)
+	for _, tc := range []struct {
+		file   string
+		min    int
+		maxFPR float64
+	}{
+		// Written alongside the rules and the training text (optimistic).
+		{"hard_negatives.txt", 60, 0.02},
+		// Written after the model was final; measured once (see package doc).
+		{"hard_negatives_fresh.txt", 30, 0.04},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			lines := readLines(t, tc.file)
+			if len(lines) < tc.min {
+				t.Fatalf("only %d hard negatives", len(lines))
+			}
+			fp := 0
+			for _, l := range lines {
+				if v := s.Check(l); detected(v) {
+					fp++
+					t.Logf("false positive: %.2f %v %q", v.Score, v.Rules, l)
+				}
+			}
+			fpr := ratio(fp, len(lines))
+			t.Logf("%s: FPR %.3f (%d/%d)", tc.file, fpr, fp, len(lines))
+			if fpr > tc.maxFPR {
+				t.Errorf("FPR %.3f above %.3f", fpr, tc.maxFPR)
+			}
+		})
 	}
 }
 

@@ -62,7 +62,6 @@ const (
 // stopToken stands for sentence punctuation in the token stream.
 const stopToken = "\x01"
 
-
 var lexicon = map[string]uint64{}
 
 func addWords(class uint64, words string) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 )
 
 // The linear model: logistic regression over hashed word unigrams, word
@@ -116,11 +117,20 @@ func features(toks []string, fn func(h uint32)) int {
 	return n
 }
 
+var hashPool = sync.Pool{New: func() any { b := make([]uint32, 0, 8192); return &b }}
+
 // score returns the model's probability that toks are an injection.
 func (m *model) score(toks []string) float64 {
+	bp := hashPool.Get().(*[]uint32)
+	hs := (*bp)[:0]
+	n := features(toks, func(h uint32) { hs = append(hs, h) })
 	var sum float32
-	mask := uint32(modelDim - 1)
-	n := features(toks, func(h uint32) { sum += m.w[h&mask] })
+	w := m.w[:modelDim]
+	for _, h := range hs {
+		sum += w[h&(modelDim-1)]
+	}
+	*bp = hs
+	hashPool.Put(bp)
 	if n == 0 {
 		return sigmoid(float64(m.bias))
 	}

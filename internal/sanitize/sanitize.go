@@ -150,8 +150,8 @@ func (s *Sanitizer) judge(d *doc) Verdict {
 // content of every message whose role is in Config.Roles (by default user,
 // system, developer and tool: everything a client or a tool supplied). It
 // returns the worst verdict, with the rules of every non-allowed message
-// merged, and the index of the worst message (-1 when a list-level limit
-// fired or nothing was checked).
+// merged, and the index of the worst message: -1 when the verdict is allow
+// or a list-level limit fired. Among equal verdicts the higher score is worse.
 func (s *Sanitizer) CheckMessages(msgs []messages.Message) (Verdict, int) {
 	if len(msgs) > s.cfg.MaxMessages {
 		return reject(RuleMaxMessages, fmt.Sprintf("%d messages, limit %d", len(msgs), s.cfg.MaxMessages)), -1
@@ -185,9 +185,10 @@ func (s *Sanitizer) CheckMessages(msgs []messages.Message) (Verdict, int) {
 			worst, idx = v, i
 		}
 	}
-	if worst.Verdict != VerdictAllow {
-		worst.Rules = merged
-		worst.Reason = fmt.Sprintf("message %d: %s", idx, worst.Reason)
+	if worst.Verdict == VerdictAllow {
+		return worst, -1
 	}
+	worst.Rules = merged
+	worst.Reason = fmt.Sprintf("message %d: %s", idx, worst.Reason)
 	return worst, idx
 }
