@@ -87,7 +87,7 @@ type Handler struct {
 	history  History
 	quota    Quota
 	nc       *nats.Conn
-	kv       nats.KeyValue
+	steps    *pipeline.StepCache
 	log      *slog.Logger
 	// Health reports provider health (breaker states); may be nil.
 	health func() (string, map[string]any)
@@ -101,6 +101,8 @@ type Deps struct {
 	Quota    Quota   // nil: no quotas
 	// ProviderHealth reports the providers' health for /health.
 	ProviderHealth func() (status string, detail map[string]any)
+	// Replicas of the result bucket (match the streams). Default 1.
+	Replicas int
 }
 
 // New builds the handler and its result bucket.
@@ -111,15 +113,12 @@ func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.
 	if d.Provider == nil {
 		return nil, errors.New("llm: a provider is required")
 	}
-	kv, err := js.KeyValue(ResultsBucket)
-	if errors.Is(err, nats.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: ResultsBucket, Description: "llm step results for idempotent redelivery", TTL: cfg.ResultTTL, History: 1})
-	}
+	steps, err := pipeline.NewStepCache(js, ResultsBucket, cfg.ResultTTL, d.Replicas)
 	if err != nil {
-		return nil, fmt.Errorf("llm results bucket: %w", err)
+		return nil, err
 	}
 	return &Handler{cfg: cfg, provider: d.Provider, tools: d.Tools, history: d.History, quota: d.Quota,
-		nc: nc, kv: kv, log: log, health: d.ProviderHealth}, nil
+		nc: nc, steps: steps, log: log, health: d.ProviderHealth}, nil
 }
 
 // Stage returns the pipeline stage: it consumes admitted turns and tool
@@ -167,7 +166,8 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		model = h.cfg.DefaultModel
 	}
 	key := resultKey(g.RequestID, round)
-	res, found, err := h.lookup(key)
+	var res stepResult
+	found, err := h.steps.Get(key, &res)
 	if err != nil {
 		return nil, err // KV unreachable: retry, never call the provider blind
 	}
@@ -203,7 +203,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			h.quota.Record(g.User, model, int64(resp.Usage.TotalTokens))
 		}
 		res = stepResult{Response: resp, At: time.Now().UTC()}
-		if err := h.record(key, res); err != nil {
+		if err := h.steps.Put(key, res); err != nil {
 			return nil, err
 		}
 	}
@@ -267,29 +267,3 @@ func (h *Handler) fail(g *messages.Generation, code string, status int, reason s
 }
 
 func resultKey(rid string, round int) string { return rid + "." + strconv.Itoa(round) }
-
-func (h *Handler) lookup(key string) (stepResult, bool, error) {
-	e, err := h.kv.Get(key)
-	if errors.Is(err, nats.ErrKeyNotFound) {
-		return stepResult{}, false, nil
-	}
-	if err != nil {
-		return stepResult{}, false, fmt.Errorf("llm result lookup: %w", err)
-	}
-	var r stepResult
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return stepResult{}, false, fmt.Errorf("llm result %s is corrupt: %w", key, err)
-	}
-	return r, true, nil
-}
-
-func (h *Handler) record(key string, r stepResult) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	if _, err := h.kv.Put(key, b); err != nil {
-		return fmt.Errorf("llm result record: %w", err)
-	}
-	return nil
-}

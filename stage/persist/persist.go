@@ -1,0 +1,328 @@
+// Package persist is the persist stage: it commits every generated turn to
+// the conversation store (SQLite or JSON files) and only then publishes the
+// turn's completed event, so a client's answer means "stored" and the next
+// turn always sees it. It also serves conversation history to the llm stage
+// and the CLI over NATS request-reply (micro endpoints), pruned to a token
+// budget, with an LRU cache in front of the store.
+//
+// Guarantees: a store error is returned (the message is NAKed and
+// redelivered), never swallowed; appends are idempotent on the request id,
+// so a redelivered turn is stored once; the completed event has a
+// deterministic id, so a re-publish is dropped by the stream.
+package persist
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/internal/memory"
+	"github.com/agentbus/agentbus/internal/prune"
+	"github.com/agentbus/agentbus/internal/tokens"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Stage is the stage name.
+const Stage = "persist"
+
+// Subjects of the persist service's request-reply endpoints.
+const (
+	SubjectHistory       = "agentbus.persist.history"
+	SubjectTurns         = "agentbus.persist.turns"
+	SubjectConversations = "agentbus.persist.conversations"
+	SubjectDelete        = "agentbus.persist.delete"
+	SubjectVerify        = "agentbus.persist.verify"
+)
+
+// Config configures the persist stage.
+type Config struct {
+	// Budget is the default token budget of the history given to the
+	// model. Default 16000.
+	Budget int
+	// Strategy is the default pruning strategy. Default "importance".
+	Strategy prune.Strategy
+	// Window is the window size for the "window" strategy. Default 20.
+	Window int
+	// CacheSize is the number of conversations kept in the history cache.
+	// Default 4096.
+	CacheSize int
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{Budget: 16000, Strategy: prune.Importance, Window: prune.DefaultWindow, CacheSize: 4096}
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Budget < 0 {
+		errs = append(errs, errors.New("persist.budget must not be negative"))
+	}
+	switch c.Strategy {
+	case prune.Importance, prune.Recent, prune.Window:
+	default:
+		errs = append(errs, fmt.Errorf("persist.strategy %q: want importance, recent or window", c.Strategy))
+	}
+	if c.CacheSize < 1 {
+		errs = append(errs, errors.New("persist.cache_size must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// Appender commits one turn and returns after it is durable (a
+// memory.GroupCommitter batches concurrent calls into one transaction).
+type Appender interface {
+	Append(ctx context.Context, rec memory.TurnRecord) error
+}
+
+// Handler holds the persist stage's dependencies.
+type Handler struct {
+	cfg      Config
+	store    memory.Store
+	appender Appender
+	cache    *lru.Cache[string, []messages.Message]
+	log      *slog.Logger
+	nc       *nats.Conn
+	sub      *nats.Subscription
+}
+
+// New builds the handler. appender may be nil (each turn its own
+// transaction).
+func New(cfg Config, store memory.Store, appender Appender, nc *nats.Conn, log *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cache, err := lru.New[string, []messages.Message](cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, store: store, appender: appender, cache: cache, log: log, nc: nc}
+	if h.appender == nil {
+		h.appender = storeAppender{store}
+	}
+	// Another replica's commit makes our cached copy stale: its completed
+	// event (published after the commit) evicts it.
+	if nc != nil {
+		h.sub, err = nc.Subscribe(messages.EventFilter(messages.EventCompleted), func(m *nats.Msg) {
+			var c struct {
+				ConversationID string `json:"conversation_id"`
+			}
+			if json.Unmarshal(m.Data, &c) == nil {
+				h.cache.Remove(c.ConversationID)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+type storeAppender struct{ s memory.Store }
+
+func (a storeAppender) Append(ctx context.Context, r memory.TurnRecord) error { return a.s.Append(ctx, r) }
+
+// Stage returns the pipeline stage.
+func (h *Handler) Stage() pipeline.Stage {
+	return pipeline.Stage{
+		Name:      Stage,
+		Handlers:  map[string]message.HandlerFunc{messages.EventGenerated: h.Handle},
+		Endpoints: h.endpoints,
+		Health: func(ctx context.Context) (map[string]pipeline.Check, map[string]any) {
+			ctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			if _, err := h.store.History(ctx, "agentbus-health-probe"); err != nil {
+				return map[string]pipeline.Check{"storage": {Status: pipeline.Unhealthy, Detail: err.Error()}}, nil
+			}
+			return map[string]pipeline.Check{"storage": {Status: pipeline.Healthy}}, map[string]any{"cached_conversations": h.cache.Len()}
+		},
+	}
+}
+
+// Close stops the cache-invalidation subscription.
+func (h *Handler) Close() {
+	if h.sub != nil {
+		_ = h.sub.Unsubscribe()
+	}
+}
+
+// Handle commits a generated turn, then emits its completed event.
+func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
+	g, err := pipeline.Decode[messages.Generation](msg)
+	if err != nil {
+		return nil, err
+	}
+	final, ok := g.Final()
+	if !ok {
+		return nil, pipeline.Permanent(errors.New("generated event without an answer"))
+	}
+	c := messages.Completed{
+		SchemaVersion:  messages.SchemaVersion,
+		RequestID:      g.RequestID,
+		ConversationID: g.ConversationID,
+		User:           g.User,
+		Model:          g.ResolvedModel,
+		Provider:       g.Provider,
+		Message:        final,
+		Steps:          g.Steps,
+		ToolVerdicts:   g.ToolVerdicts,
+		Guard:          g.Guard,
+		Usage:          g.Usage,
+		CreatedAt:      g.CreatedAt,
+	}
+	if c.Model == "" {
+		c.Model = g.Model
+	}
+	meta, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	rec := memory.TurnRecord{
+		RequestID:      g.RequestID,
+		ConversationID: g.ConversationID,
+		User:           g.User,
+		Messages:       append(append([]messages.Message(nil), g.Messages...), g.Steps...),
+		Meta:           meta,
+		CreatedAt:      g.CreatedAt,
+	}
+	if err := h.appender.Append(msg.Context(), rec); err != nil {
+		if errors.Is(err, memory.ErrInvalidRecord) {
+			return nil, pipeline.Permanent(err)
+		}
+		return nil, fmt.Errorf("store turn %s: %w", g.RequestID, err)
+	}
+	h.cache.Remove(g.ConversationID)
+	c.CompletedAt = time.Now().UTC()
+	out, err := pipeline.NewEvent(messages.EventCompleted, g.RequestID, 0, c)
+	if err != nil {
+		return nil, err
+	}
+	return []*message.Message{out}, nil
+}
+
+// HistoryRequest asks for a conversation's history.
+type HistoryRequest struct {
+	ConversationID string `json:"conversation_id"`
+	// Model selects the tokenizer; Budget and Strategy override the
+	// defaults; Raw returns the whole transcript unpruned.
+	Model    string `json:"model,omitempty"`
+	Budget   int    `json:"budget,omitempty"`
+	Strategy string `json:"strategy,omitempty"`
+	Window   int    `json:"window,omitempty"`
+	Raw      bool   `json:"raw,omitempty"`
+}
+
+// HistoryReply carries the messages.
+type HistoryReply struct {
+	Messages []messages.Message `json:"messages"`
+	Total    int                `json:"total"`
+	Tokens   int                `json:"tokens"`
+}
+
+// History returns the (pruned) history of a conversation.
+func (h *Handler) History(ctx context.Context, req HistoryRequest) (HistoryReply, error) {
+	all, ok := h.cache.Get(req.ConversationID)
+	if !ok {
+		var err error
+		all, err = h.store.History(ctx, req.ConversationID)
+		if err != nil {
+			return HistoryReply{}, err
+		}
+		h.cache.Add(req.ConversationID, all)
+	}
+	counter := tokens.For(req.Model)
+	if req.Raw {
+		return HistoryReply{Messages: all, Total: len(all), Tokens: counter.CountMessages(all)}, nil
+	}
+	cfg := prune.Config{Strategy: h.cfg.Strategy, Budget: h.cfg.Budget, Window: h.cfg.Window}
+	if req.Budget > 0 {
+		cfg.Budget = req.Budget
+	}
+	if req.Strategy != "" {
+		cfg.Strategy = prune.Strategy(req.Strategy)
+	}
+	if req.Window > 0 {
+		cfg.Window = req.Window
+	}
+	out := prune.Prune(all, cfg, counter)
+	return HistoryReply{Messages: out, Total: len(all), Tokens: counter.CountMessages(out)}, nil
+}
+
+func (h *Handler) endpoints(svc micro.Service) error {
+	g := svc.AddGroup("agentbus.persist")
+	type handlerFn func(ctx context.Context, data []byte) (any, error)
+	add := func(name, subject string, fn handlerFn) error {
+		return g.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			v, err := fn(ctx, r.Data())
+			if err != nil {
+				code := "500"
+				if errors.Is(err, memory.ErrNotFound) {
+					code = "404"
+				} else if errors.Is(err, errBadRequest) {
+					code = "400"
+				}
+				_ = r.Error(code, pipeline.Redact(err.Error()), nil)
+				return
+			}
+			_ = r.RespondJSON(v)
+		}), micro.WithEndpointSubject(subject))
+	}
+	return errors.Join(
+		add("history", SubjectHistory, func(ctx context.Context, b []byte) (any, error) {
+			var req HistoryRequest
+			if err := decodeReq(b, &req); err != nil {
+				return nil, err
+			}
+			return h.History(ctx, req)
+		}),
+		add("turns", SubjectTurns, func(ctx context.Context, b []byte) (any, error) {
+			var req HistoryRequest
+			if err := decodeReq(b, &req); err != nil {
+				return nil, err
+			}
+			return h.store.Turns(ctx, req.ConversationID)
+		}),
+		add("conversations", SubjectConversations, func(ctx context.Context, _ []byte) (any, error) {
+			return h.store.Conversations(ctx)
+		}),
+		add("delete", SubjectDelete, func(ctx context.Context, b []byte) (any, error) {
+			var req HistoryRequest
+			if err := decodeReq(b, &req); err != nil {
+				return nil, err
+			}
+			if err := h.store.Delete(ctx, req.ConversationID); err != nil {
+				return nil, err
+			}
+			h.cache.Remove(req.ConversationID)
+			return map[string]string{"deleted": req.ConversationID}, nil
+		}),
+		add("verify", SubjectVerify, func(ctx context.Context, _ []byte) (any, error) {
+			return h.store.VerifyChain(ctx)
+		}),
+	)
+}
+
+var errBadRequest = errors.New("bad request")
+
+func decodeReq(b []byte, v *HistoryRequest) error {
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, v); err != nil {
+			return fmt.Errorf("%w: %v", errBadRequest, err)
+		}
+	}
+	if v.ConversationID == "" && v != nil {
+		return fmt.Errorf("%w: conversation_id is required", errBadRequest)
+	}
+	return nil
+}
