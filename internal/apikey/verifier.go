@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-
 // MaxCacheTTL is the longest a Verifier may trust a cached record: a
 // revocation takes effect within this time.
 const MaxCacheTTL = time.Second
