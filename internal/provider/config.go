@@ -183,9 +183,7 @@ func (c FileConfig) Validate() error {
 			bad("breaker: %v", err)
 		}
 	}
-	if err := c.Retry.config().Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, flatten(c.Retry.config().Validate())...)
 	return errors.Join(errs...)
 }
 

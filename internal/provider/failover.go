@@ -184,7 +184,7 @@ func NewFailover(entries []Entry, cfg FailoverConfig) (*Failover, error) {
 			errs = append(errs, fmt.Errorf("%w: providers[%d].timeout must not be negative", ErrInvalidConfig, i))
 		}
 	}
-	errs = append(errs, cfg.Retry.Validate())
+	errs = append(errs, flatten(cfg.Retry.Validate())...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -380,4 +380,15 @@ func (f *Failover) Snapshot() []Status {
 		out = append(out, s)
 	}
 	return out
+}
+
+// flatten returns the errors joined in err (nil: none).
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
