@@ -268,7 +268,8 @@ var (
 	codeKeys  = set("code", "source", "sourcecode", "snippet", "python", "js", "javascript", "expression_code")
 	proseKeys = set("query", "q", "text", "message", "messages", "prompt", "content", "body", "title", "description",
 		"question", "search", "searchquery", "searchterm", "subject", "note", "notes", "comment", "comments", "summary",
-		"answer", "reply", "caption", "label", "name", "topic", "keywords", "instructions", "input_text", "inputtext")
+		"answer", "reply", "caption", "label", "name", "topic", "keywords", "instructions", "input_text", "inputtext",
+		"url", "uri", "link", "href", "email")
 	sqlKeys = set("query", "sql", "statement", "statements", "stmt", "sqlquery", "querystring", "rawsql")
 )
 
@@ -300,6 +301,19 @@ type walker struct {
 	ck        *checker
 	toolShell bool
 	toolSQL   bool
+	// codeIsShell: a sibling "language" says the code is a shell script.
+	codeIsShell bool
+}
+
+// languageOf returns the command name of an object's language field
+// ({"language": "bash", "code": "..."}), or "".
+func languageOf(m map[string]any) string {
+	for _, k := range []string{"language", "lang", "runtime", "interpreter", "kernel", "shell_type"} {
+		if s, ok := m[k].(string); ok {
+			return cmdName(strings.TrimSpace(s))
+		}
+	}
+	return ""
 }
 
 // maxEmbeddedJSON bounds how deep JSON strings inside JSON are unpacked.
@@ -308,6 +322,11 @@ const maxEmbeddedJSON = 3
 func (w *walker) value(v any, key string, depth int) *finding {
 	switch x := v.(type) {
 	case map[string]any:
+		if lang := languageOf(x); lang != "" {
+			inner := *w
+			inner.codeIsShell = shellCmds[lang]
+			w = &inner
+		}
 		keys := make([]string, 0, len(x))
 		for k := range x {
 			keys = append(keys, k)
@@ -372,7 +391,7 @@ func (w *walker) str(s, key string, depth int) *finding {
 		}
 	}
 	switch {
-	case w.toolShell || class == "command":
+	case w.toolShell || class == "command" || (class == "code" && w.codeIsShell):
 		return w.ck.checkLine(s, modeShell, 0)
 	case class == "code":
 		return w.ck.checkLine(s, modeCode, 0)

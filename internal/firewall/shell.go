@@ -453,7 +453,7 @@ func isInterpreter(name string) bool {
 	}
 	switch name {
 	case "perl", "ruby", "node", "nodejs", "deno", "bun", "php", "lua", "luajit", "tclsh", "r", "rscript",
-		"osascript", "iex", "invoke-expression", "source", ".", "eval", "awk", "gawk", "jshell":
+		"osascript", "iex", "invoke-expression", "source", ".", "eval", "jshell":
 		return true
 	}
 	return strings.HasPrefix(name, "python") || strings.HasPrefix(name, "pypy") || strings.HasPrefix(name, "perl") ||
@@ -481,10 +481,18 @@ func (ck *checker) checkLine(s string, mode shellMode, depth int) *finding {
 	if f := forkBomb(s); f != nil {
 		return f
 	}
+	if mode == modeCode {
+		// notebook shell escapes: "!rm -rf x" runs a shell command
+		s = strings.ReplaceAll(s, "\n!", "\n")
+		s = strings.TrimPrefix(strings.TrimLeft(s, " \t"), "!")
+	}
 	p := lex(s)
 	// 1. every simple command
 	for i := range p.cmds {
 		c := &p.cmds[i]
+		if mode == modeCode && !shellLooking(c) {
+			continue
+		}
 		if f := ck.checkCmd(argvText(c.argv), c.argv, mode, depth); f != nil {
 			return f
 		}
@@ -847,15 +855,19 @@ func hasDownloader(s string) bool {
 // pipeToShell finds "downloader ... | interpreter" in the pipelines of a
 // command line.
 func pipeToShell(cmds []simpleCmd) *finding {
-	src := ""
+	src, piped := "", false
 	for _, c := range cmds {
 		name := ""
 		if len(c.argv) > 0 {
 			name = cmdName(effective(argvText(c.argv)))
 		}
-		if src != "" && isInterpreter(name) {
-			return &finding{"shell.pipe_to_shell", src + " output is piped into " + name}
+		if piped && isInterpreter(name) && readsStdin(c.argv) {
+			if src != "" {
+				return &finding{"shell.pipe_to_shell", src + " output is piped into " + name}
+			}
+			return &finding{"shell.pipe_to_shell", "text is piped into " + name + " and run"}
 		}
+		piped = c.sep == "|" || c.sep == "|&"
 		if downloader[name] {
 			src = name
 		}
@@ -929,4 +941,52 @@ func stringLiterals(s string) []string {
 		i = j
 	}
 	return out
+}
+
+// readsStdin reports whether an interpreter command runs code from its
+// standard input: no script or -c argument ("sh", "bash -s", "python3 -").
+func readsStdin(argv []word) bool {
+	args := stripPrefix(argvText(argv))
+	for len(args) > 0 && (wrapperCmds[cmdName(args[0])] || privCmds[cmdName(args[0])]) {
+		j := nextKnown(args)
+		if j < 0 {
+			return false
+		}
+		args = args[j:]
+	}
+	if len(args) == 0 {
+		return false
+	}
+	for _, a := range args[1:] {
+		if a == "-" || a == "-s" {
+			return true
+		}
+		if !strings.HasPrefix(a, "-") || a == "-c" || a == "-e" || a == "-m" {
+			return false
+		}
+	}
+	return true
+}
+
+// shellLooking reports whether a simple command parsed out of program
+// source looks like a shell command line ("rm -rf /", "!pip install x")
+// rather than code ("su = 1", "shutdown()", "find(x)").
+func shellLooking(c *simpleCmd) bool {
+	if len(c.argv) < 2 || c.sep == "(" {
+		return false
+	}
+	a0, a1 := c.argv[0].text, c.argv[1].text
+	if strings.ContainsAny(a0, "()[]{}=,:") && !strings.HasPrefix(a0, "!") {
+		return false
+	}
+	for _, p := range []string{"=", "+=", "-=", "*=", "/=", ":", ".", "[", "(", ",", "==", "!="} {
+		if strings.HasPrefix(a1, p) {
+			return false
+		}
+	}
+	switch a1 {
+	case "in", "is", "and", "or", "not", "if", "for", "as", "from", "import":
+		return false
+	}
+	return true
 }
