@@ -253,7 +253,8 @@ func (l *Limiter) KeyFor(tier, name string) string {
 	return l.cfg.KeyPrefix + "." + tier[:1] + "." + base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
-// plan lists the enabled tiers of r in a fixed order (the write order).
+// plan lists the enabled tiers of r from the most shared (global) to the
+// most specific (key); Allow writes them in reverse.
 func (l *Limiter) plan(r Request, buf []check) []check {
 	if l.global.enabled() {
 		buf = append(buf, check{TierGlobal, l.globalKey, l.global})
@@ -299,15 +300,13 @@ const eps = 1e-9
 //  1. Read every bucket of r with its revision and refill it to now.
 //  2. If any bucket lacks tokens, reject: nothing has been written.
 //  3. Else write each bucket's new state with Update(key, state, revision)
-//     (Create for a new key).
+//     (Create for a new key), one after the other, most specific tier
+//     first (key, user, endpoint, global).
 //  4. If a write fails with ErrConflict (another replica wrote since step
-//     1), refund the buckets whose write succeeded and start again from
-//     step 1, after a short random backoff, at most Config.MaxRetries
-//     times.
+//     1), refund the buckets already written and start again from step 1,
+//     after a short random backoff, at most Config.MaxRetries times.
 //
-// With a network Store the reads of step 1 and the writes of step 3 are
-// issued concurrently (two round trips per attempt whatever the number of
-// tiers); with a MemoryStore they run in order.
+// With a network Store the reads of step 1 are issued concurrently.
 //
 // Why it is safe: a bucket is only ever charged by a compare-and-swap whose
 // new state was computed from the exact revision it replaces, so two
@@ -353,23 +352,23 @@ func (l *Limiter) Allow(ctx context.Context, r Request) (Decision, error) {
 		for i := range checks {
 			reads[i].st.take(checks[i].spec, cost, tokens)
 		}
-		l.writeAll(ctx, checks, reads[:len(checks)], errs[:len(checks)])
+		// Most specific tier first: a conflict on a busy shared key (global)
+		// then only has to refund low-traffic keys (this user's), and a
+		// conflict on the user's own key happens before anything is written.
+		var charged [4]check
+		n := 0
 		var werr error
-		for _, err := range errs[:len(checks)] {
-			if err != nil && (werr == nil || errors.Is(werr, ErrConflict)) {
-				werr = err // keep the first error that is not a conflict
+		for i := len(checks) - 1; i >= 0; i-- {
+			if _, werr = l.write(ctx, checks[i].key, reads[i].st, reads[i].rev); werr != nil {
+				break
 			}
+			charged[n] = checks[i]
+			n++
 		}
 		if werr == nil {
 			return allowed(checks, reads[:len(checks)]), nil
 		}
-		var charged []check
-		for i, err := range errs[:len(checks)] {
-			if err == nil {
-				charged = append(charged, checks[i])
-			}
-		}
-		l.refund(ctx, charged, cost, tokens)
+		l.refund(ctx, charged[:n], cost, tokens)
 		if !errors.Is(werr, ErrConflict) {
 			return l.unavailable(ctx, werr)
 		}
@@ -409,7 +408,8 @@ func (l *Limiter) Reconcile(ctx context.Context, r Request, actualTokens float64
 
 // loadAll loads the buckets of checks into out, errors into errs: one
 // after the other on a MemoryStore, concurrently on any other Store (whose
-// calls are network round trips).
+// calls are network round trips). Reads write nothing, so their order
+// does not matter.
 func (l *Limiter) loadAll(ctx context.Context, checks []check, now int64, out []loaded, errs []error) {
 	if l.local || len(checks) == 1 {
 		for i, c := range checks {
@@ -425,24 +425,6 @@ func (l *Limiter) loadAll(ctx context.Context, checks []check, now int64, out []
 	wg.Wait()
 	copy(out, res)
 	copy(errs, rerrs)
-}
-
-// writeAll writes the states of reads (with their revisions), like loadAll.
-func (l *Limiter) writeAll(ctx context.Context, checks []check, reads []loaded, errs []error) {
-	if l.local || len(checks) == 1 {
-		for i, c := range checks {
-			_, errs[i] = l.write(ctx, c.key, reads[i].st, reads[i].rev)
-		}
-		return
-	}
-	werrs := make([]error, len(checks))
-	var wg sync.WaitGroup
-	for i, c := range checks {
-		r := reads[i]
-		wg.Go(func() { _, werrs[i] = l.write(ctx, c.key, r.st, r.rev) })
-	}
-	wg.Wait()
-	copy(errs, werrs)
 }
 
 func (l *Limiter) load(ctx context.Context, c check, now int64) (state, uint64, error) {

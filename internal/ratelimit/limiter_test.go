@@ -432,41 +432,47 @@ func TestStoreFailures(t *testing.T) {
 			t.Fatalf("Allow = %+v, %v; want context.Canceled", d, err)
 		}
 	})
+	// Allow writes the user's bucket before the global one, so a conflict
+	// on the global key leaves a charged user bucket that must be refunded.
 	t.Run("endless conflicts", func(t *testing.T) {
 		mem := ratelimit.NewMemoryStore(10)
 		cfg := cfg
 		cfg.MaxRetries = 3
 		l := newLimiter(t, cfg, nil, newClock())
-		cs := &conflictStore{Store: mem, key: l.KeyFor(ratelimit.TierUser, "u")}
+		cs := &conflictStore{Store: mem, key: l.KeyFor(ratelimit.TierGlobal, "")}
 		cs.failures.Store(1 << 30)
 		l = newLimiter(t, cfg, cs, newClock())
 		_, err := l.Allow(context.Background(), ratelimit.Request{User: "u"})
 		if !errors.Is(err, ratelimit.ErrContention) || !errors.Is(err, ratelimit.ErrUnavailable) {
 			t.Fatalf("Allow = %v, want ErrContention", err)
 		}
-		// Every partial charge of the global bucket was refunded.
-		globalOnly := ratelimit.Config{Global: cfg.Global}
-		if d := mustAllow(t, newLimiter(t, globalOnly, mem, newClock()), ratelimit.Request{User: "v"}); d.Remaining != 9 {
-			t.Fatalf("after refunds: %+v, want 9 left in the global bucket", d.Requests)
+		if v, _, _ := mem.Get(context.Background(), l.KeyFor(ratelimit.TierUser, "u")); v == nil {
+			t.Fatal("user bucket never written: the refund path was not exercised")
 		}
-		if v, _, _ := mem.Get(context.Background(), l.KeyFor(ratelimit.TierGlobal, "")); v == nil {
-			t.Fatal("global bucket never written: the refund path was not exercised")
+		userOnly := ratelimit.Config{User: cfg.User}
+		if d := mustAllow(t, newLimiter(t, userOnly, mem, newClock()), ratelimit.Request{User: "u"}); d.Remaining != 9 {
+			t.Fatalf("after refunds: %+v, want 9 left in u's bucket", d.Requests)
 		}
 	})
 	t.Run("conflict then success charges once", func(t *testing.T) {
 		mem := ratelimit.NewMemoryStore(10)
 		clk := newClock()
 		l := newLimiter(t, cfg, mem, clk)
-		cs := &conflictStore{Store: mem, key: l.KeyFor(ratelimit.TierUser, "u")}
+		cs := &conflictStore{Store: mem, key: l.KeyFor(ratelimit.TierGlobal, "")}
 		cs.failures.Store(2)
 		l = newLimiter(t, cfg, cs, clk)
 		if d := mustAllow(t, l, ratelimit.Request{User: "u"}); !d.Allowed {
 			t.Fatalf("rejected: %+v", d)
 		}
-		d := mustAllow(t, l, ratelimit.Request{User: "w"})
-		// Global had 10; "u" took 1 (charged three times, refunded twice); "w" took 1.
-		if !d.Allowed || d.Requests.Tier != ratelimit.TierGlobal || d.Requests.Remaining != 8 {
-			t.Fatalf("global after two conflicts: %+v, want 8 left", d.Requests)
+		if cs.failures.Load() >= 0 {
+			t.Fatalf("conflicts not all injected (%d left)", cs.failures.Load()+1)
+		}
+		// u's bucket had 10; charged three times, refunded twice: 9; the
+		// global bucket was charged once: 9.
+		for _, c := range []ratelimit.Config{{User: cfg.User}, {Global: cfg.Global}} {
+			if d := mustAllow(t, newLimiter(t, c, mem, clk), ratelimit.Request{User: "u"}); d.Remaining != 8 {
+				t.Fatalf("%+v after two conflicts: %+v, want 9 left before this request", c, d.Requests)
+			}
 		}
 	})
 }

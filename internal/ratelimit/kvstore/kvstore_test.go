@@ -31,15 +31,20 @@ func startServer(t testing.TB) *server.Server {
 	return s
 }
 
-// bucket opens (creating if needed) the KV bucket "RL" on a new connection.
-func bucket(t testing.TB, s *server.Server) nats.KeyValue {
+// bucket opens (creating if needed) the KV bucket "RL" on a new connection
+// whose requests time out after wait (default 5s).
+func bucket(t testing.TB, s *server.Server, wait ...time.Duration) nats.KeyValue {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := nc.JetStream(nats.MaxWait(300 * time.Millisecond))
+	maxWait := 5 * time.Second
+	if len(wait) > 0 {
+		maxWait = wait[0]
+	}
+	js, err := nc.JetStream(nats.MaxWait(maxWait))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +173,7 @@ func TestStoreDown(t *testing.T) {
 			s := startServer(t)
 			cfg := userLimit()
 			cfg.FailOpen = failOpen
-			l, err := ratelimit.New(cfg, kvstore.New(bucket(t, s)), clock)
+			l, err := ratelimit.New(cfg, kvstore.New(bucket(t, s, 300*time.Millisecond)), clock)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -208,4 +213,27 @@ func BenchmarkAllowKV(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// BenchmarkAllowKVParallel measures throughput when concurrent callers
+// (different users) contend for the one global key.
+func BenchmarkAllowKVParallel(b *testing.B) {
+	l, err := ratelimit.New(ratelimit.Config{
+		Global: ratelimit.TierLimits{Requests: ratelimit.PerSecond(1e9)},
+		User:   ratelimit.TierLimits{Requests: ratelimit.PerSecond(1e9)},
+	}, kvstore.New(bucket(b, startServer(b))), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Int64
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		user := "user-" + strconv.FormatInt(n.Add(1), 10)
+		for pb.Next() {
+			if d, err := l.Allow(context.Background(), ratelimit.Request{User: user}); err != nil || !d.Allowed {
+				b.Error(d, err)
+				return
+			}
+		}
+	})
 }
