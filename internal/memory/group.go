@@ -1,0 +1,121 @@
+package memory
+
+import (
+	"context"
+	"sync"
+)
+
+// DefaultMaxBatch is the default batch size of GroupCommitter.
+const DefaultMaxBatch = 256
+
+// GroupCommitter turns concurrent single-turn appends into batched
+// Store.Append calls: while one batch commits, newcomers queue and go
+// together in the next one (natural batching: no timer, no added latency
+// when idle). One goroutine commits; Close flushes the queue and stops it.
+type GroupCommitter struct {
+	store    Store
+	maxBatch int
+
+	mu     sync.Mutex
+	queue  []*pending
+	closed bool
+	wake   chan struct{} // capacity 1
+	done   chan struct{} // closed when the loop exits
+}
+
+type pending struct {
+	rec TurnRecord
+	err chan error // capacity 1
+}
+
+// NewGroupCommitter starts a committer over store; maxBatch <= 0 means
+// DefaultMaxBatch. It does not own store: Close does not close it.
+func NewGroupCommitter(store Store, maxBatch int) *GroupCommitter {
+	if maxBatch <= 0 {
+		maxBatch = DefaultMaxBatch
+	}
+	g := &GroupCommitter{store: store, maxBatch: maxBatch, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go g.loop()
+	return g
+}
+
+// Append queues rec and blocks until the batch containing it committed,
+// returning that batch's error (nil: durably stored). If ctx ends first it
+// returns ctx.Err(); the turn may still be committed later (which is safe:
+// Append is idempotent on RequestID and the caller retries).
+func (g *GroupCommitter) Append(ctx context.Context, rec TurnRecord) error {
+	p := &pending{rec: rec, err: make(chan error, 1)}
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return ErrClosed
+	}
+	g.queue = append(g.queue, p)
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-p.err:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (g *GroupCommitter) loop() {
+	defer close(g.done)
+	for {
+		g.mu.Lock()
+		if len(g.queue) == 0 {
+			if g.closed {
+				g.mu.Unlock()
+				return
+			}
+			g.mu.Unlock()
+			<-g.wake
+			continue
+		}
+		n := min(len(g.queue), g.maxBatch)
+		batch := g.queue[:n:n]
+		g.queue = g.queue[n:]
+		g.mu.Unlock()
+		g.commit(batch)
+	}
+}
+
+// commit stores a batch. The commit is not bound to any caller's context:
+// one caller giving up must not fail the others. If the batch fails and has
+// more than one turn, each turn is retried alone so that one bad record
+// (say, invalid meta) fails only its own caller.
+func (g *GroupCommitter) commit(batch []*pending) {
+	recs := make([]TurnRecord, len(batch))
+	for i, p := range batch {
+		recs[i] = p.rec
+	}
+	err := g.store.Append(context.Background(), recs...)
+	if err == nil || len(batch) == 1 {
+		for _, p := range batch {
+			p.err <- err
+		}
+		return
+	}
+	for _, p := range batch {
+		p.err <- g.store.Append(context.Background(), p.rec)
+	}
+}
+
+// Close commits every queued turn, then stops the committer. Appends after
+// Close return ErrClosed. It is safe to call more than once.
+func (g *GroupCommitter) Close() error {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	<-g.done
+	return nil
+}

@@ -1,0 +1,261 @@
+package memory
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/agentbus/agentbus/messages"
+)
+
+// TurnRecord is one completed chat turn: the turn's input messages followed
+// by the messages the pipeline produced (assistant tool calls, tool results,
+// final answer), in order.
+type TurnRecord struct {
+	// RequestID identifies the turn; Append is idempotent on it. Required.
+	RequestID string `json:"request_id"`
+	// ConversationID names the conversation the turn belongs to. Required;
+	// any string is accepted (the file store escapes it).
+	ConversationID string `json:"conversation_id"`
+	// User is the authenticated user.
+	User string `json:"user"`
+	// Messages are the input messages followed by the produced ones.
+	Messages []messages.Message `json:"messages"`
+	// Meta is opaque JSON stored with the turn (persist stores the Completed
+	// event: model, usage, provider). Empty or valid JSON.
+	Meta json.RawMessage `json:"meta,omitempty"`
+	// CreatedAt is when the turn entered the system; the store keeps it in
+	// UTC without monotonic reading, and sets it to the commit time if zero.
+	CreatedAt time.Time `json:"created_at"`
+
+	// Seq is the global commit order, from 1. Set by the store on commit.
+	Seq int64 `json:"seq"`
+	// Hash is this turn's link in the hash chain. Set by the store.
+	Hash string `json:"hash"`
+	// PrevHash is the previous turn's Hash ("" for the first). Set by the store.
+	PrevHash string `json:"prev_hash"`
+}
+
+// ConversationInfo summarises one stored conversation.
+type ConversationInfo struct {
+	// ID is the conversation id.
+	ID string `json:"id"`
+	// Turns and Messages count what is stored.
+	Turns    int `json:"turns"`
+	Messages int `json:"messages"`
+	// Updated is the CreatedAt of the conversation's newest turn.
+	Updated time.Time `json:"updated"`
+}
+
+// Store is durable conversation memory. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// Append commits all turns in ONE transaction (group commit). Idempotent
+	// on RequestID: a turn already stored (or stored and later deleted) is
+	// skipped, not duplicated, not an error. Returns only after durable
+	// commit; any error means nothing of this call may be assumed stored
+	// (the caller Nacks and retries). On success Seq, Hash and PrevHash of
+	// turns[i] are set (to the stored values for skipped turns).
+	Append(ctx context.Context, turns ...TurnRecord) error
+	// History returns all messages of a conversation, chronological; an
+	// unknown conversation has no messages (nil, nil).
+	History(ctx context.Context, conversationID string) ([]messages.Message, error)
+	// Turns returns the turns of a conversation in commit order; an unknown
+	// conversation has none (nil, nil).
+	Turns(ctx context.Context, conversationID string) ([]TurnRecord, error)
+	// Conversations lists every stored conversation, ordered by id.
+	Conversations(ctx context.Context) ([]ConversationInfo, error)
+	// Delete removes a conversation's content and keeps its chain links,
+	// marked deleted. ErrNotFound if it has no stored turns.
+	Delete(ctx context.Context, conversationID string) error
+	// VerifyChain walks the hash chain over all committed turns and reports
+	// the first broken link. The error is for failures to read, not for a
+	// broken chain (see ChainReport.Broken).
+	VerifyChain(ctx context.Context) (ChainReport, error)
+	// Close releases the store. Calls after Close return ErrClosed.
+	Close() error
+}
+
+// Errors.
+var (
+	// ErrNotFound: the conversation has no stored turns.
+	ErrNotFound = errors.New("memory: conversation not found")
+	// ErrClosed: the store or committer was closed.
+	ErrClosed = errors.New("memory: store closed")
+	// ErrInvalidRecord: a TurnRecord cannot be stored (see RecordError).
+	ErrInvalidRecord = errors.New("memory: invalid turn record")
+	// ErrLocked: another process holds the file store's directory lock.
+	ErrLocked = errors.New("memory: store directory locked by another process")
+	// ErrSchemaTooNew: the database was written by a newer build.
+	ErrSchemaTooNew = errors.New("memory: database schema is newer than this build")
+	// ErrInvalidConfig is wrapped by Config Validate errors.
+	ErrInvalidConfig = errors.New("memory: invalid config")
+)
+
+// RecordError says which record of an Append call is invalid and why.
+type RecordError struct {
+	// Index in the Append call and RequestID of the bad record.
+	Index     int
+	RequestID string
+	Reason    string
+}
+
+func (e *RecordError) Error() string {
+	return fmt.Sprintf("memory: turn %d (request %q): %s", e.Index, e.RequestID, e.Reason)
+}
+
+// Unwrap returns ErrInvalidRecord.
+func (e *RecordError) Unwrap() error { return ErrInvalidRecord }
+
+// ChainReport is the result of VerifyChain.
+type ChainReport struct {
+	// Links is the number of chain links checked; Deleted how many of them
+	// belong to deleted conversations (link checked, content gone).
+	Links, Deleted int
+	// Head is the hash of the last link ("" for an empty store).
+	Head string
+	// Broken is the first broken link, nil if the chain is intact.
+	Broken *ChainBreak
+}
+
+// OK reports whether the chain is intact.
+func (r ChainReport) OK() bool { return r.Broken == nil }
+
+// ChainBreak names the first turn whose link or content does not verify.
+// It is an error, so a CLI can return it.
+type ChainBreak struct {
+	Seq            int64
+	RequestID      string
+	ConversationID string
+	// Reason says what failed: "content hash mismatch", "prev_hash
+	// mismatch", "hash mismatch", "sequence gap", "content missing".
+	Reason string
+}
+
+func (b *ChainBreak) Error() string {
+	return fmt.Sprintf("memory: chain broken at seq %d (request %q, conversation %q): %s", b.Seq, b.RequestID, b.ConversationID, b.Reason)
+}
+
+// Break reasons.
+const (
+	ReasonContentHash = "content hash mismatch"
+	ReasonPrevHash    = "prev_hash mismatch"
+	ReasonHash        = "hash mismatch"
+	ReasonSeqGap      = "sequence gap"
+	ReasonMissing     = "content missing"
+)
+
+// link is one hash-chain row.
+type link struct {
+	Seq            int64  `json:"seq"`
+	RequestID      string `json:"request_id"`
+	ConversationID string `json:"conversation_id"`
+	ContentHash    string `json:"content_hash"`
+	PrevHash       string `json:"prev_hash"`
+	Hash           string `json:"hash"`
+}
+
+// canonicalContent is the hashed content of a turn: everything except the
+// store-assigned Seq, Hash and PrevHash, with Meta canonicalised.
+type canonicalContent struct {
+	RequestID      string             `json:"request_id"`
+	ConversationID string             `json:"conversation_id"`
+	User           string             `json:"user"`
+	Messages       []messages.Message `json:"messages"`
+	Meta           json.RawMessage    `json:"meta"`
+	CreatedAt      string             `json:"created_at"`
+}
+
+// ContentHash is the hex sha256 of the canonical JSON of r's content
+// (RequestID, ConversationID, User, Messages, Meta with sorted keys,
+// CreatedAt in UTC RFC 3339 with nanoseconds).
+func ContentHash(r *TurnRecord) (string, error) {
+	meta, err := canonicalJSON(r.Meta)
+	if err != nil {
+		return "", err
+	}
+	msgs := r.Messages
+	if msgs == nil {
+		msgs = []messages.Message{}
+	}
+	b, err := json.Marshal(canonicalContent{r.RequestID, r.ConversationID, r.User, msgs, meta, r.CreatedAt.UTC().Format(time.RFC3339Nano)})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// LinkHash is the chain hash of one link: hex sha256 of
+// prevHash "\n" contentHash "\n" decimal seq "\n" requestID.
+func LinkHash(prevHash, contentHash string, seq int64, requestID string) string {
+	h := sha256.New()
+	h.Write([]byte(prevHash))
+	h.Write([]byte{'\n'})
+	h.Write([]byte(contentHash))
+	h.Write([]byte{'\n'})
+	h.Write(strconv.AppendInt(nil, seq, 10))
+	h.Write([]byte{'\n'})
+	h.Write([]byte(requestID))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// canonicalJSON re-encodes JSON with sorted object keys, no insignificant
+// space and numbers kept verbatim; empty input gives null.
+func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return json.RawMessage("null"), nil
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, fmt.Errorf("meta: %w", err)
+	}
+	if d.More() {
+		return nil, errors.New("meta: trailing data after JSON value")
+	}
+	return json.Marshal(v)
+}
+
+// prepare validates and normalises the records of one Append call and
+// computes their content hashes.
+func prepare(turns []TurnRecord, now time.Time) ([]string, error) {
+	hashes := make([]string, len(turns))
+	var errs []error
+	for i := range turns {
+		t := &turns[i]
+		if t.RequestID == "" {
+			errs = append(errs, &RecordError{i, t.RequestID, "request id is empty"})
+			continue
+		}
+		if t.ConversationID == "" {
+			errs = append(errs, &RecordError{i, t.RequestID, "conversation id is empty"})
+			continue
+		}
+		if t.CreatedAt.IsZero() {
+			t.CreatedAt = now
+		}
+		t.CreatedAt = t.CreatedAt.UTC().Round(0)
+		meta, err := canonicalJSON(t.Meta)
+		if err != nil {
+			errs = append(errs, &RecordError{i, t.RequestID, err.Error()})
+			continue
+		}
+		if string(meta) == "null" {
+			t.Meta = nil
+		} else {
+			t.Meta = meta
+		}
+		if hashes[i], err = ContentHash(t); err != nil {
+			errs = append(errs, &RecordError{i, t.RequestID, err.Error()})
+		}
+	}
+	return hashes, errors.Join(errs...)
+}
