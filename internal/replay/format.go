@@ -35,7 +35,7 @@ func Format(w io.Writer, ev Event) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "#%d %s %-9s req=%s conv=%s", ev.Seq, ev.Time.UTC().Format(TimeFormat), orDash(ev.Event), orDash(ev.RequestID), orDash(ev.ConversationID))
 	if err := details(&b, ev); err != nil {
-		fmt.Fprintf(&b, " undecodable (%v) data=%s", err, quote(string(ev.Data)))
+		fmt.Fprintf(&b, " undecodable (%s) data=%s", cut(err.Error()), quote(string(ev.Data)))
 	}
 	b.WriteByte('\n')
 	_, err := io.WriteString(w, b.String())
@@ -51,11 +51,11 @@ func details(b *strings.Builder, ev Event) error {
 		}
 		fmt.Fprintf(b, " user=%s endpoint=%s", orDash(t.User), orDash(t.Endpoint))
 		if t.Model != "" {
-			fmt.Fprintf(b, " model=%s", t.Model)
+			fmt.Fprintf(b, " model=%s", orDash(t.Model))
 		}
 		fmt.Fprintf(b, " msgs=%d", len(t.Messages))
 		if n := len(t.Messages); n > 0 {
-			fmt.Fprintf(b, " %s=%s", t.Messages[n-1].Role, quote(t.Messages[n-1].Content))
+			fmt.Fprintf(b, " %s=%s", orDash(t.Messages[n-1].Role), quote(t.Messages[n-1].Content))
 		}
 	case messages.EventAdmitted:
 		var a messages.Admitted
@@ -64,7 +64,7 @@ func details(b *strings.Builder, ev Event) error {
 		}
 		fmt.Fprintf(b, " guard=%s score=%.2f", orDash(a.Guard.Action), a.Guard.Score)
 		if len(a.Guard.Rules) > 0 {
-			fmt.Fprintf(b, " rules=%s", strings.Join(a.Guard.Rules, ","))
+			fmt.Fprintf(b, " rules=%s", list(a.Guard.Rules))
 		}
 		if a.Guard.EstimatedTokens > 0 {
 			fmt.Fprintf(b, " est_tokens=%d", a.Guard.EstimatedTokens)
@@ -76,7 +76,7 @@ func details(b *strings.Builder, ev Event) error {
 		}
 		fmt.Fprintf(b, " code=%s status=%d reason=%s", orDash(r.Code), r.Status, quote(r.Reason))
 		if len(r.Rules) > 0 {
-			fmt.Fprintf(b, " rules=%s score=%.2f", strings.Join(r.Rules, ","), r.Score)
+			fmt.Fprintf(b, " rules=%s score=%.2f", list(r.Rules), r.Score)
 		}
 		if r.RetryAfterMS > 0 {
 			fmt.Fprintf(b, " retry_after=%s", time.Duration(r.RetryAfterMS)*time.Millisecond)
@@ -121,7 +121,7 @@ func details(b *strings.Builder, ev Event) error {
 		fmt.Fprintf(b, " stage=%s code=%s status=%d reason=%s", orDash(f.Stage), orDash(f.Code), f.Status, quote(f.Reason))
 		for _, v := range f.ToolVerdicts {
 			if v.Verdict != "allow" {
-				fmt.Fprintf(b, " %s=%s(%s)", v.Tool, v.Verdict, v.Rule)
+				fmt.Fprintf(b, " %s=%s(%s)", orDash(v.Tool), orDash(v.Verdict), cut(v.Rule))
 			}
 		}
 	default:
@@ -137,7 +137,7 @@ func writeCalls(b *strings.Builder, calls []messages.ToolCall) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(b, " %s(%s)", c.Function.Name, cut(c.Function.Arguments))
+		fmt.Fprintf(b, " %s(%s)", orDash(c.Function.Name), cut(c.Function.Arguments))
 	}
 }
 
@@ -155,12 +155,12 @@ func writeResults(b *strings.Builder, steps []messages.Message, verdicts []messa
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(b, " %s=%s", v.Tool, orDash(v.Verdict))
+		fmt.Fprintf(b, " %s=%s", orDash(v.Tool), orDash(v.Verdict))
 		if v.Rule != "" {
-			fmt.Fprintf(b, "(%s)", v.Rule)
+			fmt.Fprintf(b, "(%s)", cut(v.Rule))
 		}
 		if v.ResultVerdict != "" && v.ResultVerdict != "allow" {
-			fmt.Fprintf(b, " result=%s", v.ResultVerdict)
+			fmt.Fprintf(b, " result=%s", cut(v.ResultVerdict))
 		}
 		if r, ok := results[v.ToolCallID]; ok {
 			fmt.Fprintf(b, " %s", quote(r))
@@ -168,11 +168,21 @@ func writeResults(b *strings.Builder, steps []messages.Message, verdicts []messa
 	}
 }
 
+// orDash returns s made safe by cut, or "-" if it is empty.
 func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return cut(s)
+}
+
+// list joins names made safe by cut.
+func list(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = cut(n)
+	}
+	return strings.Join(out, ",")
 }
 
 // quote cuts s at TextLimit characters and quotes it (control characters
