@@ -69,6 +69,12 @@ type Clock interface {
 	Now() time.Time
 }
 
+// ClockFunc adapts a function to Clock.
+type ClockFunc func() time.Time
+
+// Now calls f.
+func (f ClockFunc) Now() time.Time { return f() }
+
 // SystemClock is the wall clock.
 type SystemClock struct{}
 
@@ -153,8 +159,10 @@ type Ticket struct {
 
 // Metrics is a point-in-time view of a breaker, for health and STATS.
 type Metrics struct {
-	Name  string `json:"name"`
-	State State  `json:"state"`
+	// Name is the breaker's name.
+	Name string `json:"name"`
+	// State is the current state (JSON: "closed", "open", "half-open").
+	State State `json:"state"`
 	// Generation increases on every transition.
 	Generation  uint64 `json:"generation"`
 	Transitions uint64 `json:"transitions"`
@@ -168,9 +176,11 @@ type Metrics struct {
 	// reported twice) and Release calls: they changed nothing.
 	Ignored uint64 `json:"ignored"`
 	// InFlight is the number of admitted calls not yet reported.
-	InFlight            int       `json:"in_flight"`
-	ConsecutiveFailures int       `json:"consecutive_failures"`
-	LastFailure         time.Time `json:"last_failure,omitzero"`
+	InFlight int `json:"in_flight"`
+	// ConsecutiveFailures counts failures since the last success in Closed.
+	ConsecutiveFailures int `json:"consecutive_failures"`
+	// LastFailure is when the last applied failure was reported.
+	LastFailure time.Time `json:"last_failure,omitzero"`
 	// OpenedAt is when the breaker last opened (zero if never).
 	OpenedAt time.Time `json:"opened_at,omitzero"`
 	// RetryAfter is the time until the next probe while Open, else 0.

@@ -339,16 +339,20 @@ func BenchmarkAllowDone(b *testing.B) {
 }
 
 func ExampleBreaker_Execute() {
-	b, _ := New("openai", Config{FailureThreshold: 2}, nil)
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	b, _ := New("openai", Config{FailureThreshold: 2}, ClockFunc(func() time.Time { return now }))
 	down := errors.New("503 service unavailable")
 	for range 3 {
 		err := b.Execute(context.Background(), nil, func(context.Context) error { return down })
 		fmt.Println(err)
 	}
 	fmt.Println(b.State())
+	now = now.Add(time.Minute) // OpenTimeout passed: one probe may go
+	fmt.Println(b.State(), b.Execute(context.Background(), nil, func(context.Context) error { return nil }))
 	// Output:
 	// 503 service unavailable
 	// 503 service unavailable
 	// circuit breaker "openai" open: retry after 1m0s
 	// open
+	// half-open <nil>
 }

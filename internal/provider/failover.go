@@ -88,8 +88,10 @@ type FailoverConfig struct {
 
 // ProviderError is one provider's failure inside a FailoverError.
 type ProviderError struct {
+	// Provider is the provider's name.
 	Provider string
-	Err      error
+	// Err is what it returned (or the open breaker's error).
+	Err error
 }
 
 // FailoverError is returned when no provider answered. It wraps
@@ -357,9 +359,12 @@ func (f *Failover) Available() bool {
 
 // Status is one provider's health in a Failover snapshot.
 type Status struct {
-	Name    string   `json:"name"`
-	Models  []string `json:"models,omitempty"`
-	Timeout string   `json:"timeout,omitempty"`
+	// Name is the provider's name.
+	Name string `json:"name"`
+	// Models it serves; empty means any.
+	Models []string `json:"models,omitempty"`
+	// Timeout is the per-attempt timeout ("" if none).
+	Timeout string `json:"timeout,omitempty"`
 	// Breaker is the breaker's metrics; nil when the entry has none.
 	Breaker *breaker.Metrics `json:"breaker,omitempty"`
 }

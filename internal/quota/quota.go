@@ -128,13 +128,18 @@ type counter struct {
 
 // Entry is one tracked counter, as reported by Usage.
 type Entry struct {
-	Scope        string    `json:"scope"` // "user" or "model"
-	Key          string    `json:"key"`
-	Requests     int64     `json:"requests"`
-	Tokens       int64     `json:"tokens"`
-	RequestLimit int64     `json:"request_limit,omitempty"` // 0 = unlimited
-	TokenLimit   int64     `json:"token_limit,omitempty"`   // 0 = unlimited
-	Reset        time.Time `json:"reset"`
+	// Scope is ScopeUser or ScopeModel.
+	Scope string `json:"scope"`
+	// Key is the user or model name.
+	Key string `json:"key"`
+	// Requests and Tokens are today's counts.
+	Requests int64 `json:"requests"`
+	Tokens   int64 `json:"tokens"`
+	// RequestLimit and TokenLimit are the limits (0 = unlimited).
+	RequestLimit int64 `json:"request_limit,omitempty"`
+	TokenLimit   int64 `json:"token_limit,omitempty"`
+	// Reset is the next UTC midnight.
+	Reset time.Time `json:"reset"`
 }
 
 // Quota counts requests and tokens per user and per model per UTC day. It
