@@ -191,6 +191,39 @@ type Limiter struct {
 	users     map[string]tierSpec
 	globalKey string
 	local     bool // store is a MemoryStore: no concurrent I/O
+	stripes   [256]sync.Mutex
+}
+
+// lockKeys locks the stripes of the keys of checks (in ascending order, so
+// two callers never deadlock) and returns them for unlockKeys.
+func (l *Limiter) lockKeys(checks []check) (held [4]uint8, n int) {
+	for _, c := range checks {
+		h := uint32(2166136261) // FNV-1a
+		for i := 0; i < len(c.key); i++ {
+			h = (h ^ uint32(c.key[i])) * 16777619
+		}
+		s := uint8(h)
+		j := n
+		for j > 0 && held[j-1] > s {
+			j--
+		}
+		if j > 0 && held[j-1] == s {
+			continue
+		}
+		copy(held[j+1:n+1], held[j:n])
+		held[j] = s
+		n++
+	}
+	for _, s := range held[:n] {
+		l.stripes[s].Lock()
+	}
+	return held, n
+}
+
+func (l *Limiter) unlockKeys(held [4]uint8, n int) {
+	for _, s := range held[:n] {
+		l.stripes[s].Unlock()
+	}
 }
 
 // New returns a Limiter. A nil store means a new MemoryStore of
@@ -308,6 +341,11 @@ const eps = 1e-9
 //
 // With a network Store the reads of step 1 are issued concurrently.
 //
+// Within one Limiter, calls that share a key take turns (striped locks held
+// for the whole call): compare-and-swap then only arbitrates between
+// processes, and concurrent callers of one process do not spend their
+// retries conflicting with each other on a shared (global) key.
+//
 // Why it is safe: a bucket is only ever charged by a compare-and-swap whose
 // new state was computed from the exact revision it replaces, so two
 // writers can never both spend the same tokens, and no bucket is charged
@@ -333,6 +371,8 @@ func (l *Limiter) Allow(ctx context.Context, r Request) (Decision, error) {
 	if len(checks) == 0 {
 		return Decision{Allowed: true}, nil
 	}
+	held, n := l.lockKeys(checks)
+	defer l.unlockKeys(held, n)
 	var reads [4]loaded
 	for attempt := 0; attempt <= l.cfg.MaxRetries; attempt++ {
 		if attempt > 0 {
@@ -399,9 +439,11 @@ func (l *Limiter) Reconcile(ctx context.Context, r Request, actualTokens float64
 		if !c.spec.tok.enabled() {
 			continue
 		}
+		held, n := l.lockKeys([]check{c})
 		errs = append(errs, l.modify(ctx, c, func(st *state) {
 			st.tok = math.Max(math.Min(st.tok-delta, c.spec.tok.capacity), -c.spec.tok.capacity)
 		}))
+		l.unlockKeys(held, n)
 	}
 	return errors.Join(errs...)
 }

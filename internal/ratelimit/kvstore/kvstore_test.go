@@ -167,6 +167,48 @@ func TestReplicasShareOneLimit(t *testing.T) {
 	}
 }
 
+// Many users on three replicas contend for one global bucket: exactly its
+// burst is admitted and no caller runs out of retries.
+func TestReplicasShareGlobalLimit(t *testing.T) {
+	s := startServer(t)
+	cfg := ratelimit.Config{
+		Global: ratelimit.TierLimits{Requests: ratelimit.PerHour(40)},
+		User:   ratelimit.TierLimits{Requests: ratelimit.PerHour(3)},
+	}
+	var lims []*ratelimit.Limiter
+	for range 3 {
+		l, err := ratelimit.New(cfg, kvstore.New(bucket(t, s)), clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lims = append(lims, l)
+	}
+	var admitted, byUser, byGlobal atomic.Int32
+	var wg sync.WaitGroup
+	for g := range 24 {
+		l := lims[g%3]
+		wg.Go(func() {
+			for i := range 4 { // 24 users x 4 requests, 3 allowed per user, 40 globally
+				d, err := l.Allow(context.Background(), ratelimit.Request{User: "user-" + strconv.Itoa(g)})
+				switch {
+				case err != nil:
+					t.Errorf("request %d of user %d: %v", i, g, err)
+				case d.Allowed:
+					admitted.Add(1)
+				case d.Tier == ratelimit.TierUser:
+					byUser.Add(1)
+				case d.Tier == ratelimit.TierGlobal:
+					byGlobal.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if admitted.Load() != 40 || byUser.Load()+byGlobal.Load() != 56 {
+		t.Fatalf("admitted %d, rejected by user %d, by global %d; want 40 admitted", admitted.Load(), byUser.Load(), byGlobal.Load())
+	}
+}
+
 func TestStoreDown(t *testing.T) {
 	for _, failOpen := range []bool{false, true} {
 		t.Run("failOpen="+strconv.FormatBool(failOpen), func(t *testing.T) {
