@@ -74,8 +74,9 @@ type convFile struct {
 }
 
 // FileName returns the file name (without directory) that holds
-// conversationID: a lower-cased prefix of its [a-z0-9_-] characters, '-', 32
-// hex digits of sha256(conversationID), ".json".
+// conversationID: a readable prefix (its first 40 bytes lower-cased, bytes
+// outside [a-z0-9_-] as '_', "_" if empty), '-', 32 hex digits of
+// sha256(conversationID), ".json".
 func FileName(conversationID string) string {
 	var b strings.Builder
 	for i := 0; i < len(conversationID) && b.Len() < 40; i++ {
@@ -88,6 +89,9 @@ func FileName(conversationID string) string {
 		default:
 			b.WriteByte('_')
 		}
+	}
+	if b.Len() == 0 {
+		b.WriteByte('_') // never start a file name with '-'
 	}
 	sum := sha256.Sum256([]byte(conversationID))
 	return b.String() + "-" + hex.EncodeToString(sum[:16]) + ".json"
