@@ -433,3 +433,40 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// FuzzVerify: any Authorization header either authenticates as the one
+// issued key or fails with a known error that does not echo the header.
+func FuzzVerify(f *testing.F) {
+	ctx := context.Background()
+	store := apikey.NewMemoryStore()
+	key, _, err := apikey.Issue(ctx, store, "alice", 0, 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	v, err := apikey.NewVerifier(store, apikey.VerifierConfig{CacheTTL: -1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"Bearer " + key, "bearer " + key[:40], "Bearer " + key[:54] + "x", "Basic abc", "", "Bearer", "Bearer ab-" + strings.Repeat("a", 52)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		rec, err := v.Verify(ctx, header)
+		if err == nil {
+			if rec.User != "alice" || !strings.Contains(header, key) {
+				t.Fatalf("header %q authenticated as %+v", header, rec)
+			}
+			return
+		}
+		known := false
+		for _, e := range []error{apikey.ErrMissing, apikey.ErrMalformed, apikey.ErrUnknown} {
+			known = known || errors.Is(err, e)
+		}
+		if !known {
+			t.Fatalf("Verify(%q) = %v: not a documented error", header, err)
+		}
+		if tok := strings.TrimSpace(strings.TrimPrefix(header, "Bearer ")); len(tok) >= 8 && strings.Contains(err.Error(), tok) {
+			t.Fatalf("error %q echoes the token", err)
+		}
+	})
+}

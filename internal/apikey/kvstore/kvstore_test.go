@@ -28,15 +28,20 @@ func startServer(t *testing.T) *server.Server {
 	return s
 }
 
-// open returns a Store on bucket APIKEYS over a new connection.
-func open(t *testing.T, s *server.Server) *kvstore.Store {
+// open returns a Store on bucket APIKEYS over a new connection whose
+// requests time out after wait (default 5s).
+func open(t *testing.T, s *server.Server, wait ...time.Duration) *kvstore.Store {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := nc.JetStream(nats.MaxWait(300 * time.Millisecond))
+	maxWait := 5 * time.Second
+	if len(wait) > 0 {
+		maxWait = wait[0]
+	}
+	js, err := nc.JetStream(nats.MaxWait(maxWait))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +165,7 @@ func TestConcurrentRevokes(t *testing.T) {
 func TestStoreDown(t *testing.T) {
 	ctx := context.Background()
 	s := startServer(t)
-	st := open(t, s)
+	st := open(t, s, 300*time.Millisecond)
 	key, _, err := apikey.Issue(ctx, st, "alice", 0, 0)
 	if err != nil {
 		t.Fatal(err)
