@@ -42,7 +42,7 @@ type StreamConfig struct {
 // ConsumerConfig configures stage consumers and the handler middleware.
 type ConsumerConfig struct {
 	// AckWait is how long JetStream waits for an ack before redelivering.
-	// It must exceed HandlerTimeout (times Retries+1). Default 60s.
+	// It must exceed HandlerTimeout (times Retries+1). Default 90s.
 	AckWait time.Duration
 	// HandlerTimeout bounds one handler run. Default 20s.
 	HandlerTimeout time.Duration
@@ -72,7 +72,7 @@ func DefaultConfig() Config {
 		Embedded: DefaultEmbeddedConfig(),
 		Streams:  StreamConfig{Replicas: 1, Duplicates: 2 * time.Minute},
 		Consumer: ConsumerConfig{
-			AckWait:        60 * time.Second,
+			AckWait:        90 * time.Second,
 			HandlerTimeout: 20 * time.Second,
 			Retries:        2,
 			RetryInterval:  50 * time.Millisecond,

@@ -112,7 +112,6 @@ func (r *Runtime) addService(st *stageRuntime) error {
 		return err
 	}
 	st.svc = svc
-	g := svc.AddGroup("agentbus", micro.WithGroupQueueGroupDisabled())
 	reply := func(readiness bool) micro.HandlerFunc {
 		return func(req micro.Request) {
 			rep := r.stageHealth(context.Background(), st, readiness)
@@ -120,15 +119,16 @@ func (r *Runtime) addService(st *stageRuntime) error {
 			_ = req.Respond(b)
 		}
 	}
-	if err := g.AddEndpoint("health", reply(false), micro.WithEndpointSubject(HealthSubject(st.stage.Name))); err != nil {
+	noQueue := micro.WithEndpointQueueGroupDisabled()
+	if err := svc.AddEndpoint("health", reply(false), micro.WithEndpointSubject(HealthSubject(st.stage.Name)), noQueue); err != nil {
 		return err
 	}
-	if err := g.AddEndpoint("ready", reply(true), micro.WithEndpointSubject(HealthSubject(st.stage.Name)+".ready")); err != nil {
+	if err := svc.AddEndpoint("ready", reply(true), micro.WithEndpointSubject(HealthSubject(st.stage.Name)+".ready"), noQueue); err != nil {
 		return err
 	}
-	if err := g.AddEndpoint("live", micro.HandlerFunc(func(req micro.Request) {
+	if err := svc.AddEndpoint("live", micro.HandlerFunc(func(req micro.Request) {
 		_ = req.Respond([]byte(`{"status":"healthy"}`))
-	}), micro.WithEndpointSubject(HealthSubject(st.stage.Name)+".live")); err != nil {
+	}), micro.WithEndpointSubject(HealthSubject(st.stage.Name)+".live"), noQueue); err != nil {
 		return err
 	}
 	if st.stage.Endpoints != nil {

@@ -258,10 +258,9 @@ func (h *Handler) History(ctx context.Context, req HistoryRequest) (HistoryReply
 }
 
 func (h *Handler) endpoints(svc micro.Service) error {
-	g := svc.AddGroup("agentbus.persist")
 	type handlerFn func(ctx context.Context, data []byte) (any, error)
 	add := func(name, subject string, fn handlerFn) error {
-		return g.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) {
+		return svc.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			v, err := fn(ctx, r.Data())

@@ -1,0 +1,121 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/agentbus/agentbus/internal/apikey"
+	"github.com/agentbus/agentbus/internal/provider"
+	"github.com/agentbus/agentbus/internal/ratelimit"
+	"github.com/agentbus/agentbus/internal/sanitize"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
+	"github.com/agentbus/agentbus/stage/ingest"
+)
+
+// sanitizerAdapter lets the guard stage use the sanitizer.
+type sanitizerAdapter struct{ s *sanitize.Sanitizer }
+
+func (a sanitizerAdapter) Check(msgs []messages.Message) (string, float64, []string, string) {
+	v, _ := a.s.CheckMessages(msgs)
+	return v.Verdict, v.Score, v.Rules, v.Reason
+}
+
+// resultScanner scans tool results with the same sanitizer.
+type resultScanner struct{ s *sanitize.Sanitizer }
+
+func (r resultScanner) ScanResult(text string) (string, []string) {
+	if r.s == nil {
+		return sanitize.VerdictAllow, nil
+	}
+	v := r.s.Check(text)
+	return v.Verdict, v.Rules
+}
+
+// limiterAdapter charges a turn against the shared limiter, with the API
+// key's own limits as the key tier.
+type limiterAdapter struct {
+	l    *ratelimit.Limiter
+	keys apikey.Store
+}
+
+func (a *limiterAdapter) request(ctx context.Context, t *messages.Turn, tokens int) ratelimit.Request {
+	r := ratelimit.Request{User: t.User, Endpoint: t.Endpoint, KeyID: t.KeyID, Cost: t.Cost, Tokens: float64(tokens)}
+	if t.KeyID != "" && a.keys != nil {
+		if rec, err := a.keys.Get(ctx, t.KeyID); err == nil && (rec.RPM > 0 || rec.TPM > 0) {
+			r.Overrides = &ratelimit.KeyLimits{RPM: rec.RPM, TPM: rec.TPM}
+		}
+	}
+	return r
+}
+
+func (a *limiterAdapter) Allow(ctx context.Context, t *messages.Turn, tokens int) (bool, time.Duration, string, map[string]string, error) {
+	d, err := a.l.Allow(ctx, a.request(ctx, t, tokens))
+	if err != nil {
+		return false, 0, "", nil, err
+	}
+	h := rateHeaders(d)
+	if d.Allowed {
+		return true, 0, "", h, nil
+	}
+	tier := d.Tier + "." + d.Resource
+	if d.TooLarge {
+		tier += ".too_large"
+	}
+	return false, d.RetryAfter, tier, h, nil
+}
+
+// rateHeaders are the x-ratelimit-* headers OpenAI clients know.
+func rateHeaders(d ratelimit.Decision) map[string]string {
+	h := map[string]string{}
+	put := func(res string, q ratelimit.Quota) {
+		if q.Tier == "" {
+			return
+		}
+		h["x-ratelimit-limit-"+res] = strconv.FormatFloat(math.Floor(q.Limit), 'f', -1, 64)
+		h["x-ratelimit-remaining-"+res] = strconv.FormatFloat(math.Max(0, math.Floor(q.Remaining)), 'f', -1, 64)
+		h["x-ratelimit-reset-"+res] = fmt.Sprintf("%.3fs", q.Reset.Seconds())
+	}
+	put("requests", d.Requests)
+	put("tokens", d.Tokens)
+	return h
+}
+
+// keyAuth authenticates HTTP callers with API keys.
+type keyAuth struct{ v *apikey.Verifier }
+
+func (k keyAuth) Authenticate(ctx context.Context, authorization string) (ingest.Identity, error) {
+	rec, err := k.v.Verify(ctx, authorization)
+	if err != nil {
+		return ingest.Identity{}, err
+	}
+	return ingest.Identity{User: rec.User, KeyID: rec.ID}, nil
+}
+
+// providerHealth turns breaker states into a health status: any breaker
+// open = degraded, all open = unhealthy.
+func providerHealth(f *provider.Failover) func() (string, map[string]any) {
+	return func() (string, map[string]any) {
+		snap := f.Snapshot()
+		open := 0
+		for _, s := range snap {
+			if s.Breaker != nil && s.Breaker.State.String() != "closed" {
+				open++
+			}
+		}
+		status := pipeline.Healthy
+		switch {
+		case len(snap) > 0 && open == len(snap):
+			status = pipeline.Unhealthy
+		case open > 0:
+			status = pipeline.Degraded
+		}
+		return status, map[string]any{"providers": snap}
+	}
+}
+
+var _ = errors.New

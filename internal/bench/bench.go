@@ -1,0 +1,282 @@
+// Package bench measures the whole pipeline end to end (all stages, the
+// offline model, a real embedded JetStream server and SQLite store) and,
+// in the same run on the same server, a raw JetStream baseline that moves
+// the same payload through the same number of hops with plain nats.go
+// consumers. The ratio pipeline/baseline is the cost of agentbus itself.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/stage/ingest"
+	"github.com/nats-io/nats.go"
+)
+
+// Config configures a run.
+type Config struct {
+	// Turns to send. Default 2000.
+	Turns int
+	// Concurrency is the number of turns in flight. Default 16.
+	Concurrency int
+	// Text is the user message. Default a short question.
+	Text string
+	// Dir holds the server store and database. Default a temp dir.
+	Dir string
+	// StageConcurrency is each stage's handler concurrency. Default 16.
+	StageConcurrency int
+}
+
+// Stats summarises one measured run.
+type Stats struct {
+	Turns       int     `json:"turns"`
+	Errors      int     `json:"errors"`
+	Seconds     float64 `json:"seconds"`
+	TurnsPerSec float64 `json:"turns_per_sec"`
+	P50ms       float64 `json:"p50_ms"`
+	P90ms       float64 `json:"p90_ms"`
+	P99ms       float64 `json:"p99_ms"`
+}
+
+// Result is a bench run's report.
+type Result struct {
+	Concurrency int     `json:"concurrency"`
+	Hops        int     `json:"hops"`
+	Pipeline    Stats   `json:"pipeline"`
+	Baseline    Stats   `json:"baseline"`
+	Ratio       float64 `json:"throughput_ratio"`
+	P50Ratio    float64 `json:"p50_ratio"`
+}
+
+func (c *Config) defaults() {
+	if c.Turns <= 0 {
+		c.Turns = 2000
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 16
+	}
+	if c.Text == "" {
+		c.Text = "Hello! Can you summarise what an event-driven pipeline is?"
+	}
+	if c.StageConcurrency <= 0 {
+		c.StageConcurrency = 16
+	}
+}
+
+// Run starts a private system, measures the pipeline then the baseline.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
+	cfg.defaults()
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "agentbus-bench-")
+		if err != nil {
+			return Result{}, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	o := app.DefaultOptions()
+	o.DataDir = dir
+	o.Stages = []string{app.StageGuard, app.StageLLM, app.StageToolexec, app.StagePersist}
+	o.Pipeline.Embedded.Listen = "127.0.0.1:-1"
+	o.Pipeline.Consumer.Concurrency = cfg.StageConcurrency
+	o.Limits = app.LimitsFrom(0, 0, 0)
+	o.Tools.Remote = false
+	sys, err := app.Start(ctx, o, log)
+	if err != nil {
+		return Result{}, err
+	}
+	defer sys.Close()
+	nc, err := nats.Connect(sys.Runtime.URL())
+	if err != nil {
+		return Result{}, err
+	}
+	defer nc.Close()
+	js, err := nc.JetStream(nats.PublishAsyncMaxPending(4096))
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Concurrency: cfg.Concurrency, Hops: 4}
+	// Warm up both paths, then measure.
+	if _, err := drive(ctx, min(200, cfg.Turns), cfg.Concurrency, pipelineTurn(nc, js, cfg.Text)); err != nil {
+		return res, err
+	}
+	if res.Pipeline, err = drive(ctx, cfg.Turns, cfg.Concurrency, pipelineTurn(nc, js, cfg.Text)); err != nil {
+		return res, err
+	}
+	base, err := newBaseline(nc, js, cfg.StageConcurrency, res.Hops)
+	if err != nil {
+		return res, err
+	}
+	defer base.close()
+	payload, _ := json.Marshal(messages.Turn{SchemaVersion: 1, RequestID: "x", ConversationID: "c", User: "bench", Endpoint: "nats",
+		Messages: []messages.Message{{Role: "user", Content: cfg.Text}}})
+	if _, err := drive(ctx, min(200, cfg.Turns), cfg.Concurrency, base.turn(payload)); err != nil {
+		return res, err
+	}
+	if res.Baseline, err = drive(ctx, cfg.Turns, cfg.Concurrency, base.turn(payload)); err != nil {
+		return res, err
+	}
+	if res.Baseline.TurnsPerSec > 0 {
+		res.Ratio = res.Pipeline.TurnsPerSec / res.Baseline.TurnsPerSec
+	}
+	if res.Pipeline.P50ms > 0 {
+		res.P50Ratio = res.Baseline.P50ms / res.Pipeline.P50ms
+	}
+	return res, nil
+}
+
+var seq atomic.Int64
+
+func pipelineTurn(nc *nats.Conn, js nats.JetStreamContext, text string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		rid := fmt.Sprintf("bench_%d_%d", os.Getpid(), seq.Add(1))
+		t := messages.Turn{SchemaVersion: messages.SchemaVersion, RequestID: rid, ConversationID: "conv_" + rid, User: "bench",
+			Endpoint: "nats", Messages: []messages.Message{{Role: messages.RoleUser, Content: text}}, CreatedAt: time.Now().UTC()}
+		sub, err := nc.SubscribeSync(messages.Subject(messages.EventCompleted, rid))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		fail, err := nc.SubscribeSync(messages.Subject(messages.EventFailed, rid))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = fail.Unsubscribe() }()
+		if err := ingest.Publish(ctx, js, &t); err != nil {
+			return err
+		}
+		if _, err := sub.NextMsgWithContext(ctx); err != nil {
+			return err
+		}
+		return nil
+	}
+}
+
+// drive runs n calls of fn with c in flight and reports throughput and
+// latency percentiles.
+func drive(ctx context.Context, n, c int, fn func(context.Context) error) (Stats, error) {
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var errs atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				t0 := time.Now()
+				err := fn(cctx)
+				lat[i] = time.Since(t0)
+				cancel()
+				if err != nil {
+					errs.Add(1)
+					once.Do(func() { firstErr = err })
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	st := Stats{Turns: n, Errors: int(errs.Load()), Seconds: el.Seconds(), TurnsPerSec: float64(n) / el.Seconds(), P50ms: pct(0.50), P90ms: pct(0.90), P99ms: pct(0.99)}
+	if st.Errors > n/100 {
+		return st, fmt.Errorf("%d of %d turns failed; first: %w", st.Errors, n, firstErr)
+	}
+	return st, nil
+}
+
+// baseline relays a payload through hops-1 durable push consumers on its
+// own stream, with the same consumer settings the stages use (explicit
+// ack, deliver group, async ack), and delivers the last hop to the caller.
+type baseline struct {
+	nc   *nats.Conn
+	js   nats.JetStreamContext
+	subs []*nats.Subscription
+	hops int
+}
+
+const baseStream = "AGENTBUS_BENCH_BASELINE"
+
+func newBaseline(nc *nats.Conn, js nats.JetStreamContext, conc, hops int) (*baseline, error) {
+	_ = js.DeleteStream(baseStream)
+	if _, err := js.AddStream(&nats.StreamConfig{Name: baseStream, Subjects: []string{"agentbus_bench.>"}, Storage: nats.FileStorage, Duplicates: 2 * time.Minute}); err != nil {
+		return nil, err
+	}
+	b := &baseline{nc: nc, js: js, hops: hops}
+	for h := 0; h < hops-1; h++ {
+		durable := fmt.Sprintf("relay%d", h)
+		if _, err := js.AddConsumer(baseStream, &nats.ConsumerConfig{Durable: durable, DeliverSubject: "_bench.deliver." + durable, DeliverGroup: durable,
+			AckPolicy: nats.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 1024, FilterSubject: fmt.Sprintf("agentbus_bench.h%d.*", h)}); err != nil {
+			return nil, err
+		}
+		next := h + 1
+		for range conc {
+			sub, err := js.QueueSubscribe(fmt.Sprintf("agentbus_bench.h%d.*", h), durable, func(m *nats.Msg) {
+				id := m.Subject[len(fmt.Sprintf("agentbus_bench.h%d.", next-1)):]
+				out := nats.NewMsg(fmt.Sprintf("agentbus_bench.h%d.%s", next, id))
+				out.Data = m.Data
+				out.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s/%d", id, next))
+				if _, err := js.PublishMsg(out); err != nil {
+					_ = m.Nak()
+					return
+				}
+				_ = m.Ack()
+			}, nats.Bind(baseStream, durable), nats.ManualAck())
+			if err != nil {
+				return nil, err
+			}
+			b.subs = append(b.subs, sub)
+		}
+	}
+	return b, nil
+}
+
+func (b *baseline) turn(payload []byte) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		id := fmt.Sprintf("b%d", seq.Add(1))
+		sub, err := b.nc.SubscribeSync(fmt.Sprintf("agentbus_bench.h%d.%s", b.hops-1, id))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		m := nats.NewMsg("agentbus_bench.h0." + id)
+		m.Data = payload
+		m.Header.Set(nats.MsgIdHdr, id+"/0")
+		if _, err := b.js.PublishMsg(m, nats.Context(ctx)); err != nil {
+			return err
+		}
+		_, err = sub.NextMsgWithContext(ctx)
+		return err
+	}
+}
+
+func (b *baseline) close() {
+	for _, s := range b.subs {
+		_ = s.Unsubscribe()
+	}
+	_ = b.js.DeleteStream(baseStream)
+}
+
+var _ = errors.New

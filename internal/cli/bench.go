@@ -1,0 +1,36 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/agentbus/agentbus/internal/bench"
+)
+
+func benchCmd(env Env, args []string) error {
+	f := newFlags(env, "bench")
+	n := f.Int("n", 2000, "turns to send")
+	c := f.Int("c", 16, "turns in flight")
+	sc := f.Int("stage-concurrency", 16, "handler concurrency of each stage")
+	asJSON := f.Bool("json", false, "print one JSON object")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	res, err := bench.Run(ctx, bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(env.Stdout).Encode(res)
+	}
+	p, b := res.Pipeline, res.Baseline
+	fmt.Fprintf(env.Stdout, "agentbus bench: %d turns, concurrency %d, %d JetStream hops, offline model\n", p.Turns, res.Concurrency, res.Hops)
+	fmt.Fprintf(env.Stdout, "  pipeline: %8.0f turns/s   p50 %6.2f ms   p90 %6.2f ms   p99 %6.2f ms   errors %d\n", p.TurnsPerSec, p.P50ms, p.P90ms, p.P99ms, p.Errors)
+	fmt.Fprintf(env.Stdout, "  baseline: %8.0f turns/s   p50 %6.2f ms   p90 %6.2f ms   p99 %6.2f ms   (raw JetStream, same hops)\n", b.TurnsPerSec, b.P50ms, b.P90ms, b.P99ms)
+	fmt.Fprintf(env.Stdout, "  pipeline/baseline throughput: %.0f%%   baseline/pipeline p50: %.0f%%\n", res.Ratio*100, res.P50Ratio*100)
+	return nil
+}

@@ -1,0 +1,327 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentbus/agentbus/internal/apikey"
+	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
+	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/firewall"
+	"github.com/agentbus/agentbus/internal/sanitize"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/stage/ingest"
+	"github.com/agentbus/agentbus/stage/persist"
+	"github.com/nats-io/nats.go"
+)
+
+func natsFlag(f *flags) *string {
+	return f.str("nats", "nats://127.0.0.1:4222", "NATS server URL of the running system")
+}
+
+func connect(url string) (*nats.Conn, nats.JetStreamContext, error) {
+	nc, err := nats.Connect(url, nats.Name("agentbus-cli"), nats.Timeout(3*time.Second))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s (is `agentbus serve` running?): %w", url, err)
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// chat sends one turn, over NATS (default) or the HTTP API (--http).
+func chat(env Env, args []string) error {
+	f := newFlags(env, "chat")
+	url := natsFlag(f)
+	httpURL := f.str("http-url", "", "send through the HTTP API at this base URL (e.g. http://127.0.0.1:8080) instead of NATS")
+	key := f.str("api-key", "", "API key for --http-url")
+	conv := f.str("conversation", "", "continue this conversation (server-side memory)")
+	model := f.str("model", "", "model name (default: the system's default)")
+	user := f.str("user", "cli", "user name for turns published over NATS")
+	timeout := f.duration("timeout", 2*time.Minute, "how long to wait for the answer")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	text := strings.Join(f.Args(), " ")
+	if text == "" {
+		return fmt.Errorf("%w: agentbus chat \"your message\"", ErrUsage)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if *httpURL != "" {
+		return chatHTTP(ctx, env, *httpURL, *key, *conv, *model, text)
+	}
+	nc, js, err := connect(*url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	t := messages.Turn{
+		SchemaVersion: messages.SchemaVersion, RequestID: ingest.NewID("req_"), ConversationID: *conv, UseHistory: *conv != "",
+		User: *user, Endpoint: "nats", Model: *model, Messages: []messages.Message{{Role: messages.RoleUser, Content: text}}, CreatedAt: time.Now().UTC(),
+	}
+	if t.ConversationID == "" {
+		t.ConversationID = ingest.NewID("conv_")
+	}
+	sub, err := nc.SubscribeSync(messages.ReplyFilter(t.RequestID))
+	if err != nil {
+		return err
+	}
+	if err := ingest.Publish(ctx, js, &t); err != nil {
+		return err
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return fmt.Errorf("no answer: %w", err)
+		}
+		event, _, _ := messages.ParseSubject(m.Subject)
+		switch event {
+		case messages.EventCompleted:
+			var c messages.Completed
+			if err := json.Unmarshal(m.Data, &c); err != nil {
+				return err
+			}
+			fmt.Fprintln(env.Stdout, c.Message.Content)
+			fmt.Fprintf(env.Stderr, "(conversation %s, model %s, %d tokens)\n", c.ConversationID, c.Model, c.Usage.TotalTokens)
+			return nil
+		case messages.EventRejected:
+			var r messages.Rejected
+			_ = json.Unmarshal(m.Data, &r)
+			return fmt.Errorf("rejected (%s): %s", r.Code, r.Reason)
+		case messages.EventFailed:
+			var fl messages.Failed
+			_ = json.Unmarshal(m.Data, &fl)
+			return fmt.Errorf("failed in %s (%s): %s", fl.Stage, fl.Code, fl.Reason)
+		}
+	}
+}
+
+func chatHTTP(ctx context.Context, env Env, base, key, conv, model, text string) error {
+	body, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": text}}})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/")+"/v1/chat/completions", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if conv != "" {
+		req.Header.Set("X-Conversation-Id", conv)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Choices []struct {
+			Message messages.Message `json:"message"`
+		} `json:"choices"`
+		Error *struct {
+			Message string `json:"message"`
+			Code    string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return fmt.Errorf("HTTP %d: undecodable body: %w", resp.StatusCode, err)
+	}
+	if out.Error != nil {
+		return fmt.Errorf("HTTP %d (%s): %s", resp.StatusCode, out.Error.Code, out.Error.Message)
+	}
+	if len(out.Choices) == 0 {
+		return fmt.Errorf("HTTP %d: no choices", resp.StatusCode)
+	}
+	fmt.Fprintln(env.Stdout, out.Choices[0].Message.Content)
+	fmt.Fprintf(env.Stderr, "(conversation %s)\n", resp.Header.Get("X-Conversation-Id"))
+	return nil
+}
+
+// keys manages API keys in the running system's KV bucket.
+func keys(env Env, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: agentbus keys create|list|revoke", ErrUsage)
+	}
+	sub, args := args[0], args[1:]
+	f := newFlags(env, "keys "+sub)
+	url := natsFlag(f)
+	user := f.String("user", "", "user the key authenticates as (create)")
+	rpm := f.Int("rpm", 0, "the key's own requests per minute (create; 0 = the user's limit)")
+	tpm := f.Int("tpm", 0, "the key's own tokens per minute (create; 0 = the user's limit)")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	nc, js, err := connect(*url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	kv, err := js.KeyValue(app.KeysBucket)
+	if err != nil {
+		return fmt.Errorf("keys bucket %s: %w (start the system once first)", app.KeysBucket, err)
+	}
+	store := apikv.New(kv)
+	ctx := context.Background()
+	switch sub {
+	case "create":
+		if *user == "" {
+			return fmt.Errorf("%w: keys create --user NAME", ErrUsage)
+		}
+		plain, rec, err := apikey.Issue(ctx, store, *user, *rpm, *tpm)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(env.Stdout, plain)
+		fmt.Fprintf(env.Stderr, "key %s for user %s created; it is shown once, store it now\n", rec.ID, rec.User)
+		return nil
+	case "list":
+		recs, err := store.List(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tUSER\tRPM\tTPM\tCREATED\tSTATUS")
+		for _, r := range recs {
+			st := "active"
+			if r.Revoked {
+				st = "revoked"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.ID, r.User, r.RPM, r.TPM, r.CreatedAt.Format(time.RFC3339), st)
+		}
+		return tw.Flush()
+	case "revoke":
+		if f.NArg() != 1 {
+			return fmt.Errorf("%w: keys revoke KEY_ID", ErrUsage)
+		}
+		if err := store.Revoke(ctx, f.Arg(0)); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "key %s revoked\n", f.Arg(0))
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown keys command %q", ErrUsage, sub)
+	}
+}
+
+func sanitizeCmd(env Env, args []string) error {
+	f := newFlags(env, "sanitize")
+	action := f.str("sanitize-action", "block", "what a high score does: block or flag")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	s, err := sanitize.New(sanitize.Config{Action: *action})
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(env.Stdout)
+	defer w.Flush()
+	return sanitize.RunJSONL(context.Background(), s, env.Stdin, w)
+}
+
+func firewallCmd(env Env, args []string) error {
+	f := newFlags(env, "firewall")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	ts, err := app.Tools(app.DefaultToolsConfig())
+	if err != nil {
+		return err
+	}
+	fw, err := firewall.New(firewall.Config{}, ts)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(env.Stdout)
+	defer w.Flush()
+	return firewall.RunJSONL(context.Background(), fw, env.Stdin, w)
+}
+
+func history(env Env, args []string) error {
+	f := newFlags(env, "history")
+	url := natsFlag(f)
+	asJSON := f.Bool("json", false, "print JSON")
+	pruned := f.Bool("pruned", false, "print the context the model would get (pruned), as a JSON array of OpenAI messages")
+	budget := f.Int("budget", 0, "token budget for --pruned (default: the persist stage's)")
+	strategy := f.String("strategy", "", "pruning strategy for --pruned: importance, recent, window")
+	model := f.String("model", "", "model whose tokenizer counts tokens")
+	list := f.Bool("list", false, "list stored conversations")
+	del := f.Bool("delete", false, "delete the conversation from the store")
+	// Accept the id before or after the flags.
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if id == "" && f.NArg() > 0 {
+		id = f.Arg(0)
+	}
+	nc, _, err := connect(*url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	c := &persist.Client{NC: nc}
+	ctx := context.Background()
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	switch {
+	case *list:
+		var convs []map[string]any
+		if err := c.Call(ctx, persist.SubjectConversations, struct{}{}, &convs); err != nil {
+			return err
+		}
+		return enc.Encode(convs)
+	case id == "":
+		return fmt.Errorf("%w: agentbus history CONVERSATION_ID", ErrUsage)
+	case *del:
+		if err := c.Call(ctx, persist.SubjectDelete, persist.HistoryRequest{ConversationID: id}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "conversation %s deleted from the store; its events stay in the stream until purged (see docs/operations.md)\n", id)
+		return nil
+	}
+	var rep persist.HistoryReply
+	if err := c.Call(ctx, persist.SubjectHistory, persist.HistoryRequest{ConversationID: id, Model: *model, Budget: *budget, Strategy: *strategy, Raw: !*pruned}, &rep); err != nil {
+		return err
+	}
+	if *asJSON || *pruned {
+		if rep.Messages == nil {
+			rep.Messages = []messages.Message{}
+		}
+		return enc.Encode(rep.Messages)
+	}
+	if len(rep.Messages) == 0 {
+		return fmt.Errorf("conversation %s has no stored messages", id)
+	}
+	for _, m := range rep.Messages {
+		fmt.Fprintf(env.Stdout, "%-9s %s\n", m.Role+":", oneLineText(m))
+	}
+	fmt.Fprintf(env.Stderr, "(%d messages, %d tokens)\n", rep.Total, rep.Tokens)
+	return nil
+}
+
+func oneLineText(m messages.Message) string {
+	s := m.Content
+	for _, tc := range m.ToolCalls {
+		s += fmt.Sprintf(" [tool call %s %s]", tc.Function.Name, tc.Function.Arguments)
+	}
+	return strings.ReplaceAll(s, "\n", "\\n")
+}
+
+var _ = errors.New
+var _ = os.Stdout

@@ -1,0 +1,449 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentbus/agentbus/internal/memory"
+	"github.com/agentbus/agentbus/internal/replay"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/stage/persist"
+	"github.com/agentbus/agentbus/validation"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+type replayFlags struct {
+	conv    *string
+	since   *string
+	fromSeq *uint64
+}
+
+func addReplayFlags(f *flags) replayFlags {
+	return replayFlags{
+		conv:    f.String("conversation", "", "only this conversation"),
+		since:   f.String("since", "", "start at this time (RFC 3339, or a duration ago such as 1h)"),
+		fromSeq: f.Uint64("from-seq", 0, "start at this stream sequence"),
+	}
+}
+
+func (r replayFlags) options() (replay.Options, error) {
+	o := replay.Options{Conversation: *r.conv, FromSeq: *r.fromSeq}
+	if *r.since != "" {
+		if d, err := time.ParseDuration(*r.since); err == nil {
+			o.Since = time.Now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, *r.since); err == nil {
+			o.Since = t
+		} else {
+			return o, fmt.Errorf("%w: --since %q: want RFC 3339 or a duration", ErrUsage, *r.since)
+		}
+		if o.FromSeq != 0 {
+			return o, fmt.Errorf("%w: --since and --from-seq exclude each other", ErrUsage)
+		}
+	}
+	return o, nil
+}
+
+func newJS(nc *nats.Conn) (jetstream.JetStream, error) { return jetstream.New(nc) }
+
+func replayCmd(env Env, args []string) error {
+	f := newFlags(env, "replay")
+	url := natsFlag(f)
+	rf := addReplayFlags(f)
+	asJSON := f.Bool("json", false, "one JSON object per event")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	opts, err := rf.options()
+	if err != nil {
+		return err
+	}
+	nc, _, err := connect(*url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := newJS(nc)
+	if err != nil {
+		return err
+	}
+	prog := replay.NewProgress(env.Stderr, false)
+	if f := stderrFile(env); f != nil {
+		prog = replay.TerminalProgress(f)
+	}
+	opts.Progress = prog.Update
+	defer prog.Finish()
+	enc := json.NewEncoder(env.Stdout)
+	n := 0
+	err = replay.Replay(context.Background(), js, opts, func(ev replay.Event) error {
+		n++
+		if *asJSON {
+			return enc.Encode(map[string]any{"seq": ev.Seq, "time": ev.Time, "event": ev.Event, "request_id": ev.RequestID,
+				"conversation_id": ev.ConversationID, "subject": ev.Subject, "data": ev.Data})
+		}
+		return replay.Format(env.Stdout, ev)
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		fmt.Fprintln(env.Stderr, "no events matched")
+	}
+	return nil
+}
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
+
+func auditCmd(env Env, args []string) error {
+	f := newFlags(env, "audit")
+	url := natsFlag(f)
+	rf := addReplayFlags(f)
+	var forbid, require, must, mustNot multi
+	f.Var(&forbid, "forbid-tool", "a tool that must never be called (repeatable)")
+	f.Var(&require, "require-tool", "a tool every conversation must call (repeatable)")
+	f.Var(&must, "must-contain", "text every response must contain (repeatable)")
+	f.Var(&mustNot, "must-not-contain", "text no response may contain (repeatable)")
+	maxTurns := f.Int("max-turns", 0, "maximum turns per conversation (0 = no limit)")
+	maxLen := f.Int("max-length", 0, "maximum response length in characters (0 = no limit)")
+	minLen := f.Int("min-length", 0, "minimum response length in characters")
+	strict := f.Bool("strict", false, "stop at the first violation")
+	verify := f.Bool("verify", false, "verify the store's hash chain instead (through the running persist stage, or --data)")
+	data := f.String("data", "", "with --verify: open the store in this data directory directly")
+	store := f.String("store", "sqlite", "with --verify --data: sqlite or files")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if *verify {
+		return verifyChain(ctx, env, *url, *data, *store)
+	}
+	opts, err := rf.options()
+	if err != nil {
+		return err
+	}
+	v := validation.New()
+	if *maxTurns > 0 {
+		v.MaxTurns(*maxTurns)
+	}
+	for _, t := range forbid {
+		v.ForbidToolCall(t)
+	}
+	for _, t := range require {
+		v.RequireToolCall(t)
+	}
+	for _, s := range must {
+		v.ResponseMustContain(s)
+	}
+	for _, s := range mustNot {
+		v.ResponseMustNotContain(s)
+	}
+	if *maxLen > 0 {
+		v.MaxResponseLength(*maxLen)
+	}
+	if *minLen > 0 {
+		v.MinResponseLength(*minLen)
+	}
+	if *strict {
+		v.Strict()
+	}
+	if err := v.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	nc, _, err := connect(*url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := newJS(nc)
+	if err != nil {
+		return err
+	}
+	col := replay.NewCollector()
+	if err := replay.Replay(ctx, js, opts, col.Add); err != nil {
+		return err
+	}
+	rep := v.Validate(col.Turns())
+	for _, vi := range rep.Violations {
+		fmt.Fprintf(env.Stdout, "VIOLATION %s conversation=%s turn=%d request=%s: %s\n", vi.Constraint, vi.ConversationID, vi.Turn, vi.RequestID, vi.Message)
+	}
+	fmt.Fprintf(env.Stdout, "audited %d turns in %d conversations: %d violations\n", rep.Turns, rep.Conversations, len(rep.Violations))
+	if !rep.OK() {
+		return ExitError{Code: 1}
+	}
+	return nil
+}
+
+func verifyChain(ctx context.Context, env Env, url, data, store string) error {
+	var rep memory.ChainReport
+	if data != "" {
+		s, err := openStore(ctx, data, store)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if rep, err = s.VerifyChain(ctx); err != nil {
+			return err
+		}
+	} else {
+		nc, _, err := connect(url)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		if err := (&persist.Client{NC: nc, Timeout: time.Minute}).Call(ctx, persist.SubjectVerify, struct{}{}, &rep); err != nil {
+			return err
+		}
+	}
+	if rep.Broken != nil {
+		fmt.Fprintf(env.Stdout, "BROKEN at seq %d (request %s, conversation %s): %s\n", rep.Broken.Seq, rep.Broken.RequestID, rep.Broken.ConversationID, rep.Broken.Reason)
+		return ExitError{Code: 1}
+	}
+	fmt.Fprintf(env.Stdout, "hash chain intact: %d links (%d of deleted conversations), head %s\n", rep.Links, rep.Deleted, rep.Head)
+	return nil
+}
+
+func openStore(ctx context.Context, dir, kind string) (memory.Store, error) {
+	if kind == "files" {
+		return memory.OpenFiles(filepath.Join(dir, "conversations"))
+	}
+	return memory.OpenSQLite(ctx, filepath.Join(dir, "agentbus.db"), memory.SQLiteConfig{})
+}
+
+func dlq(env Env, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: agentbus dlq list|show ID|redrive ID|redrive --all", ErrUsage)
+	}
+	sub, args := args[0], args[1:]
+	f := newFlags(env, "dlq "+sub)
+	url := natsFlag(f)
+	all := f.Bool("all", false, "redrive every dead letter")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	nc, js, err := connect(*url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	entries, err := deadLetters(js)
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "list":
+		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTAGE\tSUBJECT\tATTEMPTS\tDELIVERIES\tAT\tREASON")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", e.seq, e.dl.Stage, e.dl.Subject, e.dl.Attempts, e.dl.Deliveries, e.dl.At.Format(time.RFC3339), truncate(e.dl.Reason, 100))
+		}
+		return tw.Flush()
+	case "show":
+		e, err := findDL(entries, f.Args())
+		if err != nil {
+			return err
+		}
+		out := map[string]any{"id": e.seq, "stage": e.dl.Stage, "subject": e.dl.Subject, "msg_id": e.dl.MsgID, "attempts": e.dl.Attempts,
+			"deliveries": e.dl.Deliveries, "reason": e.dl.Reason, "at": e.dl.At, "headers": e.dl.Headers}
+		if json.Valid(e.dl.Payload) {
+			out["payload"] = json.RawMessage(e.dl.Payload)
+		} else {
+			out["payload_text"] = string(e.dl.Payload)
+		}
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	case "redrive":
+		targets := entries
+		if !*all {
+			e, err := findDL(entries, f.Args())
+			if err != nil {
+				return err
+			}
+			targets = []dlEntry{e}
+		}
+		for _, e := range targets {
+			if err := Redrive(js, e.seq, e.dl); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stderr, "redrove %d to %s\n", e.seq, e.dl.Subject)
+		}
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown dlq command %q", ErrUsage, sub)
+	}
+}
+
+type dlEntry struct {
+	seq uint64
+	dl  messages.DeadLetter
+}
+
+func deadLetters(js nats.JetStreamContext) ([]dlEntry, error) {
+	info, err := js.StreamInfo(messages.StreamDLQ)
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter stream: %w", err)
+	}
+	var out []dlEntry
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		raw, err := js.GetMsg(messages.StreamDLQ, seq)
+		if errors.Is(err, nats.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var dl messages.DeadLetter
+		if err := json.Unmarshal(raw.Data, &dl); err != nil {
+			continue
+		}
+		out = append(out, dlEntry{seq, dl})
+	}
+	return out, nil
+}
+
+func findDL(entries []dlEntry, args []string) (dlEntry, error) {
+	if len(args) != 1 {
+		return dlEntry{}, fmt.Errorf("%w: give one dead-letter ID (see agentbus dlq list)", ErrUsage)
+	}
+	id, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil {
+		return dlEntry{}, fmt.Errorf("%w: ID must be a number", ErrUsage)
+	}
+	for _, e := range entries {
+		if e.seq == id {
+			return e, nil
+		}
+	}
+	return dlEntry{}, fmt.Errorf("no dead letter %d", id)
+}
+
+// Redrive republishes a dead letter's payload on its original subject and
+// removes it from the DLQ. The message id is the original id plus
+// "/redrive/<dlq id>": a redrive done twice is dropped as a duplicate, and
+// it is not mistaken for the original still inside the duplicate window.
+func Redrive(js nats.JetStreamContext, seq uint64, dl messages.DeadLetter) error {
+	m := nats.NewMsg(dl.Subject)
+	m.Data = dl.Payload
+	for k, v := range dl.Headers {
+		m.Header.Set(k, v)
+	}
+	m.Header.Set(nats.MsgIdHdr, dl.MsgID+"/redrive/"+strconv.FormatUint(seq, 10))
+	if _, err := js.PublishMsg(m); err != nil {
+		return fmt.Errorf("redrive %d: %w", seq, err)
+	}
+	if err := js.DeleteMsg(messages.StreamDLQ, seq); err != nil && !errors.Is(err, nats.ErrMsgNotFound) {
+		return fmt.Errorf("redrive %d: republished, but not removed from the DLQ: %w", seq, err)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// rebuild re-materialises the conversation store from the stream: every
+// completed turn, with its input from the received event.
+func rebuild(env Env, args []string) error {
+	f := newFlags(env, "rebuild")
+	url := natsFlag(f)
+	data := f.str("data", "data", "data directory whose store is (re)built")
+	store := f.str("store", "sqlite", "conversation store: sqlite or files")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	nc, _, err := connect(*url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := newJS(nc)
+	if err != nil {
+		return err
+	}
+	s, err := openStore(ctx, *data, *store)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	n, err := Rebuild(ctx, js, s)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "rebuilt %d turns into %s\n", n, *data)
+	return nil
+}
+
+// Rebuild replays the turn stream into store and returns how many turns it
+// appended (already stored turns are skipped by the store).
+func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (int, error) {
+	inputs := map[string][]messages.Message{}
+	var batch []memory.TurnRecord
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := store.Append(ctx, batch...)
+		batch = batch[:0]
+		return err
+	}
+	n := 0
+	err := replay.Replay(ctx, js, replay.Options{Events: []string{messages.EventReceived, messages.EventCompleted}}, func(ev replay.Event) error {
+		switch ev.Event {
+		case messages.EventReceived:
+			var t messages.Turn
+			if json.Unmarshal(ev.Data, &t) == nil {
+				inputs[t.RequestID] = t.Messages
+			}
+		case messages.EventCompleted:
+			var c messages.Completed
+			if err := json.Unmarshal(ev.Data, &c); err != nil {
+				return nil
+			}
+			in, ok := inputs[c.RequestID]
+			if !ok {
+				return nil // its input is gone from the stream (max age)
+			}
+			delete(inputs, c.RequestID)
+			meta := c
+			meta.CompletedAt = time.Time{}
+			b, _ := json.Marshal(meta)
+			batch = append(batch, memory.TurnRecord{RequestID: c.RequestID, ConversationID: c.ConversationID, User: c.User,
+				Messages: append(append([]messages.Message(nil), in...), c.Steps...), Meta: b, CreatedAt: c.CreatedAt})
+			n++
+			if len(batch) >= 256 {
+				return flush()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, flush()
+}
+
+func stderrFile(env Env) *os.File {
+	if f, ok := env.Stderr.(*os.File); ok {
+		return f
+	}
+	return nil
+}
