@@ -191,12 +191,14 @@ type Limiter struct {
 	users     map[string]tierSpec
 	globalKey string
 	local     bool // store is a MemoryStore: no concurrent I/O
-	stripes   [256]sync.Mutex
+	stripes   [256]chan struct{} // ctx-aware mutexes (buffer 1)
 }
 
 // lockKeys locks the stripes of the keys of checks (in ascending order, so
-// two callers never deadlock) and returns them for unlockKeys.
-func (l *Limiter) lockKeys(checks []check) (held [4]uint8, n int) {
+// two callers never deadlock) and returns them for unlockKeys. It gives up
+// with ctx's error when ctx ends first (a slow Store must not queue callers
+// beyond their deadline).
+func (l *Limiter) lockKeys(ctx context.Context, checks []check) (held [4]uint8, n int, err error) {
 	for _, c := range checks {
 		h := uint32(2166136261) // FNV-1a
 		for i := 0; i < len(c.key); i++ {
@@ -214,15 +216,20 @@ func (l *Limiter) lockKeys(checks []check) (held [4]uint8, n int) {
 		held[j] = s
 		n++
 	}
-	for _, s := range held[:n] {
-		l.stripes[s].Lock()
+	for i, s := range held[:n] {
+		select {
+		case l.stripes[s] <- struct{}{}:
+		case <-ctx.Done():
+			l.unlockKeys(held, i)
+			return held, 0, ctx.Err()
+		}
 	}
-	return held, n
+	return held, n, nil
 }
 
 func (l *Limiter) unlockKeys(held [4]uint8, n int) {
 	for _, s := range held[:n] {
-		l.stripes[s].Unlock()
+		<-l.stripes[s]
 	}
 }
 
@@ -247,6 +254,9 @@ func New(cfg Config, store Store, clock Clock) (*Limiter, error) {
 		users:     make(map[string]tierSpec, len(cfg.Users)),
 		globalKey: cfg.KeyPrefix + ".g",
 		local:     local,
+	}
+	for i := range l.stripes {
+		l.stripes[i] = make(chan struct{}, 1)
 	}
 	for k, v := range cfg.Endpoints {
 		l.endpoints[k] = v.spec()
@@ -371,7 +381,10 @@ func (l *Limiter) Allow(ctx context.Context, r Request) (Decision, error) {
 	if len(checks) == 0 {
 		return Decision{Allowed: true}, nil
 	}
-	held, n := l.lockKeys(checks)
+	held, n, err := l.lockKeys(ctx, checks)
+	if err != nil {
+		return Decision{}, err
+	}
 	defer l.unlockKeys(held, n)
 	var reads [4]loaded
 	for attempt := 0; attempt <= l.cfg.MaxRetries; attempt++ {
@@ -439,7 +452,10 @@ func (l *Limiter) Reconcile(ctx context.Context, r Request, actualTokens float64
 		if !c.spec.tok.enabled() {
 			continue
 		}
-		held, n := l.lockKeys([]check{c})
+		held, n, err := l.lockKeys(ctx, []check{c})
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
 		errs = append(errs, l.modify(ctx, c, func(st *state) {
 			st.tok = math.Max(math.Min(st.tok-delta, c.spec.tok.capacity), -c.spec.tok.capacity)
 		}))

@@ -564,3 +564,46 @@ func BenchmarkAllowLocal(b *testing.B) {
 		i++
 	}
 }
+
+// blockingStore blocks every Get until release is closed.
+type blockingStore struct {
+	ratelimit.Store
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingStore) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return b.Store.Get(ctx, key)
+}
+
+// A caller queued behind a slow Store call on the same key gives up at its
+// deadline instead of waiting for the store.
+func TestQueuedCallerHonoursDeadline(t *testing.T) {
+	bs := &blockingStore{Store: ratelimit.NewMemoryStore(10), entered: make(chan struct{}, 10), release: make(chan struct{})}
+	l := newLimiter(t, ratelimit.Config{User: ratelimit.TierLimits{Requests: ratelimit.PerMinute(5)}}, bs, newClock())
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Allow(context.Background(), ratelimit.Request{User: "u"})
+		done <- err
+	}()
+	<-bs.entered // the first caller holds u's key
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := l.Allow(ctx, ratelimit.Request{User: "u"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("queued caller: %v, want DeadlineExceeded", err)
+	}
+	if waited := time.Since(start); waited > time.Second {
+		t.Fatalf("queued caller waited %s", waited)
+	}
+	close(bs.release)
+	if err := <-done; err != nil {
+		t.Fatalf("first caller: %v", err)
+	}
+	// The lock was released: another call on the same key proceeds.
+	if d := mustAllow(t, l, ratelimit.Request{User: "u"}); !d.Allowed {
+		t.Fatalf("after release: %+v", d)
+	}
+}
