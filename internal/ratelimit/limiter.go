@@ -190,7 +190,7 @@ type Limiter struct {
 	endpoints map[string]tierSpec
 	users     map[string]tierSpec
 	globalKey string
-	local     bool // store is a MemoryStore: no concurrent I/O
+	local     bool               // store is a MemoryStore: no concurrent I/O
 	stripes   [256]chan struct{} // ctx-aware mutexes (buffer 1)
 }
 
