@@ -73,7 +73,8 @@ type Firewall struct {
 	denyTokens [][]string
 	shellTools map[string]bool
 	sqlTools   map[string]bool
-	schemas    map[string]*schema // by NormalizeName
+	schemas    map[string]*schema  // by NormalizeName
+	names      map[string]toolName // precomputed for the names in Allow and schemas
 }
 
 // New builds a firewall. schemas maps tool names to their parameters' JSON
@@ -132,6 +133,13 @@ func New(cfg Config, schemas map[string]json.RawMessage) (*Firewall, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	f.names = make(map[string]toolName, len(schemas)+len(cfg.Allow))
+	for name := range schemas {
+		f.names[name] = f.nameInfo(name)
+	}
+	for _, name := range cfg.Allow {
+		f.names[name] = f.nameInfo(name)
+	}
 	return f, nil
 }
 
@@ -142,9 +150,15 @@ func (f *Firewall) Config() Config { return f.cfg }
 // size, JSON syntax and schema of the arguments, then every string in them
 // against the shell and SQL rules.
 func (f *Firewall) Check(c Call) Verdict {
-	key := NormalizeName(c.Name)
-	sk := skeleton(c.Name)
-	if sk == "" || len(c.Name) > 256 {
+	if len(c.Name) > 256 {
+		return block(RuleBadName, "tool name is empty or too long")
+	}
+	ni, ok := f.names[c.Name]
+	if !ok {
+		ni = f.nameInfo(c.Name)
+	}
+	key, sk := ni.key, ni.skeleton
+	if sk == "" {
 		return block(RuleBadName, "tool name is empty or too long")
 	}
 	if f.deny[sk] {
@@ -155,13 +169,13 @@ func (f *Firewall) Check(c Call) Verdict {
 	switch f.cfg.Mode {
 	case ModeAllowlist:
 		if !explicit && !(len(f.allow) == 0 && hasSchema) {
-			if f.deniedWord(c.Name) {
+			if ni.deniedWord {
 				return block(RuleDenied, "tool %q is denied", key)
 			}
 			return block(RuleUnknown, "tool %q is not on the allowlist", key)
 		}
 	case ModeBlocklist:
-		if !explicit && f.deniedWord(c.Name) {
+		if !explicit && ni.deniedWord {
 			return block(RuleDenied, "tool %q is denied", key)
 		}
 	}
@@ -190,7 +204,7 @@ func (f *Firewall) Check(c Call) Verdict {
 			return block(RuleArgsSchema, "arguments do not match the schema: %v", strings.TrimPrefix(err.Error(), ": "))
 		}
 	}
-	w := walker{ck: &checker{budget: maxReparse}, toolShell: f.isShellTool(c.Name), toolSQL: f.isSQLTool(c.Name)}
+	w := walker{ck: &checker{budget: maxReparse}, toolShell: ni.shell, toolSQL: ni.sql}
 	if fd := w.value(obj, "", 0); fd != nil {
 		return Verdict{Verdict: Block, Rule: fd.rule, Reason: fd.reason}
 	}
@@ -216,14 +230,29 @@ func (f *Firewall) CheckTurn(calls []Call, round int) []Verdict {
 	return out
 }
 
-func (f *Firewall) deniedWord(name string) bool {
+// toolName is what Check needs to know about a tool name; New computes it
+// for the names it knows, Check for others.
+type toolName struct {
+	key, skeleton string
+	deniedWord    bool // a deny entry occurs among its words
+	shell, sql    bool // shell or SQL tool
+}
+
+func (f *Firewall) nameInfo(name string) toolName {
+	ni := toolName{key: NormalizeName(name), skeleton: skeleton(name)}
 	toks := nameTokens(name)
 	for _, d := range f.denyTokens {
 		if containsSeq(toks, d) {
-			return true
+			ni.deniedWord = true
+			break
 		}
 	}
-	return false
+	ni.shell, ni.sql = f.shellTools[ni.skeleton], f.sqlTools[ni.skeleton]
+	for _, t := range toks {
+		ni.shell = ni.shell || shellToolWords[t]
+		ni.sql = ni.sql || sqlToolWords[t]
+	}
+	return ni
 }
 
 // execWords are the single-word Deny entries that also deny a longer name
@@ -236,30 +265,6 @@ var shellToolWords = set("shell", "terminal", "console", "command", "cmd", "bash
 	"execute", "powershell", "pwsh", "cli", "subprocess", "system")
 var sqlToolWords = set("sql", "sqlite", "sqlite3", "postgres", "postgresql", "psql", "mysql", "mariadb", "mssql",
 	"database", "db", "tsql", "plsql", "duckdb", "clickhouse", "snowflake", "bigquery")
-
-func (f *Firewall) isShellTool(name string) bool {
-	if f.shellTools[skeleton(name)] {
-		return true
-	}
-	for _, t := range nameTokens(name) {
-		if shellToolWords[t] {
-			return true
-		}
-	}
-	return false
-}
-
-func (f *Firewall) isSQLTool(name string) bool {
-	if f.sqlTools[skeleton(name)] {
-		return true
-	}
-	for _, t := range nameTokens(name) {
-		if sqlToolWords[t] {
-			return true
-		}
-	}
-	return false
-}
 
 // Argument-key classes (keys compared lower-case without separators).
 var (
@@ -350,6 +355,9 @@ func (w *walker) value(v any, key string, depth int) *finding {
 				ws := make([]word, len(argv))
 				for i, a := range argv {
 					ws[i] = word{text: a, quoted: true}
+				}
+				if f := devSocket(argv); f != nil {
+					return f
 				}
 				if f := w.ck.checkCmd(argv, ws, modeShell, 0); f != nil {
 					return f

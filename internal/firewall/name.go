@@ -20,12 +20,27 @@ import (
 // The tools package uses it too, so a registry and a firewall agree on what
 // "the same name" means.
 func NormalizeName(s string) string {
+	if printableASCII(s) { // fast path: NFKC and folding are ToLower here
+		return strings.ToLower(strings.TrimSpace(s))
+	}
 	return cases.Fold().String(foldVisible(s))
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // foldVisible applies NFKC, strips invisible characters and folds
 // confusables, but keeps case (name tokenisation needs camelCase).
 func foldVisible(s string) string {
+	if printableASCII(s) {
+		return strings.TrimSpace(s)
+	}
 	s = norm.NFKC.String(s)
 	var b strings.Builder
 	b.Grow(len(s))
@@ -99,7 +114,7 @@ func nameTokens(name string) []string {
 	var cur []rune
 	flush := func() {
 		if len(cur) > 0 {
-			toks = append(toks, cases.Fold().String(string(cur)))
+			toks = append(toks, NormalizeName(string(cur)))
 			cur = cur[:0]
 		}
 	}

@@ -397,7 +397,24 @@ func cmdName(w string) string {
 	return w
 }
 
-var assignRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*\+?=`)
+// isAssign reports whether w is a shell assignment word (NAME=value,
+// NAME+=value).
+func isAssign(w string) bool {
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		switch {
+		case c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+		case c >= '0' && c <= '9' && i > 0:
+		case c == '=' && i > 0:
+			return true
+		case c == '+' && i > 0 && i+1 < len(w) && w[i+1] == '=':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}
 
 // Command sets. Keys are cmdName results.
 var (
@@ -493,7 +510,11 @@ func (ck *checker) checkLine(s string, mode shellMode, depth int) *finding {
 		if mode == modeCode && !shellLooking(c) {
 			continue
 		}
-		if f := ck.checkCmd(argvText(c.argv), c.argv, mode, depth); f != nil {
+		argv := argvText(c.argv)
+		if f := devSocket(argv); f != nil {
+			return f
+		}
+		if f := ck.checkCmd(argv, c.argv, mode, depth); f != nil {
 			return f
 		}
 		if f := checkRedirects(c.redir); f != nil {
@@ -578,7 +599,7 @@ func argvText(ws []word) []string {
 func stripPrefix(argv []string) []string {
 	for len(argv) > 0 {
 		a := argv[0]
-		if a == "" || a == "{" || a == "}" || a == "!" || assignRe.MatchString(a) {
+		if a == "" || a == "{" || a == "}" || a == "!" || isAssign(a) {
 			argv = argv[1:]
 			continue
 		}
@@ -612,7 +633,7 @@ func effective(argv []string) string {
 // known command, or -1.
 func nextKnown(argv []string) int {
 	for j := 1; j < len(argv); j++ {
-		if strings.HasPrefix(argv[j], "-") || assignRe.MatchString(argv[j]) {
+		if strings.HasPrefix(argv[j], "-") || isAssign(argv[j]) {
 			continue
 		}
 		if known(cmdName(argv[j])) {
@@ -624,6 +645,9 @@ func nextKnown(argv []string) int {
 
 // checkCmd applies the dangerous-command rules to one simple command.
 func (ck *checker) checkCmd(argv []string, words []word, mode shellMode, depth int) *finding {
+	if depth > maxShellDepth {
+		return &finding{"args.too_complex", "command nesting exceeds the analysis limit"}
+	}
 	off := len(argv)
 	argv = stripPrefix(argv)
 	off -= len(argv)
@@ -712,11 +736,6 @@ func (ck *checker) checkCmd(argv []string, words []word, mode shellMode, depth i
 	case name == "eval" || name == "iex" || name == "invoke-expression":
 		if len(args) > 0 {
 			return ck.checkLine(strings.Join(args, " "), modeShell, depth+1)
-		}
-	}
-	for _, a := range argv {
-		if strings.Contains(a, "/dev/tcp/") || strings.Contains(a, "/dev/udp/") {
-			return &finding{"shell.reverse_shell", "opens a network socket through /dev/tcp"}
 		}
 	}
 	if isInterpreter(name) {
@@ -989,4 +1008,14 @@ func shellLooking(c *simpleCmd) bool {
 		return false
 	}
 	return true
+}
+
+// devSocket finds bash's /dev/tcp and /dev/udp pseudo-files in any word.
+func devSocket(argv []string) *finding {
+	for _, a := range argv {
+		if strings.Contains(a, "/dev/tcp/") || strings.Contains(a, "/dev/udp/") {
+			return &finding{"shell.reverse_shell", "opens a network socket through /dev/tcp"}
+		}
+	}
+	return nil
 }
