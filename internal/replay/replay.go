@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -128,8 +129,11 @@ func NewEvent(seq uint64, subject string, at time.Time, data []byte, hdr nats.He
 //
 // It reads through an ordered consumer (ephemeral, no acks, in-memory,
 // recreated by the client on a gap) and deletes it before returning, so it
-// leaves no state on the server. If fn returns ErrStop, Replay returns nil;
-// any other error ends the replay and is returned wrapped.
+// leaves no state on the server. If the consumer stalls (the server has
+// messages for it but nothing arrives for IdleCheck), Replay resumes after
+// the last sequence seen on a fresh consumer; events are never repeated or
+// skipped. If fn returns ErrStop, Replay returns nil; any other error ends
+// the replay and is returned wrapped.
 func Replay(ctx context.Context, js jetstream.JetStream, opts Options, fn func(Event) error) error {
 	if err := opts.Validate(); err != nil {
 		return err
@@ -137,29 +141,27 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts Options, fn func(E
 	if js == nil || fn == nil {
 		return fmt.Errorf("%w: nil JetStream or callback", ErrInvalidOptions)
 	}
-	stream := opts.Stream
-	if stream == "" {
-		stream = messages.StreamTurns
+	r := &run{js: js, opts: opts, fn: fn, stream: opts.Stream, batch: opts.Batch, idle: opts.IdleCheck}
+	if r.stream == "" {
+		r.stream = messages.StreamTurns
 	}
-	batch := opts.Batch
-	if batch == 0 {
-		batch = DefaultBatch
+	if r.batch == 0 {
+		r.batch = DefaultBatch
 	}
-	idle := opts.IdleCheck
-	if idle == 0 {
-		idle = DefaultIdleCheck
+	if r.idle == 0 {
+		r.idle = DefaultIdleCheck
 	}
 
-	st, err := js.Stream(ctx, stream)
+	st, err := js.Stream(ctx, r.stream)
 	if err != nil {
-		return fmt.Errorf("replay: stream %s: %w", stream, err)
+		return fmt.Errorf("replay: stream %s: %w", r.stream, err)
 	}
 	last := st.CachedInfo().State.LastSeq
-	to := opts.ToSeq
-	if to == 0 || to > last {
-		to = last
+	r.to = opts.ToSeq
+	if r.to == 0 || r.to > last {
+		r.to = last
 	}
-	if to == 0 || opts.FromSeq > to {
+	if r.to == 0 || opts.FromSeq > r.to {
 		return nil
 	}
 
@@ -176,13 +178,61 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts Options, fn func(E
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		cfg.OptStartTime = &since
 	}
+	for stalls := 0; ; {
+		before := r.lastSeen.Load()
+		err := r.segment(ctx, st, cfg)
+		if !errors.Is(err, errStalled) {
+			return err
+		}
+		if r.lastSeen.Load() == before {
+			if stalls++; stalls == maxStalls {
+				return fmt.Errorf("replay: no progress after %d consumer restarts at sequence %d: %w", stalls, before, err)
+			}
+		} else {
+			stalls = 0
+		}
+		// Resume right after the last message seen (or where we started,
+		// if none was).
+		if seen := r.lastSeen.Load(); seen > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, seen+1, nil
+		}
+	}
+}
+
+// maxStalls bounds consecutive consumer restarts that bring no message.
+const maxStalls = 3
+
+var (
+	errDrained = errors.New("nothing left to read")
+	errStalled = errors.New("consumer stalled")
+)
+
+// run is the state of one Replay call, kept across consumer restarts.
+type run struct {
+	js     jetstream.JetStream
+	opts   Options
+	fn     func(Event) error
+	stream string
+	batch  int
+	idle   time.Duration
+	to     uint64
+	read   uint64
+	// lastSeen is the stream sequence of the last message read; inFn is
+	// set while fn runs (the watchdog then leaves the consumer alone).
+	lastSeen atomic.Uint64
+	inFn     atomic.Bool
+}
+
+// segment reads on one ordered consumer until the end (nil), an error, or
+// a stall (errStalled: the caller resumes after lastSeen).
+func (r *run) segment(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig) error {
 	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("replay: consumer on %s: %w", stream, err)
+		return fmt.Errorf("replay: consumer on %s: %w", r.stream, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(batch))
+	it, err := cons.Messages(jetstream.PullMaxMessages(r.batch))
 	if err != nil {
-		return fmt.Errorf("replay: consumer on %s: %w", stream, err)
+		return fmt.Errorf("replay: consumer on %s: %w", r.stream, err)
 	}
 	defer func() {
 		it.Stop()
@@ -190,7 +240,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts Options, fn func(E
 		// last one; delete it now rather than wait for InactiveThreshold.
 		if info := cons.CachedInfo(); info != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = js.DeleteConsumer(dctx, stream, info.Name)
+			_ = r.js.DeleteConsumer(dctx, r.stream, info.Name)
 			cancel()
 		}
 	}()
@@ -200,25 +250,30 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts Options, fn func(E
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 
-	var read, lastSeen uint64
+	// The watchdog checks every idle period in which nothing arrived whether
+	// the stream lost the messages we wait for (limits or a purge while we
+	// read) or the consumer stalled. It costs the loop an atomic store per
+	// message instead of a timer per Next.
+	nctx, ncancel := context.WithCancelCause(ctx)
+	defer ncancel(nil)
+	go r.watchdog(nctx, ncancel, cons)
+
 	for {
 		if err := ctx.Err(); err != nil {
 			return err // Next may still hand out prefetched messages
 		}
-		msg, err := it.Next(jetstream.NextMaxWait(idle))
+		msg, err := it.Next(jetstream.NextContext(nctx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, nats.ErrTimeout) {
-				info, ierr := cons.Info(ctx)
-				if ierr != nil {
-					return fmt.Errorf("replay: consumer info: %w", ierr)
-				}
-				if info.NumPending == 0 && info.Delivered.Stream <= lastSeen {
-					return nil // the rest was removed while we read
-				}
-				continue
+			switch cause := context.Cause(nctx); {
+			case errors.Is(cause, errDrained):
+				return nil
+			case errors.Is(cause, errStalled):
+				return cause
+			case cause != nil:
+				return fmt.Errorf("replay: %w", cause)
 			}
 			return fmt.Errorf("replay: %w", err)
 		}
@@ -227,25 +282,65 @@ func Replay(ctx context.Context, js jetstream.JetStream, opts Options, fn func(E
 			return fmt.Errorf("replay: %w", err)
 		}
 		seq := md.Sequence.Stream
-		lastSeen = seq
-		if seq > to {
+		if seq > r.to {
 			return nil
 		}
-		read++
-		if opts.Progress != nil {
-			opts.Progress(read, read+md.NumPending)
+		r.lastSeen.Store(seq)
+		r.read++
+		if r.opts.Progress != nil {
+			r.opts.Progress(r.read, r.read+md.NumPending)
 		}
 		ev := NewEvent(seq, msg.Subject(), md.Timestamp, msg.Data(), msg.Headers())
-		if opts.Conversation == "" || ev.ConversationID == opts.Conversation {
-			if err := fn(ev); err != nil {
+		if r.opts.Conversation == "" || ev.ConversationID == r.opts.Conversation {
+			r.inFn.Store(true)
+			err := r.fn(ev)
+			r.inFn.Store(false)
+			if err != nil {
 				if errors.Is(err, ErrStop) {
 					return nil
 				}
 				return fmt.Errorf("replay: event %d: %w", seq, err)
 			}
 		}
-		if seq >= to || md.NumPending == 0 {
+		if seq >= r.to || md.NumPending == 0 {
 			return nil
 		}
+	}
+}
+
+// watchdog cancels ctx after an idle period without progress (and outside
+// fn): with errDrained if the server has nothing pending and has delivered
+// nothing beyond lastSeen; with errStalled if it has messages pending but
+// none is on its way; with the error of a failed check.
+func (r *run) watchdog(ctx context.Context, cancel context.CancelCauseFunc, cons jetstream.Consumer) {
+	tick := time.NewTicker(r.idle)
+	defer tick.Stop()
+	prev := r.lastSeen.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if cur := r.lastSeen.Load(); cur != prev || r.inFn.Load() {
+			prev = cur
+			continue
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				cancel(fmt.Errorf("consumer info: %w", err))
+			}
+			return
+		}
+		if info.Delivered.Stream > r.lastSeen.Load() {
+			continue // in flight or buffered
+		}
+		if info.NumPending == 0 {
+			cancel(errDrained)
+		} else {
+			cancel(errStalled)
+		}
+		return
 	}
 }

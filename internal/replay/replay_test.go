@@ -221,7 +221,10 @@ func TestReplay(t *testing.T) {
 			}},
 		{"event filter ending before the last message", Options{Events: []string{messages.EventRejected}},
 			func(p published) bool { return p.event == messages.EventRejected }},
-		{"small batches", Options{Batch: 1}, all},
+		{"small batches", Options{Batch: 1, IdleCheck: 100 * time.Millisecond}, all},
+		{"small batches, short idle check", Options{Batch: 1, IdleCheck: 20 * time.Millisecond}, all},
+		{"filtered small batches, short idle check", Options{Batch: 2, IdleCheck: 10 * time.Millisecond, Events: []string{messages.EventCompleted}, Conversation: "c1"},
+			func(p published) bool { return p.event == messages.EventCompleted && p.conv == "c1" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
