@@ -92,6 +92,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	o.Pipeline.Consumer.Concurrency = cfg.StageConcurrency
 	o.Limits = app.LimitsFrom(0, 0, 0)
 	o.Tools.Remote = false
+	if v := os.Getenv("AGENTBUS_BENCH_STORE"); v != "" {
+		o.Store = v
+	}
 	sys, err := app.Start(ctx, o, log)
 	if err != nil {
 		return Result{}, err
@@ -107,11 +110,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Concurrency: cfg.Concurrency, Hops: 4}
-	// Warm up both paths, then measure.
-	if _, err := drive(ctx, min(200, cfg.Turns), cfg.Concurrency, pipelineTurn(nc, js, cfg.Text)); err != nil {
+	// Completed turns end the wait; the request id is the last token.
+	w, err := newWaiter(nc, messages.EventFilter(messages.EventCompleted), lastToken)
+	if err != nil {
 		return res, err
 	}
-	if res.Pipeline, err = drive(ctx, cfg.Turns, cfg.Concurrency, pipelineTurn(nc, js, cfg.Text)); err != nil {
+	defer func() { _ = w.sub.Unsubscribe() }()
+	// Warm up both paths, then measure.
+	if _, err := drive(ctx, min(200, cfg.Turns), cfg.Concurrency, pipelineTurn(w, js, cfg.Text)); err != nil {
+		return res, err
+	}
+	if res.Pipeline, err = drive(ctx, cfg.Turns, cfg.Concurrency, pipelineTurn(w, js, cfg.Text)); err != nil {
 		return res, err
 	}
 	base, err := newBaseline(nc, js, cfg.StageConcurrency, res.Hops)
@@ -138,28 +147,78 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 
 var seq atomic.Int64
 
-func pipelineTurn(nc *nats.Conn, js nats.JetStreamContext, text string) func(ctx context.Context) error {
+// waiter routes replies from one wildcard subscription to the caller
+// waiting for them (a subscription per turn would cost more than the turn).
+type waiter struct {
+	mu      sync.Mutex
+	pending map[string]chan struct{}
+	sub     *nats.Subscription
+}
+
+func newWaiter(nc *nats.Conn, subject string, id func(subject string) string) (*waiter, error) {
+	w := &waiter{pending: map[string]chan struct{}{}}
+	var err error
+	w.sub, err = nc.Subscribe(subject, func(m *nats.Msg) {
+		k := id(m.Subject)
+		w.mu.Lock()
+		ch := w.pending[k]
+		delete(w.pending, k)
+		w.mu.Unlock()
+		if ch != nil {
+			close(ch)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.sub.SetPendingLimits(-1, -1)
+	return w, nil
+}
+
+func (w *waiter) expect(k string) chan struct{} {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	w.pending[k] = ch
+	w.mu.Unlock()
+	return ch
+}
+
+func (w *waiter) forget(k string) {
+	w.mu.Lock()
+	delete(w.pending, k)
+	w.mu.Unlock()
+}
+
+func (w *waiter) wait(ctx context.Context, k string, ch chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		w.forget(k)
+		return ctx.Err()
+	}
+}
+
+func lastToken(subject string) string {
+	for i := len(subject) - 1; i >= 0; i-- {
+		if subject[i] == '.' {
+			return subject[i+1:]
+		}
+	}
+	return subject
+}
+
+func pipelineTurn(w *waiter, js nats.JetStreamContext, text string) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		rid := fmt.Sprintf("bench_%d_%d", os.Getpid(), seq.Add(1))
 		t := messages.Turn{SchemaVersion: messages.SchemaVersion, RequestID: rid, ConversationID: "conv_" + rid, User: "bench",
 			Endpoint: "nats", Messages: []messages.Message{{Role: messages.RoleUser, Content: text}}, CreatedAt: time.Now().UTC()}
-		sub, err := nc.SubscribeSync(messages.Subject(messages.EventCompleted, rid))
-		if err != nil {
-			return err
-		}
-		defer func() { _ = sub.Unsubscribe() }()
-		fail, err := nc.SubscribeSync(messages.Subject(messages.EventFailed, rid))
-		if err != nil {
-			return err
-		}
-		defer func() { _ = fail.Unsubscribe() }()
+		ch := w.expect(rid)
 		if err := ingest.Publish(ctx, js, &t); err != nil {
+			w.forget(rid)
 			return err
 		}
-		if _, err := sub.NextMsgWithContext(ctx); err != nil {
-			return err
-		}
-		return nil
+		return w.wait(ctx, rid, ch)
 	}
 }
 
@@ -211,6 +270,7 @@ func drive(ctx context.Context, n, c int, fn func(context.Context) error) (Stats
 // own stream, with the same consumer settings the stages use (explicit
 // ack, deliver group, async ack), and delivers the last hop to the caller.
 type baseline struct {
+	w    *waiter
 	nc   *nats.Conn
 	js   nats.JetStreamContext
 	subs []*nats.Subscription
@@ -224,7 +284,11 @@ func newBaseline(nc *nats.Conn, js nats.JetStreamContext, conc, hops int) (*base
 	if _, err := js.AddStream(&nats.StreamConfig{Name: baseStream, Subjects: []string{"agentbus_bench.>"}, Storage: nats.FileStorage, Duplicates: 2 * time.Minute}); err != nil {
 		return nil, err
 	}
-	b := &baseline{nc: nc, js: js, hops: hops}
+	w, err := newWaiter(nc, fmt.Sprintf("agentbus_bench.h%d.*", hops-1), lastToken)
+	if err != nil {
+		return nil, err
+	}
+	b := &baseline{w: w, nc: nc, js: js, hops: hops}
 	for h := 0; h < hops-1; h++ {
 		durable := fmt.Sprintf("relay%d", h)
 		if _, err := js.AddConsumer(baseStream, &nats.ConsumerConfig{Durable: durable, DeliverSubject: "_bench.deliver." + durable, DeliverGroup: durable,
@@ -256,23 +320,20 @@ func newBaseline(nc *nats.Conn, js nats.JetStreamContext, conc, hops int) (*base
 func (b *baseline) turn(payload []byte) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		id := fmt.Sprintf("b%d", seq.Add(1))
-		sub, err := b.nc.SubscribeSync(fmt.Sprintf("agentbus_bench.h%d.%s", b.hops-1, id))
-		if err != nil {
-			return err
-		}
-		defer func() { _ = sub.Unsubscribe() }()
+		ch := b.w.expect(id)
 		m := nats.NewMsg("agentbus_bench.h0." + id)
 		m.Data = payload
 		m.Header.Set(nats.MsgIdHdr, id+"/0")
 		if _, err := b.js.PublishMsg(m, nats.Context(ctx)); err != nil {
+			b.w.forget(id)
 			return err
 		}
-		_, err = sub.NextMsgWithContext(ctx)
-		return err
+		return b.w.wait(ctx, id, ch)
 	}
 }
 
 func (b *baseline) close() {
+	_ = b.w.sub.Unsubscribe()
 	for _, s := range b.subs {
 		_ = s.Unsubscribe()
 	}
