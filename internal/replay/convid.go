@@ -1,9 +1,6 @@
 package replay
 
-import (
-	"bytes"
-	"encoding/json"
-)
+import "encoding/json"
 
 const convKey = "conversation_id"
 
@@ -86,17 +83,14 @@ func skipWS(data []byte, i int) int {
 // scanString returns the index just past the JSON string starting at
 // data[i] == '"', and whether it contains escapes; -1 if unterminated.
 func scanString(data []byte, i int) (end int, esc bool) {
-	for j := i + 1; j < len(data); {
-		k := bytes.IndexAny(data[j:], `"\`)
-		if k < 0 {
-			return -1, esc
-		}
-		j += k
-		if data[j] == '"' {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '"':
 			return j + 1, esc
+		case '\\':
+			esc = true
+			j++ // skip the escaped byte (\" or \\ or the u of \uXXXX)
 		}
-		esc = true
-		j += 2 // skip the escaped byte (\" or \\ or the u of \uXXXX)
 	}
 	return -1, esc
 }
