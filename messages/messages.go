@@ -340,6 +340,8 @@ type Completed struct {
 	RequestID      string        `json:"request_id"`
 	ConversationID string        `json:"conversation_id"`
 	User           string        `json:"user"`
+	KeyID          string        `json:"key_id,omitempty"`
+	Endpoint       string        `json:"endpoint,omitempty"`
 	Model          string        `json:"model"`
 	Provider       string        `json:"provider,omitempty"`
 	Message        Message       `json:"message"`

@@ -69,6 +69,14 @@ func (a *limiterAdapter) Allow(ctx context.Context, t *messages.Turn, tokens int
 	return false, d.RetryAfter, tier, h, nil
 }
 
+func (a *limiterAdapter) Reconcile(ctx context.Context, c *messages.Completed) error {
+	if c.Usage.TotalTokens == 0 {
+		return nil
+	}
+	t := messages.Turn{User: c.User, Endpoint: c.Endpoint, KeyID: c.KeyID}
+	return a.l.Reconcile(ctx, a.request(ctx, &t, c.Guard.EstimatedTokens), float64(c.Usage.TotalTokens))
+}
+
 // rateHeaders are the x-ratelimit-* headers OpenAI clients know.
 func rateHeaders(d ratelimit.Decision) map[string]string {
 	h := map[string]string{}

@@ -21,6 +21,7 @@ import (
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/provider"
+	"github.com/agentbus/agentbus/internal/quota"
 	"github.com/agentbus/agentbus/internal/ratelimit"
 	rlkv "github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"github.com/agentbus/agentbus/internal/sanitize"
@@ -83,6 +84,9 @@ type Options struct {
 	Tools ToolsConfig
 	// LLM configures the llm stage.
 	LLM llm.Config
+	// Quota sets daily request and token quotas per user and per model.
+	// Default unlimited.
+	Quota quota.Config
 	// Persist configures the persist stage.
 	Persist persist.Config
 	// Ingest configures the HTTP entry (Addr is taken from HTTPAddr).
@@ -135,7 +139,7 @@ func (o Options) Validate() error {
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
 	}
-	errs = append(errs, o.LLM.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate())
+	errs = append(errs, o.Quota.Validate(), o.LLM.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate())
 	return errors.Join(errs...)
 }
 
@@ -219,7 +223,12 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		if err != nil {
 			return fail(err)
 		}
+		q, err := quota.New(o.Quota, nil)
+		if err != nil {
+			return fail(err)
+		}
 		h, err := llm.New(o.LLM, llm.Deps{
+			Quota:          q,
 			Provider:       fo,
 			Tools:          registry.specs(),
 			History:        &persist.Client{NC: rt.Conn()},

@@ -224,6 +224,9 @@ func serve(env Env, args []string, stages []string, name string) error {
 	userRPM := f.integer("user-rpm", 120, "requests per minute per user (0 = unlimited)")
 	userTPM := f.integer("user-tpm", 200_000, "estimated tokens per minute per user (0 = unlimited)")
 	globalRPM := f.integer("global-rpm", 0, "requests per minute for everybody together (0 = unlimited)")
+	quotaUserReq := f.integer("quota-user-requests", 0, "requests per user per UTC day (0 = unlimited)")
+	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
+	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
 	fetchHosts := f.str("fetch-allow-hosts", "", "comma-separated hosts the http_fetch tool may reach (empty: tool disabled)")
 	lf := addLogFlags(f)
 	version := f.str("version-tag", "dev", "version reported by health")
@@ -252,6 +255,9 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Auth = *auth
 	o.Getenv = env.Getenv
 	o.Limits = app.LimitsFrom(*globalRPM, *userRPM, *userTPM)
+	o.Quota.PerUserRequests = int64(*quotaUserReq)
+	o.Quota.PerUserTokens = int64(*quotaUserTok)
+	o.Quota.PerModelTokens = int64(*quotaModelTok)
 	if *fetchHosts != "" {
 		o.Tools.FetchAllowHosts = strings.Split(*fetchHosts, ",")
 	}

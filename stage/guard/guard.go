@@ -36,6 +36,9 @@ type Limiter interface {
 	// Allow returns ok=false with retryAfter and headers when a tier is
 	// exhausted; err when the shared state cannot be reached.
 	Allow(ctx context.Context, t *messages.Turn, estimatedTokens int) (ok bool, retryAfter time.Duration, tier string, headers map[string]string, err error)
+	// Reconcile corrects the token tiers once the provider reported the
+	// turn's real usage.
+	Reconcile(ctx context.Context, c *messages.Completed) error
 }
 
 // Handler holds the guard's dependencies. Nil Sanitizer or Limiter skips
@@ -50,7 +53,26 @@ type Handler struct {
 
 // Stage returns the pipeline stage.
 func (h *Handler) Stage() pipeline.Stage {
-	return pipeline.Stage{Name: Stage, Handlers: map[string]message.HandlerFunc{messages.EventReceived: h.Handle}}
+	handlers := map[string]message.HandlerFunc{messages.EventReceived: h.Handle}
+	if h.Limiter != nil {
+		handlers[messages.EventCompleted] = h.HandleCompleted
+	}
+	return pipeline.Stage{Name: Stage, Handlers: handlers}
+}
+
+// HandleCompleted reconciles the token rate limits with the usage the
+// provider reported for a completed turn (admission only estimated it).
+// It is at-least-once: a redelivery may correct twice, which errs on the
+// side of the estimate, never lets more through than the limits.
+func (h *Handler) HandleCompleted(msg *message.Message) ([]*message.Message, error) {
+	c, err := pipeline.Decode[messages.Completed](msg)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.Limiter.Reconcile(msg.Context(), &c); err != nil {
+		return nil, fmt.Errorf("reconcile %s: %w", c.RequestID, err)
+	}
+	return nil, nil
 }
 
 func (h *Handler) now() time.Time {

@@ -43,10 +43,14 @@ type History interface {
 	History(ctx context.Context, conversationID, model string) ([]messages.Message, error)
 }
 
-// Quota checks and records per-user and per-model usage.
+// Quota admits model calls against daily per-user and per-model limits.
 type Quota interface {
-	Check(user, model string) error
-	Record(user, model string, tokens int64)
+	// Admit counts a request, or returns an error if a limit is reached.
+	Admit(user, model string) error
+	// AddTokens records the tokens a call used.
+	AddTokens(user, model string, tokens int64)
+	// Degraded reports a counter at 80% or more of its limit.
+	Degraded() bool
 }
 
 // Config configures the llm stage.
@@ -131,11 +135,17 @@ func (h *Handler) Stage() pipeline.Stage {
 			messages.EventTooled:   h.Handle,
 		},
 		Health: func(context.Context) (map[string]pipeline.Check, map[string]any) {
-			if h.health == nil {
-				return nil, nil
+			checks := map[string]pipeline.Check{}
+			var detail map[string]any
+			if h.health != nil {
+				var st string
+				st, detail = h.health()
+				checks["providers"] = pipeline.Check{Status: st}
 			}
-			st, detail := h.health()
-			return map[string]pipeline.Check{"providers": {Status: st}}, detail
+			if h.quota != nil && h.quota.Degraded() {
+				checks["quota"] = pipeline.Check{Status: pipeline.Degraded, Detail: "a daily quota is at 80% or more"}
+			}
+			return checks, detail
 		},
 	}
 }
@@ -173,7 +183,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	if !found {
 		if h.quota != nil {
-			if err := h.quota.Check(g.User, model); err != nil {
+			if err := h.quota.Admit(g.User, model); err != nil {
 				return h.fail(&g, messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), 0)
 			}
 		}
@@ -200,7 +210,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			return h.providerError(&g, err)
 		}
 		if h.quota != nil {
-			h.quota.Record(g.User, model, int64(resp.Usage.TotalTokens))
+			h.quota.AddTokens(g.User, model, int64(resp.Usage.TotalTokens))
 		}
 		res = stepResult{Response: resp, At: time.Now().UTC()}
 		if err := h.steps.Put(key, res); err != nil {

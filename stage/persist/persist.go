@@ -170,6 +170,8 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		RequestID:      g.RequestID,
 		ConversationID: g.ConversationID,
 		User:           g.User,
+		KeyID:          g.KeyID,
+		Endpoint:       g.Endpoint,
 		Model:          g.ResolvedModel,
 		Provider:       g.Provider,
 		Message:        final,
