@@ -62,6 +62,11 @@ type Config struct {
 	// none; tools whose name contains sql, sqlite, postgres, mysql,
 	// database or db are treated the same way.
 	SQLTools []string `json:"sql_tools,omitempty"`
+	// AllowChaining lets command arguments chain commands ("npm ci && npm
+	// test"); every chained command is still checked by the dangerous-
+	// command rules. Default false: chaining in a command argument is
+	// blocked ("shell.chain").
+	AllowChaining bool `json:"allow_chaining,omitempty"`
 	// MaxCallsPerTurn bounds the tool calls of one model response (default
 	// 10); CheckTurn blocks every call of a response that asks for more.
 	MaxCallsPerTurn int `json:"max_calls_per_turn,omitempty"`

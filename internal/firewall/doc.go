@@ -36,9 +36,12 @@
 //     every string of a shell tool (Config.ShellTools, or a name with a word
 //     such as shell, terminal, command, ssh): a shell command line. All
 //     rules apply, including chaining (";", "&&", "||", "&", newline) of any
-//     second command ("shell.chain") and any command substitution
-//     ("shell.substitution"). An array of strings under such a key is also
-//     checked as an argv (["bash","-c","rm -rf /"]).
+//     second command ("shell.chain", unless Config.AllowChaining) and any
+//     command substitution ("shell.substitution"). An array of strings
+//     under args, argv, command or cmd is an argument vector, checked as a
+//     whole (["bash","-c","rm -rf /"] is blocked, ["git","commit","-m",
+//     "rm -rf explained"] is not); under commands, script or run each
+//     element is a command line.
 //   - code keys (code, source, snippet, ...): program source. The rules
 //     apply to its string literals (os.system("rm -rf /")), to lines that
 //     look like shell commands and to notebook "!" escapes; chaining is

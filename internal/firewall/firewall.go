@@ -204,7 +204,7 @@ func (f *Firewall) Check(c Call) Verdict {
 			return block(RuleArgsSchema, "arguments do not match the schema: %v", strings.TrimPrefix(err.Error(), ": "))
 		}
 	}
-	w := walker{ck: &checker{budget: maxReparse}, toolShell: ni.shell, toolSQL: ni.sql}
+	w := walker{ck: &checker{budget: maxReparse, allowChain: f.cfg.AllowChaining}, toolShell: ni.shell, toolSQL: ni.sql}
 	if fd := w.value(obj, "", 0); fd != nil {
 		return Verdict{Verdict: Block, Rule: fd.rule, Reason: fd.reason}
 	}
@@ -296,6 +296,15 @@ func keyClass(key string) string {
 	return ""
 }
 
+// argvKeys hold an argument vector when their value is an array of
+// strings; other command keys (commands, script, run) hold command lines.
+var argvKeys = set("args", "argv", "command", "cmd", "cmdline", "commandline", "entrypoint", "program", "arguments")
+
+func isArgvKey(key string) bool {
+	k := strings.ReplaceAll(strings.ReplaceAll(strings.ToLower(key), "_", ""), "-", "")
+	return argvKeys[k]
+}
+
 func isSQLKey(key string) bool {
 	k := strings.ReplaceAll(strings.ReplaceAll(strings.ToLower(key), "_", ""), "-", "")
 	return sqlKeys[k]
@@ -343,8 +352,9 @@ func (w *walker) value(v any, key string, depth int) *finding {
 			}
 		}
 	case []any:
-		// an argv array under a command key: ["rm", "-rf", "/"]
-		if w.toolShell || keyClass(key) == "command" {
+		// an argv array: ["rm", "-rf", "/"]. Its elements are single
+		// arguments, not command lines, so they are only checked as a whole.
+		if isArgvKey(key) || w.toolShell || keyClass(key) == "command" {
 			argv := make([]string, 0, len(x))
 			for _, e := range x {
 				if s, ok := e.(string); ok {
@@ -361,6 +371,9 @@ func (w *walker) value(v any, key string, depth int) *finding {
 				}
 				if f := w.ck.checkCmd(argv, ws, modeShell, 0); f != nil {
 					return f
+				}
+				if isArgvKey(key) {
+					return nil
 				}
 			}
 		}

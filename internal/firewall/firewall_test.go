@@ -301,3 +301,29 @@ func TestNewRejectsUnsupportedSchema(t *testing.T) {
 		})
 	}
 }
+
+func TestAllowChaining(t *testing.T) {
+	tests := []struct {
+		name  string
+		allow bool
+		cmd   string
+		want  string
+	}{
+		{"strict blocks a benign chain", false, "npm ci && npm test", "shell.chain"},
+		{"allowed chain", true, "npm ci && npm test", RuleAllowed},
+		{"chained commands still checked", true, "npm ci && rm -rf /", "shell.rm_recursive"},
+		{"chained sudo still checked", true, "ls; sudo id", "shell.sudo"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fw, err := New(Config{Mode: ModeBlocklist, AllowChaining: tt.allow}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args, _ := json.Marshal(map[string]string{"command": tt.cmd})
+			if v := fw.Check(Call{"ci_runner", string(args)}); v.Rule != tt.want {
+				t.Errorf("got %v, want %s", v, tt.want)
+			}
+		})
+	}
+}

@@ -485,7 +485,8 @@ type finding struct {
 
 // checker walks parsed command lines.
 type checker struct {
-	budget int // remaining re-parses, bounds total work
+	budget     int  // remaining re-parses, bounds total work
+	allowChain bool // Config.AllowChaining
 }
 
 // checkLine checks one command line in a mode.
@@ -548,7 +549,7 @@ func (ck *checker) checkLine(s string, mode shellMode, depth int) *finding {
 		return nil
 	}
 	// 4. chaining: a command after ; && || & or a newline
-	for i := 0; i+1 < len(p.cmds); i++ {
+	for i := 0; i+1 < len(p.cmds) && !ck.allowChain; i++ {
 		switch p.cmds[i].sep {
 		case ";", "&&", "||", "&", "\n":
 		default:
