@@ -75,7 +75,7 @@ type convFile struct {
 
 // FileName returns the file name (without directory) that holds
 // conversationID: a readable prefix (its first 40 bytes lower-cased, bytes
-// outside [a-z0-9_-] as '_', "_" if empty), '-', 32 hex digits of
+// outside [a-z0-9_-] as '_', "_" prepended if empty or starting with '-'), '-', 32 hex digits of
 // sha256(conversationID), ".json".
 func FileName(conversationID string) string {
 	var b strings.Builder
@@ -90,11 +90,12 @@ func FileName(conversationID string) string {
 			b.WriteByte('_')
 		}
 	}
-	if b.Len() == 0 {
-		b.WriteByte('_') // never start a file name with '-'
+	prefix := b.String()
+	if prefix == "" || prefix[0] == '-' {
+		prefix = "_" + prefix // never start a file name with '-'
 	}
 	sum := sha256.Sum256([]byte(conversationID))
-	return b.String() + "-" + hex.EncodeToString(sum[:16]) + ".json"
+	return prefix + "-" + hex.EncodeToString(sum[:16]) + ".json"
 }
 
 // OpenFiles opens (creating if needed) the file store in dir. Only one
@@ -113,6 +114,12 @@ func OpenFiles(dir string) (*FileStore, error) {
 	if err := s.load(); err != nil {
 		unlock()
 		return nil, fmt.Errorf("memory: open %s: %w", dir, err)
+	}
+	// Files of deleted conversations whose removal was interrupted.
+	for conv, idx := range s.byConv {
+		if !slices.ContainsFunc(idx, func(i int) bool { return !s.deleted[i] }) {
+			os.Remove(filepath.Join(s.convDir, FileName(conv)))
+		}
 	}
 	// Leftover temp files of interrupted writes.
 	if tmps, _ := filepath.Glob(filepath.Join(s.convDir, ".tmp-*")); len(tmps) > 0 {

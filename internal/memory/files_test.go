@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -136,7 +137,7 @@ func TestFilesCrashLeftovers(t *testing.T) {
 	}
 }
 
-var safeName = regexp.MustCompile(`^[a-z0-9_][a-z0-9_-]{0,39}-[0-9a-f]{32}\.json$`)
+var safeName = regexp.MustCompile(`^[a-z0-9_][a-z0-9_-]{0,40}-[0-9a-f]{32}\.json$`)
 
 func TestFileName(t *testing.T) {
 	for _, tc := range []struct{ id, prefix string }{
@@ -187,6 +188,42 @@ func FuzzCanonicalJSON(f *testing.F) {
 		c2, err := canonicalJSON(c)
 		if err != nil || string(c2) != string(c) {
 			t.Fatalf("not idempotent: %q -> %q -> %q (%v)", raw, c, c2, err)
+		}
+	})
+}
+
+func TestTurnRecordLogValue(t *testing.T) {
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("stored", "turn", turn("r1", "c1", 2))
+	out := b.String()
+	if !strings.Contains(out, `"request_id":"r1"`) || !strings.Contains(out, `"messages":2`) || strings.Contains(out, "question of") {
+		t.Fatalf("log line %s", out)
+	}
+}
+
+// FuzzOpenFilesChain feeds arbitrary chain.jsonl content to OpenFiles: it
+// must either refuse it with an error or open a store that verifies
+// (reporting a break, not panicking) and still accepts appends.
+func FuzzOpenFilesChain(f *testing.F) {
+	good := `{"seq":1,"request_id":"r1","conversation_id":"c","content_hash":"x","prev_hash":"","hash":"y"}` + "\n"
+	for _, s := range []string{"", good, good + `{"op":"delete","conversation_id":"c"}` + "\n", good + `{"seq":1,"req`, "{}\n", "\n\n", `{"op":"drop"}` + "\n", "[1]\n", good + good} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "chain.jsonl"), data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		s, err := OpenFiles(dir)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		if _, err := s.VerifyChain(context.Background()); err != nil {
+			return
+		}
+		if err := s.Append(context.Background(), turn("fuzz-new", "fz", 1)); err != nil {
+			t.Fatalf("Append after opening: %v", err)
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -40,6 +41,18 @@ type TurnRecord struct {
 	Hash string `json:"hash"`
 	// PrevHash is the previous turn's Hash ("" for the first). Set by the store.
 	PrevHash string `json:"prev_hash"`
+}
+
+// LogValue logs a turn's ids and sizes, never its messages or meta (user
+// content does not belong in logs).
+func (r TurnRecord) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("request_id", r.RequestID),
+		slog.String("conversation_id", r.ConversationID),
+		slog.String("user", r.User),
+		slog.Int("messages", len(r.Messages)),
+		slog.Int64("seq", r.Seq),
+	)
 }
 
 // ConversationInfo summarises one stored conversation.

@@ -286,30 +286,36 @@ func genConversation(t *rapid.T) []messages.Message {
 }
 
 func TestPruneProperties(t *testing.T) {
-	for _, s := range []Strategy{Importance, Recent, Window} {
-		t.Run(string(s), func(t *testing.T) {
-			rapid.Check(t, func(t *rapid.T) {
-				in := genConversation(t)
-				cfg := Config{
-					Strategy: s,
-					Budget:   rapid.IntRange(0, 3000).Draw(t, "budget"),
-					Window:   rapid.IntRange(0, 30).Draw(t, "window"),
-				}
-				c := tokens.Estimator{}
-				snapshot, _ := json.Marshal(in)
-				out := Prune(in, cfg, c)
-				if after, _ := json.Marshal(in); string(after) != string(snapshot) {
-					t.Fatal("input modified")
-				}
-				if err := checkInvariants(in, out, cfg, c); err != nil {
-					t.Fatal(err)
-				}
-				if cfg.Budget > 0 {
-					checkGreedy(t, in, out, cfg, c)
-				}
+	counters := map[string]tokens.Counter{"estimate": tokens.Estimator{}, "gpt-4o": tokens.Cached(tokens.For("gpt-4o"), 0)}
+	for _, cs := range []string{"estimate", "gpt-4o"} {
+		for _, s := range []Strategy{Importance, Recent, Window} {
+			t.Run(cs+"/"+string(s), func(t *testing.T) {
+				propertyCheck(t, s, counters[cs])
 			})
-		})
+		}
 	}
+}
+
+func propertyCheck(t *testing.T, s Strategy, c tokens.Counter) {
+	rapid.Check(t, func(t *rapid.T) {
+		in := genConversation(t)
+		cfg := Config{
+			Strategy: s,
+			Budget:   rapid.IntRange(0, 3000).Draw(t, "budget"),
+			Window:   rapid.IntRange(0, 30).Draw(t, "window"),
+		}
+		snapshot, _ := json.Marshal(in)
+		out := Prune(in, cfg, c)
+		if after, _ := json.Marshal(in); string(after) != string(snapshot) {
+			t.Fatal("input modified")
+		}
+		if err := checkInvariants(in, out, cfg, c); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Budget > 0 {
+			checkGreedy(t, in, out, cfg, c)
+		}
+	})
 }
 
 // checkGreedy checks the strategies choose well, not just legally:

@@ -2,6 +2,9 @@ package tokens
 
 import (
 	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -81,20 +84,36 @@ func TestCount(t *testing.T) {
 	}
 }
 
-// TestOffline proves that loading encoders needs no network: the offline
-// loader is installed, and a proxy that refuses everything would make the
-// default loader fail.
+// TestOffline proves that building the encoders needs no network: a child
+// process (this test binary, re-executed) replaces the HTTP transport with
+// one that fails the process on any request, points the proxies nowhere and
+// the tiktoken cache at an empty directory, then counts with both
+// encodings. In-process, the encoders may already be cached by other tests.
 func TestOffline(t *testing.T) {
-	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
-	t.Setenv("HTTP_PROXY", "http://127.0.0.1:1")
-	t.Setenv("TIKTOKEN_CACHE_DIR", t.TempDir()) // no cached ranks on disk either
-	for _, enc := range []string{O200K, CL100K} {
-		tk, err := encoder(enc)
-		if err != nil || tk == nil {
-			t.Fatalf("encoder(%s): %v", enc, err)
+	if os.Getenv("AGENTBUS_TOKENS_OFFLINE_CHILD") == "1" {
+		http.DefaultTransport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			fmt.Fprintln(os.Stderr, "network access:", r.URL)
+			os.Exit(7)
+			return nil, nil
+		})
+		if n := For("gpt-4o").Count("hello world"); n != 2 {
+			t.Fatalf("o200k: %d", n)
 		}
+		if n := For("gpt-4").Count("hello world"); n != 2 {
+			t.Fatalf("cl100k: %d", n)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOffline$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "AGENTBUS_TOKENS_OFFLINE_CHILD=1", "HTTPS_PROXY=http://127.0.0.1:1", "HTTP_PROXY=http://127.0.0.1:1", "TIKTOKEN_CACHE_DIR="+t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("offline child: %v\n%s", err, out)
 	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestAdditive(t *testing.T) {
 	for _, model := range []string{"gpt-4o", "gpt-4", "agentbus-offline"} {
