@@ -70,7 +70,8 @@
 //
 // SQL rules (sql.drop for DROP TABLE/DATABASE/SCHEMA, sql.truncate,
 // sql.delete_all for DELETE without WHERE or with WHERE 1=1,
-// sql.update_all, sql.alter_drop) run on every string of an SQL tool
+// sql.update_all, sql.alter_drop, sql.command_exec for xp_cmdshell and
+// COPY ... FROM/TO PROGRAM) run on every string of an SQL tool
 // (Config.SQLTools, or a name with sql, db, database, postgres, ...) and on
 // query/sql/statement keys when the value parses as an SQL statement, so
 // "delete from the shopping list" passes a search tool. Comments and

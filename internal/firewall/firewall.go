@@ -36,7 +36,8 @@ const (
 	// shell.sudo, shell.chmod, shell.mkfs, shell.dd_device,
 	// shell.device_write, shell.fork_bomb, shell.chain, shell.substitution,
 	// shell.reverse_shell, shell.shutdown, shell.encoded_command, sql.drop,
-	// sql.truncate, sql.delete_all, sql.update_all, sql.alter_drop.
+	// sql.truncate, sql.delete_all, sql.update_all, sql.alter_drop,
+	// sql.command_exec.
 )
 
 // Call is one tool call as the model produced it.
@@ -402,14 +403,12 @@ func (w *walker) str(s, key string, depth int) *finding {
 		}
 	}
 	class := keyClass(key)
-	if w.toolSQL {
-		if f := checkSQL(s, false); f != nil {
-			return f
-		}
-	} else if isSQLKey(key) && looksLikeSQL(s) {
-		if f := checkSQL(s, true); f != nil {
-			return f
-		}
+	// SQL is checked as SQL only; shell rules do not apply to it.
+	switch {
+	case w.toolSQL && class != "command" && class != "code":
+		return checkSQL(s, false)
+	case isSQLKey(key) && looksLikeSQL(s):
+		return checkSQL(s, true)
 	}
 	switch {
 	case w.toolShell || class == "command" || (class == "code" && w.codeIsShell):

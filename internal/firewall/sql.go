@@ -155,6 +155,15 @@ func checkStatement(t []sqlTok, strict bool) *finding {
 	if len(t) == 0 {
 		return nil
 	}
+	// statements that run operating-system commands
+	for i, tk := range t {
+		if tk.text == "XP_CMDSHELL" || tk.text == "SYS_EXEC" || tk.text == "SYS_EVAL" {
+			return &finding{"sql.command_exec", strings.ToLower(tk.text) + " runs an operating-system command"}
+		}
+		if tk.text == "PROGRAM" && i > 0 && (t[i-1].text == "FROM" || t[i-1].text == "TO") && t[0].text == "COPY" {
+			return &finding{"sql.command_exec", "COPY ... PROGRAM runs an operating-system command"}
+		}
+	}
 	// skip a leading WITH ... AS (...) clause list for DELETE/UPDATE
 	verb := t[0].text
 	if verb == "WITH" {
