@@ -39,7 +39,10 @@ import (
 //
 // Writers are serialized by the chain lock (one Append or Delete at a time;
 // batch turns, e.g. with GroupCommitter, for throughput); each conversation
-// file additionally has its own read/write lock.
+// file additionally has its own read/write lock. An append rewrites the
+// whole file of each conversation it touches, so its cost grows with the
+// conversation: this backend is for development and small deployments;
+// use SQLiteStore in production.
 type FileStore struct {
 	dir, convDir string
 	unlockDir    func() error
@@ -599,6 +602,13 @@ func (s *FileStore) VerifyChain(ctx context.Context) (ChainReport, error) {
 		}
 		t, ok := m[l.RequestID]
 		if !ok || t.Seq != l.Seq {
+			s.imu.RLock()
+			gone := s.deleted[i] // deleted since the snapshot
+			s.imu.RUnlock()
+			if gone {
+				rep.Deleted++
+				continue
+			}
 			return brk(ReasonMissing)
 		}
 		if h, err := ContentHash(t); err != nil || h != l.ContentHash {

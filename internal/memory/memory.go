@@ -73,8 +73,9 @@ type Store interface {
 	// on RequestID: a turn already stored (or stored and later deleted) is
 	// skipped, not duplicated, not an error. Returns only after durable
 	// commit; any error means nothing of this call may be assumed stored
-	// (the caller Nacks and retries). On success Seq, Hash and PrevHash of
-	// turns[i] are set (to the stored values for skipped turns).
+	// (the caller Nacks and retries). Append normalises turns[i].CreatedAt
+	// and Meta in place; on success it sets Seq, Hash and PrevHash of
+	// turns[i] (to the stored values for skipped turns).
 	Append(ctx context.Context, turns ...TurnRecord) error
 	// History returns all messages of a conversation, chronological; an
 	// unknown conversation has no messages (nil, nil).
