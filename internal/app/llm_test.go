@@ -1,0 +1,203 @@
+package app_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go"
+)
+
+// fakeOpenAI speaks the Chat Completions protocol; it answers, or fails
+// with 500 while failing is set.
+type fakeOpenAI struct {
+	*httptest.Server
+	calls   atomic.Int64
+	failing atomic.Bool
+}
+
+func newFakeOpenAI(t *testing.T) *fakeOpenAI {
+	f := &fakeOpenAI{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.calls.Add(1)
+		if r.Header.Get("Authorization") != "Bearer sk-test-0123456789abcdefghij" {
+			http.Error(w, `{"error":{"message":"bad key"}}`, 401)
+			return
+		}
+		if f.failing.Load() {
+			http.Error(w, `{"error":{"message":"upstream exploded"}}`, 500)
+			return
+		}
+		var req struct {
+			Messages []messages.Message `json:"messages"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		last := req.Messages[len(req.Messages)-1].Content
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":"fake-1","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}`, "fake says: "+last)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func providerFile(t *testing.T, url string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "providers.json")
+	cfg := fmt.Sprintf(`{"providers":[{"name":"fake","kind":"openai","base_url":%q,"api_key_env":"FAKE_KEY","model":"fake-1",
+	  "timeout":"2s","breaker":{"failure_threshold":2,"success_threshold":1,"open_timeout":"400ms","call_timeout":"2s"}}],
+	  "retry":{"max_attempts":1,"base_delay":"1ms","max_delay":"2ms"}}`, url+"/v1")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func withFake(f *fakeOpenAI, t *testing.T) func(*app.Options) {
+	return func(o *app.Options) {
+		o.ProvidersFile = providerFile(t, f.URL)
+		o.Getenv = func(k string) string {
+			if k == "FAKE_KEY" {
+				return "sk-test-0123456789abcdefghij"
+			}
+			return ""
+		}
+		o.Auth = false
+	}
+}
+
+// outcome publishes a turn over NATS and returns its terminal event.
+func outcome(t *testing.T, nc *nats.Conn, rid, text string) (string, []byte) {
+	t.Helper()
+	js, _ := nc.JetStream()
+	sub, _ := nc.SubscribeSync(messages.ReplyFilter(rid))
+	defer sub.Unsubscribe()
+	b, _ := json.Marshal(messages.Turn{SchemaVersion: 1, RequestID: rid, ConversationID: "conv_" + rid, User: "u", Endpoint: "nats",
+		Messages: []messages.Message{{Role: "user", Content: text}}, CreatedAt: time.Now().UTC()})
+	m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
+	if _, err := js.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", rid, err)
+		}
+		if ev, _, _ := messages.ParseSubject(msg.Subject); messages.Terminal(ev) {
+			return ev, msg.Data
+		}
+	}
+}
+
+func dlqCount(t *testing.T, js nats.JetStreamContext) uint64 {
+	t.Helper()
+	info, err := js.StreamInfo(messages.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestProviderOutageFailsFastAndRecovers(t *testing.T) {
+	f := newFakeOpenAI(t)
+	sys := startSystem(t, withFake(f, t))
+	nc := sys.Runtime.Conn()
+	js, _ := nc.JetStream()
+
+	if ev, data := outcome(t, nc, "ok0", "hello"); ev != messages.EventCompleted || !strings.Contains(string(data), "fake says: hello") {
+		t.Fatalf("healthy provider: %s %s", ev, data)
+	}
+	f.failing.Store(true)
+	before := f.calls.Load()
+	var openLatency time.Duration
+	for i := range 8 {
+		start := time.Now()
+		ev, data := outcome(t, nc, fmt.Sprintf("out%d", i), "hello")
+		var fl messages.Failed
+		_ = json.Unmarshal(data, &fl)
+		if ev != messages.EventFailed || fl.Status != 503 || fl.Code != messages.CodeProviderUnavailable {
+			t.Fatalf("turn %d during outage: %s %s", i, ev, data)
+		}
+		if i >= 2 {
+			openLatency = max(openLatency, time.Since(start))
+			if fl.RetryAfterMS <= 0 {
+				t.Fatalf("no Retry-After while the breaker is open: %s", data)
+			}
+		}
+	}
+	// Failure threshold 2, one attempt each: the breaker opened after two
+	// calls and the other six never reached the provider.
+	if n := f.calls.Load() - before; n != 2 {
+		t.Fatalf("provider called %d times during the outage, want 2", n)
+	}
+	if n := dlqCount(t, js); n != 0 {
+		t.Fatalf("an outage dead-lettered %d messages", n)
+	}
+	t.Logf("slowest failure with the breaker open: %s", openLatency)
+	// Recovery through half-open once the provider is back.
+	f.failing.Store(false)
+	time.Sleep(500 * time.Millisecond)
+	if ev, data := outcome(t, nc, "rec1", "again"); ev != messages.EventCompleted {
+		t.Fatalf("after recovery: %s %s", ev, data)
+	}
+}
+
+func TestRedeliveredLLMStepCallsProviderOnce(t *testing.T) {
+	f := newFakeOpenAI(t)
+	sys := startSystem(t, withFake(f, t))
+	nc := sys.Runtime.Conn()
+	js, _ := nc.JetStream()
+	ev, _ := outcome(t, nc, "dup1", "count me once")
+	if ev != messages.EventCompleted || f.calls.Load() != 1 {
+		t.Fatalf("first delivery: %s, %d calls", ev, f.calls.Load())
+	}
+	// Re-deliver the admitted step: the same payload again, as JetStream
+	// does after a lost ack (a new message id, so the stream keeps it).
+	raw, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(messages.EventAdmitted, "dup1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(raw.Subject)
+	m.Data = raw.Data
+	m.Header.Set(nats.MsgIdHdr, "dup1/admitted/redelivery")
+	sub, _ := nc.SubscribeSync(messages.Subject(messages.EventGenerated, "dup1"))
+	defer sub.Unsubscribe()
+	if _, err := js.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	// The llm stage handles it again and republishes generated (dropped
+	// by the duplicate window), without calling the provider.
+	waitUntil(t, 5*time.Second, func() bool {
+		info, _ := js.ConsumerInfo(messages.StreamTurns, "agentbus-llm-admitted")
+		return info != nil && info.NumAckPending == 0 && info.NumPending == 0 && info.Delivered.Stream >= raw.Sequence+1
+	})
+	if n := f.calls.Load(); n != 1 {
+		t.Fatalf("provider called %d times, want 1", n)
+	}
+	info, _ := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: messages.Subject(messages.EventGenerated, "dup1")})
+	if len(info.State.Subjects) != 1 || info.State.Subjects[messages.Subject(messages.EventGenerated, "dup1")] != 1 {
+		t.Fatalf("generated events stored: %+v", info.State.Subjects)
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("condition not met in time")
+}
