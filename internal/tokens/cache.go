@@ -12,7 +12,7 @@ const DefaultCacheSize = 16384
 // Cached wraps c with a bounded LRU cache of Count results keyed by text
 // (size entries; DefaultCacheSize if size <= 0). BPE counting costs ~0.4 ms
 // per KB; a conversation re-pruned on every turn hits the cache for all
-// but its new messages. Texts shorter than 64 bytes are not cached.
+// but its new messages.
 func Cached(c Counter, size int) Counter {
 	if size <= 0 {
 		size = DefaultCacheSize
@@ -33,8 +33,8 @@ type cached struct {
 }
 
 func (k *cached) Count(text string) int {
-	if len(text) < 64 {
-		return k.c.Count(text)
+	if text == "" {
+		return 0
 	}
 	if n, ok := k.cache.Get(text); ok {
 		return n
