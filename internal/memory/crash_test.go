@@ -109,7 +109,7 @@ func TestCrashSafety(t *testing.T) {
 				if id, ok := strings.CutPrefix(line, "ACK "); ok {
 					acked[id] = true
 				}
-				if !killed && len(acked) >= 250 {
+				if !killed && len(acked) >= 150 {
 					cmd.Process.Kill() // SIGKILL, mid-run
 					killed = true
 				}
