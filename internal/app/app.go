@@ -84,6 +84,9 @@ type Options struct {
 	Tools ToolsConfig
 	// LLM configures the llm stage.
 	LLM llm.Config
+	// LLMTimeout bounds one run of the llm handler (the provider chain's
+	// timeouts, retries and failover together). Default 120s.
+	LLMTimeout time.Duration
 	// Quota sets daily request and token quotas per user and per model.
 	// Default unlimited.
 	Quota quota.Config
@@ -96,20 +99,21 @@ type Options struct {
 // DefaultOptions returns the documented defaults.
 func DefaultOptions() Options {
 	o := Options{
-		Pipeline:  pipeline.DefaultConfig(),
-		DataDir:   "data",
-		Stages:    AllStages,
-		HTTPAddr:  "127.0.0.1:8080",
-		Auth:      true,
-		Store:     "sqlite",
-		Getenv:    os.Getenv,
-		Limits:    DefaultLimits(),
-		Firewall:  firewall.Config{},
-		Tools:     DefaultToolsConfig(),
-		LLM:       llm.DefaultConfig(),
-		Persist:   persist.DefaultConfig(),
-		Ingest:    ingest.DefaultConfig(),
-		Sanitizer: sanitize.Config{},
+		Pipeline:   pipeline.DefaultConfig(),
+		DataDir:    "data",
+		Stages:     AllStages,
+		HTTPAddr:   "127.0.0.1:8080",
+		Auth:       true,
+		Store:      "sqlite",
+		Getenv:     os.Getenv,
+		Limits:     DefaultLimits(),
+		Firewall:   firewall.Config{},
+		Tools:      DefaultToolsConfig(),
+		LLM:        llm.DefaultConfig(),
+		Persist:    persist.DefaultConfig(),
+		Ingest:     ingest.DefaultConfig(),
+		LLMTimeout: 120 * time.Second,
+		Sanitizer:  sanitize.Config{},
 	}
 	// The llm stage calls providers with retries and failover: give its
 	// handler more time than the pipeline default.
@@ -135,6 +139,9 @@ func (o Options) Validate() error {
 	}
 	if o.Store != "sqlite" && o.Store != "files" {
 		errs = append(errs, fmt.Errorf("store %q: want sqlite or files", o.Store))
+	}
+	if o.LLMTimeout <= 0 {
+		errs = append(errs, errors.New("llm timeout must be positive"))
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
@@ -242,8 +249,8 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		cc := o.Pipeline.Consumer
 		// Model calls take long: the handler may use the provider chain's
 		// whole budget (timeouts x attempts x providers).
-		cc.HandlerTimeout = max(cc.HandlerTimeout, 120*time.Second)
-		cc.AckWait = max(cc.AckWait, cc.HandlerTimeout*time.Duration(cc.Retries+1)+30*time.Second)
+		cc.HandlerTimeout = o.LLMTimeout
+		cc.AckWait = max(cc.AckWait, cc.HandlerTimeout*time.Duration(cc.Retries+1)+2*time.Second)
 		st.Consumer = &cc
 		if _, err := rt.AddStage(st); err != nil {
 			return fail(err)

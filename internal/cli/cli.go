@@ -224,6 +224,9 @@ func serve(env Env, args []string, stages []string, name string) error {
 	userRPM := f.integer("user-rpm", 120, "requests per minute per user (0 = unlimited)")
 	userTPM := f.integer("user-tpm", 200_000, "estimated tokens per minute per user (0 = unlimited)")
 	globalRPM := f.integer("global-rpm", 0, "requests per minute for everybody together (0 = unlimited)")
+	handlerTimeout := f.duration("handler-timeout", o.Pipeline.Consumer.HandlerTimeout, "bound of one handler run (all stages but llm)")
+	ackWait := f.duration("ack-wait", o.Pipeline.Consumer.AckWait, "JetStream ack wait: redelivery after a crash; must exceed handler-timeout x 3")
+	llmTimeout := f.duration("llm-timeout", o.LLMTimeout, "bound of one llm handler run (provider timeouts, retries, failover)")
 	quotaUserReq := f.integer("quota-user-requests", 0, "requests per user per UTC day (0 = unlimited)")
 	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
@@ -246,6 +249,9 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Pipeline.Embedded.SyncAlways = *syncAlways
 	o.Pipeline.Streams.Replicas = *replicas
 	o.Pipeline.Consumer.Concurrency = *concurrency
+	o.Pipeline.Consumer.HandlerTimeout = *handlerTimeout
+	o.Pipeline.Consumer.AckWait = *ackWait
+	o.LLMTimeout = *llmTimeout
 	o.Pipeline.Version = *version
 	o.Pipeline.Name = name
 	o.HTTPAddr = *httpAddr

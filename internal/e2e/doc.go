@@ -1,0 +1,3 @@
+// Package e2e holds the tests that run agentbus as separate processes (the
+// built cmd/<stage> binaries) against one NATS server, as in production.
+package e2e

@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentbus/agentbus/internal/testutil"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
+	"github.com/agentbus/agentbus/stage/persist"
+	"github.com/nats-io/nats.go"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "agentbus-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var buildOnce sync.Once
+var buildErr error
+
+// build compiles the stage binaries once per test run.
+func build(t *testing.T) {
+	t.Helper()
+	buildOnce.Do(func() {
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/guard", "./cmd/llm", "./cmd/toolexec", "./cmd/persist")
+		cmd.Dir = "../.."
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+func start(t *testing.T, stage, url, data string, extra ...string) *proc {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(t.TempDir(), stage+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--nats", url, "--data", data, "--log-format", "json", "--log-level", "warn",
+		"--handler-timeout", "1s", "--ack-wait", "4s", "--llm-timeout", "1s"}, extra...)
+	cmd := exec.Command(filepath.Join(binDir, stage), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{name: stage, cmd: cmd, log: logf}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("--- %s log:\n%s", stage, b)
+		}
+	})
+	return p
+}
+
+// instances counts the running instances of a stage (health scatter).
+func instances(nc *nats.Conn, stage string) int {
+	inbox := nc.NewRespInbox()
+	sub, _ := nc.SubscribeSync(inbox)
+	defer sub.Unsubscribe()
+	_ = nc.PublishRequest(pipeline.HealthSubject(stage)+".live", inbox, nil)
+	n := 0
+	for {
+		if _, err := sub.NextMsg(200 * time.Millisecond); err != nil {
+			return n
+		}
+		n++
+	}
+}
+
+func TestReplicasSurviveKill9ExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the stage binaries")
+	}
+	build(t)
+	srv := testutil.NATSServer(t)
+	url := srv.ClientURL()
+	data := t.TempDir()
+	start(t, "guard", url, data, "--user-rpm", "0", "--user-tpm", "0")
+	start(t, "toolexec", url, data)
+	start(t, "persist", url, data)
+	llm1 := start(t, "llm", url, data)
+	start(t, "llm", url, data)
+
+	nc := testutil.Conn(t, srv)
+	js, _ := nc.JetStream()
+	deadline := time.Now().Add(60 * time.Second)
+	for _, want := range []struct {
+		stage string
+		n     int
+	}{{"guard", 1}, {"toolexec", 1}, {"persist", 1}, {"llm", 2}} {
+		for instances(nc, want.stage) < want.n {
+			if time.Now().After(deadline) {
+				t.Fatalf("stage %s: fewer than %d instances ready", want.stage, want.n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	const n = 60
+	var mu sync.Mutex
+	completed := map[string]int{}
+	sub, err := nc.Subscribe(messages.EventFilter(messages.EventCompleted), func(m *nats.Msg) {
+		_, rid, _ := messages.ParseSubject(m.Subject)
+		mu.Lock()
+		completed[rid]++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	for i := range n {
+		rid := fmt.Sprintf("mp%03d", i)
+		text := "hello number " + rid
+		if i%3 == 0 {
+			text = fmt.Sprintf("What is %d*7?", i) // a tool round through toolexec
+		}
+		b, _ := json.Marshal(messages.Turn{SchemaVersion: 1, RequestID: rid, ConversationID: "conv_" + rid, User: "u", Endpoint: "nats",
+			Messages: []messages.Message{{Role: "user", Content: text}}, CreatedAt: time.Now().UTC()})
+		m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
+		m.Data = b
+		m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
+		if _, err := js.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		if i == n/3 {
+			if err := llm1.cmd.Process.Kill(); err != nil { // kill -9 mid-run
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wait := time.Now().Add(60 * time.Second)
+	for {
+		mu.Lock()
+		got := len(completed)
+		mu.Unlock()
+		if got == n {
+			break
+		}
+		if time.Now().After(wait) {
+			t.Fatalf("%d of %d turns completed", got, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Exactly once: one completed event per turn in the stream, one stored
+	// turn per request in the store.
+	for i := range n {
+		rid := fmt.Sprintf("mp%03d", i)
+		subj := messages.Subject(messages.EventCompleted, rid)
+		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: subj})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Subjects[subj] != 1 {
+			t.Fatalf("%s: %d completed events in the stream", rid, info.State.Subjects[subj])
+		}
+		var turns []json.RawMessage
+		if err := (&persist.Client{NC: nc}).Call(context.Background(), persist.SubjectTurns, persist.HistoryRequest{ConversationID: "conv_" + rid}, &turns); err != nil {
+			t.Fatal(err)
+		}
+		if len(turns) != 1 {
+			t.Fatalf("%s: %d stored turns", rid, len(turns))
+		}
+	}
+	dlq, _ := js.StreamInfo(messages.StreamDLQ)
+	if dlq.State.Msgs != 0 {
+		t.Fatalf("%d dead letters", dlq.State.Msgs)
+	}
+}
