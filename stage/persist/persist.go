@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -93,6 +94,22 @@ type Handler struct {
 	log      *slog.Logger
 	nc       *nats.Conn
 	sub      *nats.Subscription
+	countMu  sync.Mutex
+	counters map[string]tokens.Counter // by encoding, cached
+}
+
+// counter returns a cached token counter for model's encoding: exact BPE
+// counting costs ~0.4 ms per KB, and history is re-counted every turn.
+func (h *Handler) counter(model string) tokens.Counter {
+	enc := tokens.EncodingFor(model)
+	h.countMu.Lock()
+	defer h.countMu.Unlock()
+	c, ok := h.counters[enc]
+	if !ok {
+		c = tokens.Cached(tokens.For(model), 16384)
+		h.counters[enc] = c
+	}
+	return c
 }
 
 // New builds the handler. appender may be nil (each turn its own
@@ -105,7 +122,7 @@ func New(cfg Config, store memory.Store, appender Appender, nc *nats.Conn, log *
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, store: store, appender: appender, cache: cache, log: log, nc: nc}
+	h := &Handler{cfg: cfg, store: store, appender: appender, cache: cache, log: log, nc: nc, counters: map[string]tokens.Counter{}}
 	if h.appender == nil {
 		h.appender = storeAppender{store}
 	}
@@ -241,7 +258,7 @@ func (h *Handler) History(ctx context.Context, req HistoryRequest) (HistoryReply
 		}
 		h.cache.Add(req.ConversationID, all)
 	}
-	counter := tokens.For(req.Model)
+	counter := h.counter(req.Model)
 	if req.Raw {
 		return HistoryReply{Messages: all, Total: len(all), Tokens: counter.CountMessages(all)}, nil
 	}
