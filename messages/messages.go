@@ -405,16 +405,15 @@ type Failed struct {
 }
 
 // Delta is one streaming chunk on StreamSubject(rid) (core NATS, not
-// persisted). The last delta of a stream has Done set; Error is set when the
-// stream ends abnormally.
+// persisted). Seq counts the deltas of one model call from 1. A stream ends
+// with the turn's terminal event (completed carries the whole answer); a
+// delta with Done and Error set reports a model call that failed mid-stream.
 type Delta struct {
 	RequestID string `json:"request_id"`
 	Seq       int    `json:"seq"`
 	Content   string `json:"content,omitempty"`
 	Done      bool   `json:"done,omitempty"`
 	Error     string `json:"error,omitempty"`
-	// FinishReason is set on the last delta ("stop", "length", "tool_calls").
-	FinishReason string `json:"finish_reason,omitempty"`
 }
 
 // ValidID reports whether s is a usable request or conversation id: 1 to
@@ -545,7 +544,8 @@ type DeadLetter struct {
 	SchemaVersion int    `json:"schema_version"`
 	Stage         string `json:"stage"`
 	// Subject and MsgID of the original message; a redrive republishes the
-	// payload on Subject with the same MsgID.
+	// payload on Subject with the id MsgID + "/redrive/<DLQ sequence>", so a
+	// repeated redrive is dropped as a duplicate.
 	Subject string `json:"subject"`
 	MsgID   string `json:"msg_id"`
 	// Attempts counts handler runs; Deliveries counts JetStream deliveries.

@@ -597,7 +597,7 @@ func samples() []struct {
 		{"failed provider unavailable", "failed.json", messages.Failed{SchemaVersion: 1, RequestID: "req_1", ConversationID: "c", User: "u", Stage: "llm",
 			Code: messages.CodeProviderUnavailable, Status: 503, Reason: "breaker open", RetryAfterMS: 30000, At: at}},
 		{"delta", "delta.json", messages.Delta{RequestID: "req_1", Seq: 1, Content: "Hel"}},
-		{"delta error", "delta.json", messages.Delta{RequestID: "req_1", Seq: 3, Done: true, Error: "stream broke", FinishReason: "stop"}},
+		{"delta error", "delta.json", messages.Delta{RequestID: "req_1", Seq: 3, Done: true, Error: "stream broke"}},
 		{"dead letter binary payload", "dead_letter.json", messages.DeadLetter{SchemaVersion: 1, Stage: "guard", Subject: messages.Subject(messages.EventReceived, "bad1"),
 			MsgID: "bad1/received/0", Attempts: 3, Deliveries: 3, Reason: "decode: invalid character", Payload: []byte{0xff, 0x00, '{'},
 			Headers: map[string]string{messages.HeaderCorrelationID: "bad1"}, At: at}},

@@ -268,3 +268,37 @@ func TestHealth(t *testing.T) {
 }
 
 var _ = ingest.NewID
+
+func TestMalformedTurnOverNATSIsRejected(t *testing.T) {
+	sys := startSystem(t, nil)
+	nc := sys.Runtime.Conn()
+	js, _ := nc.JetStream()
+	tests := []struct{ rid, payload, want string }{
+		{"badjson1", `{not json`, "not a valid Turn"},
+		{"badturn1", `{"request_id":"badturn1","conversation_id":"c","user":"u","messages":[]}`, "messages"},
+		{"mismatch1", `{"request_id":"other","conversation_id":"c","user":"u","messages":[{"role":"user","content":"x"}]}`, "does not match"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.rid, func(t *testing.T) {
+			sub, _ := nc.SubscribeSync(messages.Subject(messages.EventRejected, tc.rid))
+			defer sub.Unsubscribe()
+			m := nats.NewMsg(messages.Subject(messages.EventReceived, tc.rid))
+			m.Data = []byte(tc.payload)
+			if _, err := js.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			msg, err := sub.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r messages.Rejected
+			_ = json.Unmarshal(msg.Data, &r)
+			if r.Code != messages.CodeInvalidRequest || r.Status != 400 || !strings.Contains(r.Reason, tc.want) {
+				t.Fatalf("%+v", r)
+			}
+		})
+	}
+	if info, _ := js.StreamInfo(messages.StreamDLQ); info.State.Msgs != 0 {
+		t.Fatalf("bad client input reached the DLQ: %d", info.State.Msgs)
+	}
+}

@@ -10,7 +10,6 @@ package guard
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -91,7 +90,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	t, err := pipeline.Decode[messages.Turn](msg)
 	if err != nil {
-		return h.reject(&messages.Turn{RequestID: rid}, messages.CodeInvalidRequest, http.StatusBadRequest, "payload is not a valid Turn: "+errors.Unwrap(err).Error(), nil, 0, nil)
+		return h.reject(&messages.Turn{RequestID: rid}, messages.CodeInvalidRequest, http.StatusBadRequest, "payload is not a valid Turn: "+err.Error(), nil, 0, nil)
 	}
 	if t.RequestID != rid {
 		return h.reject(&messages.Turn{RequestID: rid, ConversationID: t.ConversationID, User: t.User}, messages.CodeInvalidRequest, http.StatusBadRequest,
@@ -99,6 +98,13 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	if t.SchemaVersion == 0 {
 		t.SchemaVersion = messages.SchemaVersion
+	}
+	// Clients publishing straight to NATS may leave these out.
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = h.now().UTC()
+	}
+	if t.Endpoint == "" {
+		t.Endpoint = "nats"
 	}
 	if err := t.Validate(); err != nil {
 		return h.reject(&t, messages.CodeInvalidRequest, http.StatusBadRequest, oneLine(err), nil, 0, nil)

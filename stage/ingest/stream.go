@@ -82,8 +82,6 @@ func (s *sse) fail(status int, code, msg string) {
 
 func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.ResponseWriter, t *messages.Turn, events, deltas chan *nats.Msg) {
 	out := &sse{w: w, t: t, model: t.Model}
-	next := 1
-	pending := map[int]messages.Delta{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -98,17 +96,9 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.Respon
 				out.fail(http.StatusBadGateway, messages.CodeProviderError, "the model stream failed: "+d.Error)
 				return
 			}
-			// Core NATS keeps order per publisher; reorder defensively.
-			pending[d.Seq] = d
-			for {
-				p, ok := pending[next]
-				if !ok {
-					break
-				}
-				delete(pending, next)
-				next++
-				out.content(p.Content)
-			}
+			// Core NATS keeps the order of one publisher, and the model
+			// calls of a turn follow each other: write in arrival order.
+			out.content(d.Content)
 		case m := <-events:
 			event, _, err := messages.ParseSubject(m.Subject)
 			if err != nil || !messages.Terminal(event) {
