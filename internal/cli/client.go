@@ -161,9 +161,11 @@ func keys(env Env, args []string) error {
 	user := f.String("user", "", "user the key authenticates as (create)")
 	rpm := f.Int("rpm", 0, "the key's own requests per minute (create; 0 = the user's limit)")
 	tpm := f.Int("tpm", 0, "the key's own tokens per minute (create; 0 = the user's limit)")
+	lead, args := leadingArgs(args)
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	pos := append(lead, f.Args()...)
 	nc, js, err := connect(*url)
 	if err != nil {
 		return err
@@ -203,13 +205,13 @@ func keys(env Env, args []string) error {
 		}
 		return tw.Flush()
 	case "revoke":
-		if f.NArg() != 1 {
+		if len(pos) != 1 {
 			return fmt.Errorf("%w: keys revoke KEY_ID", ErrUsage)
 		}
-		if err := store.Revoke(ctx, f.Arg(0)); err != nil {
+		if err := store.Revoke(ctx, pos[0]); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stderr, "key %s revoked\n", f.Arg(0))
+		fmt.Fprintf(env.Stderr, "key %s revoked\n", pos[0])
 		return nil
 	default:
 		return fmt.Errorf("%w: unknown keys command %q", ErrUsage, sub)
@@ -260,15 +262,13 @@ func history(env Env, args []string) error {
 	list := f.Bool("list", false, "list stored conversations")
 	del := f.Bool("delete", false, "delete the conversation from the store")
 	// Accept the id before or after the flags.
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
+	lead, args := leadingArgs(args)
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if id == "" && f.NArg() > 0 {
-		id = f.Arg(0)
+	var id string
+	if pos := append(lead, f.Args()...); len(pos) > 0 {
+		id = pos[0]
 	}
 	nc, _, err := connect(*url)
 	if err != nil {

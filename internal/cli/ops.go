@@ -228,9 +228,11 @@ func dlq(env Env, args []string) error {
 	f := newFlags(env, "dlq "+sub)
 	url := natsFlag(f)
 	all := f.Bool("all", false, "redrive every dead letter")
+	lead, args := leadingArgs(args)
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	pos := append(lead, f.Args()...)
 	nc, js, err := connect(*url)
 	if err != nil {
 		return err
@@ -249,7 +251,7 @@ func dlq(env Env, args []string) error {
 		}
 		return tw.Flush()
 	case "show":
-		e, err := findDL(entries, f.Args())
+		e, err := findDL(entries, pos)
 		if err != nil {
 			return err
 		}
@@ -266,7 +268,7 @@ func dlq(env Env, args []string) error {
 	case "redrive":
 		targets := entries
 		if !*all {
-			e, err := findDL(entries, f.Args())
+			e, err := findDL(entries, pos)
 			if err != nil {
 				return err
 			}
@@ -282,6 +284,16 @@ func dlq(env Env, args []string) error {
 	default:
 		return fmt.Errorf("%w: unknown dlq command %q", ErrUsage, sub)
 	}
+}
+
+// leadingArgs splits off the positional arguments given before the flags
+// ("dlq show 12 --nats URL"); the flag package stops at the first one.
+func leadingArgs(args []string) (lead, rest []string) {
+	i := 0
+	for i < len(args) && !strings.HasPrefix(args[i], "-") {
+		i++
+	}
+	return args[:i], args[i:]
 }
 
 type dlEntry struct {
