@@ -15,6 +15,7 @@ require (
 	golang.org/x/text v0.44.0
 	modernc.org/sqlite v1.62.0
 	pgregory.net/rapid v1.3.0
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (
