@@ -33,12 +33,13 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", RedactURL(url), err)
 	}
 	return nc, nil
 }
 
-func redactURL(u string) string {
+// RedactURL hides the credentials of a NATS URL (user:password@).
+func RedactURL(u string) string {
 	// nats URLs may carry user:password@; never print them.
 	for i := 0; i < len(u); i++ {
 		if u[i] == '@' {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"

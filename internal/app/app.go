@@ -69,6 +69,12 @@ type Options struct {
 	Auth bool
 	// Store is the conversation store: "sqlite" (default) or "files".
 	Store string
+	// SQLite configures the SQLite store. An empty Synchronous follows the
+	// durability switch Pipeline.Embedded.SyncAlways: FULL with it (every
+	// commit fsynced, like the stream), NORMAL without (commits survive a
+	// process crash, not a power loss, like JetStream's default). See
+	// docs/decisions/0002-durability.md.
+	SQLite memory.SQLiteConfig
 	// ProvidersFile is a JSON provider configuration; empty means the
 	// OPENAI_* environment, or the offline model when that is unset.
 	ProvidersFile string
@@ -220,7 +226,8 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		if err != nil {
 			return fail(err)
 		}
-		h := &guard.Handler{Sanitizer: sanitizerAdapter{san}, Limiter: &limiterAdapter{l: limiter, keys: sys.Keys}, Log: log.With("stage", StageGuard)}
+		h := &guard.Handler{Sanitizer: sanitizerAdapter{san}, Limiter: &limiterAdapter{l: limiter, keys: sys.Keys}, Reconcile: hasTokenLimits(o.Limits) || o.Auth,
+			Log: log.With("stage", StageGuard)}
 		if _, err := rt.AddStage(h.Stage()); err != nil {
 			return fail(err)
 		}
@@ -433,7 +440,14 @@ func (o *Options) openStore(ctx context.Context) (memory.Store, error) {
 	if o.Store == "files" {
 		return memory.OpenFiles(filepath.Join(o.DataDir, "conversations"))
 	}
-	return memory.OpenSQLite(ctx, filepath.Join(o.DataDir, "agentbus.db"), memory.SQLiteConfig{})
+	cfg := o.SQLite
+	if cfg.Synchronous == "" {
+		cfg.Synchronous = memory.SyncNormal
+		if o.Pipeline.Embedded.SyncAlways {
+			cfg.Synchronous = memory.SyncFull
+		}
+	}
+	return memory.OpenSQLite(ctx, filepath.Join(o.DataDir, "agentbus.db"), cfg)
 }
 
 // LimitsFrom builds rate limits from per-minute numbers (0 = unlimited).
@@ -449,4 +463,24 @@ func LimitsFrom(globalRPM, userRPM, userTPM int) ratelimit.Config {
 		c.User.Tokens = ratelimit.PerMinute(float64(userTPM))
 	}
 	return c
+}
+
+// hasTokenLimits reports whether any tier limits tokens (then completed
+// turns are reconciled; API keys may carry their own TPM, hence also with
+// auth on).
+func hasTokenLimits(c ratelimit.Config) bool {
+	if c.Global.Tokens.Enabled() || c.Endpoint.Tokens.Enabled() || c.User.Tokens.Enabled() {
+		return true
+	}
+	for _, t := range c.Users {
+		if t.Tokens.Enabled() {
+			return true
+		}
+	}
+	for _, t := range c.Endpoints {
+		if t.Tokens.Enabled() {
+			return true
+		}
+	}
+	return false
 }

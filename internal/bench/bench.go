@@ -95,6 +95,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	if v := os.Getenv("AGENTBUS_BENCH_STORE"); v != "" {
 		o.Store = v
 	}
+	o.SQLite.Synchronous = os.Getenv("AGENTBUS_BENCH_SYNC")
 	sys, err := app.Start(ctx, o, log)
 	if err != nil {
 		return Result{}, err

@@ -56,7 +56,7 @@ Usage:
   agentbus bench [-n N] [-c C] [--json]
 
 Run 'agentbus COMMAND -h' for a command's flags. Every flag has an
-environment equivalent (AGENTBUS_<FLAG>, e.g. AGENTBUS_NATS_URL).
+environment equivalent (AGENTBUS_<FLAG>, e.g. AGENTBUS_NATS for --nats).
 `
 
 // Main runs the command line and returns the process exit status.
@@ -211,14 +211,19 @@ func serve(env Env, args []string, stages []string, name string) error {
 	f := newFlags(env, name)
 	o := app.DefaultOptions()
 	embedded := len(stages) > 1
-	natsURL := f.str("nats", "", "NATS server URL; empty starts an embedded server"+map[bool]string{true: "", false: " (required for a single stage)"}[embedded])
+	natsDefault := ""
+	if !embedded {
+		natsDefault = "nats://127.0.0.1:4222"
+	}
+	natsURL := f.str("nats", natsDefault, "NATS server URL"+map[bool]string{true: "; empty starts an embedded server", false: ""}[embedded])
 	listen := f.str("nats-listen", o.Pipeline.Embedded.Listen, "client address of the embedded NATS server")
 	httpAddr := f.str("http", o.HTTPAddr, "HTTP listen address of the OpenAI-compatible API")
 	data := f.str("data", o.DataDir, "data directory (embedded NATS store, conversation store)")
 	store := f.str("store", o.Store, "conversation store: sqlite or files")
 	providers := f.str("providers", "", "provider config file (JSON); default: OPENAI_BASE_URL/OPENAI_API_KEY/AGENTBUS_MODEL, else the offline model")
 	auth := f.boolean("auth", true, "require API keys on /v1/*")
-	syncAlways := f.boolean("sync-always", false, "embedded NATS: fsync every write before acking (see docs/operations.md)")
+	syncAlways := f.boolean("sync-always", false, "survive power loss: the embedded NATS server and the SQLite store fsync every write before acking (see docs/decisions/0002-durability.md)")
+	maxAge := f.duration("max-age", 0, "how long the stream keeps turn events (0 = forever: the stream is the system of record)")
 	replicas := f.integer("replicas", 1, "stream replicas (3 in a cluster)")
 	concurrency := f.integer("concurrency", o.Pipeline.Consumer.Concurrency, "parallel handler runs per stage instance")
 	userRPM := f.integer("user-rpm", 120, "requests per minute per user (0 = unlimited)")
@@ -241,13 +246,14 @@ func serve(env Env, args []string, stages []string, name string) error {
 		return err
 	}
 	if !embedded && *natsURL == "" {
-		*natsURL = "nats://127.0.0.1:4222"
+		return fmt.Errorf("%w: --nats is required for a single stage", ErrUsage)
 	}
 	o.Stages = stages
 	o.Pipeline.NATSURL = *natsURL
 	o.Pipeline.Embedded.Listen = *listen
 	o.Pipeline.Embedded.SyncAlways = *syncAlways
 	o.Pipeline.Streams.Replicas = *replicas
+	o.Pipeline.Streams.MaxAge = *maxAge
 	o.Pipeline.Consumer.Concurrency = *concurrency
 	o.Pipeline.Consumer.HandlerTimeout = *handlerTimeout
 	o.Pipeline.Consumer.AckWait = *ackWait

@@ -19,6 +19,7 @@ import (
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/sanitize"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
 	"github.com/agentbus/agentbus/stage/ingest"
 	"github.com/agentbus/agentbus/stage/persist"
 	"github.com/nats-io/nats.go"
@@ -31,7 +32,7 @@ func natsFlag(f *flags) *string {
 func connect(url string) (*nats.Conn, nats.JetStreamContext, error) {
 	nc, err := nats.Connect(url, nats.Name("agentbus-cli"), nats.Timeout(3*time.Second))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s (is `agentbus serve` running?): %w", url, err)
+		return nil, nil, fmt.Errorf("connect to %s (is `agentbus serve` running?): %w", pipeline.RedactURL(url), err)
 	}
 	js, err := nc.JetStream()
 	if err != nil {

@@ -45,6 +45,9 @@ type Limiter interface {
 type Handler struct {
 	Sanitizer Sanitizer
 	Limiter   Limiter
+	// Reconcile consumes completed turns to correct token limits with the
+	// provider's usage; set it when a tokens limit is configured.
+	Reconcile bool
 	Log       *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -53,7 +56,7 @@ type Handler struct {
 // Stage returns the pipeline stage.
 func (h *Handler) Stage() pipeline.Stage {
 	handlers := map[string]message.HandlerFunc{messages.EventReceived: h.Handle}
-	if h.Limiter != nil {
+	if h.Limiter != nil && h.Reconcile {
 		handlers[messages.EventCompleted] = h.HandleCompleted
 	}
 	return pipeline.Stage{Name: Stage, Handlers: handlers}

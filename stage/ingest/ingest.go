@@ -348,4 +348,3 @@ func completionResponse(c *messages.Completed) chatResponse {
 		Usage:   c.Usage,
 	}
 }
-

@@ -146,7 +146,9 @@ func New(cfg Config, store memory.Store, appender Appender, nc *nats.Conn, log *
 
 type storeAppender struct{ s memory.Store }
 
-func (a storeAppender) Append(ctx context.Context, r memory.TurnRecord) error { return a.s.Append(ctx, r) }
+func (a storeAppender) Append(ctx context.Context, r memory.TurnRecord) error {
+	return a.s.Append(ctx, r)
+}
 
 // Stage returns the pipeline stage.
 func (h *Handler) Stage() pipeline.Stage {

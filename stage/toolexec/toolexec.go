@@ -103,7 +103,7 @@ func (h *Handler) Stage() pipeline.Stage {
 }
 
 type stepResult struct {
-	Results  []messages.Message    `json:"results"`
+	Results  []messages.Message     `json:"results"`
 	Verdicts []messages.ToolVerdict `json:"verdicts"`
 }
 
