@@ -302,3 +302,36 @@ func TestMalformedTurnOverNATSIsRejected(t *testing.T) {
 		t.Fatalf("bad client input reached the DLQ: %d", info.State.Msgs)
 	}
 }
+
+func TestHistorySurvivesRestart(t *testing.T) {
+	for _, store := range []string{"sqlite", "files"} {
+		t.Run(store, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := func(o *app.Options) { o.DataDir = dir; o.Store = store; o.Auth = false }
+			sys := startSystem(t, opts)
+			r := post(t, sys, "", "", chatBody("first message"))
+			conv := r.header.Get("X-Conversation-Id")
+			if r.status != 200 {
+				t.Fatal(r.raw)
+			}
+			sys.Close()
+
+			sys = startSystem(t, opts) // same data dir: embedded stream and store
+			if r := post(t, sys, "", conv, chatBody("second message")); r.status != 200 {
+				t.Fatal(r.raw)
+			}
+			var hist persist.HistoryReply
+			if err := (&persist.Client{NC: sys.Runtime.Conn()}).Call(context.Background(), persist.SubjectHistory, persist.HistoryRequest{ConversationID: conv, Raw: true}, &hist); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range hist.Messages {
+				got = append(got, m.Role+":"+m.Content)
+			}
+			want := "user:first message|assistant:You said: first message|user:second message|assistant:You said: second message"
+			if strings.Join(got, "|") != want {
+				t.Fatalf("history after restart:\n%s\nwant\n%s", strings.Join(got, "|"), want)
+			}
+		})
+	}
+}

@@ -21,8 +21,9 @@ import (
 // with 500 while failing is set.
 type fakeOpenAI struct {
 	*httptest.Server
-	calls   atomic.Int64
-	failing atomic.Bool
+	calls    atomic.Int64
+	failing  atomic.Bool
+	lastMsgs atomic.Value // []messages.Message of the last request
 }
 
 func newFakeOpenAI(t *testing.T) *fakeOpenAI {
@@ -41,6 +42,7 @@ func newFakeOpenAI(t *testing.T) *fakeOpenAI {
 			Messages []messages.Message `json:"messages"`
 		}
 		_ = json.NewDecoder(r.Body).Decode(&req)
+		f.lastMsgs.Store(req.Messages)
 		last := req.Messages[len(req.Messages)-1].Content
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":"fake-1","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}`, "fake says: "+last)
@@ -200,4 +202,27 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("condition not met in time")
+}
+
+// The model gets the stored conversation (pruned) before the new message.
+func TestModelSeesHistory(t *testing.T) {
+	f := newFakeOpenAI(t)
+	sys := startSystem(t, withFake(f, t))
+	r := post(t, sys, "", "", chatBody("my name is Ada"))
+	conv := r.header.Get("X-Conversation-Id")
+	if r.status != 200 {
+		t.Fatal(r.raw)
+	}
+	if r := post(t, sys, "", conv, chatBody("what is my name?")); r.status != 200 {
+		t.Fatal(r.raw)
+	}
+	msgs := f.lastMsgs.Load().([]messages.Message)
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.Role+":"+m.Content)
+	}
+	want := "user:my name is Ada|assistant:fake says: my name is Ada|user:what is my name?"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("context sent to the model:\n%s\nwant\n%s", strings.Join(got, "|"), want)
+	}
 }
