@@ -92,7 +92,9 @@ func TestOpenAIGoSDK(t *testing.T) {
 	})
 
 	t.Run("streaming", func(t *testing.T) {
-		stream := client.Chat.Completions.NewStreaming(ctx, userParams("tell me a short story about rivers"))
+		params := userParams("tell me a short story about rivers")
+		params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+		stream := client.Chat.Completions.NewStreaming(ctx, params)
 		var acc openai.ChatCompletionAccumulator
 		chunks, withContent := 0, 0
 		var text strings.Builder

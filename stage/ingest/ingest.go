@@ -241,7 +241,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if turn.Stream {
-		s.stream(ctx, w, &turn, events, deltas)
+		s.stream(ctx, w, &turn, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, events, deltas)
 		return
 	}
 	for {

@@ -10,17 +10,20 @@ import (
 // chatRequest is the subset of the OpenAI Chat Completions request agentbus
 // accepts. Unknown fields are ignored, as OpenAI's SDKs may send new ones.
 type chatRequest struct {
-	Model               string             `json:"model"`
-	Messages            []messages.Message `json:"messages"`
-	Stream              bool               `json:"stream"`
-	Temperature         *float64           `json:"temperature"`
-	TopP                *float64           `json:"top_p"`
-	MaxTokens           *int               `json:"max_tokens"`
-	MaxCompletionTokens *int               `json:"max_completion_tokens"`
-	Stop                stopField          `json:"stop"`
-	N                   *int               `json:"n"`
-	User                string             `json:"user"`
-	Tools               json.RawMessage    `json:"tools"`
+	Model         string             `json:"model"`
+	Messages      []messages.Message `json:"messages"`
+	Stream        bool               `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Stop                stopField       `json:"stop"`
+	N                   *int            `json:"n"`
+	User                string          `json:"user"`
+	Tools               json.RawMessage `json:"tools"`
 }
 
 // stopField accepts a string or an array of strings.

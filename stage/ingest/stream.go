@@ -13,6 +13,7 @@ import (
 // sse writes OpenAI-format server-sent events. Headers are sent with the
 // first event, so an error before any content is still a plain HTTP error.
 type sse struct {
+	usage   bool // stream_options.include_usage
 	w       http.ResponseWriter
 	t       *messages.Turn
 	started bool
@@ -80,8 +81,8 @@ func (s *sse) fail(status int, code, msg string) {
 	s.done()
 }
 
-func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.ResponseWriter, t *messages.Turn, events, deltas chan *nats.Msg) {
-	out := &sse{w: w, t: t, model: t.Model}
+func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.ResponseWriter, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg) {
+	out := &sse{w: w, t: t, model: t.Model, usage: includeUsage}
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,8 +121,10 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.Respon
 				}
 				stop := "stop"
 				out.chunk(chunkDelta{}, &stop, nil)
-				u := c.Usage
-				out.chunk(chunkDelta{}, nil, &u)
+				if out.usage {
+					u := c.Usage
+					out.chunk(chunkDelta{}, nil, &u)
+				}
 				out.done()
 			case messages.EventRejected:
 				var rj messages.Rejected
