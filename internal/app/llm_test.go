@@ -1,12 +1,15 @@
 package app_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,6 +27,7 @@ type fakeOpenAI struct {
 	calls    atomic.Int64
 	failing  atomic.Bool
 	lastMsgs atomic.Value // []messages.Message of the last request
+	breakMid atomic.Bool  // streams break after two chunks
 }
 
 func newFakeOpenAI(t *testing.T) *fakeOpenAI {
@@ -40,10 +44,25 @@ func newFakeOpenAI(t *testing.T) *fakeOpenAI {
 		}
 		var req struct {
 			Messages []messages.Message `json:"messages"`
+			Stream   bool               `json:"stream"`
 		}
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		f.lastMsgs.Store(req.Messages)
 		last := req.Messages[len(req.Messages)-1].Content
+		if req.Stream {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, word := range []string{"fake ", "says ", "streamed ", "words"} {
+				fmt.Fprintf(w, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"fake-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", word)
+				w.(http.Flusher).Flush()
+				if word == "says " && f.breakMid.Load() {
+					conn, _, _ := w.(http.Hijacker).Hijack()
+					conn.Close() // the provider dies mid-answer
+					return
+				}
+			}
+			fmt.Fprint(w, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"fake-1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":4,\"total_tokens\":9}}\n\ndata: [DONE]\n\n")
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":"fake-1","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}`, "fake says: "+last)
 	}))
@@ -224,5 +243,49 @@ func TestModelSeesHistory(t *testing.T) {
 	want := "user:my name is Ada|assistant:fake says: my name is Ada|user:what is my name?"
 	if strings.Join(got, "|") != want {
 		t.Fatalf("context sent to the model:\n%s\nwant\n%s", strings.Join(got, "|"), want)
+	}
+}
+
+// readSSE returns the data lines of a streamed response.
+func readSSE(t *testing.T, sys *app.System, text string) (int, []string) {
+	t.Helper()
+	body := `{"model":"fake-1","stream":true,"messages":[{"role":"user","content":` + strconv.Quote(text) + `}]}`
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+sys.HTTPAddr+"/v1/chat/completions", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var lines []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			lines = append(lines, d)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("stream hung")
+	}
+	return resp.StatusCode, lines
+}
+
+func TestStreamingFromProvider(t *testing.T) {
+	f := newFakeOpenAI(t)
+	sys := startSystem(t, withFake(f, t))
+	status, lines := readSSE(t, sys, "go")
+	all := strings.Join(lines, "\n")
+	if status != 200 || lines[len(lines)-1] != "[DONE]" || !strings.Contains(all, `"content":"streamed "`) || !strings.Contains(all, `"finish_reason":"stop"`) {
+		t.Fatalf("%d\n%s", status, all)
+	}
+
+	f.breakMid.Store(true)
+	status, lines = readSSE(t, sys, "go again")
+	all = strings.Join(lines, "\n")
+	// Two deltas went out, then an OpenAI-style error event and the end:
+	// no hang, no failover that would repeat the text.
+	if status != 200 || !strings.Contains(all, `"content":"says "`) || !strings.Contains(all, `"error"`) || lines[len(lines)-1] != "[DONE]" {
+		t.Fatalf("%d\n%s", status, all)
 	}
 }
