@@ -232,6 +232,8 @@ func serve(env Env, args []string, stages []string, name string) error {
 	handlerTimeout := f.duration("handler-timeout", o.Pipeline.Consumer.HandlerTimeout, "bound of one handler run (all stages but llm)")
 	ackWait := f.duration("ack-wait", o.Pipeline.Consumer.AckWait, "JetStream ack wait: redelivery after a crash; must exceed handler-timeout x 3")
 	llmTimeout := f.duration("llm-timeout", o.LLMTimeout, "bound of one llm handler run (provider timeouts, retries, failover)")
+	failOpen := f.boolean("ratelimit-fail-open", false, "admit requests when the shared rate-limit state is unreachable (default: reject with 503)")
+	sanitizeAction := f.str("sanitize-action", "block", "what a prompt-injection score above the block threshold does: block (reject) or flag (admit, record the verdict)")
 	quotaUserReq := f.integer("quota-user-requests", 0, "requests per user per UTC day (0 = unlimited)")
 	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
@@ -267,6 +269,8 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Auth = *auth
 	o.Getenv = env.Getenv
 	o.Limits = app.LimitsFrom(*globalRPM, *userRPM, *userTPM)
+	o.Limits.FailOpen = *failOpen
+	o.Sanitizer.Action = *sanitizeAction
 	o.Quota.PerUserRequests = int64(*quotaUserReq)
 	o.Quota.PerUserTokens = int64(*quotaUserTok)
 	o.Quota.PerModelTokens = int64(*quotaModelTok)
