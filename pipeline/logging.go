@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/lmittmann/tint"
 	"github.com/mattn/go-isatty"
+	"github.com/nats-io/nats.go"
 )
 
 // NewLogger builds the process logger: tint (colour, human) when w is a
@@ -39,9 +41,27 @@ func ParseLevel(s string) (slog.Level, error) {
 // messages (one per subscriber start and stop) go to Debug: the stage logs
 // what matters itself.
 func WatermillLogger(l *slog.Logger) watermill.LoggerAdapter {
-	return watermill.NewSlogLoggerWithLevelMapping(l.With("component", "watermill"), map[slog.Level]slog.Level{
+	return quietClose{watermill.NewSlogLoggerWithLevelMapping(l.With("component", "watermill"), map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug,
-	})
+	})}
+}
+
+// quietClose demotes the one error Watermill logs on every graceful
+// shutdown: Runtime.Shutdown drains the subscriber connections itself
+// (so in-flight acks are flushed) before the router closes the
+// subscribers, whose own Drain then finds the connection closed.
+type quietClose struct{ watermill.LoggerAdapter }
+
+func (q quietClose) Error(msg string, err error, fields watermill.LogFields) {
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		q.LoggerAdapter.Debug(msg+": "+err.Error(), fields)
+		return
+	}
+	q.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (q quietClose) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return quietClose{q.LoggerAdapter.With(fields)}
 }
 
 // natsServerLogger adapts slog to nats-server's Logger interface.
