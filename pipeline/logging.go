@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,14 +44,38 @@ func ParseLevel(s string) (slog.Level, error) {
 func WatermillLogger(l *slog.Logger) watermill.LoggerAdapter {
 	return quietClose{watermill.NewSlogLoggerWithLevelMapping(l.With("component", "watermill"), map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug,
-	})}
+	}), l.Handler()}
 }
 
 // quietClose demotes the one error Watermill logs on every graceful
 // shutdown: Runtime.Shutdown drains the subscriber connections itself
 // (so in-flight acks are flushed) before the router closes the
 // subscribers, whose own Drain then finds the connection closed.
-type quietClose struct{ watermill.LoggerAdapter }
+//
+// It also skips Watermill's Debug and Trace calls (several per message)
+// when they are disabled: the adapter would build their attributes first.
+type quietClose struct {
+	watermill.LoggerAdapter
+	h slog.Handler
+}
+
+func (q quietClose) Debug(msg string, fields watermill.LogFields) {
+	if q.h.Enabled(context.Background(), slog.LevelDebug) {
+		q.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+func (q quietClose) Info(msg string, fields watermill.LogFields) {
+	if q.h.Enabled(context.Background(), slog.LevelDebug) { // Info is mapped to Debug
+		q.LoggerAdapter.Info(msg, fields)
+	}
+}
+
+func (q quietClose) Trace(msg string, fields watermill.LogFields) {
+	if q.h.Enabled(context.Background(), watermill.LevelTrace) {
+		q.LoggerAdapter.Trace(msg, fields)
+	}
+}
 
 func (q quietClose) Error(msg string, err error, fields watermill.LogFields) {
 	if errors.Is(err, nats.ErrConnectionClosed) {
@@ -61,7 +86,7 @@ func (q quietClose) Error(msg string, err error, fields watermill.LogFields) {
 }
 
 func (q quietClose) With(fields watermill.LogFields) watermill.LoggerAdapter {
-	return quietClose{q.LoggerAdapter.With(fields)}
+	return quietClose{q.LoggerAdapter.With(fields), q.h}
 }
 
 // natsServerLogger adapts slog to nats-server's Logger interface.

@@ -194,6 +194,11 @@ func ContentHash(r *TurnRecord) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return contentHash(r, meta)
+}
+
+// contentHash is ContentHash with r's Meta already canonical.
+func contentHash(r *TurnRecord, meta json.RawMessage) (string, error) {
 	msgs := r.Messages
 	if msgs == nil {
 		msgs = []messages.Message{}
@@ -267,7 +272,7 @@ func prepare(turns []TurnRecord, now time.Time) ([]string, error) {
 		} else {
 			t.Meta = meta
 		}
-		if hashes[i], err = ContentHash(t); err != nil {
+		if hashes[i], err = contentHash(t, meta); err != nil {
 			errs = append(errs, &RecordError{i, t.RequestID, err.Error()})
 		}
 	}
