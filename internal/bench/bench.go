@@ -91,6 +91,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	o.Pipeline.Embedded.Listen = "127.0.0.1:-1"
 	o.Pipeline.Consumer.Concurrency = cfg.StageConcurrency
 	o.Limits = app.LimitsFrom(0, 0, 0)
+	o.Auth = false // turns enter over NATS; no key tier, nothing to reconcile
 	o.Tools.Remote = false
 	if v := os.Getenv("AGENTBUS_BENCH_STORE"); v != "" {
 		o.Store = v

@@ -116,6 +116,9 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z"
 type SQLiteStore struct {
 	path   string
 	cfg    SQLiteConfig
+	// Append's statements, prepared once on the single writer connection
+	// (preparing them per transaction re-parses the SQL every commit).
+	stExists, stInsChain, stInsTurn, stInsMsg *sql.Stmt
 	w, r   *sql.DB
 	closed atomic.Bool
 }
@@ -159,6 +162,10 @@ func OpenSQLite(ctx context.Context, path string, cfg SQLiteConfig) (*SQLiteStor
 		s.w.Close()
 		return nil, err
 	}
+	if err := s.prepareAppend(ctx); err != nil {
+		s.w.Close()
+		return nil, fmt.Errorf("memory: open %s: %w", path, err)
+	}
 	if s.r, err = sql.Open("sqlite", dsn(path, cfg, false)); err != nil {
 		s.w.Close()
 		return nil, fmt.Errorf("memory: open %s: %w", path, err)
@@ -170,6 +177,23 @@ func OpenSQLite(ctx context.Context, path string, cfg SQLiteConfig) (*SQLiteStor
 		return nil, fmt.Errorf("memory: open %s: %w", path, err)
 	}
 	return s, nil
+}
+
+func (s *SQLiteStore) prepareAppend(ctx context.Context) error {
+	var err error
+	prep := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = s.w.PrepareContext(ctx, q)
+		return st
+	}
+	s.stExists = prep("SELECT seq, prev_hash, hash FROM chain WHERE request_id = ?")
+	s.stInsChain = prep("INSERT INTO chain (seq, request_id, conversation_id, content_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)")
+	s.stInsTurn = prep("INSERT INTO turns (seq, request_id, conversation_id, user, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+	s.stInsMsg = prep("INSERT INTO messages (id, seq, idx, conversation_id, role, body) VALUES (?, ?, ?, ?, ?, ?)")
+	return err
 }
 
 func (s *SQLiteStore) migrate(ctx context.Context) error {
@@ -248,30 +272,12 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 	case err != nil:
 		return nil, err
 	}
-	stmts := make([]*sql.Stmt, 0, 4)
-	prep := func(q string) *sql.Stmt {
-		if err != nil {
-			return nil
-		}
-		var st *sql.Stmt
-		st, err = tx.PrepareContext(ctx, q)
-		stmts = append(stmts, st)
-		return st
-	}
-	exists := prep("SELECT seq, prev_hash, hash FROM chain WHERE request_id = ?")
-	insChain := prep("INSERT INTO chain (seq, request_id, conversation_id, content_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)")
-	insTurn := prep("INSERT INTO turns (seq, request_id, conversation_id, user, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-	insMsg := prep("INSERT INTO messages (id, seq, idx, conversation_id, role, body) VALUES (?, ?, ?, ?, ?, ?)")
-	defer func() {
-		for _, st := range stmts {
-			if st != nil {
-				st.Close()
-			}
-		}
-	}()
-	if err != nil {
-		return nil, err
-	}
+	// The writer pool has one connection, on which the statements were
+	// prepared: tx.StmtContext reuses them without re-preparing.
+	exists := tx.StmtContext(ctx, s.stExists)
+	insChain := tx.StmtContext(ctx, s.stInsChain)
+	insTurn := tx.StmtContext(ctx, s.stInsTurn)
+	insMsg := tx.StmtContext(ctx, s.stInsMsg)
 	links := make([]link, len(turns))
 	inBatch := make(map[string]int, len(turns))
 	for i := range turns {
