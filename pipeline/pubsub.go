@@ -307,8 +307,11 @@ func (s *topicSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	}
 	a := &attached{connClosed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	log := s.cfg.Logger.With("durable", durable)
-	// A drain waits for callbacks, and a callback waits at most AckWait
-	// for its message's ack: let the drain outlast that.
+	// A drain waits for callbacks. Per queue subscription the caller
+	// holds at most one message (its callback waits at most AckWait for
+	// the ack) and forward NAKs the rest at once, so the drain ends
+	// within AckWait; if nats.go's DrainTimeout cut it short, callbacks
+	// could still run when watermill-nats closes its output.
 	a.conn, err = Connect(s.cfg.URL, durable, log,
 		nats.DrainTimeout(s.cfg.Consumer.AckWait+10*time.Second),
 		nats.ClosedHandler(func(*nats.Conn) { close(a.connClosed) }))
