@@ -59,7 +59,11 @@ type ConsumerConfig struct {
 	// NakDelay is the base redelivery delay after a failed delivery; it
 	// doubles per delivery up to 30s. Default 500ms.
 	NakDelay time.Duration
-	// MaxAckPending bounds in-flight messages per consumer. Default 1024.
+	// MaxAckPending bounds in-flight messages per consumer (all replicas
+	// together). It also bounds the backlog a push consumer hands to the
+	// first subscription when a stage starts with messages waiting, which
+	// that subscription works through one at a time (see
+	// docs/decisions/0001-watermill-nats.md). Default 256.
 	MaxAckPending int
 	// Concurrency is the number of parallel handler runs per stage
 	// instance. Default 8.
@@ -78,7 +82,7 @@ func DefaultConfig() Config {
 			RetryInterval:  50 * time.Millisecond,
 			MaxDeliveries:  5,
 			NakDelay:       500 * time.Millisecond,
-			MaxAckPending:  1024,
+			MaxAckPending:  256,
 			Concurrency:    8,
 		},
 		Version: "dev",

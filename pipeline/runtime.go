@@ -97,11 +97,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 		r.Close()
 		return nil, err
 	}
-	wpub, err := wmnats.NewPublisherWithNatsConn(nc, wmnats.PublisherPublishConfig{
-		Marshaler:         &unmarshaler{},
-		SubjectCalculator: wmnats.DefaultSubjectCalculator,
-		JetStream:         wmnats.JetStreamConfig{TrackMsgId: true},
-	}, r.wlog)
+	wpub, err := wmnats.NewPublisherWithNatsConn(nc, PublisherConfig(), r.wlog)
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -171,31 +167,16 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 		}
 		// Each subscriber drains (and so closes) its connection on Close:
 		// give it its own.
-		sc, err := Connect(r.url, r.cfg.Name+"-"+durable, log)
+		// Drain may take as long as a handler run: nats.go's default
+		// 30 s drain timeout would cut shutdown short and lose acks.
+		sc, err := Connect(r.url, r.cfg.Name+"-"+durable, log, nats.DrainTimeout(cc.AckWait))
 		if err != nil {
 			return nil, err
 		}
 		r.mu.Lock()
 		r.subConns = append(r.subConns, sc)
 		r.mu.Unlock()
-		sub, err := wmnats.NewSubscriberWithNatsConn(sc, wmnats.SubscriberSubscriptionConfig{
-			Unmarshaler:      &unmarshaler{},
-			SubscribersCount: cc.Concurrency,
-			AckWaitTimeout:   cc.AckWait,
-			CloseTimeout:     cc.AckWait,
-			SubscribeTimeout: 10 * time.Second,
-			SubjectCalculator: func(_, topic string) *wmnats.SubjectDetail {
-				return &wmnats.SubjectDetail{Primary: topic, QueueGroup: durable}
-			},
-			NakDelay: expDelay{cc.NakDelay},
-			JetStream: wmnats.JetStreamConfig{
-				// ManualAck: without it nats.go acks when the callback
-				// returns, which acks messages Watermill gave up on.
-				SubscribeOptions:  []nats.SubOpt{nats.ManualAck(), nats.BindStream(messages.StreamTurns)},
-				AckAsync:          true,
-				DurableCalculator: func(string, string) string { return durable },
-			},
-		}, r.wlog)
+		sub, err := wmnats.NewSubscriberWithNatsConn(sc, SubscriberConfig(messages.StreamTurns, durable, cc), r.wlog)
 		if err != nil {
 			return nil, err
 		}
