@@ -74,7 +74,7 @@ func providerFile(t *testing.T, url string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "providers.json")
 	cfg := fmt.Sprintf(`{"providers":[{"name":"fake","kind":"openai","base_url":%q,"api_key_env":"FAKE_KEY","model":"fake-1",
-	  "timeout":"2s","breaker":{"failure_threshold":2,"success_threshold":1,"open_timeout":"400ms","call_timeout":"2s"}}],
+	  "timeout":"2s","breaker":{"failure_threshold":2,"success_threshold":1,"open_timeout":"2s","call_timeout":"2s"}}],
 	  "retry":{"max_attempts":1,"base_delay":"1ms","max_delay":"2ms"}}`, url+"/v1")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func TestProviderOutageFailsFastAndRecovers(t *testing.T) {
 	t.Logf("slowest failure with the breaker open: %s", openLatency)
 	// Recovery through half-open once the provider is back.
 	f.failing.Store(false)
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(2100 * time.Millisecond) // the breaker's open timeout
 	if ev, data := outcome(t, nc, "rec1", "again"); ev != messages.EventCompleted {
 		t.Fatalf("after recovery: %s %s", ev, data)
 	}

@@ -114,13 +114,13 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z"
 // and a pool of query-only readers. Every error is returned, never logged
 // and dropped.
 type SQLiteStore struct {
-	path   string
-	cfg    SQLiteConfig
+	path string
+	cfg  SQLiteConfig
 	// Append's statements, prepared once on the single writer connection
 	// (preparing them per transaction re-parses the SQL every commit).
 	stExists, stInsChain, stInsTurn, stInsMsg *sql.Stmt
-	w, r   *sql.DB
-	closed atomic.Bool
+	w, r                                      *sql.DB
+	closed                                    atomic.Bool
 }
 
 var _ Store = (*SQLiteStore)(nil)
