@@ -335,3 +335,17 @@ func TestHistorySurvivesRestart(t *testing.T) {
 		})
 	}
 }
+
+func TestNoAnswerInTimeIs504(t *testing.T) {
+	// No persist stage: the turn cannot complete.
+	sys := startSystem(t, func(o *app.Options) {
+		o.Auth = false
+		o.Stages = []string{app.StageIngest, app.StageGuard, app.StageLLM, app.StageToolexec}
+		o.Ingest.ReplyTimeout = 300 * time.Millisecond
+	})
+	start := time.Now()
+	r := post(t, sys, "", "", chatBody("anyone there?"))
+	if r.status != 504 || errCode(r) != messages.CodeTimeout || time.Since(start) > 5*time.Second {
+		t.Fatalf("%d %s after %s", r.status, r.raw, time.Since(start))
+	}
+}

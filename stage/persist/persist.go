@@ -167,6 +167,9 @@ func (h *Handler) Stage() pipeline.Stage {
 	}
 }
 
+// Forget drops a conversation from the history cache.
+func (h *Handler) Forget(conversationID string) { h.cache.Remove(conversationID) }
+
 // Close stops the cache-invalidation subscription.
 func (h *Handler) Close() {
 	if h.sub != nil {
