@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 )
 
 // The linear model: logistic regression over hashed word unigrams, word
@@ -117,20 +116,13 @@ func features(toks []string, fn func(h uint32)) int {
 	return n
 }
 
-var hashPool = sync.Pool{New: func() any { b := make([]uint32, 0, 8192); return &b }}
-
-// score returns the model's probability that toks are an injection.
+// score returns the model's probability that toks are an injection. The
+// weights are summed as the features are produced, in the same order as
+// training does, so the result is bit for bit the trained model's.
 func (m *model) score(toks []string) float64 {
-	bp := hashPool.Get().(*[]uint32)
-	hs := (*bp)[:0]
-	n := features(toks, func(h uint32) { hs = append(hs, h) })
 	var sum float32
 	w := m.w[:modelDim]
-	for _, h := range hs {
-		sum += w[h&(modelDim-1)]
-	}
-	*bp = hs
-	hashPool.Put(bp)
+	n := features(toks, func(h uint32) { sum += w[h&(modelDim-1)] })
 	if n == 0 {
 		return sigmoid(float64(m.bias))
 	}

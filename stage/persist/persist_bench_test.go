@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/agentbus/agentbus/internal/memory"
+	"github.com/agentbus/agentbus/internal/tokens"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/stage/persist"
 )
@@ -27,6 +28,7 @@ func BenchmarkHistory(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	tokens.For("gpt-4o").Count("warm up the encoder") // loaded once per process
 	for _, cached := range []bool{true, false} {
 		b.Run(fmt.Sprintf("cached=%v", cached), func(b *testing.B) {
 			cfg := persist.DefaultConfig()
