@@ -3,7 +3,6 @@ package pipeline_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -31,41 +30,13 @@ func testConfig(url string) pipeline.Config {
 }
 
 // startRuntime runs a runtime with one "echo" stage that completes every
-// received turn, or panics / fails according to the turn's first message.
-func startRuntime(t *testing.T, url string, calls *atomic.Int64) *pipeline.Runtime {
+// received turn, panics on "panic" and sleeps on "slow"; it stops at
+// cleanup.
+func startRuntime(t *testing.T, url string, calls *atomic.Int64) {
 	t.Helper()
-	rt, err := pipeline.New(context.Background(), testConfig(url), testutil.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := func(msg *message.Message) ([]*message.Message, error) {
-		calls.Add(1)
-		turn, err := pipeline.Decode[messages.Turn](msg)
-		if err != nil {
-			return nil, err
-		}
-		switch turn.Messages[0].Content {
-		case "panic":
-			panic("boom")
-		case "slow":
-			time.Sleep(300 * time.Millisecond)
-		}
-		out, err := pipeline.NewEvent(messages.EventCompleted, turn.RequestID, 0, messages.Completed{RequestID: turn.RequestID, Message: messages.Message{Role: "assistant", Content: "echo: " + turn.Messages[0].Content}})
-		return []*message.Message{out}, err
-	}
-	if _, err := rt.AddStage(pipeline.Stage{Name: "echo", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = rt.Run(ctx) }()
+	done := startRuntimeCtx(t, url, calls, ctx)
 	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-rt.Running():
-	case <-time.After(10 * time.Second):
-		t.Fatal("router did not start")
-	}
-	return rt
 }
 
 func publish(t *testing.T, js nats.JetStreamContext, rid string, payload []byte) {
@@ -122,28 +93,29 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 func TestRuntimeDeliversAndDeadLetters(t *testing.T) {
 	srv := testutil.NATSServer(t)
 	var calls atomic.Int64
-	rt := startRuntime(t, srv.ClientURL(), &calls)
+	startRuntime(t, srv.ClientURL(), &calls)
 	nc := testutil.Conn(t, srv)
 	js, _ := nc.JetStream()
 
-	// A good turn completes; the reply is seen on the request's filter.
+	// A good turn completes; its events are seen on the request's filter.
 	sub, _ := nc.SubscribeSync(messages.ReplyFilter("r1"))
 	publish(t, js, "r1", turnJSON("r1", "hi"))
-	m, err := sub.NextMsg(5 * time.Second)
-	if err != nil {
-		t.Fatal(err)
+	seen := map[string]*nats.Msg{}
+	for len(seen) < 2 {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(seen), err)
+		}
+		seen[m.Subject] = m
 	}
-	if m.Subject != messages.Subject(messages.EventReceived, "r1") {
-		t.Fatalf("first event on %s", m.Subject)
-	}
-	m, err = sub.NextMsg(5 * time.Second)
-	if err != nil {
-		t.Fatal(err)
+	m, ok := seen[messages.Subject(messages.EventCompleted, "r1")]
+	if !ok || seen[messages.Subject(messages.EventReceived, "r1")] == nil {
+		t.Fatalf("events %v", seen)
 	}
 	var c messages.Completed
 	_ = json.Unmarshal(m.Data, &c)
-	if m.Subject != messages.Subject(messages.EventCompleted, "r1") || c.Message.Content != "echo: hi" {
-		t.Fatalf("got %s %+v", m.Subject, c)
+	if c.Message.Content != "echo: hi" {
+		t.Fatalf("got %+v", c)
 	}
 	if got := m.Header.Get(messages.HeaderCorrelationID); got != "" && got != "r1" {
 		t.Fatalf("correlation id %q", got)
@@ -181,7 +153,6 @@ func TestRuntimeDeliversAndDeadLetters(t *testing.T) {
 			t.Fatalf("handler ran %d times", n)
 		}
 	})
-	_ = rt
 }
 
 func TestGracefulShutdownLosesNothing(t *testing.T) {
@@ -189,11 +160,6 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	nc := testutil.Conn(t, srv)
 	js, _ := nc.JetStream()
 	var calls atomic.Int64
-	rt, err := pipeline.New(context.Background(), testConfig(srv.ClientURL()), testutil.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = rt
 	// First runtime: takes load, then shuts down while slow turns run.
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	rt1 := startRuntimeCtx(t, srv.ClientURL(), &calls, ctx1)
@@ -242,10 +208,13 @@ func startRuntimeCtx(t *testing.T, url string, calls *atomic.Int64, ctx context.
 		if err != nil {
 			return nil, err
 		}
-		if turn.Messages[0].Content == "slow" {
+		switch turn.Messages[0].Content {
+		case "panic":
+			panic("boom")
+		case "slow":
 			time.Sleep(300 * time.Millisecond)
 		}
-		out, err := pipeline.NewEvent(messages.EventCompleted, turn.RequestID, 0, messages.Completed{RequestID: turn.RequestID})
+		out, err := pipeline.NewEvent(messages.EventCompleted, turn.RequestID, 0, messages.Completed{RequestID: turn.RequestID, Message: messages.Message{Role: "assistant", Content: "echo: " + turn.Messages[0].Content}})
 		return []*message.Message{out}, err
 	}
 	if _, err := rt.AddStage(pipeline.Stage{Name: "echo", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
@@ -253,8 +222,10 @@ func startRuntimeCtx(t *testing.T, url string, calls *atomic.Int64, ctx context.
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = rt.Run(ctx) }()
-	<-rt.Running()
+	select {
+	case <-rt.Running():
+	case <-time.After(10 * time.Second):
+		t.Fatal("router did not start")
+	}
 	return done
 }
-
-var _ = errors.New

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/cli"
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/testutil"
@@ -20,22 +21,12 @@ import (
 
 func startSystem(t *testing.T, mod func(*app.Options)) *app.System {
 	t.Helper()
-	o := app.DefaultOptions()
-	o.DataDir = t.TempDir()
-	o.HTTPAddr = "127.0.0.1:0"
-	o.Pipeline.Embedded.Listen = "127.0.0.1:-1"
-	o.Getenv = func(string) string { return "" }
-	o.Tools.Remote = false
-	o.Auth = false
-	if mod != nil {
-		mod(&o)
-	}
-	sys, err := app.Start(context.Background(), o, testutil.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sys.Close)
-	return sys
+	return apptest.Start(t, func(o *app.Options) {
+		o.Auth = false
+		if mod != nil {
+			mod(o)
+		}
+	})
 }
 
 // run runs the CLI and returns its exit code and output.

@@ -52,7 +52,19 @@ func (r replayFlags) options() (replay.Options, error) {
 	return o, nil
 }
 
-func newJS(nc *nats.Conn) (jetstream.JetStream, error) { return jetstream.New(nc) }
+// connectStream connects for reading the stream (replay, audit, rebuild).
+func connectStream(url string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, _, err := connect(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
 
 func replayCmd(env Env, args []string) error {
 	f := newFlags(env, "replay")
@@ -66,15 +78,11 @@ func replayCmd(env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, _, err := connect(*url)
+	nc, js, err := connectStream(*url)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := newJS(nc)
-	if err != nil {
-		return err
-	}
 	prog := replay.NewProgress(env.Stderr, false)
 	if f := stderrFile(env); f != nil {
 		prog = replay.TerminalProgress(f)
@@ -160,15 +168,11 @@ func auditCmd(env Env, args []string) error {
 	if err := v.Err(); err != nil {
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
-	nc, _, err := connect(*url)
+	nc, js, err := connectStream(*url)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := newJS(nc)
-	if err != nil {
-		return err
-	}
 	col := replay.NewCollector()
 	if err := replay.Replay(ctx, js, opts, col.Add); err != nil {
 		return err
@@ -382,15 +386,11 @@ func rebuild(env Env, args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	nc, _, err := connect(*url)
+	nc, js, err := connectStream(*url)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := newJS(nc)
-	if err != nil {
-		return err
-	}
 	s, err := openStore(ctx, *data, *store)
 	if err != nil {
 		return err

@@ -81,6 +81,23 @@ func (s *sse) fail(status int, code, msg string) {
 	s.done()
 }
 
+// delta writes one streamed chunk; false means the stream ended with an
+// error event.
+func (s *sse) delta(m *nats.Msg) bool {
+	var d messages.Delta
+	if json.Unmarshal(m.Data, &d) != nil {
+		return true
+	}
+	if d.Error != "" {
+		s.fail(http.StatusBadGateway, messages.CodeProviderError, "the model stream failed: "+d.Error)
+		return false
+	}
+	// Core NATS keeps the order of one publisher, and the model calls of a
+	// turn follow each other: write in arrival order.
+	s.content(d.Content)
+	return true
+}
+
 func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.ResponseWriter, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg) {
 	out := &sse{w: w, t: t, model: t.Model, usage: includeUsage}
 	for {
@@ -89,21 +106,26 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.Respon
 			out.fail(http.StatusGatewayTimeout, messages.CodeTimeout, fmt.Sprintf("no answer within %s", srv.cfg.ReplyTimeout))
 			return
 		case m := <-deltas:
-			var d messages.Delta
-			if json.Unmarshal(m.Data, &d) != nil {
-				continue
-			}
-			if d.Error != "" {
-				out.fail(http.StatusBadGateway, messages.CodeProviderError, "the model stream failed: "+d.Error)
+			if !out.delta(m) {
 				return
 			}
-			// Core NATS keeps the order of one publisher, and the model
-			// calls of a turn follow each other: write in arrival order.
-			out.content(d.Content)
 		case m := <-events:
 			event, _, err := messages.ParseSubject(m.Subject)
 			if err != nil || !messages.Terminal(event) {
 				continue
+			}
+			// Deltas published before the terminal event are already in
+			// their channel (one connection delivers in order); select
+			// picks at random, so write them first.
+			for drained := false; !drained; {
+				select {
+				case d := <-deltas:
+					if !out.delta(d) {
+						return
+					}
+				default:
+					drained = true
+				}
 			}
 			switch event {
 			case messages.EventCompleted:
