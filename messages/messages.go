@@ -366,6 +366,9 @@ const (
 	CodeMaxToolRounds       = "max_tool_rounds_exceeded"
 	CodeInternal            = "internal_error"
 	CodeTimeout             = "timeout"
+	// CodeUnavailable: a dependency of the pipeline itself (the shared
+	// rate-limit state, the store) could not be reached; retry later.
+	CodeUnavailable = "service_unavailable"
 )
 
 // Rejected is the guard's terminal refusal of a turn.

@@ -131,7 +131,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	if h.Limiter != nil {
 		ok, retry, tier, headers, err := h.Limiter.Allow(msg.Context(), &t, v.EstimatedTokens)
 		if err != nil {
-			return h.reject(&t, messages.CodeRateLimited, http.StatusServiceUnavailable, "rate limiter unavailable: "+err.Error(), nil, 0, nil)
+			return h.reject(&t, messages.CodeUnavailable, http.StatusServiceUnavailable, "rate limiter unavailable: "+err.Error(), nil, 0, nil)
 		}
 		if !ok {
 			return h.rejectRate(&t, tier, retry, headers)
