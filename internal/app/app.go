@@ -237,7 +237,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		if err != nil {
 			return fail(err)
 		}
-		q, err := quota.New(o.Quota, nil)
+		q, err := o.quota(js, replicas)
 		if err != nil {
 			return fail(err)
 		}
@@ -399,6 +399,22 @@ func (o *Options) limiter(js nats.JetStreamContext, replicas int) (*ratelimit.Li
 		return nil, err
 	}
 	return ratelimit.New(o.Limits, rlkv.New(kv), nil)
+}
+
+// QuotaBucket holds the daily quota counters shared by llm replicas.
+const QuotaBucket = "agentbus_quota"
+
+// quota returns the shared daily quota, or nil when no quota is set.
+func (o *Options) quota(js nats.JetStreamContext, replicas int) (llm.Quota, error) {
+	c := o.Quota
+	if c.PerUserRequests == 0 && c.PerUserTokens == 0 && c.PerModelRequests == 0 && c.PerModelTokens == 0 {
+		return nil, nil
+	}
+	kv, err := kvBucket(js, QuotaBucket, "agentbus daily quotas (shared by llm replicas)", 48*time.Hour, replicas)
+	if err != nil {
+		return nil, err
+	}
+	return quota.NewShared(c, rlkv.New(kv), nil)
 }
 
 func (o *Options) providers() (*provider.Failover, error) {

@@ -289,3 +289,30 @@ func TestStreamingFromProvider(t *testing.T) {
 		t.Fatalf("%d\n%s", status, all)
 	}
 }
+
+func TestDailyQuotaOverHTTP(t *testing.T) {
+	sys := startSystem(t, func(o *app.Options) {
+		o.Auth = false
+		o.Quota.PerUserRequests = 1
+	})
+	if r := post(t, sys, "", "", chatBody("one")); r.status != 200 {
+		t.Fatal(r.raw)
+	}
+	r := post(t, sys, "", "", chatBody("two"))
+	if r.status != 429 || errCode(r) != messages.CodeQuotaExceeded || r.header.Get("Retry-After") == "" {
+		t.Fatalf("%d %v %s", r.status, r.header, r.raw)
+	}
+	// /health reports the quota as degraded (100% of it is used).
+	resp, err := http.Get("http://" + sys.HTTPAddr + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Status string `json:"status"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if h.Status != "degraded" {
+		t.Fatalf("health %q with a used-up quota", h.Status)
+	}
+}

@@ -25,7 +25,8 @@
 //   - Degraded (any counter at >= 80% of its limit) costs O(counters near
 //     their limit), not O(users).
 //
-// The state is in memory and per process: with N llm-stage replicas each
-// enforces its own copy. Moving it to JetStream KV (compare-and-swap updates)
-// is the way to share it across replicas.
+// Quota keeps its state in memory, per process. Shared enforces the same
+// limits with the counters in a compare-and-swap store shared by every llm
+// replica (a JetStream KV bucket through ratelimit's Store), so N replicas
+// allow the configured quota, not N times it; agentbus uses Shared.
 package quota

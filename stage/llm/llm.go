@@ -26,6 +26,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/internal/provider"
+	"github.com/agentbus/agentbus/internal/quota"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
@@ -45,10 +46,11 @@ type History interface {
 
 // Quota admits model calls against daily per-user and per-model limits.
 type Quota interface {
-	// Admit counts a request, or returns an error if a limit is reached.
-	Admit(user, model string) error
+	// Admit counts a request, or returns an error if a limit is reached
+	// (errors.Is quota.ErrQuotaExceeded) or the shared state failed.
+	Admit(ctx context.Context, user, model string) error
 	// AddTokens records the tokens a call used.
-	AddTokens(user, model string, tokens int64)
+	AddTokens(ctx context.Context, user, model string, tokens int64) error
 	// Degraded reports a counter at 80% or more of its limit.
 	Degraded() bool
 }
@@ -183,8 +185,12 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	if !found {
 		if h.quota != nil {
-			if err := h.quota.Admit(g.User, model); err != nil {
-				return h.fail(&g, messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), 0)
+			if err := h.quota.Admit(ctx, g.User, model); err != nil {
+				var ex *quota.ExceededError
+				if !errors.As(err, &ex) {
+					return nil, err // shared state unreachable: retry
+				}
+				return h.fail(&g, messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
 			}
 		}
 		req, err := h.request(ctx, &g, model)
@@ -210,7 +216,10 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			return h.providerError(&g, err)
 		}
 		if h.quota != nil {
-			h.quota.AddTokens(g.User, model, int64(resp.Usage.TotalTokens))
+			if err := h.quota.AddTokens(ctx, g.User, model, int64(resp.Usage.TotalTokens)); err != nil {
+				// The call is made and paid for: record the result anyway.
+				h.log.Warn("quota tokens not recorded", "request_id", g.RequestID, "err", err)
+			}
 		}
 		res = stepResult{Response: resp, At: time.Now().UTC()}
 		if err := h.steps.Put(key, res); err != nil {
