@@ -16,6 +16,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -61,6 +62,8 @@ type Runtime struct {
 	draining atomic.Bool
 	started  time.Time
 	closed   bool
+	// paused are consumers paused until this process's subscriptions exist.
+	paused []string
 }
 
 // New connects to NATS (starting the embedded server when cfg.NATSURL is
@@ -165,6 +168,7 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 		if err := EnsureConsumer(r.js, st.Name, ev, cc); err != nil {
 			return nil, err
 		}
+		r.holdBacklog(durable, log)
 		// Each subscriber drains (and so closes) its connection on Close:
 		// give it its own.
 		// Drain may take as long as a handler run: nats.go's default
@@ -193,6 +197,58 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 	return srt.stats, nil
 }
 
+// backlogHold bounds how long a consumer stays paused if this process
+// dies before it resumes it.
+const backlogHold = 10 * time.Second
+
+// holdBacklog pauses a consumer that has messages waiting and no
+// subscriber yet. A push consumer hands its backlog (up to MaxAckPending)
+// to the first subscription that appears, and watermill-nats handles one
+// message per subscription at a time: the backlog would run one by one
+// while the stage's other subscriptions idle. Paused until all of this
+// process's subscriptions exist (releaseBacklog), it is spread over them.
+func (r *Runtime) holdBacklog(durable string, log *slog.Logger) {
+	info, err := r.js.ConsumerInfo(messages.StreamTurns, durable)
+	if err != nil || info.PushBound || info.NumPending == 0 {
+		return
+	}
+	js, err := jetstream.New(r.nc)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = js.PauseConsumer(ctx, messages.StreamTurns, durable, time.Now().Add(backlogHold))
+		cancel()
+	}
+	if err != nil {
+		log.Debug("backlog hold not available", "consumer", durable, "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.paused = append(r.paused, durable)
+	r.mu.Unlock()
+	log.Info("consumer has a backlog; paused until every subscription is ready", "consumer", durable, "pending", info.NumPending)
+}
+
+func (r *Runtime) releaseBacklog() {
+	r.mu.Lock()
+	paused := r.paused
+	r.paused = nil
+	r.mu.Unlock()
+	if len(paused) == 0 {
+		return
+	}
+	js, err := jetstream.New(r.nc)
+	if err != nil {
+		return // the pause expires on its own
+	}
+	for _, d := range paused {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := js.ResumeConsumer(ctx, messages.StreamTurns, d); err != nil {
+			r.log.Warn("resume consumer (it resumes by itself shortly)", "consumer", d, "err", err)
+		}
+		cancel()
+	}
+}
+
 // Running is closed once the router runs (all subscriptions are live).
 func (r *Runtime) Running() chan struct{} { return r.router.Running() }
 
@@ -203,6 +259,13 @@ func (r *Runtime) Running() chan struct{} { return r.router.Running() }
 func (r *Runtime) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- r.router.Run(context.Background()) }()
+	go func() {
+		select {
+		case <-r.router.Running():
+			r.releaseBacklog()
+		case <-ctx.Done():
+		}
+	}()
 	select {
 	case err := <-errc:
 		return err

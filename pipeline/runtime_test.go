@@ -229,3 +229,59 @@ func startRuntimeCtx(t *testing.T, url string, calls *atomic.Int64, ctx context.
 	}
 	return done
 }
+
+// A stage that starts with a backlog spreads it over its concurrency
+// instead of handing it all to its first subscription (a push consumer
+// delivers to whatever interest exists when it starts).
+func TestBacklogIsSpreadOverConcurrency(t *testing.T) {
+	srv := testutil.NATSServer(t)
+	nc := testutil.Conn(t, srv)
+	js, _ := nc.JetStream()
+	cfg := testConfig(srv.ClientURL())
+	cfg.Consumer.Concurrency = 4
+	// Provision the stream and the consumer, then queue a backlog while no
+	// stage instance runs.
+	if err := pipeline.EnsureStreams(js, cfg.Streams); err != nil {
+		t.Fatal(err)
+	}
+	if err := pipeline.EnsureConsumer(js, "slow", messages.EventReceived, cfg.Consumer); err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	for i := range n {
+		rid := fmt.Sprintf("b%02d", i)
+		publish(t, js, rid, turnJSON(rid, "x"))
+	}
+	var inFlight, peak atomic.Int64
+	var done sync.WaitGroup
+	done.Add(n)
+	rt, err := pipeline.New(context.Background(), cfg, testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := func(msg *message.Message) ([]*message.Message, error) {
+		defer done.Done()
+		cur := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			p := peak.Load()
+			if cur <= p || peak.CompareAndSwap(p, cur) {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		return nil, nil
+	}
+	if _, err := rt.AddStage(pipeline.Stage{Name: "slow", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = rt.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	start := time.Now()
+	done.Wait()
+	if p := peak.Load(); p < 3 {
+		t.Fatalf("at most %d handlers ran at once on a backlog of %d with concurrency 4 (took %s)", p, n, time.Since(start))
+	}
+}
