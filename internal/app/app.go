@@ -232,6 +232,8 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 			return fail(err)
 		}
 	}
+	var llmH *llm.Handler
+	var toolH *toolexec.Handler
 	if o.has(StageLLM) {
 		fo, err := o.providers()
 		if err != nil {
@@ -241,7 +243,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		if err != nil {
 			return fail(err)
 		}
-		h, err := llm.New(o.LLM, llm.Deps{
+		llmH, err = llm.New(o.LLM, llm.Deps{
 			Quota:          q,
 			Provider:       fo,
 			Tools:          registry.specs(),
@@ -252,7 +254,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		if err != nil {
 			return fail(err)
 		}
-		st := h.Stage()
+		st := llmH.Stage()
 		cc := o.Pipeline.Consumer
 		// Model calls take long: the handler may use the provider chain's
 		// whole budget (timeouts x attempts x providers).
@@ -268,13 +270,32 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		if err != nil {
 			return fail(err)
 		}
-		h, err := toolexec.New(toolexec.DefaultConfig(), fw, registry, resultScanner{san}, js, replicas, log.With("stage", StageToolexec))
+		toolH, err = toolexec.New(toolexec.DefaultConfig(), fw, registry, resultScanner{san}, js, replicas, log.With("stage", StageToolexec))
 		if err != nil {
 			return fail(err)
 		}
-		if _, err := rt.AddStage(h.Stage()); err != nil {
+		if _, err := rt.AddStage(toolH.Stage()); err != nil {
 			return fail(err)
 		}
+	}
+	if registry != nil {
+		// A remote tool service started later is offered and allowed
+		// without a restart.
+		wctx, stop := context.WithCancel(context.Background())
+		sys.closers = append(sys.closers, stop)
+		go registry.watch(wctx, func() {
+			if llmH != nil {
+				llmH.SetTools(registry.specs())
+			}
+			if toolH != nil {
+				fw, err := firewall.New(o.Firewall, registry.schemas())
+				if err != nil {
+					log.Error("firewall rebuild after tool discovery", "err", err)
+					return
+				}
+				toolH.SetFirewall(fw)
+			}
+		})
 	}
 	if o.has(StagePersist) {
 		store, err := o.openStore(ctx)

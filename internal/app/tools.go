@@ -25,17 +25,24 @@ type ToolsConfig struct {
 	RemoteWait time.Duration
 	// RemoteTimeout bounds one remote tool call. Default 10s.
 	RemoteTimeout time.Duration
+	// RemoteRefresh is how often remote tools are discovered again, so a
+	// tool service started later is offered without a restart. 0 disables.
+	// Default 15s.
+	RemoteRefresh time.Duration
 }
 
 // DefaultToolsConfig returns the documented defaults.
 func DefaultToolsConfig() ToolsConfig {
-	return ToolsConfig{Remote: true, RemoteWait: 250 * time.Millisecond, RemoteTimeout: 10 * time.Second}
+	return ToolsConfig{Remote: true, RemoteWait: 250 * time.Millisecond, RemoteTimeout: 10 * time.Second, RemoteRefresh: 15 * time.Second}
 }
 
 // toolset is the registry plus the executor the toolexec stage uses.
 type toolset struct {
 	reg  *tools.Registry
 	exec *tools.Executor
+	cfg  ToolsConfig
+	nc   *nats.Conn
+	log  *slog.Logger
 }
 
 // builtins returns the built-in tools for cfg.
@@ -81,24 +88,62 @@ func buildTools(cfg ToolsConfig, nc *nats.Conn, log *slog.Logger) (*toolset, err
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Remote && nc != nil {
-		remote, err := toolexec.DiscoverRemoteTools(context.Background(), nc, cfg.RemoteWait, cfg.RemoteTimeout)
-		if err != nil {
-			return nil, fmt.Errorf("discover remote tools: %w", err)
-		}
-		for _, r := range remote {
-			if err := reg.Register(r); err != nil {
-				log.Warn("remote tool not registered", "tool", r.Spec().Name, "err", err)
-				continue
-			}
-			log.Info("remote tool registered", "tool", r.Spec().Name, "subject", r.Subject())
-		}
-	}
 	exec, err := tools.NewExecutor(reg, tools.ExecutorConfig{})
 	if err != nil {
 		return nil, err
 	}
-	return &toolset{reg: reg, exec: exec}, nil
+	t := &toolset{reg: reg, exec: exec, cfg: cfg, nc: nc, log: log}
+	if _, err := t.discover(context.Background()); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// discover registers the remote tools that are not registered yet and
+// reports how many it added.
+func (t *toolset) discover(ctx context.Context) (int, error) {
+	if !t.cfg.Remote || t.nc == nil {
+		return 0, nil
+	}
+	remote, err := toolexec.DiscoverRemoteTools(ctx, t.nc, t.cfg.RemoteWait, t.cfg.RemoteTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("discover remote tools: %w", err)
+	}
+	added := 0
+	for _, r := range remote {
+		if _, ok := t.reg.Lookup(r.Spec().Name); ok {
+			continue
+		}
+		if err := t.reg.Register(r); err != nil {
+			t.log.Warn("remote tool not registered", "tool", r.Spec().Name, "err", err)
+			continue
+		}
+		added++
+		t.log.Info("remote tool registered", "tool", r.Spec().Name, "subject", r.Subject())
+	}
+	return added, nil
+}
+
+// watch discovers remote tools every RemoteRefresh until ctx ends and
+// calls changed after each discovery that added some.
+func (t *toolset) watch(ctx context.Context, changed func()) {
+	if !t.cfg.Remote || t.cfg.RemoteRefresh <= 0 {
+		return
+	}
+	tick := time.NewTicker(t.cfg.RemoteRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if n, err := t.discover(ctx); err != nil {
+				t.log.Warn("remote tool discovery", "err", err)
+			} else if n > 0 {
+				changed()
+			}
+		}
+	}
 }
 
 func (t *toolset) specs() []provider.ToolSpec {

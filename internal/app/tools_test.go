@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,57 @@ func TestRemoteToolResultIsScanned(t *testing.T) {
 		if ev != messages.EventTooled || !strings.HasPrefix(last.Content, tc.content) || g.ToolVerdicts[0].ResultVerdict != tc.verdict {
 			t.Fatalf("%s: %s %s", tc.url, ev, data)
 		}
+	}
+}
+
+// A remote tool service started after the stages is discovered, allowed
+// by the firewall and called, without a restart.
+func TestRemoteToolStartedLaterIsDiscovered(t *testing.T) {
+	srv := testutil.NATSServer(t)
+	sys := startSystem(t, func(o *app.Options) {
+		o.Pipeline.NATSURL = srv.ClientURL()
+		o.Tools.Remote = true
+		o.Tools.RemoteRefresh = 100 * time.Millisecond
+		o.Tools.RemoteWait = 50 * time.Millisecond
+	})
+	nc := sys.Runtime.Conn()
+	js, _ := nc.JetStream()
+	call := messages.ToolCall{ID: "l1", Type: "function", Function: messages.FunctionCall{Name: "late_tool", Arguments: `{}`}}
+
+	sub, _ := nc.SubscribeSync(messages.ReplyFilter("late1"))
+	publishToolCalls(t, js, "late1", call)
+	if ev, data := nextEvent(t, sub); ev != messages.EventFailed || !strings.Contains(string(data), "tool.unknown") {
+		t.Fatalf("before the tool exists: %s %s", ev, data)
+	}
+	sub.Unsubscribe()
+
+	toolConn := testutil.Conn(t, srv)
+	svc, err := micro.AddService(toolConn, micro.Config{Name: toolexec.RemoteToolsService, Version: "1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	if err := svc.AddEndpoint("late_tool", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond([]byte("late but here")) }),
+		micro.WithEndpointSubject("agentbus.tool.late_tool"),
+		micro.WithEndpointMetadata(map[string]string{"schema": `{"type":"object","additionalProperties":false}`})); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; ; i++ {
+		rid := fmt.Sprintf("late2%d", i)
+		sub, _ := nc.SubscribeSync(messages.ReplyFilter(rid))
+		publishToolCalls(t, js, rid, call)
+		ev, data := nextEvent(t, sub)
+		sub.Unsubscribe()
+		if ev == messages.EventTooled {
+			if !strings.Contains(string(data), "late but here") {
+				t.Fatalf("%s", data)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("late tool never discovered: %s %s", ev, data)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -89,7 +90,7 @@ func DefaultConfig() Config {
 type Handler struct {
 	cfg      Config
 	provider provider.Provider
-	tools    []provider.ToolSpec
+	tools    atomic.Pointer[[]provider.ToolSpec]
 	history  History
 	quota    Quota
 	nc       *nats.Conn
@@ -123,8 +124,17 @@ func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{cfg: cfg, provider: d.Provider, tools: d.Tools, history: d.History, quota: d.Quota,
-		nc: nc, steps: steps, log: log, health: d.ProviderHealth}, nil
+	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota,
+		nc: nc, steps: steps, log: log, health: d.ProviderHealth}
+	h.SetTools(d.Tools)
+	return h, nil
+}
+
+// SetTools replaces the tools offered to the model (a remote tool came or
+// went).
+func (h *Handler) SetTools(tools []provider.ToolSpec) {
+	t := append([]provider.ToolSpec(nil), tools...)
+	h.tools.Store(&t)
 }
 
 // Stage returns the pipeline stage: it consumes admitted turns and tool
@@ -264,7 +274,7 @@ func (h *Handler) request(ctx context.Context, g *messages.Generation, model str
 	}
 	msgs = append(msgs, g.Messages...)
 	msgs = append(msgs, g.Steps...)
-	return provider.Request{Model: model, Messages: msgs, Tools: h.tools, Params: g.Params, User: g.User}, nil
+	return provider.Request{Model: model, Messages: msgs, Tools: *h.tools.Load(), Params: g.Params, User: g.User}, nil
 }
 
 func (h *Handler) providerError(g *messages.Generation, err error) ([]*message.Message, error) {

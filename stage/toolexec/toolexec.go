@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -75,7 +76,7 @@ func (c Config) Validate() error {
 // Handler holds the stage's dependencies.
 type Handler struct {
 	cfg      Config
-	firewall *firewall.Firewall
+	firewall atomic.Pointer[firewall.Firewall]
 	exec     Executor
 	scanner  ResultScanner
 	steps    *pipeline.StepCache
@@ -94,8 +95,14 @@ func New(cfg Config, fw *firewall.Firewall, exec Executor, scanner ResultScanner
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{cfg: cfg, firewall: fw, exec: exec, scanner: scanner, steps: steps, log: log}, nil
+	h := &Handler{cfg: cfg, exec: exec, scanner: scanner, steps: steps, log: log}
+	h.firewall.Store(fw)
+	return h, nil
 }
+
+// SetFirewall replaces the firewall (after the tool set changed: it knows
+// each tool's schema). Calls in flight finish with the old one.
+func (h *Handler) SetFirewall(fw *firewall.Firewall) { h.firewall.Store(fw) }
 
 // Stage returns the pipeline stage.
 func (h *Handler) Stage() pipeline.Stage {
@@ -128,7 +135,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		for i, tc := range last.ToolCalls {
 			calls[i] = firewall.Call{Name: tc.Function.Name, Arguments: tc.Function.Arguments}
 		}
-		verdicts := h.firewall.CheckTurn(calls, g.Round)
+		verdicts := h.firewall.Load().CheckTurn(calls, g.Round)
 		res.Verdicts = make([]messages.ToolVerdict, len(calls))
 		blocked := -1
 		for i, v := range verdicts {
