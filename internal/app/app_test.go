@@ -19,6 +19,7 @@ import (
 	"github.com/agentbus/agentbus/stage/ingest"
 	"github.com/agentbus/agentbus/stage/persist"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 )
 
 // startSystem runs every stage in-process on an embedded server with its
@@ -337,5 +338,48 @@ func TestNoAnswerInTimeIs504(t *testing.T) {
 	r := post(t, sys, "", "", chatBody("anyone there?"))
 	if r.status != 504 || errCode(r) != messages.CodeTimeout || time.Since(start) > 5*time.Second {
 		t.Fatalf("%d %s after %s", r.status, r.raw, time.Since(start))
+	}
+}
+
+// Every stage instance is a NATS micro service whose STATS carry its
+// counters (any NATS tool can read them: `nats micro stats agentbus-guard`).
+func TestMicroStats(t *testing.T) {
+	sys := startSystem(t, func(o *app.Options) { o.Auth = false })
+	if r := post(t, sys, "", "", chatBody("count me")); r.status != 200 {
+		t.Fatal(r.raw)
+	}
+	nc := sys.Runtime.Conn()
+	for _, stage := range []string{"guard", "llm", "toolexec", "persist"} {
+		subj, err := micro.ControlSubject(micro.StatsVerb, "agentbus-"+stage, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := nc.Request(subj, nil, 2*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", stage, err)
+		}
+		var st micro.Stats
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			t.Fatal(err)
+		}
+		var counters struct {
+			Counters map[string]int64 `json:"counters"`
+		}
+		found := false
+		for _, ep := range st.Endpoints {
+			if json.Unmarshal(ep.Data, &counters) == nil && counters.Counters != nil {
+				found = true
+				// guard also consumes the completed event (token
+				// reconciliation); toolexec had no tool call to run.
+				want := map[string]int64{"guard": 2, "llm": 1, "toolexec": 0, "persist": 1}[stage]
+				if counters.Counters["processed"] != want || counters.Counters["dead_lettered"] != 0 {
+					t.Fatalf("%s counters %v", stage, counters.Counters)
+				}
+				break
+			}
+		}
+		if !found {
+			t.Fatalf("%s: no counters in STATS %s", stage, m.Data)
+		}
 	}
 }
