@@ -349,7 +349,7 @@ func TestMicroStats(t *testing.T) {
 		t.Fatal(r.raw)
 	}
 	nc := sys.Runtime.Conn()
-	for _, stage := range []string{"guard", "llm", "toolexec", "persist"} {
+	counters := func(stage string) map[string]int64 {
 		subj, err := micro.ControlSubject(micro.StatsVerb, "agentbus-"+stage, "")
 		if err != nil {
 			t.Fatal(err)
@@ -362,24 +362,24 @@ func TestMicroStats(t *testing.T) {
 		if err := json.Unmarshal(m.Data, &st); err != nil {
 			t.Fatal(err)
 		}
-		var counters struct {
-			Counters map[string]int64 `json:"counters"`
-		}
-		found := false
 		for _, ep := range st.Endpoints {
-			if json.Unmarshal(ep.Data, &counters) == nil && counters.Counters != nil {
-				found = true
-				// guard also consumes the completed event (token
-				// reconciliation); toolexec had no tool call to run.
-				want := map[string]int64{"guard": 2, "llm": 1, "toolexec": 0, "persist": 1}[stage]
-				if counters.Counters["processed"] != want || counters.Counters["dead_lettered"] != 0 {
-					t.Fatalf("%s counters %v", stage, counters.Counters)
-				}
-				break
+			var c struct {
+				Counters map[string]int64 `json:"counters"`
+			}
+			if json.Unmarshal(ep.Data, &c) == nil && c.Counters != nil {
+				return c.Counters
 			}
 		}
-		if !found {
-			t.Fatalf("%s: no counters in STATS %s", stage, m.Data)
+		t.Fatalf("%s: no counters in STATS %s", stage, m.Data)
+		return nil
+	}
+	// guard also consumes the completed event (token reconciliation),
+	// which may still be on its way; toolexec had no tool call to run.
+	want := map[string]int64{"guard": 2, "llm": 1, "toolexec": 0, "persist": 1}
+	for stage, n := range want {
+		waitUntil(t, 5*time.Second, func() bool { return counters(stage)["processed"] == n })
+		if c := counters(stage); c["dead_lettered"] != 0 || c["failed"] != 0 {
+			t.Fatalf("%s counters %v", stage, c)
 		}
 	}
 }
