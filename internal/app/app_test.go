@@ -167,11 +167,7 @@ func TestNATSTurnEndToEnd(t *testing.T) {
 		Messages: []messages.Message{{Role: "user", Content: "What is (2+3)*4?"}}, CreatedAt: time.Now().UTC()}
 	sub, _ := nc.SubscribeSync(messages.ReplyFilter(turn.RequestID))
 	// A client in another language publishes plain JSON with a Nats-Msg-Id.
-	b, _ := json.Marshal(turn)
-	m := nats.NewMsg(messages.Subject(messages.EventReceived, turn.RequestID))
-	m.Data = b
-	m.Header.Set("Nats-Msg-Id", messages.MsgID(turn.RequestID, messages.EventReceived, 0))
-	if _, err := js.PublishMsg(m); err != nil {
+	if err := apptest.Publish(js, messages.EventReceived, turn.RequestID, turn); err != nil {
 		t.Fatal(err)
 	}
 	var seen []string

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
 )
@@ -101,12 +102,7 @@ func outcome(t *testing.T, nc *nats.Conn, rid, text string) (string, []byte) {
 	js, _ := nc.JetStream()
 	sub, _ := nc.SubscribeSync(messages.ReplyFilter(rid))
 	defer sub.Unsubscribe()
-	b, _ := json.Marshal(messages.Turn{SchemaVersion: 1, RequestID: rid, ConversationID: "conv_" + rid, User: "u", Endpoint: "nats",
-		Messages: []messages.Message{{Role: "user", Content: text}}, CreatedAt: time.Now().UTC()})
-	m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
-	m.Data = b
-	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
-	if _, err := js.PublishMsg(m); err != nil {
+	if err := apptest.Publish(js, messages.EventReceived, rid, apptest.Turn(rid, "u", text)); err != nil {
 		t.Fatal(err)
 	}
 	for {

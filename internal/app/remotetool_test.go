@@ -23,10 +23,10 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/stage/toolexec"
-	"github.com/nats-io/nats.go"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
@@ -249,11 +249,7 @@ func TestRemoteToolJS(t *testing.T) {
 				ID: "call_" + rid, Type: "function", Function: messages.FunctionCall{Name: "word_count", Arguments: args},
 			}}}},
 		}
-		b, _ := json.Marshal(g)
-		m := nats.NewMsg(messages.Subject(messages.EventToolCalls, rid))
-		m.Data = b
-		m.Header.Set(messages.HeaderMsgID, messages.MsgID(rid, messages.EventToolCalls, 0))
-		if _, err := js.PublishMsg(m); err != nil {
+		if err := apptest.Publish(js, messages.EventToolCalls, rid, g); err != nil {
 			t.Fatal(err)
 		}
 		for {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
@@ -57,12 +58,7 @@ func TestThreeGuardReplicasHoldOneLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rid := fmt.Sprintf("lim%02d", i)
-			b, _ := json.Marshal(messages.Turn{SchemaVersion: 1, RequestID: rid, ConversationID: "conv_" + rid, User: "dave", Endpoint: "nats",
-				Messages: []messages.Message{{Role: "user", Content: "hi"}}, CreatedAt: time.Now().UTC()})
-			m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
-			m.Data = b
-			m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
-			if _, err := js.PublishMsg(m); err != nil {
+			if err := apptest.Publish(js, messages.EventReceived, rid, apptest.Turn(rid, "dave", "hi")); err != nil {
 				t.Error(err)
 			}
 		}()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/stage/toolexec"
@@ -20,15 +21,10 @@ import (
 func publishToolCalls(t *testing.T, js nats.JetStreamContext, rid string, calls ...messages.ToolCall) {
 	t.Helper()
 	g := messages.Generation{
-		Admitted: messages.Admitted{Turn: messages.Turn{SchemaVersion: 1, RequestID: rid, ConversationID: "conv_" + rid, User: "u", Endpoint: "nats",
-			Messages: []messages.Message{{Role: "user", Content: "do it"}}, CreatedAt: time.Now().UTC()}},
-		Steps: []messages.Message{{Role: "assistant", ToolCalls: calls}},
+		Admitted: messages.Admitted{Turn: apptest.Turn(rid, "u", "do it")},
+		Steps:    []messages.Message{{Role: "assistant", ToolCalls: calls}},
 	}
-	b, _ := json.Marshal(g)
-	m := nats.NewMsg(messages.Subject(messages.EventToolCalls, rid))
-	m.Data = b
-	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventToolCalls, 0))
-	if _, err := js.PublishMsg(m); err != nil {
+	if err := apptest.Publish(js, messages.EventToolCalls, rid, g); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,10 +5,14 @@ package apptest
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/testutil"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go"
 )
 
 // Start runs a system with the test defaults, changed by mod, and closes
@@ -30,4 +34,24 @@ func Start(t testing.TB, mod func(*app.Options)) *app.System {
 	}
 	t.Cleanup(sys.Close)
 	return sys
+}
+
+// Publish puts v (JSON) on the stream as event of request rid, with the
+// message id the pipeline would give it, as a client or a stage would.
+func Publish(js nats.JetStreamContext, event, rid string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(messages.Subject(event, rid))
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, event, 0))
+	_, err = js.PublishMsg(m)
+	return err
+}
+
+// Turn is a one-message user turn in conversation "conv_"+rid.
+func Turn(rid, user, text string) messages.Turn {
+	return messages.Turn{SchemaVersion: messages.SchemaVersion, RequestID: rid, ConversationID: "conv_" + rid, User: user, Endpoint: "nats",
+		Messages: []messages.Message{{Role: messages.RoleUser, Content: text}}, CreatedAt: time.Now().UTC()}
 }

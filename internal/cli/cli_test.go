@@ -149,11 +149,7 @@ func TestDeadLetterRedriveCompletesOnce(t *testing.T) {
 	js, _ := nc.JetStream()
 	turn := messages.Turn{SchemaVersion: 1, RequestID: "req_poison", ConversationID: "conv_p", UseHistory: true, User: "u", Endpoint: "nats",
 		Messages: []messages.Message{{Role: "user", Content: "remember me"}}, CreatedAt: time.Now().UTC()}
-	b, _ := json.Marshal(turn)
-	m := nats.NewMsg(messages.Subject(messages.EventReceived, turn.RequestID))
-	m.Data = b
-	m.Header.Set(nats.MsgIdHdr, messages.MsgID(turn.RequestID, messages.EventReceived, 0))
-	if _, err := js.PublishMsg(m); err != nil {
+	if err := apptest.Publish(js, messages.EventReceived, turn.RequestID, turn); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
