@@ -264,11 +264,8 @@ func (s *FileStore) Append(ctx context.Context, turns ...TurnRecord) error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.isClosed() {
-		return ErrClosed
-	}
-	if s.fatal != nil {
-		return fmt.Errorf("memory: store needs reopening: %w", s.fatal)
+	if err := s.writable(); err != nil {
+		return err
 	}
 	// Assign links; the index only changes under wmu, so reading it here
 	// without imu's write lock is consistent.
@@ -493,6 +490,18 @@ func (s *FileStore) Conversations(ctx context.Context) ([]ConversationInfo, erro
 	return out, nil
 }
 
+// writable reports why the store cannot be written to now (closed, or an
+// earlier write left it needing a reopen). Caller holds wmu.
+func (s *FileStore) writable() error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if s.fatal != nil {
+		return fmt.Errorf("memory: store needs reopening: %w", s.fatal)
+	}
+	return nil
+}
+
 // Delete implements Store: a tombstone is committed to the chain, then the
 // conversation file is removed.
 func (s *FileStore) Delete(ctx context.Context, conversationID string) error {
@@ -501,11 +510,8 @@ func (s *FileStore) Delete(ctx context.Context, conversationID string) error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.isClosed() {
-		return ErrClosed
-	}
-	if s.fatal != nil {
-		return fmt.Errorf("memory: store needs reopening: %w", s.fatal)
+	if err := s.writable(); err != nil {
+		return err
 	}
 	s.imu.RLock()
 	found := false
