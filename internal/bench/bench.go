@@ -35,6 +35,11 @@ type Config struct {
 	Dir string
 	// StageConcurrency is each stage's handler concurrency. Default 16.
 	StageConcurrency int
+	// Store is the conversation store, "sqlite" (default) or "files".
+	Store string
+	// SQLiteSync is the store's synchronous setting, "" (the durability
+	// default), "FULL" or "NORMAL".
+	SQLiteSync string
 }
 
 // Stats summarises one measured run.
@@ -93,10 +98,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	o.Limits = app.LimitsFrom(0, 0, 0)
 	o.Auth = false // turns enter over NATS; no key tier, nothing to reconcile
 	o.Tools.Remote = false
-	if v := os.Getenv("AGENTBUS_BENCH_STORE"); v != "" {
-		o.Store = v
+	if cfg.Store != "" {
+		o.Store = cfg.Store
 	}
-	o.SQLite.Synchronous = os.Getenv("AGENTBUS_BENCH_SYNC")
+	o.SQLite.Synchronous = cfg.SQLiteSync
 	sys, err := app.Start(ctx, o, log)
 	if err != nil {
 		return Result{}, err

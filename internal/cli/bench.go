@@ -14,13 +14,15 @@ func benchCmd(env Env, args []string) error {
 	n := f.Int("n", 2000, "turns to send")
 	c := f.Int("c", 16, "turns in flight")
 	sc := f.Int("stage-concurrency", 16, "handler concurrency of each stage")
+	store := f.String("store", "sqlite", "conversation store: sqlite or files")
+	sync := f.String("sqlite-sync", "", "SQLite synchronous setting: FULL or NORMAL (default: NORMAL, as serve without --sync-always)")
 	asJSON := f.Bool("json", false, "print one JSON object")
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	res, err := bench.Run(ctx, bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	res, err := bench.Run(ctx, bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc, Store: *store, SQLiteSync: *sync}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}
