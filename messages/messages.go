@@ -94,6 +94,30 @@ func StreamSubject(requestID string) string { return "agentbus.stream." + reques
 // DLQSubject is the dead-letter subject of a stage.
 func DLQSubject(stage string) string { return "agentbus.dlq." + stage }
 
+// Request-reply services on the bus (NATS micro endpoints).
+const (
+	// SubjectChat is the NATS entry for clients: a request carrying an
+	// OpenAI chat completions request body and an API key (header
+	// HeaderAuthorization), answered on the requester's inbox. Served by
+	// the ingest stage (micro service "agentbus-ingest").
+	SubjectChat = "agentbus.ingest.chat"
+	// Persist stage endpoints: conversation history (pruned or raw),
+	// stored turns, the conversation list, deletion, hash-chain
+	// verification. Only the llm stage (history) and the operator may call
+	// them.
+	SubjectHistory       = "agentbus.persist.history"
+	SubjectTurns         = "agentbus.persist.turns"
+	SubjectConversations = "agentbus.persist.conversations"
+	SubjectDelete        = "agentbus.persist.delete"
+	SubjectVerify        = "agentbus.persist.verify"
+	// ToolsService is the NATS micro service name remote tools register
+	// under; each endpoint is one tool, served on ToolSubject(name).
+	ToolsService = "agentbus-tools"
+)
+
+// ToolSubject is where calls of the remote tool name are sent.
+func ToolSubject(name string) string { return "agentbus.tool." + name }
+
 // ParseSubject splits a turn subject into its event and request id.
 func ParseSubject(subject string) (event, requestID string, err error) {
 	const p = "agentbus.turn."

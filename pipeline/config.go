@@ -13,6 +13,12 @@ type Config struct {
 	NATSURL string
 	// Embedded configures the in-process server used when NATSURL is empty.
 	Embedded EmbeddedConfig
+	// Credentials authenticate the process's connections, one identity
+	// per stage (natsauth.Issuer) or one for all (CredsFile). Nil connects
+	// anonymously, which only a server without authentication accepts.
+	Credentials Credentials
+	// TLS configures TLS towards an external server (NATSURL tls://...).
+	TLS ClientTLS
 	// Streams configures the provisioned streams.
 	Streams StreamConfig
 	// Consumer configures every stage's durable consumer.
@@ -96,6 +102,7 @@ func (c Config) Validate() error {
 	if c.NATSURL == "" {
 		errs = append(errs, c.Embedded.Validate())
 	}
+	errs = append(errs, c.TLS.validate())
 	if c.Streams.Replicas < 1 || c.Streams.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("streams.replicas must be 1..5, got %d", c.Streams.Replicas))
 	}

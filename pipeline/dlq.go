@@ -54,7 +54,7 @@ type attemptsKey struct{}
 // taking work during shutdown), correlation id, dead letters, retry with
 // backoff, timeout, panic recovery. With recovery innermost a panic is an
 // ordinary error: it is retried and then dead-lettered, never NAKed forever.
-func (r *Runtime) handlerMiddleware(stage string, cc ConsumerConfig, stats *Stats, log *slog.Logger, h message.HandlerFunc) message.HandlerFunc {
+func (r *Runtime) handlerMiddleware(stage string, js nats.JetStreamContext, cc ConsumerConfig, stats *Stats, log *slog.Logger, h message.HandlerFunc) message.HandlerFunc {
 	recoverer := func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) (out []*message.Message, err error) {
 			if p, ok := msg.Context().Value(attemptsKey{}).(*atomic.Int32); ok {
@@ -83,7 +83,7 @@ func (r *Runtime) handlerMiddleware(stage string, cc ConsumerConfig, stats *Stat
 	}
 	timeout := middleware.Timeout(cc.HandlerTimeout)
 	inner := retry.Middleware(timeout(recoverer(h)))
-	dlq := r.deadLetterMiddleware(stage, cc, stats, log)
+	dlq := r.deadLetterMiddleware(stage, js, cc, stats, log)
 	return r.gate(correlation(dlq(inner)))
 }
 
@@ -114,7 +114,7 @@ func correlation(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
-func (r *Runtime) deadLetterMiddleware(stage string, cc ConsumerConfig, stats *Stats, log *slog.Logger) func(message.HandlerFunc) message.HandlerFunc {
+func (r *Runtime) deadLetterMiddleware(stage string, js nats.JetStreamContext, cc ConsumerConfig, stats *Stats, log *slog.Logger) func(message.HandlerFunc) message.HandlerFunc {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			delivered := Delivered(msg)
@@ -122,7 +122,7 @@ func (r *Runtime) deadLetterMiddleware(stage string, cc ConsumerConfig, stats *S
 				// Earlier deliveries never finished (crash, kill, ack lost):
 				// do not run it again.
 				reason := fmt.Sprintf("delivered %d times without completing (limit %d)", delivered, cc.MaxDeliveries)
-				return nil, r.deadLetter(msg, stage, 0, reason, stats, log)
+				return nil, r.deadLetter(js, msg, stage, 0, reason, stats, log)
 			}
 			attempts := new(atomic.Int32)
 			msg.SetContext(context.WithValue(msg.Context(), attemptsKey{}, attempts))
@@ -135,7 +135,7 @@ func (r *Runtime) deadLetterMiddleware(stage string, cc ConsumerConfig, stats *S
 				return nil, err
 			}
 			if errors.Is(err, ErrPermanent) || delivered >= uint64(cc.MaxDeliveries) {
-				return nil, r.deadLetter(msg, stage, int(attempts.Load()), err.Error(), stats, log)
+				return nil, r.deadLetter(js, msg, stage, int(attempts.Load()), err.Error(), stats, log)
 			}
 			stats.Failed.Add(1)
 			log.Warn("handler failed; will be redelivered", "msg_id", msg.UUID, "delivery", delivered, "err", Redact(err.Error()))
@@ -146,7 +146,7 @@ func (r *Runtime) deadLetterMiddleware(stage string, cc ConsumerConfig, stats *S
 
 // deadLetter publishes msg to the stage's DLQ subject and returns nil (ack
 // the original) or the publish error (NAK: a DLQ failure is never a loss).
-func (r *Runtime) deadLetter(msg *message.Message, stage string, attempts int, reason string, stats *Stats, log *slog.Logger) error {
+func (r *Runtime) deadLetter(js nats.JetStreamContext, msg *message.Message, stage string, attempts int, reason string, stats *Stats, log *slog.Logger) error {
 	headers := map[string]string{}
 	for k, v := range msg.Metadata {
 		if strings.HasPrefix(k, "Agentbus-") && k != MetaSubject && k != MetaDelivered && k != MetaStreamSeq && k != MetaTimestamp {
@@ -172,7 +172,7 @@ func (r *Runtime) deadLetter(msg *message.Message, stage string, attempts int, r
 	nm := nats.NewMsg(messages.DLQSubject(stage))
 	nm.Data = b
 	nm.Header.Set(nats.MsgIdHdr, "dlq/"+stage+"/"+msg.UUID)
-	if _, err := r.js.PublishMsg(nm); err != nil {
+	if _, err := js.PublishMsg(nm); err != nil {
 		log.Error("dead-letter publish failed; message will be redelivered", "msg_id", msg.UUID, "err", err)
 		return fmt.Errorf("dead-letter publish: %w", err)
 	}

@@ -30,6 +30,15 @@ type EmbeddedConfig struct {
 	MaxMemory, MaxStore int64
 	// StartTimeout bounds waiting for the server. Default 10s.
 	StartTimeout time.Duration
+	// Auth decides who may connect (natsauth.Authority: operator mode,
+	// one identity per role). Nil accepts anonymous connections, which
+	// Validate allows on a loopback Listen only. `agentbus serve` always
+	// sets it.
+	Auth ServerAuth
+	// TLSCert and TLSKey serve the client port over TLS (PEM files).
+	// Default: plain TCP (connections are still authenticated; the
+	// in-process stages never use the network).
+	TLSCert, TLSKey string
 }
 
 // DefaultEmbeddedConfig returns the documented defaults.
@@ -44,9 +53,14 @@ func (c EmbeddedConfig) Validate() error {
 		errs = append(errs, errors.New("embedded.store_dir is required"))
 	}
 	if c.Listen != "" {
-		if _, _, err := splitListen(c.Listen); err != nil {
+		if host, _, err := splitListen(c.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("embedded.listen: %w", err))
+		} else if c.Auth == nil && !IsLoopback(host) {
+			errs = append(errs, fmt.Errorf("embedded.listen %s: refusing to listen beyond loopback without authentication", c.Listen))
 		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("embedded tls: both a certificate and a key file are needed"))
 	}
 	if c.StartTimeout <= 0 {
 		errs = append(errs, errors.New("embedded.start_timeout must be positive"))
@@ -93,6 +107,18 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, log *slog.Logger) (*
 	}
 	if cfg.SyncAlways {
 		opts.SyncAlways = true
+	}
+	if cfg.Auth != nil {
+		if err := cfg.Auth.ConfigureServer(opts); err != nil {
+			return nil, fmt.Errorf("embedded nats auth: %w", err)
+		}
+	}
+	if cfg.TLSCert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats tls: %w", err)
+		}
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, tc, 2
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

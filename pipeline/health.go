@@ -65,16 +65,16 @@ func (r *Runtime) stageHealth(ctx context.Context, st *stageRuntime, readinessOn
 		rep.Checks[name] = c
 		rep.Status = Worst(rep.Status, c.Status)
 	}
-	if r.nc.IsConnected() {
+	if nc := st.conn.nc; nc.IsConnected() {
 		add("nats", Check{Status: Healthy})
 	} else {
-		add("nats", Check{Status: Unhealthy, Detail: r.nc.Status().String()})
+		add("nats", Check{Status: Unhealthy, Detail: nc.Status().String()})
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for ev := range st.stage.Handlers {
 		d := DurableName(st.stage.Name, ev)
-		if _, err := r.js.ConsumerInfo(messages.StreamTurns, d, nats.Context(cctx)); err != nil {
+		if _, err := st.conn.js.ConsumerInfo(messages.StreamTurns, d, nats.Context(cctx)); err != nil {
 			add("consumer "+d, Check{Status: Unhealthy, Detail: err.Error()})
 		} else {
 			add("consumer "+d, Check{Status: Healthy})
@@ -94,7 +94,7 @@ func (r *Runtime) stageHealth(ctx context.Context, st *stageRuntime, readinessOn
 }
 
 func (r *Runtime) addService(st *stageRuntime) error {
-	svc, err := micro.AddService(r.nc, micro.Config{
+	svc, err := micro.AddService(st.conn.nc, micro.Config{
 		Name:        ServiceName(st.stage.Name),
 		Version:     semver(r.cfg.Version),
 		Description: "agentbus " + st.stage.Name + " stage",

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentbus/agentbus/messages"
@@ -54,9 +56,13 @@ func RedactURL(u string) string {
 	return u
 }
 
-// EnsureStreams creates or updates the turn and dead-letter streams. It is
-// idempotent and run once at start, never per publish.
-func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig) error {
+// EnsureStreams creates the turn and dead-letter streams when they are
+// missing and updates them only where their configuration differs from
+// cfg. It is idempotent and run once at start, never per publish. A stage
+// identity may create but not update streams: when it finds a stream that
+// differs it logs a warning and goes on with the stream as it is (an
+// operator or `agentbus serve` updates it).
+func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger) error {
 	storage := nats.FileStorage
 	if cfg.Memory {
 		storage = nats.MemoryStorage
@@ -85,19 +91,61 @@ func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig) error {
 		},
 	}
 	for _, sc := range streams {
-		if _, err := js.StreamInfo(sc.Name); errors.Is(err, nats.ErrStreamNotFound) {
-			if _, err := js.AddStream(sc); err != nil {
+		info, err := js.StreamInfo(sc.Name)
+		if errors.Is(err, nats.ErrStreamNotFound) {
+			if _, err := js.AddStream(sc); err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
 				return fmt.Errorf("create stream %s: %w", sc.Name, err)
 			}
 			continue
 		} else if err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
-		if _, err := js.UpdateStream(sc); err != nil {
-			return fmt.Errorf("update stream %s (storage and retention cannot change in place): %w", sc.Name, err)
+		diff := streamDiff(info.Config, *sc)
+		if diff == "" {
+			continue
+		}
+		if _, err := js.UpdateStream(sc, nats.MaxWait(3*time.Second)); err != nil {
+			if log != nil {
+				log.Warn("stream configuration differs from this process's and could not be updated; running with the stream as it is",
+					"stream", sc.Name, "differs", diff, "err", err)
+			}
+			continue
+		}
+		if log != nil {
+			log.Info("stream updated", "stream", sc.Name, "changed", diff)
 		}
 	}
 	return nil
+}
+
+// streamDiff names the settings of want that have differs from have.
+func streamDiff(have, want nats.StreamConfig) string {
+	var d []string
+	if !slices.Equal(have.Subjects, want.Subjects) {
+		d = append(d, "subjects")
+	}
+	if have.MaxAge != want.MaxAge {
+		d = append(d, "max_age")
+	}
+	if have.MaxBytes != want.MaxBytes && !(have.MaxBytes == -1 && want.MaxBytes == 0) {
+		d = append(d, "max_bytes")
+	}
+	if have.Duplicates != want.Duplicates {
+		d = append(d, "duplicate_window")
+	}
+	if have.Replicas != want.Replicas {
+		d = append(d, "replicas")
+	}
+	if have.Discard != want.Discard {
+		d = append(d, "discard")
+	}
+	if have.Description != want.Description {
+		d = append(d, "description")
+	}
+	if have.Storage != want.Storage || have.Retention != want.Retention {
+		d = append(d, "storage/retention (cannot change in place)")
+	}
+	return strings.Join(d, ",")
 }
 
 // DurableName is the durable consumer of a stage for one event.

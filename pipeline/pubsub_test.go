@@ -44,7 +44,7 @@ func newPubSubEnv(t *testing.T, perTopic bool, cc pipeline.ConsumerConfig) *pubS
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := pipeline.EnsureStreams(js, streams); err != nil {
+		if err := pipeline.EnsureStreams(js, streams, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -41,11 +41,22 @@ type stageRuntime struct {
 	stage Stage
 	stats *Stats
 	svc   micro.Service
+	conn  *stageConn
+}
+
+// stageConn is a stage's own connection: its identity publishes the
+// stage's events and dead letters, serves its micro service and manages its
+// consumers.
+type stageConn struct {
+	nc  *nats.Conn
+	js  nats.JetStreamContext
+	pub message.Publisher
 }
 
 // Runtime is what every stage process shares: the NATS connection (or the
 // embedded server), the provisioned streams, the Watermill router with the
-// middleware stack, the dead-letter queue and the health services.
+// middleware stack, the dead-letter queue and the health services. Each
+// stage gets its own connections under its own identity (Config.Credentials).
 type Runtime struct {
 	cfg      Config
 	log      *slog.Logger
@@ -54,16 +65,21 @@ type Runtime struct {
 	nc       *nats.Conn
 	js       nats.JetStreamContext
 	router   *message.Router
-	pub      message.Publisher
 	wlog     watermill.LoggerAdapter
 	mu       sync.Mutex
 	stages   []*stageRuntime
+	conns    map[string]*stageConn
 	subConns []*nats.Conn
 	draining atomic.Bool
 	started  time.Time
 	closed   bool
 	// paused are consumers paused until this process's subscriptions exist.
-	paused []string
+	paused []pausedConsumer
+}
+
+type pausedConsumer struct {
+	durable string
+	js      jetstream.JetStream
 }
 
 // New connects to NATS (starting the embedded server when cfg.NATSURL is
@@ -76,7 +92,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Runtime{cfg: cfg, log: log, url: cfg.NATSURL, started: time.Now(), wlog: WatermillLogger(log)}
+	r := &Runtime{cfg: cfg, log: log, url: cfg.NATSURL, started: time.Now(), wlog: WatermillLogger(log), conns: map[string]*stageConn{}}
 	if r.url == "" {
 		srv, err := StartEmbedded(ctx, cfg.Embedded, log)
 		if err != nil {
@@ -86,7 +102,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 		r.url = srv.ClientURL()
 		log.Info("embedded NATS started", "url", r.url, "store", cfg.Embedded.StoreDir)
 	}
-	nc, err := Connect(r.url, cfg.Name, log)
+	nc, err := r.connect("", cfg.Name)
 	if err != nil {
 		r.shutdownServer()
 		return nil, err
@@ -96,16 +112,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 		r.Close()
 		return nil, err
 	}
-	if err := EnsureStreams(r.js, cfg.Streams); err != nil {
+	if err := EnsureStreams(r.js, cfg.Streams, log); err != nil {
 		r.Close()
 		return nil, err
 	}
-	wpub, err := wmnats.NewPublisherWithNatsConn(nc, PublisherConfig(), r.wlog)
-	if err != nil {
-		r.Close()
-		return nil, err
-	}
-	r.pub = subjectPublisher{wpub}
 	r.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: cfg.Consumer.AckWait}, r.wlog)
 	if err != nil {
 		r.Close()
@@ -117,11 +127,69 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 // URL is the NATS URL in use (the embedded server's when embedded).
 func (r *Runtime) URL() string { return r.url }
 
-// Conn is the runtime's shared NATS connection (publishing, KV, micro).
+// Conn is the process's own NATS connection (identity role ""):
+// provisioning, and what the process does outside any stage.
 func (r *Runtime) Conn() *nats.Conn { return r.nc }
 
-// JetStream is the runtime's JetStream context.
+// JetStream is the JetStream context of Conn.
 func (r *Runtime) JetStream() nats.JetStreamContext { return r.js }
+
+// connect opens a connection with the identity of role ("" for the
+// process). To the embedded server it connects in process (no network, no
+// TLS); the server still authenticates it.
+func (r *Runtime) connect(role, name string, extra ...nats.Option) (*nats.Conn, error) {
+	var opts []nats.Option
+	if r.cfg.Credentials != nil {
+		co, err := r.cfg.Credentials.ConnectOptions(role)
+		if err != nil {
+			return nil, fmt.Errorf("credentials for %q: %w", role, err)
+		}
+		opts = append(opts, co...)
+	}
+	if r.srv != nil {
+		opts = append(opts, nats.InProcessServer(r.srv))
+	} else {
+		opts = append(opts, r.cfg.TLS.options()...)
+	}
+	return Connect(r.url, name, r.log, append(opts, extra...)...)
+}
+
+// StageConn is the connection of stage (opened on first use) under the
+// stage's own identity: what the stage's handler needs for KV buckets,
+// requests and core NATS publishes. AddStage publishes the stage's events
+// and serves its micro service on it.
+func (r *Runtime) StageConn(stage string) (*nats.Conn, error) {
+	sc, err := r.stageConn(stage)
+	if err != nil {
+		return nil, err
+	}
+	return sc.nc, nil
+}
+
+func (r *Runtime) stageConn(stage string) (*stageConn, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sc, ok := r.conns[stage]; ok {
+		return sc, nil
+	}
+	nc, err := r.connect(stage, r.cfg.Name+"-"+stage)
+	if err != nil {
+		return nil, err
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	wpub, err := wmnats.NewPublisherWithNatsConn(nc, PublisherConfig(), r.wlog)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	sc := &stageConn{nc: nc, js: js, pub: subjectPublisher{wpub}}
+	r.conns[stage] = sc
+	return sc, nil
+}
 
 // Server is the embedded server, or nil.
 func (r *Runtime) Server() *server.Server { return r.srv }
@@ -146,8 +214,8 @@ func (d expDelay) WaitTime(n uint64) time.Duration {
 // handlers on the router and its micro service. It returns the stage's
 // counters.
 func (r *Runtime) AddStage(st Stage) (*Stats, error) {
-	if st.Name == "" || len(st.Handlers) == 0 {
-		return nil, errors.New("stage needs a name and at least one handler")
+	if st.Name == "" || (len(st.Handlers) == 0 && st.Endpoints == nil) {
+		return nil, errors.New("stage needs a name and at least one handler or endpoint")
 	}
 	cc := r.cfg.Consumer
 	if st.Consumer != nil {
@@ -156,7 +224,11 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 			return nil, fmt.Errorf("stage %s: %w", st.Name, err)
 		}
 	}
-	srt := &stageRuntime{stage: st, stats: &Stats{}}
+	conn, err := r.stageConn(st.Name)
+	if err != nil {
+		return nil, fmt.Errorf("stage %s: %w", st.Name, err)
+	}
+	srt := &stageRuntime{stage: st, stats: &Stats{}, conn: conn}
 	log := r.log.With("stage", st.Name)
 	events := make([]string, 0, len(st.Handlers))
 	for ev := range st.Handlers {
@@ -165,15 +237,15 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 	sort.Strings(events)
 	for _, ev := range events {
 		durable := DurableName(st.Name, ev)
-		if err := EnsureConsumer(r.js, st.Name, ev, cc); err != nil {
+		if err := EnsureConsumer(conn.js, st.Name, ev, cc); err != nil {
 			return nil, err
 		}
-		r.holdBacklog(durable, log)
+		r.holdBacklog(conn, durable, log)
 		// Each subscriber drains (and so closes) its connection on Close:
-		// give it its own.
+		// give it its own, with the stage's identity.
 		// Drain may take as long as a handler run: nats.go's default
 		// 30 s drain timeout would cut shutdown short and lose acks.
-		sc, err := Connect(r.url, r.cfg.Name+"-"+durable, log, nats.DrainTimeout(cc.AckWait))
+		sc, err := r.connect(st.Name, r.cfg.Name+"-"+durable, nats.DrainTimeout(cc.AckWait))
 		if err != nil {
 			return nil, err
 		}
@@ -184,8 +256,8 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 		if err != nil {
 			return nil, err
 		}
-		h := r.handlerMiddleware(st.Name, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
-		r.router.AddHandler(durable, messages.EventFilter(ev), sub, "", r.pub, h)
+		h := r.handlerMiddleware(st.Name, conn.js, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
+		r.router.AddHandler(durable, messages.EventFilter(ev), sub, "", conn.pub, h)
 	}
 	if err := r.addService(srt); err != nil {
 		return nil, fmt.Errorf("stage %s micro service: %w", st.Name, err)
@@ -207,12 +279,12 @@ const backlogHold = 10 * time.Second
 // message per subscription at a time: the backlog would run one by one
 // while the stage's other subscriptions idle. Paused until all of this
 // process's subscriptions exist (releaseBacklog), it is spread over them.
-func (r *Runtime) holdBacklog(durable string, log *slog.Logger) {
-	info, err := r.js.ConsumerInfo(messages.StreamTurns, durable)
+func (r *Runtime) holdBacklog(conn *stageConn, durable string, log *slog.Logger) {
+	info, err := conn.js.ConsumerInfo(messages.StreamTurns, durable)
 	if err != nil || info.PushBound || info.NumPending == 0 {
 		return
 	}
-	js, err := jetstream.New(r.nc)
+	js, err := jetstream.New(conn.nc)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err = js.PauseConsumer(ctx, messages.StreamTurns, durable, time.Now().Add(backlogHold))
@@ -223,7 +295,7 @@ func (r *Runtime) holdBacklog(durable string, log *slog.Logger) {
 		return
 	}
 	r.mu.Lock()
-	r.paused = append(r.paused, durable)
+	r.paused = append(r.paused, pausedConsumer{durable, js})
 	r.mu.Unlock()
 	log.Info("consumer has a backlog; paused until every subscription is ready", "consumer", durable, "pending", info.NumPending)
 }
@@ -233,17 +305,10 @@ func (r *Runtime) releaseBacklog() {
 	paused := r.paused
 	r.paused = nil
 	r.mu.Unlock()
-	if len(paused) == 0 {
-		return
-	}
-	js, err := jetstream.New(r.nc)
-	if err != nil {
-		return // the pause expires on its own
-	}
-	for _, d := range paused {
+	for _, p := range paused {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := js.ResumeConsumer(ctx, messages.StreamTurns, d); err != nil {
-			r.log.Warn("resume consumer (it resumes by itself shortly)", "consumer", d, "err", err)
+		if _, err := p.js.ResumeConsumer(ctx, messages.StreamTurns, p.durable); err != nil {
+			r.log.Warn("resume consumer (it resumes by itself shortly)", "consumer", p.durable, "err", err)
 		}
 		cancel()
 	}
@@ -336,6 +401,10 @@ func (r *Runtime) Close() {
 	r.mu.Lock()
 	for _, c := range r.subConns {
 		c.Close()
+	}
+	for _, c := range r.conns {
+		_ = c.nc.Flush()
+		c.nc.Close()
 	}
 	r.mu.Unlock()
 	r.shutdownServer()

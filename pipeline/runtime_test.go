@@ -241,7 +241,7 @@ func TestBacklogIsSpreadOverConcurrency(t *testing.T) {
 	cfg.Consumer.Concurrency = 4
 	// Provision the stream and the consumer, then queue a backlog while no
 	// stage instance runs.
-	if err := pipeline.EnsureStreams(js, cfg.Streams); err != nil {
+	if err := pipeline.EnsureStreams(js, cfg.Streams, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := pipeline.EnsureConsumer(js, "slow", messages.EventReceived, cfg.Consumer); err != nil {

@@ -20,6 +20,7 @@ import (
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/memory"
+	"github.com/agentbus/agentbus/internal/natsauth"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
 	"github.com/agentbus/agentbus/internal/ratelimit"
@@ -48,8 +49,8 @@ var AllStages = []string{StageIngest, StageGuard, StageLLM, StageToolexec, Stage
 
 // KV buckets shared by replicas.
 const (
-	KeysBucket      = "agentbus_apikeys"
-	RateLimitBucket = "agentbus_ratelimit"
+	KeysBucket      = apikv.Bucket
+	RateLimitBucket = guard.RateLimitBucket
 )
 
 // Options configures a process. Every field's default is what `agentbus
@@ -100,6 +101,16 @@ type Options struct {
 	Persist persist.Config
 	// Ingest configures the HTTP entry (Addr is taken from HTTPAddr).
 	Ingest ingest.Config
+	// NATSAuth makes the embedded server require credentials: one
+	// identity per role, minted from the authority in <DataDir>/auth
+	// (created on first start). Default true; false is refused unless the
+	// server listens on loopback only.
+	NATSAuth bool
+	// NATSCreds is a credentials file every connection of this process
+	// uses (`agentbus nats creds` writes one). Default "": with the
+	// embedded server, or an authority in DataDir, each stage gets its own
+	// identity; else connections are anonymous.
+	NATSCreds string
 }
 
 // DefaultOptions returns the documented defaults.
@@ -120,6 +131,7 @@ func DefaultOptions() Options {
 		Ingest:     ingest.DefaultConfig(),
 		LLMTimeout: 120 * time.Second,
 		Sanitizer:  sanitize.Config{},
+		NATSAuth:   true,
 	}
 	// The llm stage calls providers with retries and failover: give its
 	// handler more time than the pipeline default.
@@ -162,8 +174,14 @@ type System struct {
 	Runtime *pipeline.Runtime
 	// HTTPAddr is the address ingest listens on ("" without ingest).
 	HTTPAddr string
-	// Keys is the API key store (KV-backed).
+	// Keys is the API key store (KV-backed), on the process's own
+	// connection; nil unless the process runs ingest or guard.
 	Keys apikey.Store
+	// Authority is the NATS authority in the data directory, when this
+	// process holds it (always with the embedded server).
+	Authority *natsauth.Authority
+	// DataDir is the process's data directory.
+	DataDir string
 
 	log      *slog.Logger
 	httpSrv  *http.Server
@@ -174,6 +192,113 @@ type System struct {
 }
 
 func (o *Options) has(stage string) bool { return slices.Contains(o.Stages, stage) }
+
+// AuthDir is where the NATS authority and the operator credential live in
+// a data directory.
+func AuthDir(dataDir string) string { return filepath.Join(dataDir, "auth") }
+
+// OperatorCreds is the operator credential `agentbus serve` writes for the
+// CLI on the same host.
+func OperatorCreds(dataDir string) string { return filepath.Join(AuthDir(dataDir), "operator.creds") }
+
+// setupNATSAuth decides the process's NATS identities: a credentials file
+// when one is given; else, with the embedded server or an authority in the
+// data directory, one identity per stage minted from the authority; else
+// anonymous (an external server without authentication).
+func (o *Options) setupNATSAuth(log *slog.Logger) (*natsauth.Authority, error) {
+	if o.Pipeline.Credentials != nil {
+		return nil, nil
+	}
+	embedded := o.Pipeline.NATSURL == ""
+	var a *natsauth.Authority
+	var err error
+	switch {
+	case embedded && !o.NATSAuth:
+		log.Warn("the embedded NATS server accepts anonymous connections (--nats-auth=false): anyone on this host controls the bus")
+	case embedded:
+		if a, err = natsauth.LoadOrCreate(AuthDir(o.DataDir)); err != nil {
+			return nil, err
+		}
+		o.Pipeline.Embedded.Auth = a
+	case o.NATSCreds == "":
+		if a, err = natsauth.Load(AuthDir(o.DataDir)); errors.Is(err, natsauth.ErrNoAuthority) {
+			a, err = nil, nil
+			log.Warn("no NATS credentials (--nats-creds) and no authority in the data directory: connecting anonymously")
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if o.NATSCreds != "" {
+		o.Pipeline.Credentials = pipeline.CredsFile(o.NATSCreds)
+	} else if a != nil {
+		o.Pipeline.Credentials = natsauth.NewIssuer(a, func(role string) (string, pipeline.Grant, error) {
+			if role == "" {
+				g, err := Grant(RoleOperator, "serve", GrantOptions{})
+				return "serve", g, err
+			}
+			g, err := Grant(role, role, GrantOptions{ResponseTTL: o.responseTTL(role)})
+			return role, g, err
+		})
+	}
+	if a != nil && embedded {
+		if err := writeOperatorCreds(a, o.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// responseTTL is how long a stage may answer a request it received: ingest
+// streams a turn's answer for up to its reply timeout.
+func (o *Options) responseTTL(role string) time.Duration {
+	if role == StageIngest {
+		return max(o.Ingest.ReplyTimeout+time.Minute, 15*time.Minute)
+	}
+	return 0
+}
+
+// writeOperatorCreds writes the operator credential the CLI finds on this
+// host (mode 0600), unless it exists.
+func writeOperatorCreds(a *natsauth.Authority, dataDir string) error {
+	path := OperatorCreds(dataDir)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	g, err := Grant(RoleOperator, "operator", GrantOptions{})
+	if err != nil {
+		return err
+	}
+	b, err := a.Creds("operator", g, 0)
+	if err != nil {
+		return err
+	}
+	if err := natsauth.WriteSecret(path, b); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("operator credential: %w", err)
+	}
+	return nil
+}
+
+// parts is what Start builds, shared between the stages' builders.
+type parts struct {
+	o     *Options
+	rt    *pipeline.Runtime
+	sys   *System
+	log   *slog.Logger
+	san   *sanitize.Sanitizer
+	tools *toolset
+	llm   *llm.Handler
+	tool  *toolexec.Handler
+}
+
+// conn returns a stage's connection and JetStream context.
+func (p *parts) conn(stage string) (*nats.Conn, nats.JetStreamContext, error) {
+	nc, err := p.rt.StageConn(stage)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := nc.JetStream()
+	return nc, js, err
+}
 
 // Start builds and starts the process's stages. Stop it with Close.
 func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
@@ -189,159 +314,61 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	authority, err := o.setupNATSAuth(log)
+	if err != nil {
+		return nil, fmt.Errorf("nats auth: %w", err)
+	}
 	rt, err := pipeline.New(ctx, o.Pipeline, log)
 	if err != nil {
 		return nil, err
 	}
-	sys := &System{Runtime: rt, log: log, runDone: make(chan struct{})}
+	sys := &System{Runtime: rt, log: log, runDone: make(chan struct{}), Authority: authority, DataDir: o.DataDir}
 	fail := func(err error) (*System, error) {
 		sys.closeParts()
 		rt.Close()
 		return nil, err
 	}
-	js := rt.JetStream()
-	replicas := o.Pipeline.Streams.Replicas
-
-	keysKV, err := kvBucket(js, KeysBucket, "agentbus API keys (hashes only)", 0, replicas)
-	if err != nil {
-		return fail(err)
+	if o.has(StageIngest) || o.has(StageGuard) {
+		kv, err := kvBucket(rt.JetStream(), KeysBucket, "agentbus API keys (hashes only)", 0, o.Pipeline.Streams.Replicas)
+		if err != nil {
+			return fail(err)
+		}
+		sys.Keys = apikv.New(kv)
 	}
-	sys.Keys = apikv.New(keysKV)
-
-	var san *sanitize.Sanitizer
+	p := &parts{o: &o, rt: rt, sys: sys, log: log}
 	if o.has(StageGuard) || o.has(StageToolexec) {
-		if san, err = sanitize.New(o.Sanitizer); err != nil {
+		if p.san, err = sanitize.New(o.Sanitizer); err != nil {
 			return fail(err)
 		}
 	}
-	var registry *toolset
 	if o.has(StageLLM) || o.has(StageToolexec) {
-		if registry, err = buildTools(o.Tools, rt.Conn(), log); err != nil {
+		// Remote tools are called by toolexec: discover them on its
+		// connection (llm only needs their specs).
+		owner := StageToolexec
+		if !o.has(owner) {
+			owner = StageLLM
+		}
+		nc, _, err := p.conn(owner)
+		if err != nil {
+			return fail(err)
+		}
+		if p.tools, err = buildTools(o.Tools, nc, log); err != nil {
 			return fail(err)
 		}
 	}
-
-	if o.has(StageGuard) {
-		limiter, err := o.limiter(js, replicas)
-		if err != nil {
-			return fail(err)
-		}
-		h := &guard.Handler{Sanitizer: sanitizerAdapter{san}, Limiter: &limiterAdapter{l: limiter, keys: sys.Keys}, Reconcile: hasTokenLimits(o.Limits) || o.Auth,
-			Log: log.With("stage", StageGuard)}
-		if _, err := rt.AddStage(h.Stage()); err != nil {
-			return fail(err)
-		}
-	}
-	var llmH *llm.Handler
-	var toolH *toolexec.Handler
-	if o.has(StageLLM) {
-		fo, err := o.providers()
-		if err != nil {
-			return fail(err)
-		}
-		q, err := o.quota(js, replicas)
-		if err != nil {
-			return fail(err)
-		}
-		llmH, err = llm.New(o.LLM, llm.Deps{
-			Quota:          q,
-			Provider:       fo,
-			Tools:          registry.specs(),
-			History:        &persist.Client{NC: rt.Conn()},
-			ProviderHealth: providerHealth(fo),
-			Replicas:       replicas,
-		}, rt.Conn(), js, log.With("stage", StageLLM))
-		if err != nil {
-			return fail(err)
-		}
-		st := llmH.Stage()
-		cc := o.Pipeline.Consumer
-		// Model calls take long: the handler may use the provider chain's
-		// whole budget (timeouts x attempts x providers).
-		cc.HandlerTimeout = o.LLMTimeout
-		cc.AckWait = max(cc.AckWait, cc.HandlerTimeout*time.Duration(cc.Retries+1)+2*time.Second)
-		st.Consumer = &cc
-		if _, err := rt.AddStage(st); err != nil {
-			return fail(err)
-		}
-	}
-	if o.has(StageToolexec) {
-		fw, err := firewall.New(o.Firewall, registry.schemas())
-		if err != nil {
-			return fail(err)
-		}
-		toolH, err = toolexec.New(toolexec.DefaultConfig(), fw, registry, resultScanner{san}, js, replicas, log.With("stage", StageToolexec))
-		if err != nil {
-			return fail(err)
-		}
-		if _, err := rt.AddStage(toolH.Stage()); err != nil {
-			return fail(err)
-		}
-	}
-	if registry != nil {
-		// A remote tool service started later is offered and allowed
-		// without a restart.
-		wctx, stop := context.WithCancel(context.Background())
-		sys.closers = append(sys.closers, stop)
-		go registry.watch(wctx, func() {
-			if llmH != nil {
-				llmH.SetTools(registry.specs())
+	for _, b := range []struct {
+		stage string
+		build func(context.Context) error
+	}{
+		{StageGuard, p.guard}, {StageLLM, p.llmStage}, {StageToolexec, p.toolexec}, {StagePersist, p.persist}, {StageIngest, p.ingest},
+	} {
+		if o.has(b.stage) {
+			if err := b.build(ctx); err != nil {
+				return fail(fmt.Errorf("stage %s: %w", b.stage, err))
 			}
-			if toolH != nil {
-				fw, err := firewall.New(o.Firewall, registry.schemas())
-				if err != nil {
-					log.Error("firewall rebuild after tool discovery", "err", err)
-					return
-				}
-				toolH.SetFirewall(fw)
-			}
-		})
-	}
-	if o.has(StagePersist) {
-		store, err := o.openStore(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		gc := memory.NewGroupCommitter(store, 256)
-		sys.closers = append(sys.closers, func() { _ = gc.Close(); _ = store.Close() })
-		h, err := persist.New(o.Persist, store, gc, rt.Conn(), log.With("stage", StagePersist))
-		if err != nil {
-			return fail(err)
-		}
-		sys.closers = append(sys.closers, h.Close)
-		if _, err := rt.AddStage(h.Stage()); err != nil {
-			return fail(err)
 		}
 	}
-	if o.has(StageIngest) {
-		var auth ingest.Authenticator
-		if o.Auth {
-			v, err := apikey.NewVerifier(sys.Keys, apikey.VerifierConfig{})
-			if err != nil {
-				return fail(err)
-			}
-			auth = keyAuth{v}
-		}
-		icfg := o.Ingest
-		icfg.Addr = o.HTTPAddr
-		icfg.Models = o.models()
-		srv, err := ingest.New(icfg, rt.Conn(), js, auth, log.With("stage", StageIngest))
-		if err != nil {
-			return fail(err)
-		}
-		ln, err := net.Listen("tcp", o.HTTPAddr)
-		if err != nil {
-			return fail(fmt.Errorf("ingest listen %s: %w", o.HTTPAddr, err))
-		}
-		sys.HTTPAddr = ln.Addr().String()
-		sys.httpSrv = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := sys.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http server", "err", err)
-			}
-		}()
-		log.Info("ingest listening", "addr", sys.HTTPAddr, "auth", o.Auth)
-	}
+	p.watchTools()
 	runCtx, cancel := context.WithCancel(context.Background())
 	sys.cancel = cancel
 	go func() {
@@ -359,6 +386,177 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		}
 	}
 	return sys, nil
+}
+
+func (p *parts) guard(context.Context) error {
+	_, js, err := p.conn(StageGuard)
+	if err != nil {
+		return err
+	}
+	limiter, err := p.o.limiter(js, p.o.Pipeline.Streams.Replicas)
+	if err != nil {
+		return err
+	}
+	kv, err := kvBucket(js, KeysBucket, "agentbus API keys (hashes only)", 0, p.o.Pipeline.Streams.Replicas)
+	if err != nil {
+		return err
+	}
+	h := &guard.Handler{Sanitizer: sanitizerAdapter{p.san}, Limiter: &limiterAdapter{l: limiter, keys: apikv.New(kv)}, Reconcile: hasTokenLimits(p.o.Limits) || p.o.Auth,
+		Log: p.log.With("stage", StageGuard)}
+	_, err = p.rt.AddStage(h.Stage())
+	return err
+}
+
+func (p *parts) llmStage(context.Context) error {
+	nc, js, err := p.conn(StageLLM)
+	if err != nil {
+		return err
+	}
+	fo, err := p.o.providers()
+	if err != nil {
+		return err
+	}
+	q, err := p.o.quota(js, p.o.Pipeline.Streams.Replicas)
+	if err != nil {
+		return err
+	}
+	p.llm, err = llm.New(p.o.LLM, llm.Deps{
+		Quota:          q,
+		Provider:       fo,
+		Tools:          p.tools.specs(),
+		History:        &persist.Client{NC: nc},
+		ProviderHealth: providerHealth(fo),
+		Replicas:       p.o.Pipeline.Streams.Replicas,
+	}, nc, js, p.log.With("stage", StageLLM))
+	if err != nil {
+		return err
+	}
+	st := p.llm.Stage()
+	cc := p.o.Pipeline.Consumer
+	// Model calls take long: the handler may use the provider chain's
+	// whole budget (timeouts x attempts x providers).
+	cc.HandlerTimeout = p.o.LLMTimeout
+	cc.AckWait = max(cc.AckWait, cc.HandlerTimeout*time.Duration(cc.Retries+1)+2*time.Second)
+	st.Consumer = &cc
+	_, err = p.rt.AddStage(st)
+	return err
+}
+
+func (p *parts) toolexec(context.Context) error {
+	_, js, err := p.conn(StageToolexec)
+	if err != nil {
+		return err
+	}
+	fw, err := firewall.New(p.o.Firewall, p.tools.schemas())
+	if err != nil {
+		return err
+	}
+	p.tool, err = toolexec.New(toolexec.DefaultConfig(), fw, p.tools, resultScanner{p.san}, js, p.o.Pipeline.Streams.Replicas, p.log.With("stage", StageToolexec))
+	if err != nil {
+		return err
+	}
+	_, err = p.rt.AddStage(p.tool.Stage())
+	return err
+}
+
+// watchTools offers a remote tool service started later (and allowed by
+// the operator) without a restart.
+func (p *parts) watchTools() {
+	if p.tools == nil {
+		return
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	p.sys.closers = append(p.sys.closers, stop)
+	go p.tools.watch(wctx, func() {
+		if p.llm != nil {
+			p.llm.SetTools(p.tools.specs())
+		}
+		if p.tool != nil {
+			fw, err := firewall.New(p.o.Firewall, p.tools.schemas())
+			if err != nil {
+				p.log.Error("firewall rebuild after tool discovery", "err", err)
+				return
+			}
+			p.tool.SetFirewall(fw)
+		}
+	})
+}
+
+func (p *parts) persist(ctx context.Context) error {
+	nc, _, err := p.conn(StagePersist)
+	if err != nil {
+		return err
+	}
+	store, err := p.o.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	gc := memory.NewGroupCommitter(store, 256)
+	p.sys.closers = append(p.sys.closers, func() { _ = gc.Close(); _ = store.Close() })
+	h, err := persist.New(p.o.Persist, store, gc, nc, p.log.With("stage", StagePersist))
+	if err != nil {
+		return err
+	}
+	p.sys.closers = append(p.sys.closers, h.Close)
+	_, err = p.rt.AddStage(h.Stage())
+	return err
+}
+
+func (p *parts) ingest(context.Context) error {
+	nc, js, err := p.conn(StageIngest)
+	if err != nil {
+		return err
+	}
+	var auth ingest.Authenticator
+	if p.o.Auth {
+		kv, err := kvBucket(js, KeysBucket, "agentbus API keys (hashes only)", 0, p.o.Pipeline.Streams.Replicas)
+		if err != nil {
+			return err
+		}
+		v, err := apikey.NewVerifier(apikv.New(kv), apikey.VerifierConfig{})
+		if err != nil {
+			return err
+		}
+		auth = keyAuth{v}
+	}
+	icfg := p.o.Ingest
+	icfg.Addr = p.o.HTTPAddr
+	icfg.Models = p.o.models()
+	srv, err := ingest.New(icfg, nc, js, auth, p.log.With("stage", StageIngest))
+	if err != nil {
+		return err
+	}
+	if _, err := p.rt.AddStage(srv.Stage()); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", p.o.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("ingest listen %s: %w", p.o.HTTPAddr, err)
+	}
+	p.sys.HTTPAddr = ln.Addr().String()
+	p.sys.httpSrv = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := p.sys.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("http server", "err", err)
+		}
+	}()
+	p.log.Info("ingest listening", "addr", p.sys.HTTPAddr, "auth", p.o.Auth)
+	return nil
+}
+
+// Connect opens a client connection to the system's NATS server (over its
+// client port, as another process would) with the credential of this
+// process's data directory: the operator's, unless opts override it.
+func (s *System) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	base := []nats.Option{nats.Name(name)}
+	if p := OperatorCreds(s.DataDir); s.Authority != nil {
+		co, err := pipeline.CredsFile(p).ConnectOptions("")
+		if err != nil {
+			return nil, err
+		}
+		base = append(base, co...)
+	}
+	return nats.Connect(s.Runtime.URL(), append(base, opts...)...)
 }
 
 // Close stops the HTTP server (in-flight requests finish), drains the
@@ -423,7 +621,7 @@ func (o *Options) limiter(js nats.JetStreamContext, replicas int) (*ratelimit.Li
 }
 
 // QuotaBucket holds the daily quota counters shared by llm replicas.
-const QuotaBucket = "agentbus_quota"
+const QuotaBucket = llm.QuotaBucket
 
 // quota returns the shared daily quota, or nil when no quota is set.
 func (o *Options) quota(js nats.JetStreamContext, replicas int) (llm.Quota, error) {

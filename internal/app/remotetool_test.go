@@ -222,6 +222,7 @@ func TestRemoteToolJS(t *testing.T) {
 	sys := startSystem(t, func(o *app.Options) {
 		o.Pipeline.NATSURL = ns.ClientURL()
 		o.Tools.Remote = true
+		o.Tools.RemoteAllow = []string{"word_count"}
 		o.Tools.RemoteWait = time.Second
 		o.ProvidersFile = providers
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/provider"
@@ -21,6 +22,11 @@ type ToolsConfig struct {
 	// Remote discovers tools served over NATS (toolexec.RemoteToolsService)
 	// at start. Default true.
 	Remote bool
+	// RemoteAllow names the remote tools the operator allows: a discovered
+	// tool is offered to the model (and its calls let through) only when
+	// its name is listed here; discovery alone allows nothing. Default
+	// none.
+	RemoteAllow []string
 	// RemoteWait bounds discovery. Default 250ms.
 	RemoteWait time.Duration
 	// RemoteTimeout bounds one remote tool call. Default 10s.
@@ -43,6 +49,8 @@ type toolset struct {
 	cfg  ToolsConfig
 	nc   *nats.Conn
 	log  *slog.Logger
+	// refused are discovered tools the operator did not allow (logged once).
+	refused map[string]bool
 }
 
 // builtins returns the built-in tools for cfg.
@@ -92,7 +100,7 @@ func buildTools(cfg ToolsConfig, nc *nats.Conn, log *slog.Logger) (*toolset, err
 	if err != nil {
 		return nil, err
 	}
-	t := &toolset{reg: reg, exec: exec, cfg: cfg, nc: nc, log: log}
+	t := &toolset{reg: reg, exec: exec, cfg: cfg, nc: nc, log: log, refused: map[string]bool{}}
 	if _, err := t.discover(context.Background()); err != nil {
 		return nil, err
 	}
@@ -111,7 +119,15 @@ func (t *toolset) discover(ctx context.Context) (int, error) {
 	}
 	added := 0
 	for _, r := range remote {
-		if _, ok := t.reg.Lookup(r.Spec().Name); ok {
+		name := r.Spec().Name
+		if _, ok := t.reg.Lookup(name); ok {
+			continue
+		}
+		if !slices.Contains(t.cfg.RemoteAllow, name) {
+			if !t.refused[name] {
+				t.refused[name] = true
+				t.log.Warn("remote tool discovered but not allowed; it is not offered to the model (allow it with --remote-tools)", "tool", name)
+			}
 			continue
 		}
 		if err := t.reg.Register(r); err != nil {

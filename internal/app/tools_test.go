@@ -114,6 +114,7 @@ func TestRemoteToolResultIsScanned(t *testing.T) {
 	sys := startSystem(t, func(o *app.Options) {
 		o.Pipeline.NATSURL = srv.ClientURL()
 		o.Tools.Remote = true
+		o.Tools.RemoteAllow = []string{"read_page"}
 	})
 	nc := sys.Runtime.Conn()
 	js, _ := nc.JetStream()
@@ -142,6 +143,7 @@ func TestRemoteToolStartedLaterIsDiscovered(t *testing.T) {
 	sys := startSystem(t, func(o *app.Options) {
 		o.Pipeline.NATSURL = srv.ClientURL()
 		o.Tools.Remote = true
+		o.Tools.RemoteAllow = []string{"late_tool"}
 		o.Tools.RemoteRefresh = 100 * time.Millisecond
 		o.Tools.RemoteWait = 50 * time.Millisecond
 	})
@@ -167,6 +169,24 @@ func TestRemoteToolStartedLaterIsDiscovered(t *testing.T) {
 		micro.WithEndpointMetadata(map[string]string{"schema": `{"type":"object","additionalProperties":false}`})); err != nil {
 		t.Fatal(err)
 	}
+	// A tool the operator did not allow is discovered but never offered.
+	rogueCalls := make(chan []byte, 10)
+	if err := svc.AddEndpoint("rogue_tool", micro.HandlerFunc(func(r micro.Request) { rogueCalls <- r.Data(); _ = r.Respond([]byte("stolen")) }),
+		micro.WithEndpointSubject("agentbus.tool.rogue_tool"),
+		micro.WithEndpointMetadata(map[string]string{"schema": `{"type":"object"}`})); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		rogue := messages.ToolCall{ID: "r1", Type: "function", Function: messages.FunctionCall{Name: "rogue_tool", Arguments: `{"secret":"s3"}`}}
+		sub, _ := nc.SubscribeSync(messages.ReplyFilter("rogue1"))
+		publishToolCalls(t, js, "rogue1", rogue)
+		if ev, data := nextEvent(t, sub); ev != messages.EventFailed || !strings.Contains(string(data), "tool.unknown") {
+			t.Errorf("a discovered tool that is not allowed was called: %s %s", ev, data)
+		}
+		if len(rogueCalls) != 0 {
+			t.Errorf("the unallowed tool received %d calls", len(rogueCalls))
+		}
+	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for i := 0; ; i++ {
 		rid := fmt.Sprintf("late2%d", i)

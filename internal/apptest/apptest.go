@@ -6,12 +6,15 @@ package apptest
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
 )
 
@@ -34,6 +37,53 @@ func Start(t testing.TB, mod func(*app.Options)) *app.System {
 	}
 	t.Cleanup(sys.Close)
 	return sys
+}
+
+// CredsFile issues a credential for identity name in role from the
+// system's authority and returns the path of its file (in t.TempDir()).
+func CredsFile(t testing.TB, sys *app.System, role, name string, opt app.GrantOptions) string {
+	t.Helper()
+	if sys.Authority == nil {
+		t.Fatal("the system has no NATS authority")
+	}
+	g, err := app.Grant(role, name, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := sys.Authority.Creds(name, g, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), name+".creds")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Conn connects to the system's NATS server over its client port as the
+// identity name in role, and closes the connection at cleanup. Permission
+// errors are collected on the returned channel (nats.go reports them
+// asynchronously).
+func Conn(t testing.TB, sys *app.System, role, name string, opt app.GrantOptions) (*nats.Conn, <-chan error) {
+	t.Helper()
+	co, err := pipeline.CredsFile(CredsFile(t, sys, role, name, opt)).ConnectOptions("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 64)
+	co = append(co, nats.Name(name), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}))
+	nc, err := nats.Connect(sys.Runtime.URL(), co...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, errs
 }
 
 // Publish puts v (JSON) on the stream as event of request rid, with the

@@ -40,6 +40,9 @@ type Config struct {
 	// SQLiteSync is the store's synchronous setting, "" (the durability
 	// default), "FULL" or "NORMAL".
 	SQLiteSync string
+	// NoNATSAuth runs the embedded server without authentication, to
+	// measure what authentication costs. Default false (auth on, as serve).
+	NoNATSAuth bool
 }
 
 // Stats summarises one measured run.
@@ -98,6 +101,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	o.Limits = app.LimitsFrom(0, 0, 0)
 	o.Auth = false // turns enter over NATS; no key tier, nothing to reconcile
 	o.Tools.Remote = false
+	o.NATSAuth = !cfg.NoNATSAuth
 	if cfg.Store != "" {
 		o.Store = cfg.Store
 	}
@@ -107,7 +111,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 		return Result{}, err
 	}
 	defer sys.Close()
-	nc, err := nats.Connect(sys.Runtime.URL())
+	nc, err := sys.Connect("agentbus-bench")
 	if err != nil {
 		return Result{}, err
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/nats-io/nats.go"
 )
 
 // TestHopLatencies reports, for sequential turns, the mean time between
@@ -35,7 +34,7 @@ func TestHopLatencies(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sys.Close()
-	nc, err := nats.Connect(sys.Runtime.URL())
+	nc, err := sys.Connect("agentbus-bench")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,12 +17,13 @@ func benchCmd(env Env, args []string) error {
 	store := f.String("store", "sqlite", "conversation store: sqlite or files")
 	sync := f.String("sqlite-sync", "", "SQLite synchronous setting: FULL or NORMAL (default: NORMAL, as serve without --sync-always)")
 	asJSON := f.Bool("json", false, "print one JSON object")
+	noAuth := f.Bool("no-nats-auth", false, "run the embedded server without authentication (to measure its cost)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	res, err := bench.Run(ctx, bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc, Store: *store, SQLiteSync: *sync}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	res, err := bench.Run(ctx, bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc, Store: *store, SQLiteSync: *sync, NoNATSAuth: *noAuth}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,8 @@ Usage:
   agentbus audit [--max-turns N --forbid-tool X --require-tool Y --must-contain S ...] [--verify]
   agentbus dlq list | show ID | redrive ID | redrive --all
   agentbus rebuild                  re-materialise the conversation store from the stream
+  agentbus nats init | creds --role R --name N | config | permissions
+                                    NATS identities: credentials for stages, tools, clients
   agentbus bench [-n N] [-c C] [--json]
 
 Run 'agentbus COMMAND -h' for a command's flags. Every flag has an
@@ -106,6 +108,8 @@ func run(env Env) error {
 		return dlq(env, args)
 	case "rebuild":
 		return rebuild(env, args)
+	case "nats":
+		return natsCmd(env, args)
 	case "bench":
 		return benchCmd(env, args)
 	case "help", "-h", "--help":
@@ -238,6 +242,14 @@ func serve(env Env, args []string, stages []string, name string) error {
 	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
 	fetchHosts := f.str("fetch-allow-hosts", "", "comma-separated hosts the http_fetch tool may reach (empty: tool disabled)")
+	remoteTools := f.str("remote-tools", "", "comma-separated names of remote tools (NATS micro service agentbus-tools) the model may be offered; discovery alone allows none")
+	natsCreds := f.str("nats-creds", "", "NATS credentials file for every connection of this process (`agentbus nats creds`); default: with the embedded server or an authority in --data, one identity per stage")
+	natsAuth := f.boolean("nats-auth", true, "the embedded NATS server requires credentials (false is accepted on a loopback --nats-listen only)")
+	natsTLSCert := f.str("nats-tls-cert", "", "TLS certificate (PEM) of the embedded server's client port")
+	natsTLSKey := f.str("nats-tls-key", "", "TLS key (PEM) for --nats-tls-cert")
+	natsCA := f.str("nats-ca", "", "CA certificate (PEM) that verifies an external TLS NATS server")
+	natsCert := f.str("nats-cert", "", "client certificate (PEM) for an external NATS server that requires mutual TLS")
+	natsKey := f.str("nats-key", "", "client key (PEM) for --nats-cert")
 	lf := addLogFlags(f)
 	version := f.str("version-tag", "dev", "version reported by health")
 	if err := f.parse(args); err != nil {
@@ -277,6 +289,13 @@ func serve(env Env, args []string, stages []string, name string) error {
 	if *fetchHosts != "" {
 		o.Tools.FetchAllowHosts = strings.Split(*fetchHosts, ",")
 	}
+	if *remoteTools != "" {
+		o.Tools.RemoteAllow = strings.Split(*remoteTools, ",")
+	}
+	o.NATSCreds = *natsCreds
+	o.NATSAuth = *natsAuth
+	o.Pipeline.Embedded.TLSCert, o.Pipeline.Embedded.TLSKey = *natsTLSCert, *natsTLSKey
+	o.Pipeline.TLS = pipeline.ClientTLS{CAFile: *natsCA, CertFile: *natsCert, KeyFile: *natsKey}
 	ctx, cancel := signalContext()
 	defer cancel()
 	return app.Run(ctx, o, log)

@@ -40,19 +40,20 @@ func run(t *testing.T, stdin string, args ...string) (int, string, string) {
 func TestChatReplayAuditRebuild(t *testing.T) {
 	sys := startSystem(t, nil)
 	url := sys.Runtime.URL()
-	code, out, errOut := run(t, "", "chat", "--nats", url, "--conversation", "conv_audit", "What is 17*23?")
+	creds := app.OperatorCreds(sys.DataDir)
+	code, out, errOut := run(t, "", "chat", "--nats", url, "--nats-creds", creds, "--conversation", "conv_audit", "What is 17*23?")
 	if code != 0 || !strings.Contains(out, "391") {
 		t.Fatalf("chat: %d %q %q", code, out, errOut)
 	}
-	if code, out, _ = run(t, "", "chat", "--nats", url, "--conversation", "conv_audit", "thanks"); code != 0 {
+	if code, out, _ = run(t, "", "chat", "--nats", url, "--nats-creds", creds, "--conversation", "conv_audit", "thanks"); code != 0 {
 		t.Fatalf("chat 2: %d %s", code, out)
 	}
-	if code, _, _ = run(t, "", "chat", "--nats", url, "--conversation", "conv_other", "hello"); code != 0 {
+	if code, _, _ = run(t, "", "chat", "--nats", url, "--nats-creds", creds, "--conversation", "conv_other", "hello"); code != 0 {
 		t.Fatal("chat 3")
 	}
 
 	t.Run("replay shows the tool call in order", func(t *testing.T) {
-		code, out, errOut := run(t, "", "replay", "--nats", url, "--conversation", "conv_audit")
+		code, out, errOut := run(t, "", "replay", "--nats", url, "--nats-creds", creds, "--conversation", "conv_audit")
 		if code != 0 {
 			t.Fatalf("%d %s", code, errOut)
 		}
@@ -68,7 +69,7 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 		if !strings.Contains(out, "calculator") || strings.Contains(out, "conv_other") {
 			t.Fatalf("replay output:\n%s", out)
 		}
-		code, out, _ = run(t, "", "replay", "--nats", url, "--conversation", "conv_audit", "--json")
+		code, out, _ = run(t, "", "replay", "--nats", url, "--nats-creds", creds, "--conversation", "conv_audit", "--json")
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		var first map[string]any
 		if code != 0 || len(lines) != 10 || json.Unmarshal([]byte(lines[0]), &first) != nil || first["event"] != "received" {
@@ -86,7 +87,7 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 			{[]string{"--conversation", "conv_other", "--must-not-contain", "391", "--max-length", "500"}, 0},
 		}
 		for _, tc := range tests {
-			code, out, errOut := run(t, "", append([]string{"audit", "--nats", url}, tc.args...)...)
+			code, out, errOut := run(t, "", append([]string{"audit", "--nats", url, "--nats-creds", creds}, tc.args...)...)
 			if code != tc.code {
 				t.Fatalf("audit %v: exit %d, want %d\n%s%s", tc.args, code, tc.code, out, errOut)
 			}
@@ -96,14 +97,14 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 		}
 	})
 	t.Run("verify and rebuild", func(t *testing.T) {
-		if code, out, _ := run(t, "", "audit", "--nats", url, "--verify"); code != 0 || !strings.Contains(out, "intact: 3 links") {
+		if code, out, _ := run(t, "", "audit", "--nats", url, "--nats-creds", creds, "--verify"); code != 0 || !strings.Contains(out, "intact: 3 links") {
 			t.Fatalf("verify: %d %s", code, out)
 		}
 		dir := t.TempDir()
-		if code, _, errOut := run(t, "", "rebuild", "--nats", url, "--data", dir); code != 0 || !strings.Contains(errOut, "rebuilt 3 turns") {
+		if code, _, errOut := run(t, "", "rebuild", "--nats", url, "--nats-creds", creds, "--data", dir); code != 0 || !strings.Contains(errOut, "rebuilt 3 turns") {
 			t.Fatalf("rebuild: %d %s", code, errOut)
 		}
-		_, orig, _ := run(t, "", "history", "conv_audit", "--nats", url, "--json")
+		_, orig, _ := run(t, "", "history", "conv_audit", "--nats", url, "--nats-creds", creds, "--json")
 		rebuilt, err := memory.OpenSQLite(context.Background(), filepath.Join(dir, "agentbus.db"), memory.SQLiteConfig{})
 		if err != nil {
 			t.Fatal(err)
@@ -122,7 +123,7 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 		}
 	})
 	t.Run("history pruned", func(t *testing.T) {
-		code, out, _ := run(t, "", "history", "conv_audit", "--nats", url, "--pruned", "--budget", "10", "--strategy", "recent")
+		code, out, _ := run(t, "", "history", "conv_audit", "--nats", url, "--nats-creds", creds, "--pruned", "--budget", "10", "--strategy", "recent")
 		var msgs []messages.Message
 		if code != 0 || json.Unmarshal([]byte(out), &msgs) != nil || len(msgs) == 0 || len(msgs) >= 6 {
 			t.Fatalf("%d %s", code, out)
@@ -141,7 +142,8 @@ func TestDeadLetterRedriveCompletesOnce(t *testing.T) {
 		o.LLMTimeout = time.Second
 	})
 	url := sys.Runtime.URL()
-	nc, err := nats.Connect(url)
+	creds := app.OperatorCreds(sys.DataDir)
+	nc, err := sys.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func TestDeadLetterRedriveCompletesOnce(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	var out string
 	for {
-		_, out, _ = run(t, "", "dlq", "list", "--nats", url)
+		_, out, _ = run(t, "", "dlq", "list", "--nats", url, "--nats-creds", creds)
 		if strings.Contains(out, "agentbus.turn.admitted.req_poison") {
 			break
 		}
@@ -168,7 +170,7 @@ func TestDeadLetterRedriveCompletesOnce(t *testing.T) {
 		t.Fatalf("dlq list:\n%s", out)
 	}
 	id := strings.Fields(strings.Split(strings.TrimSpace(out), "\n")[1])[0]
-	code, show, _ := run(t, "", "dlq", "show", id, "--nats", url)
+	code, show, _ := run(t, "", "dlq", "show", id, "--nats", url, "--nats-creds", creds)
 	if code != 0 || !strings.Contains(show, `"request_id": "req_poison"`) {
 		t.Fatalf("dlq show: %s", show)
 	}
@@ -177,23 +179,24 @@ func TestDeadLetterRedriveCompletesOnce(t *testing.T) {
 	o.Pipeline.NATSURL = url
 	o.DataDir = t.TempDir()
 	o.Stages = []string{app.StagePersist}
+	o.NATSCreds = apptest.CredsFile(t, sys, app.StagePersist, "persist-2", app.GrantOptions{})
 	p, err := app.Start(context.Background(), o, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	sub, _ := nc.SubscribeSync(messages.Subject(messages.EventCompleted, "req_poison"))
-	if code, _, errOut := run(t, "", "dlq", "redrive", id, "--nats", url); code != 0 {
+	if code, _, errOut := run(t, "", "dlq", "redrive", id, "--nats", url, "--nats-creds", creds); code != 0 {
 		t.Fatalf("redrive: %s", errOut)
 	}
 	if _, err := sub.NextMsg(10 * time.Second); err != nil {
 		t.Fatalf("redriven turn did not complete: %v", err)
 	}
 	// Redriving again is a no-op: the entry is gone.
-	if code, _, _ := run(t, "", "dlq", "redrive", id, "--nats", url); code == 0 {
+	if code, _, _ := run(t, "", "dlq", "redrive", id, "--nats", url, "--nats-creds", creds); code == 0 {
 		t.Fatal("second redrive of the same id succeeded")
 	}
-	_, out, _ = run(t, "", "dlq", "list", "--nats", url)
+	_, out, _ = run(t, "", "dlq", "list", "--nats", url, "--nats-creds", creds)
 	if strings.Contains(out, "req_poison") {
 		t.Fatalf("still in the DLQ:\n%s", out)
 	}
@@ -228,7 +231,8 @@ func TestUsageErrors(t *testing.T) {
 func TestKeysLifecycleAgainstRunningSystem(t *testing.T) {
 	sys := startSystem(t, func(o *app.Options) { o.Auth = true })
 	url := sys.Runtime.URL()
-	code, key, errOut := run(t, "", "keys", "create", "--nats", url, "--user", "carol", "--rpm", "30")
+	creds := app.OperatorCreds(sys.DataDir)
+	code, key, errOut := run(t, "", "keys", "create", "--nats", url, "--nats-creds", creds, "--user", "carol", "--rpm", "30")
 	key = strings.TrimSpace(key)
 	if code != 0 || !strings.HasPrefix(key, "ab-") {
 		t.Fatalf("create: %d %q %s", code, key, errOut)
@@ -246,12 +250,12 @@ func TestKeysLifecycleAgainstRunningSystem(t *testing.T) {
 	if s := status(); s != 200 {
 		t.Fatalf("new key: %d", s)
 	}
-	code, list, _ := run(t, "", "keys", "list", "--nats", url)
+	code, list, _ := run(t, "", "keys", "list", "--nats", url, "--nats-creds", creds)
 	id := key[3:11]
 	if code != 0 || !strings.Contains(list, id) || !strings.Contains(list, "carol") || strings.Contains(list, key[12:]) {
 		t.Fatalf("list (must show the id, never the secret):\n%s", list)
 	}
-	if code, _, errOut := run(t, "", "keys", "revoke", id, "--nats", url); code != 0 {
+	if code, _, errOut := run(t, "", "keys", "revoke", id, "--nats", url, "--nats-creds", creds); code != 0 {
 		t.Fatalf("revoke: %s", errOut)
 	}
 	deadline := time.Now().Add(2 * time.Second)

@@ -25,14 +25,62 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-func natsFlag(f *flags) *string {
-	return f.str("nats", "nats://127.0.0.1:4222", "NATS server URL of the running system")
+// connFlags are the flags of every command that connects to a running
+// system: where it is and who the CLI is there.
+type connFlags struct {
+	url, creds, data, ca, cert, key *string
 }
 
-func connect(url string) (*nats.Conn, nats.JetStreamContext, error) {
-	nc, err := nats.Connect(url, nats.Name("agentbus-cli"), nats.Timeout(3*time.Second))
+func addConnFlags(f *flags) connFlags {
+	return connFlags{
+		url:   f.str("nats", "nats://127.0.0.1:4222", "NATS server URL of the running system"),
+		creds: f.str("nats-creds", "", "NATS credentials file (default: the operator credential in --data, written by `agentbus serve`)"),
+		data:  f.str("data", "data", "data directory of the system (its auth/operator.creds is used when --nats-creds is empty)"),
+		ca:    f.str("nats-ca", "", "CA certificate (PEM) that verifies a TLS NATS server"),
+		cert:  f.str("nats-cert", "", "client certificate (PEM) for a NATS server that requires mutual TLS"),
+		key:   f.str("nats-key", "", "client key (PEM) for --nats-cert"),
+	}
+}
+
+// credsFile is the credential the CLI uses: --nats-creds, else the
+// operator credential of the data directory when it exists, else none.
+func (c connFlags) credsFile() string {
+	if *c.creds != "" {
+		return *c.creds
+	}
+	if p := app.OperatorCreds(*c.data); fileExists(p) {
+		return p
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func (c connFlags) connect() (*nats.Conn, nats.JetStreamContext, error) {
+	opts := []nats.Option{nats.Name("agentbus-cli"), nats.Timeout(3 * time.Second)}
+	if p := c.credsFile(); p != "" {
+		co, err := pipeline.CredsFile(p).ConnectOptions("")
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, co...)
+	}
+	if *c.ca != "" {
+		opts = append(opts, nats.RootCAs(*c.ca))
+	}
+	if *c.cert != "" {
+		opts = append(opts, nats.ClientCert(*c.cert, *c.key))
+	}
+	nc, err := nats.Connect(*c.url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s (is `agentbus serve` running?): %w", pipeline.RedactURL(url), err)
+		hint := "is `agentbus serve` running?"
+		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(err.Error(), "Authorization") {
+			hint = "give a credential with --nats-creds, or --data of the running system"
+		}
+		return nil, nil, fmt.Errorf("connect to %s (%s): %w", pipeline.RedactURL(*c.url), hint, err)
 	}
 	js, err := nc.JetStream()
 	if err != nil {
@@ -45,9 +93,9 @@ func connect(url string) (*nats.Conn, nats.JetStreamContext, error) {
 // chat sends one turn, over NATS (default) or the HTTP API (--http).
 func chat(env Env, args []string) error {
 	f := newFlags(env, "chat")
-	url := natsFlag(f)
+	cf := addConnFlags(f)
 	httpURL := f.str("http-url", "", "send through the HTTP API at this base URL (e.g. http://127.0.0.1:8080) instead of NATS")
-	key := f.str("api-key", "", "API key for --http-url")
+	key := f.str("api-key", "", "API key: through the HTTP API (--http-url) or the NATS entry (agentbus.ingest.chat); without it, the turn is published directly with the operator credential")
 	conv := f.str("conversation", "", "continue this conversation (server-side memory)")
 	model := f.str("model", "", "model name (default: the system's default)")
 	user := f.str("user", "cli", "user name for turns published over NATS")
@@ -64,11 +112,14 @@ func chat(env Env, args []string) error {
 	if *httpURL != "" {
 		return chatHTTP(ctx, env, *httpURL, *key, *conv, *model, text)
 	}
-	nc, js, err := connect(*url)
+	nc, js, err := cf.connect()
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	if *key != "" {
+		return chatNATS(ctx, env, nc, *key, *conv, *model, text)
+	}
 	t := messages.Turn{
 		SchemaVersion: messages.SchemaVersion, RequestID: ingest.NewID("req_"), ConversationID: *conv, UseHistory: *conv != "",
 		User: *user, Endpoint: "nats", Model: *model, Messages: []messages.Message{{Role: messages.RoleUser, Content: text}}, CreatedAt: time.Now().UTC(),
@@ -108,6 +159,43 @@ func chat(env Env, args []string) error {
 			return fmt.Errorf("failed in %s (%s): %s", fl.Stage, fl.Code, fl.Reason)
 		}
 	}
+}
+
+// chatNATS sends the turn through the ingest stage's NATS entry, as a
+// client in any language would.
+func chatNATS(ctx context.Context, env Env, nc *nats.Conn, key, conv, model, text string) error {
+	body, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": text}}})
+	m := nats.NewMsg(messages.SubjectChat)
+	m.Data = body
+	m.Header.Set(ingest.HeaderAuthorization, "Bearer "+key)
+	if conv != "" {
+		m.Header.Set(ingest.HeaderConversation, conv)
+	}
+	rep, err := nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		return fmt.Errorf("NATS entry %s: %w", messages.SubjectChat, err)
+	}
+	var out struct {
+		Choices []struct {
+			Message messages.Message `json:"message"`
+		} `json:"choices"`
+		Error *struct {
+			Message string `json:"message"`
+			Code    string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(rep.Data, &out); err != nil {
+		return fmt.Errorf("NATS entry: undecodable answer: %w", err)
+	}
+	if out.Error != nil {
+		return fmt.Errorf("status %s (%s): %s", rep.Header.Get(ingest.HeaderStatus), out.Error.Code, out.Error.Message)
+	}
+	if len(out.Choices) == 0 {
+		return errors.New("NATS entry: no choices")
+	}
+	fmt.Fprintln(env.Stdout, out.Choices[0].Message.Content)
+	fmt.Fprintf(env.Stderr, "(conversation %s)\n", rep.Header.Get(ingest.HeaderConversation))
+	return nil
 }
 
 func chatHTTP(ctx context.Context, env Env, base, key, conv, model, text string) error {
@@ -158,7 +246,7 @@ func keys(env Env, args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	f := newFlags(env, "keys "+sub)
-	url := natsFlag(f)
+	cf := addConnFlags(f)
 	user := f.String("user", "", "user the key authenticates as (create)")
 	rpm := f.Int("rpm", 0, "the key's own requests per minute (create; 0 = the user's limit)")
 	tpm := f.Int("tpm", 0, "the key's own tokens per minute (create; 0 = the user's limit)")
@@ -167,7 +255,7 @@ func keys(env Env, args []string) error {
 		return err
 	}
 	pos := append(lead, f.Args()...)
-	nc, js, err := connect(*url)
+	nc, js, err := cf.connect()
 	if err != nil {
 		return err
 	}
@@ -254,7 +342,7 @@ func firewallCmd(env Env, args []string) error {
 
 func history(env Env, args []string) error {
 	f := newFlags(env, "history")
-	url := natsFlag(f)
+	cf := addConnFlags(f)
 	asJSON := f.Bool("json", false, "print JSON")
 	pruned := f.Bool("pruned", false, "print the context the model would get (pruned), as a JSON array of OpenAI messages")
 	budget := f.Int("budget", 0, "token budget for --pruned (default: the persist stage's)")
@@ -271,7 +359,7 @@ func history(env Env, args []string) error {
 	if pos := append(lead, f.Args()...); len(pos) > 0 {
 		id = pos[0]
 	}
-	nc, _, err := connect(*url)
+	nc, _, err := cf.connect()
 	if err != nil {
 		return err
 	}

@@ -7,14 +7,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/replay"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
 	"github.com/agentbus/agentbus/stage/persist"
 	"github.com/agentbus/agentbus/validation"
 	"github.com/nats-io/nats.go"
@@ -53,8 +56,8 @@ func (r replayFlags) options() (replay.Options, error) {
 }
 
 // connectStream connects for reading the stream (replay, audit, rebuild).
-func connectStream(url string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, _, err := connect(url)
+func connectStream(cf connFlags) (*nats.Conn, jetstream.JetStream, error) {
+	nc, _, err := cf.connect()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -68,7 +71,7 @@ func connectStream(url string) (*nats.Conn, jetstream.JetStream, error) {
 
 func replayCmd(env Env, args []string) error {
 	f := newFlags(env, "replay")
-	url := natsFlag(f)
+	cf := addConnFlags(f)
 	rf := addReplayFlags(f)
 	asJSON := f.Bool("json", false, "one JSON object per event")
 	if err := f.parse(args); err != nil {
@@ -78,7 +81,7 @@ func replayCmd(env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectStream(*url)
+	nc, js, err := connectStream(cf)
 	if err != nil {
 		return err
 	}
@@ -115,7 +118,7 @@ func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
 func auditCmd(env Env, args []string) error {
 	f := newFlags(env, "audit")
-	url := natsFlag(f)
+	cf := addConnFlags(f)
 	rf := addReplayFlags(f)
 	var forbid, require, must, mustNot multi
 	f.Var(&forbid, "forbid-tool", "a tool that must never be called (repeatable)")
@@ -127,14 +130,18 @@ func auditCmd(env Env, args []string) error {
 	minLen := f.Int("min-length", 0, "minimum response length in characters")
 	strict := f.Bool("strict", false, "stop at the first violation")
 	verify := f.Bool("verify", false, "verify the store's hash chain instead (through the running persist stage, or --data)")
-	data := f.String("data", "", "with --verify: open the store in this data directory directly")
+	offline := f.Bool("offline", false, "with --verify: open the store in --data directly instead of asking the running persist stage")
 	store := f.String("store", "sqlite", "with --verify --data: sqlite or files")
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	ctx := context.Background()
 	if *verify {
-		return verifyChain(ctx, env, *url, *data, *store)
+		data := ""
+		if *offline {
+			data = *cf.data
+		}
+		return verifyChain(ctx, env, cf, data, *store)
 	}
 	opts, err := rf.options()
 	if err != nil {
@@ -168,7 +175,7 @@ func auditCmd(env Env, args []string) error {
 	if err := v.Err(); err != nil {
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
-	nc, js, err := connectStream(*url)
+	nc, js, err := connectStream(cf)
 	if err != nil {
 		return err
 	}
@@ -188,7 +195,7 @@ func auditCmd(env Env, args []string) error {
 	return nil
 }
 
-func verifyChain(ctx context.Context, env Env, url, data, store string) error {
+func verifyChain(ctx context.Context, env Env, cf connFlags, data, store string) error {
 	var rep memory.ChainReport
 	if data != "" {
 		s, err := openStore(ctx, data, store)
@@ -200,7 +207,7 @@ func verifyChain(ctx context.Context, env Env, url, data, store string) error {
 			return err
 		}
 	} else {
-		nc, _, err := connect(url)
+		nc, _, err := cf.connect()
 		if err != nil {
 			return err
 		}
@@ -230,14 +237,14 @@ func dlq(env Env, args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	f := newFlags(env, "dlq "+sub)
-	url := natsFlag(f)
+	cf := addConnFlags(f)
 	all := f.Bool("all", false, "redrive every dead letter")
 	lead, args := leadingArgs(args)
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	pos := append(lead, f.Args()...)
-	nc, js, err := connect(*url)
+	nc, js, err := cf.connect()
 	if err != nil {
 		return err
 	}
@@ -278,13 +285,18 @@ func dlq(env Env, args []string) error {
 			}
 			targets = []dlEntry{e}
 		}
+		var refused error
 		for _, e := range targets {
-			if err := Redrive(js, e.seq, e.dl); err != nil {
+			if err := Redrive(js, e.seq, e.subject, e.dl); errors.Is(err, ErrRedriveRefused) {
+				fmt.Fprintln(env.Stderr, err)
+				refused = err
+				continue
+			} else if err != nil {
 				return err
 			}
 			fmt.Fprintf(env.Stderr, "redrove %d to %s\n", e.seq, e.dl.Subject)
 		}
-		return nil
+		return refused
 	default:
 		return fmt.Errorf("%w: unknown dlq command %q", ErrUsage, sub)
 	}
@@ -301,8 +313,9 @@ func leadingArgs(args []string) (lead, rest []string) {
 }
 
 type dlEntry struct {
-	seq uint64
-	dl  messages.DeadLetter
+	seq     uint64
+	subject string // the DLQ subject it was stored on: agentbus.dlq.<stage>
+	dl      messages.DeadLetter
 }
 
 func deadLetters(js nats.JetStreamContext) ([]dlEntry, error) {
@@ -326,7 +339,7 @@ func deadLetters(js nats.JetStreamContext) ([]dlEntry, error) {
 		if err := json.Unmarshal(raw.Data, &dl); err != nil {
 			continue
 		}
-		out = append(out, dlEntry{seq, dl})
+		out = append(out, dlEntry{seq, raw.Subject, dl})
 	}
 	return out, nil
 }
@@ -347,15 +360,48 @@ func findDL(entries []dlEntry, args []string) (dlEntry, error) {
 	return dlEntry{}, fmt.Errorf("no dead letter %d", id)
 }
 
+// ErrRedriveRefused is returned for a dead letter that redrive will not
+// republish.
+var ErrRedriveRefused = errors.New("redrive refused")
+
+// RedriveSubject checks a dead letter before it is republished and returns
+// the subject to publish on. A dead letter is redriven only when it was
+// written by a stage (stored on agentbus.dlq.<stage> for the stage it
+// names, which only that stage's identity may publish) and names a turn
+// subject agentbus.turn.<event>.<request id> of an event that stage
+// consumes: never a KV, JetStream API or any other subject.
+func RedriveSubject(dlqSubject string, dl messages.DeadLetter) (string, error) {
+	i := slices.IndexFunc(app.Contracts, func(c pipeline.Contract) bool { return c.Stage == dl.Stage })
+	if i < 0 || dlqSubject != messages.DLQSubject(dl.Stage) {
+		return "", fmt.Errorf("%w: dead letter on %q names stage %q: not written by a stage", ErrRedriveRefused, dlqSubject, dl.Stage)
+	}
+	event, rid, err := messages.ParseSubject(dl.Subject)
+	if err != nil || !messages.ValidID(rid) || messages.Subject(event, rid) != dl.Subject {
+		return "", fmt.Errorf("%w: %q is not a turn subject", ErrRedriveRefused, dl.Subject)
+	}
+	if !slices.Contains(app.Contracts[i].Consumes, event) {
+		return "", fmt.Errorf("%w: stage %s does not consume %q events", ErrRedriveRefused, dl.Stage, event)
+	}
+	return dl.Subject, nil
+}
+
 // Redrive republishes a dead letter's payload on its original subject and
-// removes it from the DLQ. The message id is the original id plus
-// "/redrive/<dlq id>": a redrive done twice is dropped as a duplicate, and
-// it is not mistaken for the original still inside the duplicate window.
-func Redrive(js nats.JetStreamContext, seq uint64, dl messages.DeadLetter) error {
-	m := nats.NewMsg(dl.Subject)
+// removes it from the DLQ, after RedriveSubject allowed it. Only the
+// agentbus headers it carried are restored. The message id is the
+// original id plus "/redrive/<dlq id>": a redrive done twice is dropped as
+// a duplicate, and it is not mistaken for the original still inside the
+// duplicate window.
+func Redrive(js nats.JetStreamContext, seq uint64, dlqSubject string, dl messages.DeadLetter) error {
+	subj, err := RedriveSubject(dlqSubject, dl)
+	if err != nil {
+		return fmt.Errorf("redrive %d: %w", seq, err)
+	}
+	m := nats.NewMsg(subj)
 	m.Data = dl.Payload
 	for k, v := range dl.Headers {
-		m.Header.Set(k, v)
+		if strings.HasPrefix(k, "Agentbus-") {
+			m.Header.Set(k, v)
+		}
 	}
 	m.Header.Set(nats.MsgIdHdr, dl.MsgID+"/redrive/"+strconv.FormatUint(seq, 10))
 	if _, err := js.PublishMsg(m); err != nil {
@@ -379,14 +425,14 @@ func truncate(s string, n int) string {
 // completed turn, with its input from the received event.
 func rebuild(env Env, args []string) error {
 	f := newFlags(env, "rebuild")
-	url := natsFlag(f)
-	data := f.str("data", "data", "data directory whose store is (re)built")
+	cf := addConnFlags(f)
+	data := cf.data // the store in --data is (re)built
 	store := f.str("store", "sqlite", "conversation store: sqlite or files")
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	ctx := context.Background()
-	nc, js, err := connectStream(*url)
+	nc, js, err := connectStream(cf)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ package guard
 import (
 	"context"
 	"fmt"
+	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -23,6 +24,20 @@ import (
 
 // Stage is the stage name.
 const Stage = "guard"
+
+// RateLimitBucket holds the rate-limit buckets shared by guard replicas.
+const RateLimitBucket = "agentbus_ratelimit"
+
+// Contract is what the guard stage does on the bus: it judges received
+// turns into admitted or rejected ones, reconciles token limits from
+// completed turns, writes the shared rate-limit state and reads API key
+// records (per-key limits).
+var Contract = pipeline.Contract{
+	Stage:    Stage,
+	Consumes: []string{messages.EventReceived, messages.EventCompleted},
+	Produces: []string{messages.EventAdmitted, messages.EventRejected},
+	KV:       []pipeline.KVUse{{Bucket: RateLimitBucket, Write: true}, {Bucket: apikv.Bucket}},
+}
 
 // Sanitizer judges a turn's messages. The verdict is "allow", "flag" or
 // "block"; worst is the index of the worst message.

@@ -102,11 +102,20 @@ func (s *Server) Aggregate(ctx context.Context, readiness bool) Health {
 	return h
 }
 
+// health serves GET /health: the overall status to anyone (load
+// balancers, probes); the instances, consumers and providers behind it
+// only to a caller with a valid API key.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	h := s.Aggregate(r.Context(), false)
 	status := http.StatusOK
 	if h.Status == pipeline.Unhealthy {
 		status = http.StatusServiceUnavailable
+	}
+	if s.auth != nil {
+		if _, err := s.auth.Authenticate(r.Context(), r.Header.Get("Authorization")); err != nil {
+			writeJSON(w, status, map[string]string{"status": h.Status})
+			return
+		}
 	}
 	writeJSON(w, status, h)
 }

@@ -21,15 +21,35 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
 )
+
+// Stage is the stage name.
+const Stage = "ingest"
+
+// Contract is what the ingest stage does on the bus: it publishes received
+// turns, reads API key records, follows its requests' events and deltas,
+// serves the NATS entry (answering each request with a stream of chunks for
+// up to 15 minutes) and gathers the other stages' health.
+var Contract = pipeline.Contract{
+	Stage:         Stage,
+	Produces:      []string{messages.EventReceived},
+	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}},
+	Requests:      []string{"agentbus.health.>"},
+	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubject("*"), messages.SubjectChat},
+	ManyResponses: true,
+	ResponseTTL:   15 * time.Minute,
+}
 
 // Config configures the HTTP entry.
 type Config struct {
@@ -46,6 +66,9 @@ type Config struct {
 	Stages []string
 	// HealthTimeout bounds the scatter-gather of stage health. Default 300ms.
 	HealthTimeout time.Duration
+	// MaxNATSInFlight bounds the NATS entry's requests waiting for their
+	// outcome; more are answered 503 at once. Default 1024.
+	MaxNATSInFlight int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -57,6 +80,8 @@ func DefaultConfig() Config {
 		Models:        []string{"agentbus-offline"},
 		Stages:        []string{"guard", "llm", "toolexec", "persist"},
 		HealthTimeout: 300 * time.Millisecond,
+
+		MaxNATSInFlight: 1024,
 	}
 }
 
@@ -68,6 +93,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReplyTimeout <= 0 {
 		errs = append(errs, errors.New("ingest.reply_timeout must be positive"))
+	}
+	if c.MaxNATSInFlight < 0 {
+		errs = append(errs, errors.New("ingest.max_nats_in_flight must not be negative"))
 	}
 	if c.HealthTimeout <= 0 {
 		errs = append(errs, errors.New("ingest.health_timeout must be positive"))
@@ -95,6 +123,8 @@ type Server struct {
 	auth Authenticator
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// inflight bounds the NATS entry's waiting requests.
+	inflight chan struct{}
 }
 
 // New builds the server. auth nil means no authentication (every caller is
@@ -103,7 +133,10 @@ func New(cfg Config, nc *nats.Conn, js nats.JetStreamContext, auth Authenticator
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, nc: nc, js: js, auth: auth, log: log, mux: http.NewServeMux()}
+	if cfg.MaxNATSInFlight == 0 {
+		cfg.MaxNATSInFlight = 1024
+	}
+	s := &Server{cfg: cfg, nc: nc, js: js, auth: auth, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight)}
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("GET /health", s.health)
@@ -162,33 +195,50 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid_api_key", err.Error(), nil)
 		return
 	}
-	var req chatRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-	if err := dec.Decode(&req); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusBadRequest, "request_too_large", fmt.Sprintf("request body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
+			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
 			return
 		}
-		writeError(w, http.StatusBadRequest, "invalid_json", "request body is not valid JSON: "+err.Error(), nil)
+		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body", nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReplyTimeout)
+	defer cancel()
+	out := &httpReply{w: w}
+	s.serveTurn(ctx, id, body, r.Header.Get("X-Conversation-Id"), "chat.completions", out)
+	if ctx.Err() != nil && r.Context().Err() != nil {
+		return // the client went away
+	}
+}
+
+// serveTurn runs one chat request from either entry (HTTP or NATS): it
+// decodes and checks the body, builds the turn with the caller's verified
+// identity, publishes it and answers out with the outcome (a completion, a
+// stream of chunks, or an OpenAI-style error).
+func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, endpoint string, out reply) {
+	var req chatRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		out.error(http.StatusBadRequest, "invalid_json", "request body is not valid JSON: "+err.Error(), nil)
 		return
 	}
 	if req.N != nil && *req.N != 1 {
-		writeError(w, http.StatusBadRequest, "unsupported_parameter", "n must be 1", strp("n"))
+		out.error(http.StatusBadRequest, "unsupported_parameter", "n must be 1", strp("n"))
 		return
 	}
 	if len(req.Tools) > 0 && string(req.Tools) != "null" && string(req.Tools) != "[]" {
-		writeError(w, http.StatusBadRequest, "unsupported_parameter",
+		out.error(http.StatusBadRequest, "unsupported_parameter",
 			"client-side tools are not supported: agentbus runs the tools registered with its toolexec stage", strp("tools"))
 		return
 	}
 	rid := NewID("req_")
-	conv := r.Header.Get("X-Conversation-Id")
 	useHistory := conv != ""
 	if !useHistory {
 		conv = NewID("conv_")
 	} else if !messages.ValidID(conv) {
-		writeError(w, http.StatusBadRequest, "invalid_conversation_id", "X-Conversation-Id must be 1-128 characters of [A-Za-z0-9_-]", nil)
+		out.error(http.StatusBadRequest, "invalid_conversation_id", "X-Conversation-Id must be 1-128 characters of [A-Za-z0-9_-]", nil)
 		return
 	}
 	maxTokens := req.MaxTokens
@@ -202,7 +252,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		UseHistory:     useHistory,
 		User:           id.User,
 		KeyID:          id.KeyID,
-		Endpoint:       "chat.completions",
+		Endpoint:       endpoint,
 		Model:          req.Model,
 		Params:         messages.Params{Temperature: req.Temperature, TopP: req.TopP, MaxTokens: maxTokens, Stop: req.Stop},
 		Messages:       req.Messages,
@@ -210,18 +260,16 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		CreatedAt:      time.Now().UTC(),
 	}
 	if err := turn.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", strings.ReplaceAll(err.Error(), "\n", "; "), nil)
+		out.error(http.StatusBadRequest, "invalid_request", strings.ReplaceAll(err.Error(), "\n", "; "), nil)
 		return
 	}
-	w.Header().Set("X-Request-Id", rid)
-	w.Header().Set("X-Conversation-Id", conv)
+	out.setHeader("X-Request-Id", rid)
+	out.setHeader("X-Conversation-Id", conv)
 
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReplyTimeout)
-	defer cancel()
 	events := make(chan *nats.Msg, 64)
 	sub, err := s.nc.ChanSubscribe(messages.ReplyFilter(rid), events)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "message bus unavailable", nil)
+		out.error(http.StatusServiceUnavailable, "unavailable", "message bus unavailable", nil)
 		return
 	}
 	defer func() { _ = sub.Unsubscribe() }()
@@ -230,27 +278,27 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		deltas = make(chan *nats.Msg, 256)
 		dsub, err := s.nc.ChanSubscribe(messages.StreamSubject(rid), deltas)
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", "message bus unavailable", nil)
+			out.error(http.StatusServiceUnavailable, "unavailable", "message bus unavailable", nil)
 			return
 		}
 		defer func() { _ = dsub.Unsubscribe() }()
 	}
 	if err := Publish(ctx, s.js, &turn); err != nil {
 		s.log.Error("publish turn", "request_id", rid, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "could not enqueue the request; try again", nil)
+		out.error(http.StatusServiceUnavailable, "unavailable", "could not enqueue the request; try again", nil)
 		return
 	}
 	if turn.Stream {
-		s.stream(ctx, w, &turn, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, events, deltas)
+		s.stream(ctx, out, &turn, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, events, deltas)
 		return
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			s.timeout(w, r, rid)
+			s.timeout(out, rid)
 			return
 		case m := <-events:
-			if done := s.answer(w, &turn, m); done {
+			if done := s.answer(out, &turn, m); done {
 				return
 			}
 		}
@@ -272,17 +320,14 @@ func Publish(ctx context.Context, js nats.JetStreamContext, t *messages.Turn) er
 	return err
 }
 
-func (s *Server) timeout(w http.ResponseWriter, r *http.Request, rid string) {
-	if r.Context().Err() != nil {
-		return // the client went away
-	}
-	writeError(w, http.StatusGatewayTimeout, messages.CodeTimeout,
+func (s *Server) timeout(out reply, rid string) {
+	out.error(http.StatusGatewayTimeout, messages.CodeTimeout,
 		fmt.Sprintf("no answer within %s; the turn (request %s) may still complete and will be stored", s.cfg.ReplyTimeout, rid), nil)
 }
 
 // answer handles one event of the request; it reports whether the response
 // was written (a terminal event).
-func (s *Server) answer(w http.ResponseWriter, t *messages.Turn, m *nats.Msg) bool {
+func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 	event, _, err := messages.ParseSubject(m.Subject)
 	if err != nil || !messages.Terminal(event) {
 		return false
@@ -291,26 +336,26 @@ func (s *Server) answer(w http.ResponseWriter, t *messages.Turn, m *nats.Msg) bo
 	case messages.EventCompleted:
 		var c messages.Completed
 		if err := json.Unmarshal(m.Data, &c); err != nil {
-			writeError(w, http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
+			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
 			return true
 		}
-		writeJSON(w, http.StatusOK, completionResponse(&c))
+		out.json(http.StatusOK, completionResponse(&c))
 	case messages.EventRejected:
 		var rj messages.Rejected
 		if err := json.Unmarshal(m.Data, &rj); err != nil {
-			writeError(w, http.StatusInternalServerError, messages.CodeInternal, "undecodable rejection", nil)
+			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable rejection", nil)
 			return true
 		}
-		setRetryHeaders(w, rj.RetryAfterMS, rj.RateLimit)
-		writeError(w, statusOr(rj.Status, 400), rj.Code, rj.Reason, nil)
+		setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
+		out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, nil)
 	case messages.EventFailed:
 		var f messages.Failed
 		if err := json.Unmarshal(m.Data, &f); err != nil {
-			writeError(w, http.StatusInternalServerError, messages.CodeInternal, "undecodable failure", nil)
+			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable failure", nil)
 			return true
 		}
-		setRetryHeaders(w, f.RetryAfterMS, nil)
-		writeError(w, statusOr(f.Status, 500), f.Code, f.Reason, nil)
+		setRetryHeaders(out, f.RetryAfterMS, nil)
+		out.error(statusOr(f.Status, 500), f.Code, f.Reason, nil)
 	}
 	return true
 }
@@ -322,13 +367,13 @@ func statusOr(s, def int) int {
 	return s
 }
 
-func setRetryHeaders(w http.ResponseWriter, retryMS int64, rl map[string]string) {
+func setRetryHeaders(out reply, retryMS int64, rl map[string]string) {
 	if retryMS > 0 {
-		w.Header().Set("Retry-After", strconv.FormatInt((retryMS+999)/1000, 10))
-		w.Header().Set("Retry-After-Ms", strconv.FormatInt(retryMS, 10))
+		out.setHeader("Retry-After", strconv.FormatInt((retryMS+999)/1000, 10))
+		out.setHeader("Retry-After-Ms", strconv.FormatInt(retryMS, 10))
 	}
 	for k, v := range rl {
-		w.Header().Set(k, v)
+		out.setHeader(k, v)
 	}
 }
 

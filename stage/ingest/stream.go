@@ -10,28 +10,22 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// sse writes OpenAI-format server-sent events. Headers are sent with the
-// first event, so an error before any content is still a plain HTTP error.
+// sse turns a turn's deltas and outcome into OpenAI chat.completion.chunk
+// events on a reply (server-sent events over HTTP, messages over NATS). The
+// stream starts with the first content, so an error before any content is
+// still a plain error.
 type sse struct {
-	usage   bool // stream_options.include_usage
-	w       http.ResponseWriter
-	t       *messages.Turn
-	started bool
-	sent    strings.Builder
-	model   string
+	usage bool // stream_options.include_usage
+	out   reply
+	t     *messages.Turn
+	sent  strings.Builder
+	model string
 }
 
 func (s *sse) start() {
-	if s.started {
+	if s.out.streaming() {
 		return
 	}
-	s.started = true
-	h := s.w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Connection", "keep-alive")
-	h.Set("X-Accel-Buffering", "no")
-	s.w.WriteHeader(http.StatusOK)
 	s.chunk(chunkDelta{Role: messages.RoleAssistant}, nil, nil)
 }
 
@@ -42,14 +36,7 @@ func (s *sse) chunk(d chunkDelta, finish *string, usage *messages.Usage) {
 		c.Choices = []chunkChoice{}
 	}
 	b, _ := json.Marshal(c)
-	s.write(b)
-}
-
-func (s *sse) write(b []byte) {
-	fmt.Fprintf(s.w, "data: %s\n\n", b)
-	if f, ok := s.w.(http.Flusher); ok {
-		f.Flush()
-	}
+	s.out.chunk(b)
 }
 
 func (s *sse) content(text string) {
@@ -61,26 +48,6 @@ func (s *sse) content(text string) {
 	s.chunk(chunkDelta{Content: text}, nil, nil)
 }
 
-func (s *sse) done() { fmt.Fprint(s.w, "data: [DONE]\n\n"); s.flush() }
-
-func (s *sse) flush() {
-	if f, ok := s.w.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// fail ends the stream with an OpenAI-style error event, or with a plain
-// HTTP error if nothing was sent yet.
-func (s *sse) fail(status int, code, msg string) {
-	if !s.started {
-		writeError(s.w, status, code, msg, nil)
-		return
-	}
-	b, _ := json.Marshal(apiError{Error: errorBody{Message: msg, Type: errorType(status), Code: code}})
-	s.write(b)
-	s.done()
-}
-
 // delta writes one streamed chunk; false means the stream ended with an
 // error event.
 func (s *sse) delta(m *nats.Msg) bool {
@@ -89,7 +56,7 @@ func (s *sse) delta(m *nats.Msg) bool {
 		return true
 	}
 	if d.Error != "" {
-		s.fail(http.StatusBadGateway, messages.CodeProviderError, "the model stream failed: "+d.Error)
+		s.out.error(http.StatusBadGateway, messages.CodeProviderError, "the model stream failed: "+d.Error, nil)
 		return false
 	}
 	// Core NATS keeps the order of one publisher, and the model calls of a
@@ -98,15 +65,15 @@ func (s *sse) delta(m *nats.Msg) bool {
 	return true
 }
 
-func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.ResponseWriter, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg) {
-	out := &sse{w: w, t: t, model: t.Model, usage: includeUsage}
+func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg) {
+	s := &sse{out: out, t: t, model: t.Model, usage: includeUsage}
 	for {
 		select {
 		case <-ctx.Done():
-			out.fail(http.StatusGatewayTimeout, messages.CodeTimeout, fmt.Sprintf("no answer within %s", srv.cfg.ReplyTimeout))
+			out.error(http.StatusGatewayTimeout, messages.CodeTimeout, fmt.Sprintf("no answer within %s", srv.cfg.ReplyTimeout), nil)
 			return
 		case m := <-deltas:
-			if !out.delta(m) {
+			if !s.delta(m) {
 				return
 			}
 		case m := <-events:
@@ -120,7 +87,7 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.Respon
 			for drained := false; !drained; {
 				select {
 				case d := <-deltas:
-					if !out.delta(d) {
+					if !s.delta(d) {
 						return
 					}
 				default:
@@ -131,37 +98,37 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, w http.Respon
 			case messages.EventCompleted:
 				var c messages.Completed
 				if err := json.Unmarshal(m.Data, &c); err != nil {
-					out.fail(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion")
+					out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
 					return
 				}
-				out.model = c.Model
-				out.start()
+				s.model = c.Model
+				s.start()
 				// Whatever the deltas did not carry (a tool round, a
 				// reused result after redelivery, a lost core message).
-				if final := c.Message.Content; strings.HasPrefix(final, out.sent.String()) {
-					out.content(final[out.sent.Len():])
+				if final := c.Message.Content; strings.HasPrefix(final, s.sent.String()) {
+					s.content(final[s.sent.Len():])
 				}
 				stop := "stop"
-				out.chunk(chunkDelta{}, &stop, nil)
-				if out.usage {
+				s.chunk(chunkDelta{}, &stop, nil)
+				if s.usage {
 					u := c.Usage
-					out.chunk(chunkDelta{}, nil, &u)
+					s.chunk(chunkDelta{}, nil, &u)
 				}
 				out.done()
 			case messages.EventRejected:
 				var rj messages.Rejected
 				_ = json.Unmarshal(m.Data, &rj)
-				if !out.started {
-					setRetryHeaders(w, rj.RetryAfterMS, rj.RateLimit)
+				if !out.streaming() {
+					setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
 				}
-				out.fail(statusOr(rj.Status, 400), rj.Code, rj.Reason)
+				out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, nil)
 			case messages.EventFailed:
 				var f messages.Failed
 				_ = json.Unmarshal(m.Data, &f)
-				if !out.started {
-					setRetryHeaders(w, f.RetryAfterMS, nil)
+				if !out.streaming() {
+					setRetryHeaders(out, f.RetryAfterMS, nil)
 				}
-				out.fail(statusOr(f.Status, 500), f.Code, f.Reason)
+				out.error(statusOr(f.Status, 500), f.Code, f.Reason, nil)
 			}
 			return
 		}

@@ -39,6 +39,21 @@ const Stage = "llm"
 // ResultsBucket is the KV bucket holding each step's provider result.
 const ResultsBucket = "agentbus_llm_results"
 
+// QuotaBucket holds the daily quota counters shared by llm replicas.
+const QuotaBucket = "agentbus_quota"
+
+// Contract is what the llm stage does on the bus: it consumes admitted
+// turns and tool results, produces tool calls, answers and failures,
+// publishes streaming deltas, reads conversation history from persist,
+// discovers remote tools, and writes its step records and quota counters.
+var Contract = pipeline.Contract{
+	Stage:    Stage,
+	Consumes: []string{messages.EventAdmitted, messages.EventTooled},
+	Produces: []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
+	KV:       []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}},
+	Requests: []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
+}
+
 // History returns a conversation's stored messages, already pruned to the
 // model's budget.
 type History interface {

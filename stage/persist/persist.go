@@ -36,12 +36,22 @@ const Stage = "persist"
 
 // Subjects of the persist service's request-reply endpoints.
 const (
-	SubjectHistory       = "agentbus.persist.history"
-	SubjectTurns         = "agentbus.persist.turns"
-	SubjectConversations = "agentbus.persist.conversations"
-	SubjectDelete        = "agentbus.persist.delete"
-	SubjectVerify        = "agentbus.persist.verify"
+	SubjectHistory       = messages.SubjectHistory
+	SubjectTurns         = messages.SubjectTurns
+	SubjectConversations = messages.SubjectConversations
+	SubjectDelete        = messages.SubjectDelete
+	SubjectVerify        = messages.SubjectVerify
 )
+
+// Contract is what the persist stage does on the bus: it consumes generated
+// turns, produces completed ones, serves the history endpoints and listens
+// to completed events (cache invalidation across replicas).
+var Contract = pipeline.Contract{
+	Stage:      Stage,
+	Consumes:   []string{messages.EventGenerated},
+	Produces:   []string{messages.EventCompleted},
+	Subscribes: []string{"agentbus.persist.>", messages.EventFilter(messages.EventCompleted)},
+}
 
 // Config configures the persist stage.
 type Config struct {

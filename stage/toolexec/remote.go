@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/tools"
+	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -19,7 +20,7 @@ import (
 // "schema" (the JSON Schema of the arguments, as a JSON string). A call's
 // request body is the arguments JSON; the reply body is the result text; a
 // failed call answers with a micro error (Nats-Service-Error headers).
-const RemoteToolsService = "agentbus-tools"
+const RemoteToolsService = messages.ToolsService
 
 // RemoteTool is a tool served over NATS request-reply.
 type RemoteTool struct {
@@ -54,7 +55,10 @@ func (r *RemoteTool) Call(ctx context.Context, args json.RawMessage) (string, er
 
 // DiscoverRemoteTools asks every instance of the remote tools service for
 // its endpoints (scatter-gather within wait) and returns one tool per
-// distinct endpoint name.
+// distinct endpoint name. An endpoint not served on its tool subject
+// (messages.ToolSubject(name)) is skipped: calls never go anywhere else.
+// Discovery alone allows nothing: the caller offers only the tools the
+// operator allowed.
 func DiscoverRemoteTools(ctx context.Context, nc *nats.Conn, wait, callTimeout time.Duration) ([]*RemoteTool, error) {
 	subj, err := micro.ControlSubject(micro.InfoVerb, RemoteToolsService, "")
 	if err != nil {
@@ -82,7 +86,7 @@ func DiscoverRemoteTools(ctx context.Context, nc *nats.Conn, wait, callTimeout t
 			continue
 		}
 		for _, ep := range info.Endpoints {
-			if seen[ep.Name] {
+			if seen[ep.Name] || ep.Subject != messages.ToolSubject(ep.Name) {
 				continue
 			}
 			schema := json.RawMessage(`{"type":"object"}`)

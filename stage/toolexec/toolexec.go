@@ -36,6 +36,17 @@ const Stage = "toolexec"
 // ResultsBucket records each step's tool results.
 const ResultsBucket = "agentbus_tool_results"
 
+// Contract is what the toolexec stage does on the bus: it consumes tool
+// calls, produces tool results and failures, discovers and calls remote
+// tools (only on their tool subjects), and writes its step records.
+var Contract = pipeline.Contract{
+	Stage:    Stage,
+	Consumes: []string{messages.EventToolCalls},
+	Produces: []string{messages.EventTooled, messages.EventFailed},
+	KV:       []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}},
+	Requests: []string{"$SRV.INFO." + messages.ToolsService, messages.ToolSubject(">")},
+}
+
 // Executor runs one tool call. Errors of the tool itself are part of the
 // output the model sees; err is for calls that could not run at all.
 type Executor interface {

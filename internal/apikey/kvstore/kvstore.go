@@ -25,6 +25,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// Bucket is the KV bucket agentbus keeps API key records in (hashes only).
+const Bucket = "agentbus_apikeys"
+
 // Store is an apikey.Store on a nats.KeyValue bucket. It is safe for
 // concurrent use.
 type Store struct {

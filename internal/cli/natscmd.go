@@ -1,0 +1,151 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/natsauth"
+	"github.com/agentbus/agentbus/pipeline"
+)
+
+const natsUsage = `agentbus nats: the bus's identities and permissions.
+
+  agentbus nats init [--data DIR]
+      create the NATS authority in DIR/auth (agentbus serve does this on
+      its first start with the embedded server)
+  agentbus nats creds --role ROLE --name NAME [--tools a,b] [--expires 720h] [--out FILE]
+      issue a credentials file for one identity; roles: ` + "ingest, guard, llm, toolexec, persist, tool, client, operator" + `
+  agentbus nats config [--out FILE]
+      write the trust configuration of an external NATS server or cluster
+      node (include it from nats-server.conf)
+  agentbus nats permissions [--role ROLE]
+      print what each role may publish and subscribe to
+`
+
+func natsCmd(env Env, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(env.Stdout, natsUsage)
+		if len(args) == 0 {
+			return fmt.Errorf("%w: agentbus nats init|creds|config|permissions", ErrUsage)
+		}
+		return nil
+	}
+	sub, args := args[0], args[1:]
+	f := newFlags(env, "nats "+sub)
+	data := f.str("data", "data", "data directory holding the authority (DIR/auth)")
+	role := f.String("role", "", "role of the identity (creds, permissions)")
+	name := f.String("name", "", "name of the identity: 1-64 of [A-Za-z0-9_-]; its inbox prefix is _INBOX_<name> (creds)")
+	toolList := f.String("tools", "", "tool role: comma-separated tool names it may serve (default: its name)")
+	expires := f.Duration("expires", 0, "lifetime of the credential (0: no expiry)")
+	out := f.String("out", "", "write to this file (mode 0600) instead of stdout")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	dir := app.AuthDir(*data)
+	switch sub {
+	case "init":
+		a, err := natsauth.LoadOrCreate(dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "NATS authority in %s (account %s)\n", dir, a.Account())
+		return nil
+	case "creds":
+		if *role == "" || *name == "" {
+			return fmt.Errorf("%w: nats creds --role ROLE --name NAME", ErrUsage)
+		}
+		a, err := natsauth.Load(dir)
+		if err != nil {
+			return err
+		}
+		var tools []string
+		if *toolList != "" {
+			tools = strings.Split(*toolList, ",")
+		}
+		g, err := app.Grant(*role, *name, app.GrantOptions{Tools: tools})
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		b, err := a.Creds(*name, g, *expires)
+		if err != nil {
+			return err
+		}
+		if err := writeOut(env, *out, b); err != nil {
+			return err
+		}
+		exp := "never"
+		if *expires > 0 {
+			exp = time.Now().Add(*expires).UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(env.Stderr, "credential for %s (role %s) issued; inbox prefix %s; expires %s\n", *name, *role, g.Inbox, exp)
+		return nil
+	case "config":
+		a, err := natsauth.Load(dir)
+		if err != nil {
+			return err
+		}
+		conf, err := a.ServerConfig()
+		if err != nil {
+			return err
+		}
+		if *out == "" {
+			_, err = fmt.Fprint(env.Stdout, conf)
+			return err
+		}
+		// Public keys and signed claims only: readable by the server's user.
+		return os.WriteFile(*out, []byte(conf), 0o644)
+	case "permissions":
+		roles := app.Roles
+		if *role != "" {
+			roles = []string{*role}
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROLE\tACTION\tSUBJECTS")
+		for _, r := range roles {
+			g, err := app.Grant(r, "NAME", app.GrantOptions{})
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrUsage, err)
+			}
+			printGrant(tw, r, g)
+		}
+		return tw.Flush()
+	default:
+		fmt.Fprint(env.Stderr, natsUsage)
+		return fmt.Errorf("%w: unknown nats command %q", ErrUsage, sub)
+	}
+}
+
+func printGrant(tw *tabwriter.Writer, role string, g pipeline.Grant) {
+	if g.All {
+		fmt.Fprintf(tw, "%s\tpub+sub\t> (everything in the account)\n", role)
+		return
+	}
+	fmt.Fprintf(tw, "%s\tpub\t%s\n", role, strings.Join(g.Pub, " "))
+	fmt.Fprintf(tw, "%s\tsub\t%s\n", role, strings.Join(g.Sub, " "))
+	if g.Responses != 0 {
+		n := fmt.Sprint(g.Responses)
+		if g.Responses < 0 {
+			n = "unlimited"
+		}
+		fmt.Fprintf(tw, "%s\treply\t%s message(s) to each request's reply subject within %s\n", role, n, g.ResponseTTL)
+	}
+}
+
+// writeOut writes a secret to path (mode 0600, replacing it) or stdout.
+func writeOut(env Env, path string, b []byte) error {
+	if path == "" {
+		_, err := env.Stdout.Write(b)
+		return err
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+	}
+	return natsauth.ReplaceSecret(path, b)
+}
