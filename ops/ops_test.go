@@ -8,7 +8,6 @@
 package ops
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -28,8 +27,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentbus/agentbus/internal/apikey"
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/cli"
+	"github.com/agentbus/agentbus/internal/natsauth"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats-server/v2/server"
@@ -63,15 +63,95 @@ func natsConfigs(t testing.TB) []string {
 	return append([]string{repoPath("ops/nats-server.conf")}, files...)
 }
 
+// testAuthority is one NATS authority per test binary: the deployment's
+// keys, as `agentbus nats init` creates them.
+var testAuthority = sync.OnceValues(func() (*natsauth.Authority, error) {
+	dir, err := os.MkdirTemp("", "agentbus-ops-auth-")
+	if err != nil {
+		return nil, err
+	}
+	return natsauth.LoadOrCreate(filepath.Join(dir, "auth"))
+})
+
+func authority(t testing.TB) *natsauth.Authority {
+	t.Helper()
+	a, err := testAuthority()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// withAuth copies a configuration into a temp dir next to the auth/auth.conf
+// it includes (the trust configuration `agentbus nats init --config`
+// writes) and returns the copy's path. text, when not empty, replaces the
+// file's contents.
+func withAuth(t testing.TB, file, text string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if text == "" {
+		text = readFile(t, strings.TrimPrefix(file, root+"/"))
+	}
+	conf, err := authority(t).ServerConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "auth"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "auth", "auth.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(file))
+	if err := os.WriteFile(out, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// operatorConn connects to s with an operator credential of the test
+// authority.
+func operatorConn(t testing.TB, s *server.Server) *nats.Conn {
+	t.Helper()
+	g, err := app.Grant(app.RoleOperator, "ops-test", app.GrantOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := authority(t).Creds("ops-test", g, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "op.creds")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	co, err := pipeline.CredsFile(p).ConnectOptions("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.ClientURL(), co...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // TestNATSConfigsParse parses every configuration with the server's parser
 // and checks the settings docs/operations.md and the ADR promise.
 func TestNATSConfigsParse(t *testing.T) {
 	names := map[string]string{}
 	for _, f := range natsConfigs(t) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			o, err := server.ProcessConfigFile(f)
+			if _, err := server.ProcessConfigFile(f); err == nil || !strings.Contains(err.Error(), "auth.conf") {
+				t.Fatalf("without its auth/auth.conf the configuration must not load (no anonymous mode): %v", err)
+			}
+			o, err := server.ProcessConfigFile(withAuth(t, f, ""))
 			if err != nil {
 				t.Fatalf("parse: %v", err)
+			}
+			if len(o.TrustedOperators) != 1 || o.SystemAccount == "" || o.AccountResolver == nil {
+				t.Error("the configuration does not run in operator mode (trusted operator, system account, resolver)")
 			}
 			if !o.JetStream {
 				t.Error("JetStream is not enabled")
@@ -144,8 +224,8 @@ func TestNATSConfigClusterBlockParses(t *testing.T) {
 	if in {
 		t.Fatal("commented cluster block is not closed")
 	}
-	o := &server.Options{}
-	if err := o.ProcessConfigString(strings.Join(out, "\n")); err != nil {
+	o, err := server.ProcessConfigFile(withAuth(t, repoPath("ops/nats-server.conf"), strings.Join(out, "\n")))
+	if err != nil {
 		t.Fatalf("uncommented cluster block does not parse: %v", err)
 	}
 	if o.Cluster.Name != "agentbus" || o.Cluster.Port != 6222 || len(o.Routes) != 3 {
@@ -157,7 +237,7 @@ func TestNATSConfigClusterBlockParses(t *testing.T) {
 // listeners moved to free ports and the store to a temp dir.
 func serverFromConfig(t testing.TB, file string, mod func(*server.Options)) *server.Server {
 	t.Helper()
-	o, err := server.ProcessConfigFile(file)
+	o, err := server.ProcessConfigFile(withAuth(t, file, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +271,11 @@ func TestNATSConfigServes(t *testing.T) {
 	if jc := s.JetStreamConfig(); jc == nil || !jc.SyncAlways {
 		t.Fatalf("running server does not sync always: %+v", jc)
 	}
-	nc := testutil.Conn(t, s)
+	if nc, err := nats.Connect(s.ClientURL()); err == nil {
+		nc.Close()
+		t.Fatal("the server accepted an anonymous connection")
+	}
+	nc := operatorConn(t, s)
 	js, err := nc.JetStream()
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +322,7 @@ func TestNATSClusterForms(t *testing.T) {
 	files := natsConfigs(t)[1:]
 	ports := map[string]int{}
 	for _, f := range files {
-		o, err := server.ProcessConfigFile(f)
+		o, err := server.ProcessConfigFile(withAuth(t, f, ""))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +342,7 @@ func TestNATSClusterForms(t *testing.T) {
 			}
 		}))
 	}
-	nc := testutil.Conn(t, servers[0])
+	nc := operatorConn(t, servers[0])
 	js, err := nc.JetStream(nats.MaxWait(5 * time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +391,7 @@ type composeService struct {
 	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
 	Ports       []string          `yaml:"ports"`
-	Volumes     []string          `yaml:"volumes"`
+	Volumes     []any             `yaml:"volumes"`
 	Profiles    []string          `yaml:"profiles"`
 	DependsOn   map[string]struct {
 		Condition string `yaml:"condition"`
@@ -327,6 +411,40 @@ type composeService struct {
 type compose struct {
 	Services map[string]composeService `yaml:"services"`
 	Volumes  map[string]any            `yaml:"volumes"`
+}
+
+// mount is one volume entry of a service, short ("src:dst[:ro]") or long
+// syntax.
+type mount struct {
+	Source, Target, Subpath string
+	ReadOnly                bool
+}
+
+func mounts(t testing.TB, svc composeService) []mount {
+	t.Helper()
+	var out []mount
+	for _, v := range svc.Volumes {
+		switch v := v.(type) {
+		case string:
+			parts := strings.Split(v, ":")
+			if len(parts) < 2 {
+				t.Fatalf("volume %q", v)
+			}
+			out = append(out, mount{Source: parts[0], Target: parts[1], ReadOnly: len(parts) > 2 && parts[2] == "ro"})
+		case map[string]any:
+			m := mount{}
+			m.Source, _ = v["source"].(string)
+			m.Target, _ = v["target"].(string)
+			m.ReadOnly, _ = v["read_only"].(bool)
+			if vol, ok := v["volume"].(map[string]any); ok {
+				m.Subpath, _ = vol["subpath"].(string)
+			}
+			out = append(out, m)
+		default:
+			t.Fatalf("volume entry %v", v)
+		}
+	}
+	return out
 }
 
 func composeFile(t testing.TB) compose {
@@ -452,19 +570,56 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("nats image %q, want nats:2.12*", nats.Image)
 	}
 	conf := ""
-	for _, v := range nats.Volumes {
-		if strings.HasPrefix(v, "./ops/nats-server.conf:") {
-			conf = strings.Split(v, ":")[1]
+	for _, m := range mounts(t, nats) {
+		if m.Source == "./ops/nats-server.conf" {
+			conf = m.Target
 		}
 	}
 	if conf == "" || !slices.Contains(nats.Command, conf) {
 		t.Errorf("nats service must mount ./ops/nats-server.conf and run with it: volumes %v command %v", nats.Volumes, nats.Command)
 	}
-	o, err := server.ProcessConfigFile(repoPath("ops/nats-server.conf"))
+	// The auth-init service writes the trust configuration and one
+	// credential per role into the auth volume; nats mounts only the
+	// trust configuration, where its configuration includes it.
+	initSvc, ok := c.Services["auth-init"]
+	if !ok || initSvc.Build == nil || initSvc.Build.Args["BIN"] != "agentbus" {
+		t.Fatal("want an auth-init service (BIN=agentbus)")
+	}
+	initArgs := initSvc.Command
+	if len(initArgs) < 2 || initArgs[0] != "nats" || initArgs[1] != "init" {
+		t.Fatalf("auth-init must run `nats init`: %v", initArgs)
+	}
+	initFlags := commandFlags(t, initArgs[2:], nil)
+	var authVol mount
+	for _, m := range mounts(t, initSvc) {
+		if m.Target == initFlags["data"] {
+			authVol = m
+		}
+	}
+	if _, named := c.Volumes[authVol.Source]; !named {
+		t.Fatalf("auth-init --data %q is not on a named volume", initFlags["data"])
+	}
+	rel := func(p string) string { return strings.TrimPrefix(strings.TrimPrefix(p, authVol.Target), "/") }
+	if nats.DependsOn["auth-init"].Condition != "service_completed_successfully" {
+		t.Error("nats must wait for auth-init")
+	}
+	trust := false
+	for _, m := range mounts(t, nats) {
+		if m.Source == authVol.Source && m.Target == filepath.Dir(conf)+"/auth" && m.ReadOnly &&
+			m.Subpath == filepath.Dir(rel(initFlags["config"])) && filepath.Base(initFlags["config"]) == "auth.conf" {
+			trust = true
+		} else if m.Source == authVol.Source {
+			t.Errorf("nats mounts more of the auth volume than the trust configuration: %+v", m)
+		}
+	}
+	if !trust {
+		t.Errorf("nats does not mount auth-init's %s at %s/auth/auth.conf (read-only)", initFlags["config"], filepath.Dir(conf))
+	}
+	o, err := server.ProcessConfigFile(withAuth(t, repoPath("ops/nats-server.conf"), ""))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !mountedVolume(c, nats, o.StoreDir) {
+	if !mountedVolume(t, c, nats, o.StoreDir) {
 		t.Errorf("JetStream store_dir %s is not on a named volume of the nats service (%v)", o.StoreDir, nats.Volumes)
 	}
 
@@ -488,8 +643,26 @@ func TestComposeFile(t *testing.T) {
 					t.Errorf("flag --%s is not a flag of %s (internal/cli/cli.go serve)", name, bin)
 				}
 			}
-			if got["nats"] != "nats://nats:4222" {
-				t.Errorf("--nats %q, want nats://nats:4222", got["nats"])
+			if svc.Environment["AGENTBUS_NATS"] != "nats://nats:4222" {
+				t.Errorf("AGENTBUS_NATS %q, want nats://nats:4222", svc.Environment["AGENTBUS_NATS"])
+			}
+			// Its own credential only, read-only, from auth-init's creds dir.
+			creds := svc.Environment["AGENTBUS_NATS_CREDS"]
+			own := false
+			for _, m := range mounts(t, svc) {
+				if m.Source != authVol.Source {
+					continue
+				}
+				if m.Subpath != rel(initFlags["creds-dir"])+"/"+stage || !m.ReadOnly || creds != m.Target+"/nats.creds" {
+					t.Errorf("auth volume mount %+v: want subpath %s/%s read-only holding AGENTBUS_NATS_CREDS %q", m, rel(initFlags["creds-dir"]), stage, creds)
+				}
+				own = true
+			}
+			if !own {
+				t.Error("no credential mounted")
+			}
+			if svc.DependsOn["auth-init"].Condition != "service_completed_successfully" {
+				t.Error("must wait for auth-init")
 			}
 			for k := range svc.Environment {
 				if strings.HasPrefix(k, "AGENTBUS_") && !providerEnv[k] && !slices.ContainsFunc(mapsKeys(flags), func(f string) bool { return envName(f) == k }) {
@@ -499,11 +672,11 @@ func TestComposeFile(t *testing.T) {
 			if svc.DependsOn["nats"].Condition != "service_healthy" {
 				t.Error("must wait for a healthy nats service")
 			}
-			if svc.Healthcheck == nil || len(svc.Healthcheck.Test) != 2 || svc.Healthcheck.Test[0] != "CMD-SHELL" {
-				t.Fatalf("no CMD-SHELL health check: %+v", svc.Healthcheck)
+			if svc.Healthcheck == nil {
+				t.Fatal("no health check")
 			}
-			if stage != "ingest" && !strings.Contains(svc.Healthcheck.Test[1], " "+pipeline.HealthSubject(stage)+".ready ") {
-				t.Errorf("health check does not ask %s.ready: %s", pipeline.HealthSubject(stage), svc.Healthcheck.Test[1])
+			if stage != "ingest" && !slices.Equal(svc.Healthcheck.Test, []string{"CMD", "/usr/local/bin/entrypoint", "health"}) {
+				t.Errorf("health check %v: want the stage binary's `health` (its readiness endpoint, with its credential)", svc.Healthcheck.Test)
 			}
 		})
 	}
@@ -524,7 +697,7 @@ func TestComposeFile(t *testing.T) {
 	}
 	per := c.Services["persist"]
 	data := commandFlags(t, per.Command, bools)["data"]
-	if data == "" || !mountedVolume(c, per, data) {
+	if data == "" || !mountedVolume(t, c, per, data) {
 		t.Errorf("persist --data %q is not on a named volume (%v)", data, per.Volumes)
 	}
 	cli, ok := c.Services["cli"]
@@ -532,6 +705,8 @@ func TestComposeFile(t *testing.T) {
 		t.Error("want a cli service (BIN=agentbus) behind a profile")
 	} else if cli.Environment["AGENTBUS_NATS"] != "nats://nats:4222" {
 		t.Error("cli service must point AGENTBUS_NATS at the nats service")
+	} else if creds := cli.Environment["AGENTBUS_NATS_CREDS"]; creds != authVol.Target+"/"+rel(initFlags["creds-dir"])+"/operator/nats.creds" {
+		t.Errorf("cli AGENTBUS_NATS_CREDS %q: want auth-init's operator credential", creds)
 	}
 }
 
@@ -544,13 +719,9 @@ func mapsKeys(m map[string]bool) []string {
 }
 
 // mountedVolume reports whether dir is (under) a named volume of svc.
-func mountedVolume(c compose, svc composeService, dir string) bool {
-	for _, v := range svc.Volumes {
-		parts := strings.Split(v, ":")
-		if len(parts) < 2 {
-			continue
-		}
-		if _, named := c.Volumes[parts[0]]; named && (dir == parts[1] || strings.HasPrefix(dir, strings.TrimSuffix(parts[1], "/")+"/")) {
+func mountedVolume(t testing.TB, c compose, svc composeService, dir string) bool {
+	for _, m := range mounts(t, svc) {
+		if _, named := c.Volumes[m.Source]; named && (dir == m.Target || strings.HasPrefix(dir, strings.TrimSuffix(m.Target, "/")+"/")) {
 			return true
 		}
 	}
@@ -575,66 +746,76 @@ func healthURL(t testing.TB, svc composeService) *url.URL {
 	return u
 }
 
-// natsProbe plays a stage health check (printf ... | nc -w N host port |
-// grep -q PATTERN) against addr the way busybox does: send the bytes,
-// read what arrives, look for the pattern.
-func natsProbe(t testing.TB, check, addr string) (bool, string) {
-	t.Helper()
-	m := regexp.MustCompile(`^\(printf '([^']*)'; sleep (\d+)\) \| nc -w (\d+) nats 4222 \| grep -q '([^']*)'$`).FindStringSubmatch(check)
-	if m == nil {
-		t.Fatalf("stage health check not in the expected form: %q", check)
+// TestComposeTopology runs the compose deployment in-process: auth-init's
+// command (the authority, the server's trust configuration, one credential
+// per role), a server started from ops/nats-server.conf with that trust
+// configuration, each stage as its own app.System with its own credential
+// and the compose file's replica counts, every service's health check, and
+// a chat turn through the separate ingest process.
+func TestComposeTopology(t *testing.T) {
+	c := composeFile(t)
+	// auth-init, with its paths moved into a temp dir.
+	authRoot := t.TempDir()
+	initFlags := commandFlags(t, c.Services["auth-init"].Command[2:], nil)
+	vol := initFlags["data"]
+	local := func(p string) string { return filepath.Join(authRoot, strings.TrimPrefix(p, vol)) }
+	args := []string{"nats", "init", "--data", authRoot, "--config", local(initFlags["config"]), "--creds-dir", local(initFlags["creds-dir"])}
+	var stderr bytes.Buffer
+	if code := cli.Main(cli.Env{Args: args, Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}); code != 0 {
+		t.Fatalf("auth-init: %d %s", code, stderr.String())
 	}
-	payload := strings.NewReplacer(`\r`, "\r", `\n`, "\n").Replace(m[1])
-	sleep, _ := strconv.Atoi(m[2])
-	wait, _ := strconv.Atoi(m[3])
-	conn, err := net.Dial("tcp", addr)
+	confDir := t.TempDir()
+	conf := filepath.Join(confDir, "nats-server.conf")
+	if err := os.WriteFile(conf, []byte(readFile(t, "ops/nats-server.conf")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Dir(local(initFlags["config"])), filepath.Join(confDir, "auth")); err != nil {
+		t.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	if _, err := io.WriteString(conn, payload); err != nil {
+	o.Host, o.Port = "127.0.0.1", -1
+	o.HTTPHost, o.HTTPPort = "127.0.0.1", -1
+	o.StoreDir = t.TempDir()
+	o.NoSigs, o.NoLog = true, true
+	s, err := server.NewServer(o)
+	if err != nil {
 		t.Fatal(err)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(time.Duration(sleep+wait) * time.Second))
-	var out bytes.Buffer
-	r := bufio.NewReader(conn)
-	found := false
-	for {
-		line, err := r.ReadString('\n')
-		out.WriteString(line)
-		if err != nil {
-			break
-		}
-		if !found && strings.Contains(out.String(), m[4]) {
-			// Collect the other instances' answers too.
-			found = true
-			_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		}
+	go s.Start()
+	if !s.ReadyForConnections(15 * time.Second) {
+		t.Fatal("server not ready")
 	}
-	return strings.Contains(out.String(), m[4]), out.String()
-}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 
-// TestComposeTopology runs the compose deployment in-process: a server
-// started from ops/nats-server.conf, each stage as its own app.System with
-// the compose file's replica counts, a chat turn through the separate
-// ingest process, and every service's health check against it.
-func TestComposeTopology(t *testing.T) {
-	c := composeFile(t)
-	s := serverFromConfig(t, repoPath("ops/nats-server.conf"), nil)
-	addr := s.Addr().String()
+	// credsOf is auth-init's credential file of a role.
+	credsOf := func(role string) string {
+		return filepath.Join(local(initFlags["creds-dir"]), role, "nats.creds")
+	}
+	// health runs a stage service's health check command (`<stage>
+	// health`) with the service's environment, pointed at the test server.
+	health := func(stage string) (bool, string) {
+		svc := c.Services[stage]
+		env := map[string]string{}
+		for k, v := range svc.Environment {
+			env[k] = v
+		}
+		env["AGENTBUS_NATS"] = s.ClientURL()
+		env["AGENTBUS_NATS_CREDS"] = credsOf(stage)
+		env["AGENTBUS_HEALTH_TIMEOUT"] = "500ms"
+		var out, errb bytes.Buffer
+		code := cli.RunStage(stage, cli.Env{Args: svc.Healthcheck.Test[2:], Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }})
+		return code == 0, out.String() + errb.String()
+	}
 
 	// Before any stage runs, every stage health check fails.
-	var pwg sync.WaitGroup
 	for _, stage := range stages[1:] {
-		pwg.Add(1)
-		go func() {
-			defer pwg.Done()
-			if ok, out := natsProbe(t, c.Services[stage].Healthcheck.Test[1], addr); ok {
-				t.Errorf("%s health check passes with no %s running: %q", stage, stage, out)
-			}
-		}()
+		if ok, out := health(stage); ok {
+			t.Errorf("%s health check passes with no %s running: %q", stage, stage, out)
+		}
 	}
-	pwg.Wait()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -648,9 +829,11 @@ func TestComposeTopology(t *testing.T) {
 		o.HTTPAddr = "127.0.0.1:0"
 		o.Getenv = func(string) string { return "" }
 		o.Tools.Remote = false
+		o.NATSCreds = credsOf(stage)
 		sys, err := app.Start(context.Background(), o, testutil.Logger(t))
 		if err != nil {
-			t.Fatalf("start %s: %v", stage, err)
+			t.Errorf("start %s: %v", stage, err)
+			return nil
 		}
 		t.Cleanup(sys.Close)
 		return sys
@@ -682,15 +865,8 @@ func TestComposeTopology(t *testing.T) {
 	}
 
 	for _, stage := range stages[1:] {
-		ok, out := natsProbe(t, c.Services[stage].Healthcheck.Test[1], addr)
-		if !ok {
+		if ok, out := health(stage); !ok {
 			t.Errorf("%s health check fails with %s running: %q", stage, stage, out)
-		}
-		if want := 1; c.Services[stage].Deploy.Replicas != nil {
-			want = *c.Services[stage].Deploy.Replicas
-			if got := strings.Count(out, "MSG hc "); got != want {
-				t.Errorf("%s: %d instances answered, want %d", stage, got, want)
-			}
 		}
 	}
 	u := healthURL(t, c.Services["ingest"])
@@ -713,11 +889,14 @@ func TestComposeTopology(t *testing.T) {
 		t.Errorf("/health/ready: %+v", ready)
 	}
 
-	// A turn crosses the separate processes and comes back persisted.
-	key, _, err := apikey.Issue(context.Background(), ingest.Keys, "ops", 0, 0)
-	if err != nil {
-		t.Fatal(err)
+	// A key issued with the cli service's (operator) credential; a turn
+	// crosses the separate processes and comes back persisted.
+	var keyOut, keyErr bytes.Buffer
+	env := map[string]string{"AGENTBUS_NATS": s.ClientURL(), "AGENTBUS_NATS_CREDS": credsOf("operator")}
+	if code := cli.Main(cli.Env{Args: []string{"keys", "create", "--user", "ops"}, Stdout: &keyOut, Stderr: &keyErr, Getenv: func(k string) string { return env[k] }}); code != 0 {
+		t.Fatalf("keys create: %s", keyErr.String())
 	}
+	key := strings.TrimSpace(keyOut.String())
 	body := `{"model":"agentbus-offline","messages":[{"role":"user","content":"hello from the compose topology"}]}`
 	req, _ := http.NewRequest(http.MethodPost, "http://"+ingest.HTTPAddr+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -733,7 +912,11 @@ func TestComposeTopology(t *testing.T) {
 	}
 
 	// The streams were created with the server's file storage.
-	nc := testutil.Conn(t, s)
+	nc, err := nats.Connect(s.ClientURL(), nats.UserCredentials(credsOf("operator")), nats.CustomInboxPrefix(pipeline.InboxPrefix("operator")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
 	js, _ := nc.JetStream()
 	info, err := js.StreamInfo("AGENTBUS_TURNS")
 	if err != nil {
@@ -874,11 +1057,7 @@ func BenchmarkJetStreamPublish(b *testing.B) {
 					o.SyncInterval = 2 * time.Minute
 				}
 			})
-			nc, err := nats.Connect(s.ClientURL())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer nc.Close()
+			nc := operatorConn(b, s)
 			js, _ := nc.JetStream()
 			if _, err := js.AddStream(&nats.StreamConfig{Name: "B", Subjects: []string{"b.>"}}); err != nil {
 				b.Fatal(err)

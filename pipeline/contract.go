@@ -172,6 +172,8 @@ func (c Contract) Grant(name string) Grant {
 	pub(c.Requests...)
 	sub(c.Subscribes...)
 	sub(HealthSubject(c.Stage), HealthSubject(c.Stage)+".>")
+	// Its own readiness, for a container health check (`<stage> health`).
+	pub(HealthSubject(c.Stage) + ".ready")
 	for _, svc := range append([]string{ServiceName(c.Stage)}, c.Services...) {
 		sub(MicroSubjects(svc)...)
 	}

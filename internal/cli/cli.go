@@ -7,6 +7,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -124,7 +125,12 @@ func run(env Env) error {
 // RunStage is the main of the cmd/<stage> binaries: one stage, an external
 // NATS server by default.
 func RunStage(stage string, env Env) int {
-	err := serve(env, env.Args, []string{stage}, "agentbus-"+stage)
+	var err error
+	if len(env.Args) > 0 && env.Args[0] == "health" {
+		err = stageHealth(env, stage, env.Args[1:])
+	} else {
+		err = serve(env, env.Args, []string{stage}, "agentbus-"+stage)
+	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(env.Stderr, "agentbus-"+stage+":", err)
 		if errors.Is(err, ErrUsage) {
@@ -133,6 +139,39 @@ func RunStage(stage string, env Env) int {
 		return 1
 	}
 	return 0
+}
+
+// stageHealth is `<stage> health`: a container health check. It connects
+// as the stage would (--nats, --nats-creds and their environment) and
+// succeeds when an instance of the stage reports itself ready.
+func stageHealth(env Env, stage string, args []string) error {
+	f := newFlags(env, "agentbus-"+stage+" health")
+	cf := addConnFlags(f)
+	timeout := f.duration("health-timeout", 3*time.Second, "how long to wait for an answer")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if *cf.url == "" {
+		return fmt.Errorf("%w: --nats is required", ErrUsage)
+	}
+	nc, _, err := cf.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	m, err := nc.Request(pipeline.HealthSubject(stage)+".ready", nil, *timeout)
+	if err != nil {
+		return fmt.Errorf("%s readiness: %w", stage, err)
+	}
+	var rep pipeline.HealthReport
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		return fmt.Errorf("%s readiness: undecodable answer", stage)
+	}
+	fmt.Fprintf(env.Stdout, "%s %s\n", stage, rep.Status)
+	if rep.Status != pipeline.Healthy {
+		return ExitError{Code: 1}
+	}
+	return nil
 }
 
 // flags wraps a FlagSet whose defaults come from AGENTBUS_* variables.

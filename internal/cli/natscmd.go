@@ -15,9 +15,12 @@ import (
 
 const natsUsage = `agentbus nats: the bus's identities and permissions.
 
-  agentbus nats init [--data DIR]
+  agentbus nats init [--data DIR] [--config FILE] [--creds-dir DIR]
       create the NATS authority in DIR/auth (agentbus serve does this on
-      its first start with the embedded server)
+      its first start with the embedded server); with --config also write
+      the server's trust configuration, with --creds-dir one credential per
+      stage and for the operator (DIR/<role>/nats.creds), each only if
+      missing (docker-compose.yml's auth-init service runs this)
   agentbus nats creds --role ROLE --name NAME [--tools a,b] [--expires 720h] [--out FILE]
       issue a credentials file for one identity; roles: ` + "ingest, guard, llm, toolexec, persist, tool, client, operator" + `
   agentbus nats config [--out FILE]
@@ -43,6 +46,8 @@ func natsCmd(env Env, args []string) error {
 	toolList := f.String("tools", "", "tool role: comma-separated tool names it may serve (default: its name)")
 	expires := f.Duration("expires", 0, "lifetime of the credential (0: no expiry)")
 	out := f.String("out", "", "write to this file (mode 0600) instead of stdout")
+	confOut := f.String("config", "", "init: also write the server trust configuration to this file")
+	credsDir := f.String("creds-dir", "", "init: also write a credential per stage role and the operator under this directory")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -54,6 +59,39 @@ func natsCmd(env Env, args []string) error {
 			return err
 		}
 		fmt.Fprintf(env.Stderr, "NATS authority in %s (account %s)\n", dir, a.Account())
+		if *confOut != "" {
+			conf, err := a.ServerConfig()
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(*confOut), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(*confOut, []byte(conf), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stderr, "server trust configuration in %s\n", *confOut)
+		}
+		if *credsDir != "" {
+			for _, r := range append(app.AllStages, app.RoleOperator) {
+				path := filepath.Join(*credsDir, r, "nats.creds")
+				if fileExists(path) {
+					continue
+				}
+				g, err := app.Grant(r, r, app.GrantOptions{})
+				if err != nil {
+					return err
+				}
+				b, err := a.Creds(r, g, 0)
+				if err != nil {
+					return err
+				}
+				if err := writeOut(env, path, b); err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stderr, "credential for %s in %s\n", r, path)
+			}
+		}
 		return nil
 	case "creds":
 		if *role == "" || *name == "" {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/natsauth"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
@@ -88,6 +90,24 @@ func start(t *testing.T, stage, url, data string, extra ...string) *proc {
 	return p
 }
 
+// credsFile issues a credential for name in role and writes it to a file.
+func credsFile(t *testing.T, auth *natsauth.Authority, role, name string) string {
+	t.Helper()
+	g, err := app.Grant(role, name, app.GrantOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := auth.Creds(name, g, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), name+".creds")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // instances counts the running instances of a stage (health scatter).
 func instances(nc *nats.Conn, stage string) int {
 	inbox := nc.NewRespInbox()
@@ -108,16 +128,31 @@ func TestReplicasSurviveKill9ExactlyOnce(t *testing.T) {
 		t.Skip("builds and runs the stage binaries")
 	}
 	build(t)
-	srv := testutil.NATSServer(t)
+	// The server trusts the authority; every process has its own
+	// credential file (the two llm replicas share one identity).
+	auth, err := natsauth.LoadOrCreate(filepath.Join(t.TempDir(), "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testutil.NATSServerWith(t, t.TempDir(), -1, auth.ConfigureServer)
 	url := srv.ClientURL()
 	data := t.TempDir()
-	start(t, "guard", url, data, "--user-rpm", "0", "--user-tpm", "0")
-	start(t, "toolexec", url, data)
-	start(t, "persist", url, data)
-	llm1 := start(t, "llm", url, data)
-	start(t, "llm", url, data)
+	creds := func(role string) string { return credsFile(t, auth, role, role) }
+	start(t, "guard", url, data, "--user-rpm", "0", "--user-tpm", "0", "--nats-creds", creds("guard"))
+	start(t, "toolexec", url, data, "--nats-creds", creds("toolexec"))
+	start(t, "persist", url, data, "--nats-creds", creds("persist"))
+	llmCreds := creds("llm")
+	llm1 := start(t, "llm", url, data, "--nats-creds", llmCreds)
+	start(t, "llm", url, data, "--nats-creds", llmCreds)
 
-	nc := testutil.Conn(t, srv)
+	nc, err := nats.Connect(url, nats.UserCredentials(credsFile(t, auth, app.RoleOperator, "e2e-operator")), nats.CustomInboxPrefix(pipeline.InboxPrefix("e2e-operator")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nats.Connect(url); err == nil {
+		t.Fatal("the server accepted an anonymous connection")
+	}
 	js, _ := nc.JetStream()
 	deadline := time.Now().Add(60 * time.Second)
 	for _, want := range []struct {

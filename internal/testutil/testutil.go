@@ -23,7 +23,21 @@ func NATSServer(t testing.TB) *server.Server {
 // NATSServerAt starts a server with its store in dir on port (-1 random).
 func NATSServerAt(t testing.TB, dir string, port int) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true})
+	return NATSServerWith(t, dir, port, nil)
+}
+
+// NATSServerWith starts a server as NATSServerAt does, after configure
+// (e.g. natsauth.Authority.ConfigureServer: operator mode) changed its
+// options.
+func NATSServerWith(t testing.TB, dir string, port int, configure func(*server.Options) error) *server.Server {
+	t.Helper()
+	o := &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true}
+	if configure != nil {
+		if err := configure(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
