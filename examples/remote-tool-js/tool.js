@@ -12,15 +12,21 @@
 //   - a failed call answers with a micro error (respondError), which the
 //     toolexec stage reports to the model as "error: ...".
 //
-// agentbus discovers remote tools when its llm and toolexec stages start,
-// so start the tool first:
+// The bus requires a credential: a tool identity may serve only its own
+// tools' subjects (agentbus.tool.<name>) and answer calls, nothing else. The
+// operator issues it and allows the tool to be offered to the model:
 //
-//   NATS_URL=nats://127.0.0.1:4222 node tool.js
+//   agentbus nats creds --role tool --name word_count --out word_count.creds
+//   agentbus serve --remote-tools word_count ...
+//   NATS_URL=nats://127.0.0.1:4222 NATS_CREDS=word_count.creds node tool.js
+//
+// agentbus discovers remote tools at start and again every 15 seconds.
 //
 // It prints one line, "ready <service id>", once the endpoint is served,
 // and stops cleanly on SIGINT or SIGTERM. Run several copies to scale: the
 // endpoint's queue group splits the calls between them.
-import { connect } from "nats";
+import { connect, credsAuthenticator } from "nats";
+import { readFileSync } from "node:fs";
 
 const servers = process.env.NATS_URL || "nats://127.0.0.1:4222";
 
@@ -61,7 +67,11 @@ function handle(err, msg) {
   msg.respond(JSON.stringify(wordCount(args.text)));
 }
 
-const nc = await connect({ servers, name: "agentbus-remote-tool-js" });
+const opts = { servers, name: "agentbus-remote-tool-js" };
+if (process.env.NATS_CREDS) {
+  opts.authenticator = credsAuthenticator(readFileSync(process.env.NATS_CREDS));
+}
+const nc = await connect(opts);
 const srv = await nc.services.add({
   name: "agentbus-tools",
   version: "1.0.0",

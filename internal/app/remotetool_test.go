@@ -24,9 +24,12 @@ import (
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/apptest"
+	"github.com/agentbus/agentbus/internal/natsauth"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
 	"github.com/agentbus/agentbus/stage/toolexec"
+	"github.com/nats-io/nats.go"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
@@ -50,11 +53,11 @@ func (s *syncBuffer) String() string {
 // startJSTool runs examples/remote-tool-js/tool.js against natsURL, waits
 // for its "ready" line, and at cleanup stops it with SIGTERM and checks it
 // exits cleanly.
-func startJSTool(t *testing.T, node, dir, natsURL string) {
+func startJSTool(t *testing.T, node, dir, natsURL, creds string) {
 	t.Helper()
 	cmd := exec.Command(node, "tool.js")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NATS_URL="+natsURL)
+	cmd.Env = append(os.Environ(), "NATS_URL="+natsURL, "NATS_CREDS="+creds)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -165,12 +168,28 @@ func (m *scriptedModel) offers() [][]string {
 
 func TestRemoteToolJS(t *testing.T) {
 	node, dir := nodeExample(t, "remote-tool-js")
-	ns := testutil.NATSServer(t)
-	startJSTool(t, node, dir, ns.ClientURL())
+	// An external server trusting the authority of the data directory the
+	// system will use: the tool has its own tool credential.
+	data := t.TempDir()
+	auth, err := natsauth.LoadOrCreate(app.AuthDir(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := testutil.NATSServerWith(t, t.TempDir(), -1, auth.ConfigureServer)
+	startJSTool(t, node, dir, ns.ClientURL(), apptest.AuthorityCreds(t, auth, app.RoleTool, "word_count", app.GrantOptions{}))
 	ctx := context.Background()
 
 	t.Run("discovered and called from Go", func(t *testing.T) {
-		nc := testutil.Conn(t, ns)
+		// As the toolexec stage does, with its identity.
+		co, err := pipeline.CredsFile(apptest.AuthorityCreds(t, auth, app.StageToolexec, "toolexec-probe", app.GrantOptions{})).ConnectOptions("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(ns.ClientURL(), co...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
 		found, err := toolexec.DiscoverRemoteTools(ctx, nc, time.Second, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -221,6 +240,7 @@ func TestRemoteToolJS(t *testing.T) {
 	}
 	sys := startSystem(t, func(o *app.Options) {
 		o.Pipeline.NATSURL = ns.ClientURL()
+		o.DataDir = data
 		o.Tools.Remote = true
 		o.Tools.RemoteAllow = []string{"word_count"}
 		o.Tools.RemoteWait = time.Second
@@ -314,4 +334,35 @@ func TestRemoteToolJS(t *testing.T) {
 			t.Fatalf("tools offered per model call: %v", offers)
 		}
 	})
+}
+
+// A client in JavaScript (examples/nats-client-js) with a client
+// credential and an API key: a plain and a streamed turn through the NATS
+// entry, answers on its own inbox.
+func TestNATSClientJS(t *testing.T) {
+	node, dir := nodeExample(t, "nats-client-js")
+	sys := startSystem(t, nil)
+	key := newKey(t, sys, "js-client")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "client.js", "What is 6*7?")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "NATS_URL="+sys.Runtime.URL(), "AGENTBUS_API_KEY="+key,
+		"NATS_CREDS="+apptest.CredsFile(t, sys, app.RoleClient, "billing-bot", app.GrantOptions{}))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("client.js: %v\nstdout: %s\nstderr: %s", err, out, stderr.String())
+	}
+	var res struct {
+		Plain, Streamed, Conversation string
+		Chunks                        int
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	if !strings.Contains(res.Plain, "42") || res.Chunks < 2 || res.Streamed == "" || !strings.HasPrefix(res.Conversation, "conv_") {
+		t.Fatalf("%+v", res)
+	}
 }

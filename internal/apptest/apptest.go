@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/natsauth"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
@@ -46,11 +47,18 @@ func CredsFile(t testing.TB, sys *app.System, role, name string, opt app.GrantOp
 	if sys.Authority == nil {
 		t.Fatal("the system has no NATS authority")
 	}
+	return AuthorityCreds(t, sys.Authority, role, name, opt)
+}
+
+// AuthorityCreds issues a credential for identity name in role from a and
+// returns the path of its file (in t.TempDir()).
+func AuthorityCreds(t testing.TB, a *natsauth.Authority, role, name string, opt app.GrantOptions) string {
+	t.Helper()
 	g, err := app.Grant(role, name, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := sys.Authority.Creds(name, g, 0)
+	b, err := a.Creds(name, g, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
