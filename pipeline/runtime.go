@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,12 +147,16 @@ func (r *Runtime) connect(role, name string, extra ...nats.Option) (*nats.Conn, 
 		}
 		opts = append(opts, co...)
 	}
+	url := r.url
 	if r.srv != nil {
+		// In process: no network, so no TLS (the server does not require
+		// it of in-process clients) even when the client port has it.
 		opts = append(opts, nats.InProcessServer(r.srv))
+		url = strings.Replace(url, "tls://", "nats://", 1)
 	} else {
 		opts = append(opts, r.cfg.TLS.options()...)
 	}
-	return Connect(r.url, name, r.log, append(opts, extra...)...)
+	return Connect(url, name, r.log, append(opts, extra...)...)
 }
 
 // StageConn is the connection of stage (opened on first use) under the

@@ -302,6 +302,9 @@ func (p *parts) conn(stage string) (*nats.Conn, nats.JetStreamContext, error) {
 
 // Start builds and starts the process's stages. Stop it with Close.
 func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
 	}
