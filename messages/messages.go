@@ -9,7 +9,7 @@
 // A chat turn is published as a [Turn] on [Subject]([EventReceived], requestID)
 // and moves through the stages as events on the same request id:
 //
-//	agentbus.turn.received.<rid>   Turn        ingest or any client -> guard
+//	agentbus.turn.received.<rid>   Turn        ingest (HTTP or NATS entry) or the operator -> guard
 //	agentbus.turn.admitted.<rid>   Admitted    guard -> llm
 //	agentbus.turn.rejected.<rid>   Rejected    guard (terminal)
 //	agentbus.turn.toolcalls.<rid>  Generation  llm -> toolexec (model asked for tools)
@@ -18,8 +18,10 @@
 //	agentbus.turn.completed.<rid>  Completed   persist, after commit (terminal)
 //	agentbus.turn.failed.<rid>     Failed      any stage (terminal)
 //
-// A caller learns the outcome by subscribing (plain core NATS) to
-// [ReplyFilter](rid) = "agentbus.turn.*.<rid>" before it publishes: it sees
+// Clients in other languages do not publish events: they request
+// [SubjectChat] (the ingest stage's NATS entry) with an API key. Ingest and
+// the operator learn a turn's outcome by subscribing (plain core NATS) to
+// [ReplyFilter](rid) = "agentbus.turn.*.<rid>" before publishing: they see
 // every step and, last, exactly one terminal event (completed, rejected or
 // failed). Streaming deltas travel on core NATS at [StreamSubject](rid).
 //
