@@ -5,6 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -42,16 +45,40 @@ func TestSecretsStayOutOfLogsAndOutputs(t *testing.T) {
 	}
 	f.failing.Store(true) // provider errors must not echo the key either
 	outputs = append(outputs, post(t, sys, key, "", chatBody("again")).raw)
-	resp, err := http.Get("http://" + sys.HTTPAddr + "/health")
+	for _, k := range []string{"", key} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+sys.HTTPAddr+"/health", nil)
+		if k != "" {
+			req.Header.Set("Authorization", "Bearer "+k)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		health, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		outputs = append(outputs, string(health))
+	}
+	all := logs.String() + strings.Join(outputs, "\n")
+	secretPart := key[12:] // the part after "ab-<id>_"
+	secrets := []string{providerKey, secretPart, wrongSecret[12:]}
+	// The NATS authority's seeds and the operator credential's seed.
+	for _, f := range []string{"operator.nk", "system.nk", "account.nk"} {
+		b, err := os.ReadFile(filepath.Join(app.AuthDir(o.DataDir), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, strings.TrimSpace(string(b)))
+	}
+	creds, err := os.ReadFile(app.OperatorCreds(o.DataDir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	health, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	outputs = append(outputs, string(health))
-	all := logs.String() + strings.Join(outputs, "\n")
-	secretPart := key[12:] // the part after "ab-<id>_"
-	for _, s := range []string{providerKey, secretPart, wrongSecret[12:]} {
+	seed := regexp.MustCompile(`SU[A-Z2-7]{50,}`).FindString(string(creds))
+	if seed == "" {
+		t.Fatal("no user seed in the operator credential")
+	}
+	secrets = append(secrets, seed)
+	for _, s := range secrets {
 		if strings.Contains(all, s) {
 			t.Fatalf("a secret (%s…) appears in logs or outputs", s[:4])
 		}
