@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
+	"github.com/agentbus/agentbus/internal/dirlock"
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/memory"
@@ -317,18 +318,36 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	// One process owns a data directory that holds state (the embedded
+	// server's store, the conversation store): a second one fails now,
+	// before it can corrupt either.
+	var unlock func() error
+	if o.Pipeline.NATSURL == "" || o.has(StagePersist) {
+		var err error
+		if unlock, err = dirlock.Lock(filepath.Join(o.DataDir, "agentbus.lock")); err != nil {
+			return nil, fmt.Errorf("data directory %s is in use by another agentbus process: %w", o.DataDir, err)
+		}
+	}
+	release := func() {
+		if unlock != nil {
+			_ = unlock()
+		}
+	}
 	authority, err := o.setupNATSAuth(log)
 	if err != nil {
+		release()
 		return nil, fmt.Errorf("nats auth: %w", err)
 	}
 	rt, err := pipeline.New(ctx, o.Pipeline, log)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	sys := &System{Runtime: rt, log: log, runDone: make(chan struct{}), Authority: authority, DataDir: o.DataDir}
+	sys.closers = append(sys.closers, release)
 	fail := func(err error) (*System, error) {
-		sys.closeParts()
 		rt.Close()
+		sys.closeParts()
 		return nil, err
 	}
 	if o.has(StageIngest) || o.has(StageGuard) {
@@ -537,9 +556,10 @@ func (p *parts) ingest(context.Context) error {
 		return fmt.Errorf("ingest listen %s: %w", p.o.HTTPAddr, err)
 	}
 	p.sys.HTTPAddr = ln.Addr().String()
-	p.sys.httpSrv = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	hs, errc := srv.Serve(ln)
+	p.sys.httpSrv = hs
 	go func() {
-		if err := p.sys.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("http server", "err", err)
 		}
 	}()

@@ -177,3 +177,24 @@ func TestNoAuthOnlyOnLoopback(t *testing.T) {
 		t.Fatalf("want a refusal, got %v", err)
 	}
 }
+
+// A second `agentbus serve` on the data directory of a running one exits
+// at once, non-zero, with the reason.
+func TestSecondServeOnTheSameDataDirFails(t *testing.T) {
+	sys := apptest.Start(t, nil)
+	done := make(chan struct{})
+	var code int
+	var errOut string
+	go func() {
+		defer close(done)
+		code, _, errOut = run(t, "", "serve", "--data", sys.DataDir, "--nats-listen", "127.0.0.1:-1", "--http", "127.0.0.1:0")
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second serve did not exit")
+	}
+	if code == 0 || !strings.Contains(errOut, "in use by another agentbus process") || !strings.Contains(errOut, "pid") {
+		t.Fatalf("exit %d: %q", code, errOut)
+	}
+}

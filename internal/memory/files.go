@@ -1,6 +1,8 @@
 package memory
 
 import (
+	"github.com/agentbus/agentbus/internal/dirlock"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -109,7 +111,10 @@ func OpenFiles(dir string) (*FileStore, error) {
 	if err := os.MkdirAll(s.convDir, 0o750); err != nil {
 		return nil, fmt.Errorf("memory: open %s: %w", dir, err)
 	}
-	unlock, err := lockDir(filepath.Join(dir, "LOCK"))
+	unlock, err := dirlock.Lock(filepath.Join(dir, "LOCK"))
+	if errors.Is(err, dirlock.ErrLocked) {
+		err = ErrLocked
+	}
 	if err != nil {
 		return nil, fmt.Errorf("memory: open %s: %w", dir, err)
 	}

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -69,6 +70,16 @@ type Config struct {
 	// MaxNATSInFlight bounds the NATS entry's requests waiting for their
 	// outcome; more are answered 503 at once. Default 1024.
 	MaxNATSInFlight int
+	// ReadTimeout bounds reading a whole request, body included: a client
+	// that sends its body slower than this is disconnected. Default 30s.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long. Default 120s.
+	IdleTimeout time.Duration
+	// MaxConns bounds the open HTTP connections; more wait in the
+	// listen backlog until one closes. Default 1024.
+	MaxConns int
+	// MaxHeaderBytes bounds a request's headers. Default 64 KiB.
+	MaxHeaderBytes int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -82,6 +93,10 @@ func DefaultConfig() Config {
 		HealthTimeout: 300 * time.Millisecond,
 
 		MaxNATSInFlight: 1024,
+		ReadTimeout:     30 * time.Second,
+		IdleTimeout:     120 * time.Second,
+		MaxConns:        1024,
+		MaxHeaderBytes:  64 << 10,
 	}
 }
 
@@ -93,6 +108,15 @@ func (c Config) Validate() error {
 	}
 	if c.ReplyTimeout <= 0 {
 		errs = append(errs, errors.New("ingest.reply_timeout must be positive"))
+	}
+	if c.ReadTimeout <= 0 || c.IdleTimeout <= 0 {
+		errs = append(errs, errors.New("ingest: read and idle timeouts must be positive"))
+	}
+	if c.MaxConns < 1 {
+		errs = append(errs, errors.New("ingest.max_conns must be at least 1"))
+	}
+	if c.MaxHeaderBytes < 4096 {
+		errs = append(errs, errors.New("ingest.max_header_bytes must be at least 4096"))
 	}
 	if c.MaxNATSInFlight < 0 {
 		errs = append(errs, errors.New("ingest.max_nats_in_flight must not be negative"))
@@ -150,6 +174,25 @@ func New(cfg Config, nc *nats.Conn, js nats.JetStreamContext, auth Authenticator
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// Serve serves HTTP on ln until Shutdown, with the configured timeouts and
+// at most MaxConns connections at once. It returns the http.Server (for
+// Shutdown) and the error channel of its Serve.
+func (s *Server) Serve(ln net.Listener) (*http.Server, <-chan error) {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: min(10*time.Second, s.cfg.ReadTimeout),
+		ReadTimeout:       s.cfg.ReadTimeout,
+		// A plain answer waits up to ReplyTimeout; a stream ends by then.
+		WriteTimeout:   s.cfg.ReplyTimeout + 30*time.Second,
+		IdleTimeout:    s.cfg.IdleTimeout,
+		MaxHeaderBytes: s.cfg.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(limitListener(ln, s.cfg.MaxConns)) }()
+	return hs, errc
+}
+
 // NewID returns a fresh id with a prefix, safe as a subject token.
 func NewID(prefix string) string {
 	var b [12]byte
@@ -192,6 +235,9 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	id, err := s.authenticate(r)
 	if err != nil {
+		// Answered without reading the body; the connection is not
+		// reused, so its body is never read either.
+		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusUnauthorized, "invalid_api_key", err.Error(), nil)
 		return
 	}
