@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
-	"github.com/agentbus/agentbus/internal/dirlock"
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
+	"github.com/agentbus/agentbus/internal/dirlock"
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/natsauth"
