@@ -112,6 +112,10 @@ const (
 	SubjectConversations = "agentbus.persist.conversations"
 	SubjectDelete        = "agentbus.persist.delete"
 	SubjectVerify        = "agentbus.persist.verify"
+	// SubjectOwner answers whether a user owns a conversation (404 when
+	// not, or when it does not exist); ingest asks it for every request
+	// that continues a conversation.
+	SubjectOwner = "agentbus.persist.owner"
 	// ToolsService is the NATS micro service name remote tools register
 	// under; each endpoint is one tool, served on ToolSubject(name).
 	ToolsService = "agentbus-tools"
@@ -392,6 +396,12 @@ const (
 	CodeMaxToolRounds       = "max_tool_rounds_exceeded"
 	CodeInternal            = "internal_error"
 	CodeTimeout             = "timeout"
+	// CodeConversationNotFound: the conversation does not exist or belongs
+	// to another user (the two are not told apart).
+	CodeConversationNotFound = "conversation_not_found"
+	// CodePayloadTooLarge: the turn, or an event derived from it, does not
+	// fit the bus.
+	CodePayloadTooLarge = "payload_too_large"
 	// CodeUnavailable: a dependency of the pipeline itself (the shared
 	// rate-limit state, the store) could not be reached; retry later.
 	CodeUnavailable = "service_unavailable"

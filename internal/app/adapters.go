@@ -15,6 +15,8 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/agentbus/agentbus/stage/ingest"
+	"github.com/agentbus/agentbus/stage/llm"
+	"github.com/agentbus/agentbus/stage/persist"
 )
 
 // sanitizerAdapter lets the guard stage use the sanitizer.
@@ -127,3 +129,24 @@ func providerHealth(f *provider.Failover) func() (string, map[string]any) {
 }
 
 var _ = errors.New
+
+// conversations adapts the persist client to ingest's and llm's views of
+// ownership: persist's 404 (unknown, or another user's) is their
+// ErrConversationNotFound.
+type conversations struct{ c *persist.Client }
+
+func (c conversations) Owns(ctx context.Context, conv, user string) error {
+	return notFound(c.c.Owns(ctx, conv, user), ingest.ErrConversationNotFound)
+}
+
+func (c conversations) History(ctx context.Context, conv, user, model string) ([]messages.Message, error) {
+	msgs, err := c.c.History(ctx, conv, user, model)
+	return msgs, notFound(err, llm.ErrConversationNotFound)
+}
+
+func notFound(err, as error) error {
+	if errors.Is(err, persist.ErrNotFound) {
+		return fmt.Errorf("%w: %w", as, err)
+	}
+	return err
+}

@@ -446,7 +446,7 @@ func (p *parts) llmStage(context.Context) error {
 		Quota:          q,
 		Provider:       fo,
 		Tools:          p.tools.specs(),
-		History:        &persist.Client{NC: nc},
+		History:        conversations{&persist.Client{NC: nc}},
 		ProviderHealth: providerHealth(fo),
 		Replicas:       p.o.Pipeline.Streams.Replicas,
 	}, nc, js, p.log.With("stage", StageLLM))
@@ -544,7 +544,7 @@ func (p *parts) ingest(context.Context) error {
 	icfg := p.o.Ingest
 	icfg.Addr = p.o.HTTPAddr
 	icfg.Models = p.o.models()
-	srv, err := ingest.New(icfg, nc, js, auth, p.log.With("stage", StageIngest))
+	srv, err := ingest.New(icfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: conversations{&persist.Client{NC: nc}}}, p.log.With("stage", StageIngest))
 	if err != nil {
 		return err
 	}

@@ -349,6 +349,7 @@ func history(env Env, args []string) error {
 	strategy := f.String("strategy", "", "pruning strategy for --pruned: importance, recent, window")
 	model := f.String("model", "", "model whose tokenizer counts tokens")
 	list := f.Bool("list", false, "list stored conversations")
+	user := f.String("user", "", "act on behalf of this user: only the conversations it owns exist (another user's are not found)")
 	del := f.Bool("delete", false, "delete the conversation from the store")
 	// Accept the id before or after the flags.
 	lead, args := leadingArgs(args)
@@ -371,21 +372,21 @@ func history(env Env, args []string) error {
 	switch {
 	case *list:
 		var convs []map[string]any
-		if err := c.Call(ctx, persist.SubjectConversations, struct{}{}, &convs); err != nil {
+		if err := c.Call(ctx, persist.SubjectConversations, persist.ConversationsRequest{User: *user}, &convs); err != nil {
 			return err
 		}
 		return enc.Encode(convs)
 	case id == "":
 		return fmt.Errorf("%w: agentbus history CONVERSATION_ID", ErrUsage)
 	case *del:
-		if err := c.Call(ctx, persist.SubjectDelete, persist.HistoryRequest{ConversationID: id}, nil); err != nil {
+		if err := c.Call(ctx, persist.SubjectDelete, persist.HistoryRequest{ConversationID: id, User: *user}, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.Stderr, "conversation %s deleted from the store; its events stay in the stream until purged (see docs/operations.md)\n", id)
 		return nil
 	}
 	var rep persist.HistoryReply
-	if err := c.Call(ctx, persist.SubjectHistory, persist.HistoryRequest{ConversationID: id, Model: *model, Budget: *budget, Strategy: *strategy, Raw: !*pruned}, &rep); err != nil {
+	if err := c.Call(ctx, persist.SubjectHistory, persist.HistoryRequest{ConversationID: id, Model: *model, Budget: *budget, Strategy: *strategy, Raw: !*pruned, User: *user}, &rep); err != nil {
 		return err
 	}
 	if *asJSON || *pruned {

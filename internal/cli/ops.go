@@ -26,6 +26,7 @@ import (
 
 type replayFlags struct {
 	conv    *string
+	user    *string
 	since   *string
 	fromSeq *uint64
 }
@@ -33,13 +34,14 @@ type replayFlags struct {
 func addReplayFlags(f *flags) replayFlags {
 	return replayFlags{
 		conv:    f.String("conversation", "", "only this conversation"),
+		user:    f.String("user", "", "only this user's events (what the user may see)"),
 		since:   f.String("since", "", "start at this time (RFC 3339, or a duration ago such as 1h)"),
 		fromSeq: f.Uint64("from-seq", 0, "start at this stream sequence"),
 	}
 }
 
 func (r replayFlags) options() (replay.Options, error) {
-	o := replay.Options{Conversation: *r.conv, FromSeq: *r.fromSeq}
+	o := replay.Options{Conversation: *r.conv, User: *r.user, FromSeq: *r.fromSeq}
 	if *r.since != "" {
 		if d, err := time.ParseDuration(*r.since); err == nil {
 			o.Since = time.Now().Add(-d)

@@ -145,9 +145,31 @@ func TestConformance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := []ConversationInfo{{ID: "alpha", Turns: 2, Messages: 5, Updated: t0.Add(4 * time.Second)}, {ID: "beta", Turns: 1, Messages: 1, Updated: t0.Add(2 * time.Second)}}
+			want := []ConversationInfo{{ID: "alpha", Owner: "alice", Turns: 2, Messages: 5, Updated: t0.Add(4 * time.Second)}, {ID: "beta", Owner: "alice", Turns: 1, Messages: 1, Updated: t0.Add(2 * time.Second)}}
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("Conversations = %+v\nwant %+v", got, want)
+			}
+		}},
+		{"owner is the first turn's user", func(t *testing.T, s Store, reopen func() Store) {
+			if _, err := s.Owner(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Owner(unknown) = %v, want ErrNotFound", err)
+			}
+			bobs := turn("o2", "owned", 1)
+			bobs.User = "bob" // a later turn by someone else does not change the owner
+			mustAppend(t, s, turn("o1", "owned", 1), bobs)
+			for i := range 2 {
+				if i == 1 {
+					s = reopen()
+				}
+				if o, err := s.Owner(ctx, "owned"); err != nil || o != "alice" {
+					t.Fatalf("Owner = %q, %v", o, err)
+				}
+			}
+			if err := s.Delete(ctx, "owned"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Owner(ctx, "owned"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Owner(deleted) = %v, want ErrNotFound", err)
 			}
 		}},
 		{"delete keeps the chain", func(t *testing.T, s Store, reopen func() Store) {

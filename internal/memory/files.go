@@ -483,7 +483,7 @@ func (s *FileStore) Conversations(ctx context.Context) ([]ConversationInfo, erro
 		if len(turns) == 0 {
 			continue
 		}
-		info := ConversationInfo{ID: c, Turns: len(turns)}
+		info := ConversationInfo{ID: c, Turns: len(turns), Owner: turns[0].User}
 		for _, t := range turns {
 			info.Messages += len(t.Messages)
 			if t.CreatedAt.After(info.Updated) {
@@ -493,6 +493,18 @@ func (s *FileStore) Conversations(ctx context.Context) ([]ConversationInfo, erro
 		out = append(out, info)
 	}
 	return out, nil
+}
+
+// Owner implements Store.
+func (s *FileStore) Owner(ctx context.Context, conversationID string) (string, error) {
+	turns, err := s.Turns(ctx, conversationID)
+	if err != nil {
+		return "", err
+	}
+	if len(turns) == 0 {
+		return "", ErrNotFound
+	}
+	return turns[0].User, nil
 }
 
 // writable reports why the store cannot be written to now (closed, or an

@@ -59,6 +59,9 @@ func (r TurnRecord) LogValue() slog.Value {
 type ConversationInfo struct {
 	// ID is the conversation id.
 	ID string `json:"id"`
+	// Owner is the user of its first stored turn: the conversation
+	// belongs to that user.
+	Owner string `json:"owner"`
 	// Turns and Messages count what is stored.
 	Turns    int `json:"turns"`
 	Messages int `json:"messages"`
@@ -85,6 +88,9 @@ type Store interface {
 	Turns(ctx context.Context, conversationID string) ([]TurnRecord, error)
 	// Conversations lists every stored conversation, ordered by id.
 	Conversations(ctx context.Context) ([]ConversationInfo, error)
+	// Owner returns the user of the conversation's first stored turn (its
+	// owner); ErrNotFound if the conversation has no stored turns.
+	Owner(ctx context.Context, conversationID string) (string, error)
 	// Delete removes a conversation's content and keeps its chain links,
 	// marked deleted. ErrNotFound if it has no stored turns.
 	Delete(ctx context.Context, conversationID string) error

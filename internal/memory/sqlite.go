@@ -434,7 +434,8 @@ func (s *SQLiteStore) Conversations(ctx context.Context) ([]ConversationInfo, er
 		return nil, err
 	}
 	rows, err := s.r.QueryContext(ctx, `SELECT t.conversation_id, COUNT(*), MAX(t.created_at),
-		(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = t.conversation_id)
+		(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = t.conversation_id),
+		(SELECT o.user FROM turns o WHERE o.conversation_id = t.conversation_id ORDER BY o.seq LIMIT 1)
 		FROM turns t GROUP BY t.conversation_id ORDER BY t.conversation_id`)
 	if err != nil {
 		return nil, fmt.Errorf("memory: conversations: %w", err)
@@ -444,7 +445,7 @@ func (s *SQLiteStore) Conversations(ctx context.Context) ([]ConversationInfo, er
 	for rows.Next() {
 		var c ConversationInfo
 		var updated string
-		if err := rows.Scan(&c.ID, &c.Turns, &updated, &c.Messages); err != nil {
+		if err := rows.Scan(&c.ID, &c.Turns, &updated, &c.Messages, &c.Owner); err != nil {
 			return nil, fmt.Errorf("memory: conversations: %w", err)
 		}
 		if c.Updated, err = time.Parse(time.RFC3339Nano, updated); err != nil {
@@ -456,6 +457,22 @@ func (s *SQLiteStore) Conversations(ctx context.Context) ([]ConversationInfo, er
 		return nil, fmt.Errorf("memory: conversations: %w", err)
 	}
 	return out, nil
+}
+
+// Owner implements Store.
+func (s *SQLiteStore) Owner(ctx context.Context, conversationID string) (string, error) {
+	if err := s.check(); err != nil {
+		return "", err
+	}
+	var user string
+	err := s.r.QueryRowContext(ctx, `SELECT user FROM turns WHERE conversation_id = ? ORDER BY seq LIMIT 1`, conversationID).Scan(&user)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("memory: owner of %q: %w", conversationID, err)
+	}
+	return user, nil
 }
 
 // Delete implements Store: content rows are deleted, chain rows are kept

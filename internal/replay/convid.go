@@ -2,8 +2,6 @@ package replay
 
 import "encoding/json"
 
-const convKey = "conversation_id"
-
 // ConversationID returns the string value of the top-level
 // "conversation_id" member of a JSON object, or "" if there is none, it is
 // not a string, or data is not a JSON object.
@@ -12,7 +10,13 @@ const convKey = "conversation_id"
 // third, so typically within the first 60 bytes) and does not allocate
 // unless the value contains escapes. Unlike encoding/json it matches the
 // key exactly (case-sensitively) and takes the first occurrence.
-func ConversationID(data []byte) string {
+func ConversationID(data []byte) string { return topString(data, "conversation_id") }
+
+// User returns the top-level "user" member of a JSON object, as
+// ConversationID does (every turn event carries it, fourth).
+func User(data []byte) string { return topString(data, "user") }
+
+func topString(data []byte, key string) string {
 	i := skipWS(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return ""
@@ -29,10 +33,10 @@ func ConversationID(data []byte) string {
 		}
 		match := false
 		if !kEsc {
-			match = string(data[i+1:kEnd-1]) == convKey
+			match = string(data[i+1:kEnd-1]) == key
 		} else {
 			var k string
-			match = json.Unmarshal(data[i:kEnd], &k) == nil && k == convKey
+			match = json.Unmarshal(data[i:kEnd], &k) == nil && k == key
 		}
 		i = skipWS(data, kEnd)
 		if i >= len(data) || data[i] != ':' {

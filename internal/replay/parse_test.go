@@ -61,7 +61,7 @@ func referenceConversationID(data []byte) (val string, isString bool, count int,
 		if err := dec.Decode(&raw); err != nil {
 			return "", false, 0, false
 		}
-		if k == convKey {
+		if k == "conversation_id" {
 			count++
 			var s string
 			isString = json.Unmarshal(raw, &s) == nil && raw[0] == '"'

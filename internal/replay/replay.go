@@ -37,6 +37,9 @@ type Options struct {
 	// the client: subjects carry the request id, not the conversation).
 	// Default "" (every conversation).
 	Conversation string
+	// User keeps only events of this user (the payload's user): what a
+	// user may see of the stream. Default "" (every user).
+	User string
 	// Since starts at the first event stored at or after this time.
 	// Default zero (from the start). Exclusive with FromSeq.
 	Since time.Time
@@ -104,6 +107,8 @@ type Event struct {
 	// ConversationID is the payload's top-level conversation_id ("" if
 	// absent or the payload is not a JSON object).
 	ConversationID string
+	// User is the payload's top-level user ("" if absent).
+	User string
 	// Time is when the stream stored the message.
 	Time time.Time
 	// Data is the JSON payload.
@@ -119,6 +124,7 @@ func NewEvent(seq uint64, subject string, at time.Time, data []byte, hdr nats.He
 	ev := Event{Seq: seq, Subject: subject, Time: at, Data: data, Headers: hdr}
 	ev.Event, ev.RequestID, _ = messages.ParseSubject(subject)
 	ev.ConversationID = ConversationID(data)
+	ev.User = User(data)
 	return ev
 }
 
@@ -291,7 +297,7 @@ func (r *run) segment(ctx context.Context, st jetstream.Stream, cfg jetstream.Or
 			r.opts.Progress(r.read, r.read+md.NumPending)
 		}
 		ev := NewEvent(seq, msg.Subject(), md.Timestamp, msg.Data(), msg.Headers())
-		if r.opts.Conversation == "" || ev.ConversationID == r.opts.Conversation {
+		if (r.opts.Conversation == "" || ev.ConversationID == r.opts.Conversation) && (r.opts.User == "" || ev.User == r.opts.User) {
 			r.inFn.Store(true)
 			err := r.fn(ev)
 			r.inFn.Store(false)

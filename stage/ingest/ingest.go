@@ -4,7 +4,7 @@
 // publishes it on JetStream and answers when the turn's terminal event
 // arrives: completed (after persist committed it), rejected or failed.
 //
-//	srv := ingest.New(cfg, nc, js, auth, log)
+//	srv, _ := ingest.New(cfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: owners}, log)
 //	http.ListenAndServe(cfg.Addr, srv)
 //
 // Guarantees: every error is an OpenAI-style JSON body with a 4xx or 5xx
@@ -46,7 +46,7 @@ var Contract = pipeline.Contract{
 	Stage:         Stage,
 	Produces:      []string{messages.EventReceived},
 	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}},
-	Requests:      []string{"agentbus.health.>"},
+	Requests:      []string{"agentbus.health.>", messages.SubjectOwner},
 	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubject("*"), messages.SubjectChat},
 	ManyResponses: true,
 	ResponseTTL:   15 * time.Minute,
@@ -139,28 +139,54 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, authorization string) (Identity, error)
 }
 
+// ErrConversationNotFound is what Conversations.Owns returns (wrapped)
+// for a conversation that does not exist or that another user owns.
+var ErrConversationNotFound = errors.New("conversation not found")
+
+// Conversations tells who owns a stored conversation.
+type Conversations interface {
+	// Owns returns nil when user owns the conversation, an error wrapping
+	// ErrConversationNotFound when it does not exist or another user owns
+	// it, any other error when the answer is unknown (the store is
+	// unreachable).
+	Owns(ctx context.Context, conversationID, user string) error
+}
+
+// Deps are the ingest stage's dependencies.
+type Deps struct {
+	// NC and JS are the stage's NATS connection and JetStream context.
+	NC *nats.Conn
+	JS nats.JetStreamContext
+	// Auth checks API keys; nil means no authentication (every caller is
+	// user "anonymous"): for tests and trusted networks only.
+	Auth Authenticator
+	// Conversations checks that a request continuing a conversation
+	// comes from its owner. Nil refuses every X-Conversation-Id.
+	Conversations Conversations
+}
+
 // Server is the HTTP entry. It implements http.Handler.
 type Server struct {
-	cfg  Config
-	nc   *nats.Conn
-	js   nats.JetStreamContext
-	auth Authenticator
-	log  *slog.Logger
+	cfg   Config
+	nc    *nats.Conn
+	js    nats.JetStreamContext
+	auth  Authenticator
+	convs Conversations
+	log   *slog.Logger
 	mux  *http.ServeMux
 	// inflight bounds the NATS entry's waiting requests.
 	inflight chan struct{}
 }
 
-// New builds the server. auth nil means no authentication (every caller is
-// user "anonymous"): for tests and trusted networks only.
-func New(cfg Config, nc *nats.Conn, js nats.JetStreamContext, auth Authenticator, log *slog.Logger) (*Server, error) {
+// New builds the server.
+func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxNATSInFlight == 0 {
 		cfg.MaxNATSInFlight = 1024
 	}
-	s := &Server{cfg: cfg, nc: nc, js: js, auth: auth, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight)}
+	s := &Server{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight)}
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("GET /health", s.health)
@@ -282,9 +308,12 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, 
 	rid := NewID("req_")
 	useHistory := conv != ""
 	if !useHistory {
+		// New conversations get server-issued ids.
 		conv = NewID("conv_")
 	} else if !messages.ValidID(conv) {
 		out.error(http.StatusBadRequest, "invalid_conversation_id", "X-Conversation-Id must be 1-128 characters of [A-Za-z0-9_-]", nil)
+		return
+	} else if !s.owns(ctx, out, conv, id.User) {
 		return
 	}
 	maxTokens := req.MaxTokens
@@ -349,6 +378,28 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, 
 			}
 		}
 	}
+}
+
+// owns answers the request and reports false unless user owns the stored
+// conversation conv. Another user's conversation and one that does not
+// exist get the same 404, so ids cannot be probed; a client cannot name a
+// new conversation (the server issues their ids).
+func (s *Server) owns(ctx context.Context, out reply, conv, user string) bool {
+	err := errors.New("no conversation store")
+	if s.convs != nil {
+		err = s.convs.Owns(ctx, conv, user)
+	}
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, ErrConversationNotFound) || s.convs == nil:
+		out.error(http.StatusNotFound, messages.CodeConversationNotFound,
+			"conversation "+conv+" not found; omit X-Conversation-Id to start a new conversation", nil)
+	default:
+		s.log.Warn("conversation owner check failed", "conversation_id", conv, "err", err)
+		out.error(http.StatusServiceUnavailable, messages.CodeUnavailable, "the conversation store is unavailable; retry later", nil)
+	}
+	return false
 }
 
 // Publish puts a turn on the pipeline with its deterministic message id.

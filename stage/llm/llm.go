@@ -54,10 +54,14 @@ var Contract = pipeline.Contract{
 	Requests: []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
 }
 
+// ErrConversationNotFound is wrapped by History errors for a conversation
+// another user owns.
+var ErrConversationNotFound = errors.New("conversation not found")
+
 // History returns a conversation's stored messages, already pruned to the
 // model's budget.
 type History interface {
-	History(ctx context.Context, conversationID, model string) ([]messages.Message, error)
+	History(ctx context.Context, conversationID, user, model string) ([]messages.Message, error)
 }
 
 // Quota admits model calls against daily per-user and per-model limits.
@@ -219,6 +223,9 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			}
 		}
 		req, err := h.request(ctx, &g, model)
+		if errors.Is(err, ErrConversationNotFound) {
+			return h.fail(&g, messages.CodeConversationNotFound, http.StatusNotFound, "conversation "+g.ConversationID+" not found", 0)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -281,7 +288,10 @@ func (h *Handler) request(ctx context.Context, g *messages.Generation, model str
 		if h.history == nil {
 			return provider.Request{}, pipeline.Permanent(errors.New("turn asks for history but no history source is configured"))
 		}
-		hist, err := h.history.History(ctx, g.ConversationID, model)
+		hist, err := h.history.History(ctx, g.ConversationID, g.User, model)
+		if errors.Is(err, ErrConversationNotFound) {
+			return provider.Request{}, err
+		}
 		if err != nil {
 			return provider.Request{}, fmt.Errorf("history of %s: %w", g.ConversationID, err)
 		}

@@ -41,7 +41,9 @@ func (c *Client) Call(ctx context.Context, subject string, req any, out any) err
 		}
 		return fmt.Errorf("%s: %w", subject, err)
 	}
-	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+	if code := m.Header.Get(micro.ErrorCodeHeader); code == "404" {
+		return fmt.Errorf("%w: %s", ErrNotFound, m.Header.Get(micro.ErrorHeader))
+	} else if code != "" {
 		return fmt.Errorf("%w %s: %s", ErrServiceError, code, m.Header.Get(micro.ErrorHeader))
 	}
 	if out == nil {
@@ -51,11 +53,22 @@ func (c *Client) Call(ctx context.Context, subject string, req any, out any) err
 }
 
 // History implements the llm stage's History: the conversation's history
-// pruned to the persist stage's budget, tokenised for model.
-func (c *Client) History(ctx context.Context, conversationID, model string) ([]messages.Message, error) {
+// pruned to the persist stage's budget, tokenised for model, read on
+// behalf of user (another user's conversation is ErrNotFound).
+func (c *Client) History(ctx context.Context, conversationID, user, model string) ([]messages.Message, error) {
 	var rep HistoryReply
-	if err := c.Call(ctx, SubjectHistory, HistoryRequest{ConversationID: conversationID, Model: model}, &rep); err != nil {
+	if err := c.Call(ctx, SubjectHistory, HistoryRequest{ConversationID: conversationID, Model: model, User: user}, &rep); err != nil {
 		return nil, err
 	}
 	return rep.Messages, nil
+}
+
+// ErrNotFound is wrapped by errors for a conversation the service answered
+// 404 for: unknown, or owned by another user.
+var ErrNotFound = errors.New("conversation not found")
+
+// Owns reports nil when user owns the stored conversation, an error
+// wrapping ErrNotFound when it does not exist or another user owns it.
+func (c *Client) Owns(ctx context.Context, conversationID, user string) error {
+	return c.Call(ctx, SubjectOwner, HistoryRequest{ConversationID: conversationID, User: user}, nil)
 }

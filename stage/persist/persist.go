@@ -41,6 +41,7 @@ const (
 	SubjectConversations = messages.SubjectConversations
 	SubjectDelete        = messages.SubjectDelete
 	SubjectVerify        = messages.SubjectVerify
+	SubjectOwner         = messages.SubjectOwner
 )
 
 // Contract is what the persist stage does on the bus: it consumes generated
@@ -101,6 +102,9 @@ type Handler struct {
 	store    memory.Store
 	appender Appender
 	cache    *lru.Cache[string, []messages.Message]
+	// owners caches conversation owners (set by the first turn, never
+	// changed; dropped on delete).
+	owners   *lru.Cache[string, string]
 	log      *slog.Logger
 	nc       *nats.Conn
 	sub      *nats.Subscription
@@ -132,7 +136,11 @@ func New(cfg Config, store memory.Store, appender Appender, nc *nats.Conn, log *
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, store: store, appender: appender, cache: cache, log: log, nc: nc, counters: map[string]tokens.Counter{}}
+	owners, err := lru.New[string, string](cfg.CacheSize * 4)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, store: store, appender: appender, cache: cache, owners: owners, log: log, nc: nc, counters: map[string]tokens.Counter{}}
 	if h.appender == nil {
 		h.appender = storeAppender{store}
 	}
@@ -178,7 +186,50 @@ func (h *Handler) Stage() pipeline.Stage {
 }
 
 // Forget drops a conversation from the history cache.
-func (h *Handler) Forget(conversationID string) { h.cache.Remove(conversationID) }
+func (h *Handler) Forget(conversationID string) {
+	h.cache.Remove(conversationID)
+	h.owners.Remove(conversationID)
+}
+
+// owner returns the conversation's owner: the user of its first stored
+// turn (memory.ErrNotFound when it has none).
+func (h *Handler) owner(ctx context.Context, conversationID string) (string, error) {
+	if o, ok := h.owners.Get(conversationID); ok {
+		return o, nil
+	}
+	o, err := h.store.Owner(ctx, conversationID)
+	if err != nil {
+		return "", err
+	}
+	h.owners.Add(conversationID, o)
+	return o, nil
+}
+
+// ErrNotOwned is returned (as a 404, like an unknown conversation, so ids
+// cannot be probed) when a request on behalf of a user names a
+// conversation owned by another.
+var ErrNotOwned = fmt.Errorf("%w (or owned by another user)", memory.ErrNotFound)
+
+// authorize checks a request made on behalf of user (none: the operator).
+// strict refuses an unknown conversation too.
+func (h *Handler) authorize(ctx context.Context, conversationID, user string, strict bool) error {
+	if user == "" {
+		return nil
+	}
+	o, err := h.owner(ctx, conversationID)
+	switch {
+	case errors.Is(err, memory.ErrNotFound):
+		if strict {
+			return ErrNotOwned
+		}
+		return nil
+	case err != nil:
+		return err
+	case o != user:
+		return ErrNotOwned
+	}
+	return nil
+}
 
 // Close stops the cache-invalidation subscription.
 func (h *Handler) Close() {
@@ -253,6 +304,17 @@ type HistoryRequest struct {
 	Strategy string `json:"strategy,omitempty"`
 	Window   int    `json:"window,omitempty"`
 	Raw      bool   `json:"raw,omitempty"`
+	// User makes the request on behalf of a user: a conversation another
+	// user owns is answered 404, exactly like one that does not exist
+	// (history of an unknown conversation is empty; turns, delete and
+	// owner want it to exist). Empty: the operator, who sees everything.
+	User string `json:"user,omitempty"`
+}
+
+// ConversationsRequest lists the stored conversations, only User's when
+// set.
+type ConversationsRequest struct {
+	User string `json:"user,omitempty"`
 }
 
 // HistoryReply carries the messages.
@@ -264,6 +326,9 @@ type HistoryReply struct {
 
 // History returns the (pruned) history of a conversation.
 func (h *Handler) History(ctx context.Context, req HistoryRequest) (HistoryReply, error) {
+	if err := h.authorize(ctx, req.ConversationID, req.User, false); err != nil {
+		return HistoryReply{}, err
+	}
 	all, ok := h.cache.Get(req.ConversationID)
 	if !ok {
 		var err error
@@ -324,20 +389,55 @@ func (h *Handler) endpoints(svc micro.Service) error {
 			if err := decodeReq(b, &req); err != nil {
 				return nil, err
 			}
+			if err := h.authorize(ctx, req.ConversationID, req.User, true); err != nil {
+				return nil, err
+			}
 			return h.store.Turns(ctx, req.ConversationID)
 		}),
-		add("conversations", SubjectConversations, func(ctx context.Context, _ []byte) (any, error) {
-			return h.store.Conversations(ctx)
+		add("owner", SubjectOwner, func(ctx context.Context, b []byte) (any, error) {
+			var req HistoryRequest
+			if err := decodeReq(b, &req); err != nil {
+				return nil, err
+			}
+			if req.User == "" {
+				return nil, fmt.Errorf("%w: user is required", errBadRequest)
+			}
+			if err := h.authorize(ctx, req.ConversationID, req.User, true); err != nil {
+				return nil, err
+			}
+			return map[string]string{"conversation_id": req.ConversationID, "owner": req.User}, nil
+		}),
+		add("conversations", SubjectConversations, func(ctx context.Context, b []byte) (any, error) {
+			var req ConversationsRequest
+			if len(b) > 0 {
+				if err := json.Unmarshal(b, &req); err != nil {
+					return nil, fmt.Errorf("%w: %v", errBadRequest, err)
+				}
+			}
+			all, err := h.store.Conversations(ctx)
+			if err != nil || req.User == "" {
+				return all, err
+			}
+			out := []memory.ConversationInfo{}
+			for _, c := range all {
+				if c.Owner == req.User {
+					out = append(out, c)
+				}
+			}
+			return out, nil
 		}),
 		add("delete", SubjectDelete, func(ctx context.Context, b []byte) (any, error) {
 			var req HistoryRequest
 			if err := decodeReq(b, &req); err != nil {
 				return nil, err
 			}
+			if err := h.authorize(ctx, req.ConversationID, req.User, true); err != nil {
+				return nil, err
+			}
 			if err := h.store.Delete(ctx, req.ConversationID); err != nil {
 				return nil, err
 			}
-			h.cache.Remove(req.ConversationID)
+			h.Forget(req.ConversationID)
 			return map[string]string{"deleted": req.ConversationID}, nil
 		}),
 		add("verify", SubjectVerify, func(ctx context.Context, _ []byte) (any, error) {
