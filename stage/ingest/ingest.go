@@ -173,7 +173,7 @@ type Server struct {
 	auth  Authenticator
 	convs Conversations
 	log   *slog.Logger
-	mux  *http.ServeMux
+	mux   *http.ServeMux
 	// inflight bounds the NATS entry's waiting requests.
 	inflight chan struct{}
 }
