@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
@@ -23,8 +24,31 @@ import (
 type sanitizerAdapter struct{ s *sanitize.Sanitizer }
 
 func (a sanitizerAdapter) Check(msgs []messages.Message) (string, float64, []string, string) {
-	v, _ := a.s.CheckMessages(msgs)
+	v, _ := a.s.CheckMessages(asClientInput(msgs))
 	return v.Verdict, v.Score, v.Rules, v.Reason
+}
+
+// asClientInput returns a turn's messages as the guard judges them. The
+// client wrote every one of them, "assistant" turns included (an SDK
+// resends the whole conversation, and anyone can write an assistant
+// message): an assistant message's content and its tool calls' arguments
+// are judged as user input, one message per assistant message.
+func asClientInput(msgs []messages.Message) []messages.Message {
+	out := make([]messages.Message, len(msgs))
+	for i, m := range msgs {
+		if m.Role != messages.RoleAssistant {
+			out[i] = m
+			continue
+		}
+		var b strings.Builder
+		b.WriteString(m.Content)
+		for _, tc := range m.ToolCalls {
+			b.WriteString("\n")
+			b.WriteString(tc.Function.Arguments)
+		}
+		out[i] = messages.Message{Role: messages.RoleUser, Content: b.String()}
+	}
+	return out
 }
 
 // resultScanner scans tool results with the same sanitizer.
