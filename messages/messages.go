@@ -591,8 +591,17 @@ type DeadLetter struct {
 	Attempts   int    `json:"attempts"`
 	Deliveries uint64 `json:"deliveries"`
 	Reason     string `json:"reason"`
-	// Payload is the original message body, byte for byte.
+	// Payload is the original message body, byte for byte; nil when it
+	// was too large to be stored again (PayloadOmitted): the original is
+	// then read back from the turn stream at StreamSeq.
 	Payload []byte            `json:"payload"`
 	Headers map[string]string `json:"headers,omitempty"`
 	At      time.Time         `json:"at"`
+	// StreamSeq is the original's sequence in the turn stream and
+	// PayloadBytes its size.
+	StreamSeq    uint64 `json:"stream_seq,omitempty"`
+	PayloadBytes int    `json:"payload_bytes,omitempty"`
+	// PayloadOmitted says the dead letter is a reference: the payload did
+	// not fit the dead-letter stream.
+	PayloadOmitted bool `json:"payload_omitted,omitempty"`
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -51,10 +53,14 @@ func Redact(s string) string {
 type attemptsKey struct{}
 
 // handlerMiddleware wraps a stage handler with, from outside in: gate (stop
-// taking work during shutdown), correlation id, dead letters, retry with
-// backoff, timeout, panic recovery. With recovery innermost a panic is an
-// ordinary error: it is retried and then dead-lettered, never NAKed forever.
-func (r *Runtime) handlerMiddleware(stage string, js nats.JetStreamContext, cc ConsumerConfig, stats *Stats, log *slog.Logger, h message.HandlerFunc) message.HandlerFunc {
+// taking work during shutdown), dead letters, retry with backoff, timeout,
+// panic recovery, and publishing of the handler's events. With recovery
+// innermost a panic is an ordinary error: it is retried and then
+// dead-lettered, never NAKed forever. Publishing is inside the chain, so a
+// publish that fails is retried and dead-lettered like a handler error
+// (never redelivered without bound), and an event too large for the bus
+// becomes the turn's payload_too_large failure.
+func (r *Runtime) handlerMiddleware(stage string, conn *stageConn, cc ConsumerConfig, stats *Stats, log *slog.Logger, h message.HandlerFunc) message.NoPublishHandlerFunc {
 	recoverer := func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) (out []*message.Message, err error) {
 			if p, ok := msg.Context().Value(attemptsKey{}).(*atomic.Int32); ok {
@@ -82,9 +88,64 @@ func (r *Runtime) handlerMiddleware(stage string, js nats.JetStreamContext, cc C
 		},
 	}
 	timeout := middleware.Timeout(cc.HandlerTimeout)
-	inner := retry.Middleware(timeout(recoverer(h)))
-	dlq := r.deadLetterMiddleware(stage, js, cc, stats, log)
-	return r.gate(correlation(dlq(inner)))
+	inner := retry.Middleware(timeout(recoverer(r.publishing(stage, conn, log, h))))
+	dlq := r.deadLetterMiddleware(stage, conn, cc, stats, log)
+	full := r.gate(dlq(inner))
+	return func(msg *message.Message) error {
+		_, err := full(msg)
+		return err
+	}
+}
+
+// eventHeadroom is what an event's NATS headers and protocol line may take
+// besides its payload.
+const eventHeadroom = 8 << 10
+
+// publishing publishes what h returns, with the correlation id of the
+// consumed message, before the message is acked. An event larger than the
+// server's max payload is replaced by the turn's payload_too_large failed
+// event (small: ids, code, sizes), so it fails cleanly instead of being
+// redelivered forever.
+func (r *Runtime) publishing(stage string, conn *stageConn, log *slog.Logger, h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err != nil || len(out) == 0 {
+			return nil, err
+		}
+		limit := int(conn.nc.MaxPayload()) - eventHeadroom
+		id := msg.Metadata.Get(messages.HeaderCorrelationID)
+		for i, m := range out {
+			if id != "" && m.Metadata.Get(messages.HeaderCorrelationID) == "" {
+				m.Metadata.Set(messages.HeaderCorrelationID, id)
+			}
+			if len(m.Payload) <= limit {
+				continue
+			}
+			subject := m.Metadata.Get(MetaSubject)
+			log.Error("event too large for the bus; the turn fails with payload_too_large", "msg_id", msg.UUID, "event_subject", subject, "bytes", len(m.Payload), "limit", limit)
+			f, err := tooLarge(stage, msg, subject, len(m.Payload), limit)
+			if err != nil {
+				return nil, Permanent(err)
+			}
+			out[i] = f
+		}
+		if err := conn.pub.Publish("", out...); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+}
+
+// tooLarge builds the payload_too_large failed event of the turn msg
+// belongs to (every turn event carries request_id, conversation_id, user).
+func tooLarge(stage string, msg *message.Message, subject string, size, limit int) (*message.Message, error) {
+	var t messages.Turn
+	if err := json.Unmarshal(msg.Payload, &t); err != nil || !messages.ValidID(t.RequestID) {
+		return nil, fmt.Errorf("event on %s is %d bytes (limit %d) and its turn cannot be named", subject, size, limit)
+	}
+	event, _, _ := messages.ParseSubject(subject)
+	return FailedEvent(stage, &t, messages.CodePayloadTooLarge, http.StatusRequestEntityTooLarge,
+		fmt.Sprintf("the %s event of this turn would be %d bytes; the bus carries at most %d", event, size, limit), 0)
 }
 
 // gate NAKs messages that arrive once shutdown began, so they go to another
@@ -100,21 +161,7 @@ func (r *Runtime) gate(h message.HandlerFunc) message.HandlerFunc {
 
 var errDraining = errors.New("stage is shutting down")
 
-func correlation(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		out, err := h(msg)
-		if id := msg.Metadata.Get(messages.HeaderCorrelationID); id != "" {
-			for _, m := range out {
-				if m.Metadata.Get(messages.HeaderCorrelationID) == "" {
-					m.Metadata.Set(messages.HeaderCorrelationID, id)
-				}
-			}
-		}
-		return out, err
-	}
-}
-
-func (r *Runtime) deadLetterMiddleware(stage string, js nats.JetStreamContext, cc ConsumerConfig, stats *Stats, log *slog.Logger) func(message.HandlerFunc) message.HandlerFunc {
+func (r *Runtime) deadLetterMiddleware(stage string, conn *stageConn, cc ConsumerConfig, stats *Stats, log *slog.Logger) func(message.HandlerFunc) message.HandlerFunc {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			delivered := Delivered(msg)
@@ -122,7 +169,7 @@ func (r *Runtime) deadLetterMiddleware(stage string, js nats.JetStreamContext, c
 				// Earlier deliveries never finished (crash, kill, ack lost):
 				// do not run it again.
 				reason := fmt.Sprintf("delivered %d times without completing (limit %d)", delivered, cc.MaxDeliveries)
-				return nil, r.deadLetter(js, msg, stage, 0, reason, stats, log)
+				return nil, r.deadLetter(conn, msg, stage, 0, reason, stats, log)
 			}
 			attempts := new(atomic.Int32)
 			msg.SetContext(context.WithValue(msg.Context(), attemptsKey{}, attempts))
@@ -135,7 +182,7 @@ func (r *Runtime) deadLetterMiddleware(stage string, js nats.JetStreamContext, c
 				return nil, err
 			}
 			if errors.Is(err, ErrPermanent) || delivered >= uint64(cc.MaxDeliveries) {
-				return nil, r.deadLetter(js, msg, stage, int(attempts.Load()), err.Error(), stats, log)
+				return nil, r.deadLetter(conn, msg, stage, int(attempts.Load()), err.Error(), stats, log)
 			}
 			stats.Failed.Add(1)
 			log.Warn("handler failed; will be redelivered", "msg_id", msg.UUID, "delivery", delivered, "err", Redact(err.Error()))
@@ -146,7 +193,7 @@ func (r *Runtime) deadLetterMiddleware(stage string, js nats.JetStreamContext, c
 
 // deadLetter publishes msg to the stage's DLQ subject and returns nil (ack
 // the original) or the publish error (NAK: a DLQ failure is never a loss).
-func (r *Runtime) deadLetter(js nats.JetStreamContext, msg *message.Message, stage string, attempts int, reason string, stats *Stats, log *slog.Logger) error {
+func (r *Runtime) deadLetter(conn *stageConn, msg *message.Message, stage string, attempts int, reason string, stats *Stats, log *slog.Logger) error {
 	headers := map[string]string{}
 	for k, v := range msg.Metadata {
 		if strings.HasPrefix(k, "Agentbus-") && k != MetaSubject && k != MetaDelivered && k != MetaStreamSeq && k != MetaTimestamp {
@@ -164,15 +211,25 @@ func (r *Runtime) deadLetter(js nats.JetStreamContext, msg *message.Message, sta
 		Payload:       msg.Payload,
 		Headers:       headers,
 		At:            time.Now().UTC(),
+		PayloadBytes:  len(msg.Payload),
 	}
+	dl.StreamSeq, _ = strconv.ParseUint(msg.Metadata.Get(MetaStreamSeq), 10, 64)
 	b, err := json.Marshal(dl)
 	if err != nil {
 		return err
 	}
+	if len(b) > int(conn.nc.MaxPayload())-eventHeadroom && dl.StreamSeq > 0 {
+		// Too large to store again (base64 grows it by a third): keep a
+		// reference to the original in the turn stream instead.
+		dl.Payload, dl.PayloadOmitted = nil, true
+		if b, err = json.Marshal(dl); err != nil {
+			return err
+		}
+	}
 	nm := nats.NewMsg(messages.DLQSubject(stage))
 	nm.Data = b
 	nm.Header.Set(nats.MsgIdHdr, "dlq/"+stage+"/"+msg.UUID)
-	if _, err := js.PublishMsg(nm); err != nil {
+	if _, err := conn.js.PublishMsg(nm); err != nil {
 		log.Error("dead-letter publish failed; message will be redelivered", "msg_id", msg.UUID, "err", err)
 		return fmt.Errorf("dead-letter publish: %w", err)
 	}

@@ -13,6 +13,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// MaxPayload is the largest message the bus carries: the embedded server's
+// max_payload, and ops/nats-server.conf's. Every event of a turn must fit
+// (ingest admits only turns that leave room for the rest).
+const MaxPayload = 1 << 20
+
 // EmbeddedConfig configures the in-process NATS server.
 type EmbeddedConfig struct {
 	// Listen is the client address other processes connect to. "" or a
@@ -103,7 +108,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, log *slog.Logger) (*
 		JetStreamMaxMemory: cfg.MaxMemory,
 		JetStreamMaxStore:  cfg.MaxStore,
 		NoSigs:             true,
-		MaxPayload:         1 << 20,
+		MaxPayload:         MaxPayload,
 	}
 	if cfg.SyncAlways {
 		opts.SyncAlways = true

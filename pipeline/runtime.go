@@ -261,8 +261,8 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 		if err != nil {
 			return nil, err
 		}
-		h := r.handlerMiddleware(st.Name, conn.js, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
-		r.router.AddHandler(durable, messages.EventFilter(ev), sub, "", conn.pub, h)
+		h := r.handlerMiddleware(st.Name, conn, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
+		r.router.AddNoPublisherHandler(durable, messages.EventFilter(ev), sub, h)
 	}
 	if err := r.addService(srt); err != nil {
 		return nil, fmt.Errorf("stage %s micro service: %w", st.Name, err)

@@ -1,15 +1,22 @@
 package app_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
 )
 
 // 200 connections that send their body slowly (a valid key, then nothing)
@@ -79,5 +86,138 @@ func TestTooLargeBodyIs413(t *testing.T) {
 	r := post(t, sys, key, "", chatBody(strings.Repeat("a", 70<<10)))
 	if r.status != 413 || errCode(r) != "request_too_large" {
 		t.Fatalf("%d %s", r.status, r.raw)
+	}
+}
+
+// bigModel answers "big N" with N bytes of text, and echoes anything else;
+// it counts its calls per prompt.
+type bigModel struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (b *bigModel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Messages []messages.Message `json:"messages"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&req)
+	last := req.Messages[len(req.Messages)-1].Content
+	key := last
+	if len(key) > 40 {
+		key = key[:40]
+	}
+	b.mu.Lock()
+	b.calls[key]++
+	b.mu.Unlock()
+	answer := "echo: " + last
+	var n int
+	if _, err := fmt.Sscanf(last, "big %d", &n); err == nil {
+		answer = strings.Repeat("x", n)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	body, _ := json.Marshal(map[string]any{"id": "x", "object": "chat.completion", "model": "big-1",
+		"choices": []map[string]any{{"index": 0, "message": map[string]string{"role": "assistant", "content": answer}, "finish_reason": "stop"}},
+		"usage":   map[string]int{"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
+	_, _ = w.Write(body)
+}
+
+func (b *bigModel) callsFor(prefix string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for k, c := range b.calls {
+		if strings.HasPrefix(k, prefix) {
+			n += c
+		}
+	}
+	return n
+}
+
+// Every event fits, or the turn fails cleanly: a request whose encoded
+// turn would not leave room for the answer is refused at ingest (nothing
+// stored); an answer larger than the bus carries, and a generated event
+// that would exceed it, each end the turn with payload_too_large after one
+// provider call; the llm consumer is left with nothing pending and other
+// turns keep completing.
+func TestOversizedEventsFailCleanly(t *testing.T) {
+	model := &bigModel{calls: map[string]int{}}
+	ms := httptest.NewServer(model)
+	t.Cleanup(ms.Close)
+	providers := filepath.Join(t.TempDir(), "providers.json")
+	cfg := fmt.Sprintf(`{"providers":[{"name":"big","kind":"local","base_url":%q,"model":"big-1"}],"retry":{"max_attempts":1}}`, ms.URL+"/v1")
+	if err := os.WriteFile(providers, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sys := startSystem(t, func(o *app.Options) {
+		o.ProvidersFile = providers
+		o.Limits = app.LimitsFrom(0, 0, 0)
+		o.Sanitizer.MaxTotalBytes = 4 << 20
+		o.Sanitizer.MaxBytes = 4 << 20
+		o.Sanitizer.MaxChars = 4 << 20
+	})
+	key := newKey(t, sys, "abuser")
+	op := sys.Runtime.Conn()
+	js, _ := op.JetStream()
+	streamMsgs := func() uint64 {
+		info, err := js.StreamInfo(messages.StreamTurns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+
+	t.Run("escaping growth refused at ingest", func(t *testing.T) {
+		before := streamMsgs()
+		// 150 KB of '<' is 900 KB once Go escapes it for the bus.
+		r := post(t, sys, key, "", `{"messages":[{"role":"user","content":"`+strings.Repeat("<", 150<<10)+`"}]}`)
+		if r.status != 413 || errCode(r) != messages.CodePayloadTooLarge {
+			t.Fatalf("%d %s", r.status, r.raw)
+		}
+		if after := streamMsgs(); after != before {
+			t.Fatalf("the stream grew by %d messages for a refused request", after-before)
+		}
+	})
+	t.Run("answer larger than the bus", func(t *testing.T) {
+		r := post(t, sys, key, "", chatBody("big 1500000"))
+		if r.status != 413 || errCode(r) != messages.CodePayloadTooLarge {
+			t.Fatalf("%d %.300s", r.status, r.raw)
+		}
+		if n := model.callsFor("big 1500000"); n != 1 {
+			t.Fatalf("the provider was called %d times", n)
+		}
+	})
+	t.Run("generated event larger than the bus", func(t *testing.T) {
+		// A prompt just under the ingest limit, echoed back: the generated
+		// event carries both.
+		prompt := "long " + strings.Repeat("y", 522_000)
+		r := post(t, sys, key, "", chatBody(prompt))
+		if r.status != 413 || errCode(r) != messages.CodePayloadTooLarge {
+			t.Fatalf("%d %.300s", r.status, r.raw)
+		}
+		if n := model.callsFor("long yyy"); n != 1 {
+			t.Fatalf("the provider was called %d times", n)
+		}
+	})
+	// Nothing is left pending, nothing was dead-lettered, and other turns
+	// complete.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := js.ConsumerInfo(messages.StreamTurns, pipeline.DurableName("llm", messages.EventAdmitted))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending == 0 && info.NumPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("llm consumer: %d ack pending, %d pending", info.NumAckPending, info.NumPending)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if dlq, _ := js.StreamInfo(messages.StreamDLQ); dlq.State.Msgs != 0 {
+		t.Fatalf("%d dead letters", dlq.State.Msgs)
+	}
+	if r := post(t, sys, key, "", chatBody("hello after the big ones")); r.status != 200 || !strings.Contains(content(t, r), "hello after") {
+		t.Fatalf("a normal turn: %d %s", r.status, r.raw)
 	}
 }

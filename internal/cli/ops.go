@@ -400,6 +400,17 @@ func Redrive(js nats.JetStreamContext, seq uint64, dlqSubject string, dl message
 	}
 	m := nats.NewMsg(subj)
 	m.Data = dl.Payload
+	if dl.PayloadOmitted {
+		// A reference: the original is still in the turn stream.
+		raw, err := js.GetMsg(messages.StreamTurns, dl.StreamSeq)
+		if err != nil {
+			return fmt.Errorf("redrive %d: the original (stream sequence %d) is gone from the turn stream: %w", seq, dl.StreamSeq, err)
+		}
+		if raw.Subject != subj {
+			return fmt.Errorf("%w: stream sequence %d is on %s, not %s", ErrRedriveRefused, dl.StreamSeq, raw.Subject, subj)
+		}
+		m.Data = raw.Data
+	}
 	for k, v := range dl.Headers {
 		if strings.HasPrefix(k, "Agentbus-") {
 			m.Header.Set(k, v)

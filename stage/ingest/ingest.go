@@ -56,8 +56,14 @@ var Contract = pipeline.Contract{
 type Config struct {
 	// Addr is the listen address. Default "127.0.0.1:8080".
 	Addr string
-	// MaxBodyBytes bounds a request body. Default 1 MiB.
+	// MaxBodyBytes bounds a request body (413 beyond). Default 1 MiB.
 	MaxBodyBytes int64
+	// MaxTurnBytes bounds the received event a request becomes, as
+	// encoded for the bus (JSON escapes can make it larger than the
+	// body): every later event of the turn (the model's answers, tool
+	// results) must still fit in pipeline.MaxPayload. 413
+	// payload_too_large beyond. Default 512 KiB.
+	MaxTurnBytes int
 	// ReplyTimeout bounds the wait for a turn's outcome (then 504).
 	// Default 120s.
 	ReplyTimeout time.Duration
@@ -87,6 +93,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:          "127.0.0.1:8080",
 		MaxBodyBytes:  1 << 20,
+		MaxTurnBytes:  512 << 10,
 		ReplyTimeout:  120 * time.Second,
 		Models:        []string{"agentbus-offline"},
 		Stages:        []string{"guard", "llm", "toolexec", "persist"},
@@ -117,6 +124,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 4096 {
 		errs = append(errs, errors.New("ingest.max_header_bytes must be at least 4096"))
+	}
+	if c.MaxTurnBytes < 1024 || c.MaxTurnBytes > pipeline.MaxPayload/2 {
+		errs = append(errs, fmt.Errorf("ingest.max_turn_bytes must be 1024..%d (half the bus's max payload: the rest is for the answer)", pipeline.MaxPayload/2))
 	}
 	if c.MaxNATSInFlight < 0 {
 		errs = append(errs, errors.New("ingest.max_nats_in_flight must not be negative"))
@@ -338,6 +348,16 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, 
 		out.error(http.StatusBadRequest, "invalid_request", strings.ReplaceAll(err.Error(), "\n", "; "), nil)
 		return
 	}
+	encoded, err := json.Marshal(&turn)
+	if err != nil {
+		out.error(http.StatusBadRequest, "invalid_request", "the request cannot be encoded", nil)
+		return
+	}
+	if len(encoded) > s.cfg.MaxTurnBytes {
+		out.error(http.StatusRequestEntityTooLarge, messages.CodePayloadTooLarge,
+			fmt.Sprintf("the request is %d bytes once encoded for the pipeline; the limit is %d", len(encoded), s.cfg.MaxTurnBytes), nil)
+		return
+	}
 	out.setHeader("X-Request-Id", rid)
 	out.setHeader("X-Conversation-Id", conv)
 
@@ -358,7 +378,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, 
 		}
 		defer func() { _ = dsub.Unsubscribe() }()
 	}
-	if err := Publish(ctx, s.js, &turn); err != nil {
+	if err := publishEncoded(ctx, s.js, rid, encoded); err != nil {
 		s.log.Error("publish turn", "request_id", rid, "err", err)
 		out.error(http.StatusServiceUnavailable, "unavailable", "could not enqueue the request; try again", nil)
 		return
@@ -408,12 +428,16 @@ func Publish(ctx context.Context, js nats.JetStreamContext, t *messages.Turn) er
 	if err != nil {
 		return err
 	}
-	m := nats.NewMsg(messages.Subject(messages.EventReceived, t.RequestID))
+	return publishEncoded(ctx, js, t.RequestID, b)
+}
+
+func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b []byte) error {
+	m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
 	m.Data = b
-	m.Header.Set(nats.MsgIdHdr, messages.MsgID(t.RequestID, messages.EventReceived, 0))
-	m.Header.Set(messages.HeaderCorrelationID, t.RequestID)
+	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
+	m.Header.Set(messages.HeaderCorrelationID, rid)
 	m.Header.Set(messages.HeaderEvent, messages.EventReceived)
-	_, err = js.PublishMsg(m, nats.Context(ctx))
+	_, err := js.PublishMsg(m, nats.Context(ctx))
 	return err
 }
 

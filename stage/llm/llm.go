@@ -209,6 +209,9 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	key := resultKey(g.RequestID, round)
 	var res stepResult
 	found, err := h.steps.Get(key, &res)
+	if errors.Is(err, pipeline.ErrStepTooLarge) {
+		return h.fail(&g, messages.CodePayloadTooLarge, http.StatusRequestEntityTooLarge, "the model's answer was too large for the bus: "+err.Error(), 0)
+	}
 	if err != nil {
 		return nil, err // KV unreachable: retry, never call the provider blind
 	}
@@ -254,7 +257,11 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			}
 		}
 		res = stepResult{Response: resp, At: time.Now().UTC()}
-		if err := h.steps.Put(key, res); err != nil {
+		if err := h.steps.Put(key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
+			// Recorded as too large: a redelivery fails the same way
+			// without calling the provider again.
+			return h.fail(&g, messages.CodePayloadTooLarge, http.StatusRequestEntityTooLarge, "the model's answer was too large for the bus: "+err.Error(), 0)
+		} else if err != nil {
 			return nil, err
 		}
 	}

@@ -138,6 +138,9 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	key := fmt.Sprintf("%s.%d", g.RequestID, g.Round)
 	var res stepResult
 	found, err := h.steps.Get(key, &res)
+	if errors.Is(err, pipeline.ErrStepTooLarge) {
+		return h.tooLarge(&g, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +177,9 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			return []*message.Message{out}, nil
 		}
 		res.Results = h.run(msg.Context(), last.ToolCalls, res.Verdicts)
-		if err := h.steps.Put(key, res); err != nil {
+		if err := h.steps.Put(key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
+			return h.tooLarge(&g, err) // recorded: the tools do not run again
+		} else if err != nil {
 			return nil, err
 		}
 	}
@@ -184,6 +189,15 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	m, err := pipeline.NewEvent(messages.EventTooled, g.RequestID, g.Round, out)
 	if err != nil {
 		return nil, err
+	}
+	return []*message.Message{m}, nil
+}
+
+// tooLarge fails the turn whose tool results do not fit the bus.
+func (h *Handler) tooLarge(g *messages.Generation, err error) ([]*message.Message, error) {
+	m, ferr := pipeline.FailedEvent(Stage, &g.Turn, messages.CodePayloadTooLarge, http.StatusRequestEntityTooLarge, "the tool results were too large for the bus: "+err.Error(), 0)
+	if ferr != nil {
+		return nil, ferr
 	}
 	return []*message.Message{m}, nil
 }
