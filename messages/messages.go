@@ -156,6 +156,17 @@ func MsgID(requestID, event string, round int) string {
 	return requestID + "/" + event + "/" + strconv.Itoa(round)
 }
 
+// EstimatedTokens is the admission-time token estimate of the turn's
+// messages (len/4 plus 4 per message): what rate limits charge before the
+// provider reports the real usage (then they are reconciled).
+func (t *Turn) EstimatedTokens() int {
+	n := 0
+	for _, m := range t.Messages {
+		n += 4 + len(m.Content)/4
+	}
+	return n
+}
+
 // Limits of the wire format. Stages may configure tighter ones.
 const (
 	MaxIDLen          = 128

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentbus/agentbus/internal/apikey"
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
+	"github.com/nats-io/nats.go"
 )
 
 // 200 connections that send their body slowly (a valid key, then nothing)
@@ -219,5 +222,48 @@ func TestOversizedEventsFailCleanly(t *testing.T) {
 	}
 	if r := post(t, sys, key, "", chatBody("hello after the big ones")); r.status != 200 || !strings.Contains(content(t, r), "hello after") {
 		t.Fatalf("a normal turn: %d %s", r.status, r.raw)
+	}
+}
+
+// A key at its limit cannot grow the stream: ingest reads the shared
+// limiter state and refuses what the guard would reject, before storing.
+func TestKeyAtItsLimitCannotGrowTheStream(t *testing.T) {
+	sys := startSystem(t, nil)
+	plain, _, err := apikey.Issue(context.Background(), sys.Keys, "flooder", 1, 0) // 1 request per minute
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := sys.Runtime.Conn().JetStream()
+	received := func() uint64 {
+		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: messages.EventFilter(messages.EventReceived)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		return n
+	}
+	before := received()
+	big := chatBody(strings.Repeat("lorem ipsum dolor sit amet ", 5_000)) // ~135 KB body
+	accepted, refused := 0, 0
+	for range 100 {
+		r := post(t, sys, plain, "", big)
+		switch r.status {
+		case 200, 400, 413:
+			accepted++ // stored (413: refused by size, also before storing)
+		case 429:
+			refused++
+			if r.header.Get("Retry-After") == "" {
+				t.Fatalf("429 without Retry-After: %s", r.raw)
+			}
+		default:
+			t.Fatalf("%d %s", r.status, r.raw)
+		}
+	}
+	grew := received() - before
+	if refused < 98 || grew > 1 {
+		t.Fatalf("%d refused, %d accepted; the stream gained %d received events", refused, accepted, grew)
 	}
 }

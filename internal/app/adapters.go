@@ -95,6 +95,22 @@ func (a *limiterAdapter) Allow(ctx context.Context, t *messages.Turn, tokens int
 	return false, d.RetryAfter, tier, h, nil
 }
 
+// Peek implements ingest.RateCheck: Allow's decision without spending.
+func (a *limiterAdapter) Peek(ctx context.Context, t *messages.Turn, tokens int) (bool, time.Duration, string, map[string]string, error) {
+	d, err := a.l.Peek(ctx, a.request(ctx, t, tokens))
+	if err != nil {
+		return false, 0, "", nil, err
+	}
+	if d.Allowed {
+		return true, 0, "", nil, nil
+	}
+	tier := d.Tier + "." + d.Resource
+	if d.TooLarge {
+		tier += ".too_large"
+	}
+	return false, d.RetryAfter, tier, rateHeaders(d), nil
+}
+
 func (a *limiterAdapter) Reconcile(ctx context.Context, c *messages.Completed) error {
 	if c.Usage.TotalTokens == 0 {
 		return nil

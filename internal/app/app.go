@@ -410,20 +410,30 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 	return sys, nil
 }
 
+// limits is the shared rate limiter with the API keys' own limits, on a
+// stage's connection (guard spends it, ingest only reads it).
+func (p *parts) limits(js nats.JetStreamContext) (*limiterAdapter, error) {
+	limiter, err := p.o.limiter(js, p.o.Pipeline.Streams.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := kvBucket(js, KeysBucket, "agentbus API keys (hashes only)", 0, p.o.Pipeline.Streams.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &limiterAdapter{l: limiter, keys: apikv.New(kv)}, nil
+}
+
 func (p *parts) guard(context.Context) error {
 	_, js, err := p.conn(StageGuard)
 	if err != nil {
 		return err
 	}
-	limiter, err := p.o.limiter(js, p.o.Pipeline.Streams.Replicas)
+	limits, err := p.limits(js)
 	if err != nil {
 		return err
 	}
-	kv, err := kvBucket(js, KeysBucket, "agentbus API keys (hashes only)", 0, p.o.Pipeline.Streams.Replicas)
-	if err != nil {
-		return err
-	}
-	h := &guard.Handler{Sanitizer: sanitizerAdapter{p.san}, Limiter: &limiterAdapter{l: limiter, keys: apikv.New(kv)}, Reconcile: hasTokenLimits(p.o.Limits) || p.o.Auth,
+	h := &guard.Handler{Sanitizer: sanitizerAdapter{p.san}, Limiter: limits, Reconcile: hasTokenLimits(p.o.Limits) || p.o.Auth,
 		Log: p.log.With("stage", StageGuard)}
 	_, err = p.rt.AddStage(h.Stage())
 	return err
@@ -544,7 +554,11 @@ func (p *parts) ingest(context.Context) error {
 	icfg := p.o.Ingest
 	icfg.Addr = p.o.HTTPAddr
 	icfg.Models = p.o.models()
-	srv, err := ingest.New(icfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: conversations{&persist.Client{NC: nc}}}, p.log.With("stage", StageIngest))
+	limits, err := p.limits(js)
+	if err != nil {
+		return err
+	}
+	srv, err := ingest.New(icfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: conversations{&persist.Client{NC: nc}}, Limits: limits}, p.log.With("stage", StageIngest))
 	if err != nil {
 		return err
 	}

@@ -90,7 +90,9 @@ func errCode(r httpResult) string {
 
 func TestHTTPTurnEndToEnd(t *testing.T) {
 	sys := startSystem(t, func(o *app.Options) {
-		o.Limits = app.LimitsFrom(0, 2, 0) // 2 requests/minute per user, burst 2
+		// 3 requests/minute per user, burst 3: two turns, the injection
+		// (refused requests count too), then the limit.
+		o.Limits = app.LimitsFrom(0, 3, 0)
 	})
 	key := newKey(t, sys, "alice")
 
@@ -142,7 +144,7 @@ func TestHTTPTurnEndToEnd(t *testing.T) {
 			if e, _ := r.body["error"].(map[string]any); e["message"] == "" || e["type"] == "" {
 				t.Fatalf("error body is not OpenAI-style: %s", r.raw)
 			}
-			if tc.status == 429 && (r.header.Get("Retry-After") == "" || r.header.Get("x-ratelimit-limit-requests") != "2") {
+			if tc.status == 429 && (r.header.Get("Retry-After") == "" || r.header.Get("x-ratelimit-limit-requests") != "3") {
 				t.Fatalf("429 headers: %v", r.header)
 			}
 		})

@@ -429,6 +429,34 @@ func (l *Limiter) Allow(ctx context.Context, r Request) (Decision, error) {
 	return l.unavailable(ctx, ErrContention)
 }
 
+// Peek answers what Allow would decide now without spending anything: one
+// read per bucket, no write. A process that may only read the shared state
+// (ingest) uses it to refuse a request its limits would reject before the
+// request is stored; the decision that counts is still Allow's. Errors as
+// Allow's, except that Peek never fails open: an unreachable Store is an
+// error the caller decides about.
+func (l *Limiter) Peek(ctx context.Context, r Request) (Decision, error) {
+	cost, tokens, err := r.amounts()
+	if err != nil {
+		return Decision{}, err
+	}
+	var cbuf [4]check
+	checks := l.plan(r, cbuf[:0])
+	if len(checks) == 0 {
+		return Decision{Allowed: true}, nil
+	}
+	var reads [4]loaded
+	var errs [4]error
+	l.loadAll(ctx, checks, l.clock.Now().UnixNano(), reads[:len(checks)], errs[:len(checks)])
+	if err := errors.Join(errs[:len(checks)]...); err != nil {
+		return Decision{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if d, ok := decide(checks, reads[:len(checks)], cost, tokens); !ok {
+		return d, nil
+	}
+	return allowed(checks, reads[:len(checks)]), nil
+}
+
 // Reconcile corrects the tokens buckets of r once the provider has reported
 // the real usage: it charges actualTokens - r.Tokens (a refund when
 // negative). A charge may leave a bucket in debt (down to -Burst), which

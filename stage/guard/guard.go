@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
+	rlkv "github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -26,7 +27,7 @@ import (
 const Stage = "guard"
 
 // RateLimitBucket holds the rate-limit buckets shared by guard replicas.
-const RateLimitBucket = "agentbus_ratelimit"
+const RateLimitBucket = rlkv.Bucket
 
 // Contract is what the guard stage does on the bus: it judges received
 // turns into admitted or rejected ones, reconciles token limits from
@@ -127,7 +128,20 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	if err := t.Validate(); err != nil {
 		return h.reject(&t, messages.CodeInvalidRequest, http.StatusBadRequest, oneLine(err), nil, 0, nil)
 	}
+	// Rate limits first: every request counts against its key and user,
+	// including one the sanitizer refuses next (else a key could flood
+	// the stream with requests that are always refused).
 	v := messages.Verdict{Action: "allow"}
+	v.EstimatedTokens = t.EstimatedTokens()
+	if h.Limiter != nil {
+		ok, retry, tier, headers, err := h.Limiter.Allow(msg.Context(), &t, v.EstimatedTokens)
+		if err != nil {
+			return h.reject(&t, messages.CodeUnavailable, http.StatusServiceUnavailable, "rate limiter unavailable: "+err.Error(), nil, 0, nil)
+		}
+		if !ok {
+			return h.rejectRate(&t, tier, retry, headers)
+		}
+	}
 	if h.Sanitizer != nil {
 		verdict, score, rules, reason := h.Sanitizer.Check(t.Messages)
 		v.Score, v.Rules = score, rules
@@ -140,16 +154,6 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			return h.reject(&t, code, http.StatusBadRequest, reason, rules, score, nil)
 		case "flag":
 			v.Action = "flag"
-		}
-	}
-	v.EstimatedTokens = estimateTokens(t.Messages)
-	if h.Limiter != nil {
-		ok, retry, tier, headers, err := h.Limiter.Allow(msg.Context(), &t, v.EstimatedTokens)
-		if err != nil {
-			return h.reject(&t, messages.CodeUnavailable, http.StatusServiceUnavailable, "rate limiter unavailable: "+err.Error(), nil, 0, nil)
-		}
-		if !ok {
-			return h.rejectRate(&t, tier, retry, headers)
 		}
 	}
 	out, err := pipeline.NewEvent(messages.EventAdmitted, t.RequestID, 0, messages.Admitted{Turn: t, Guard: v})
@@ -198,16 +202,6 @@ func (h *Handler) reject(t *messages.Turn, code string, status int, reason strin
 		return nil, err
 	}
 	return []*message.Message{out}, nil
-}
-
-// estimateTokens is the admission-time estimate (len/4 plus per-message
-// overhead); the limiter reconciles it with the provider's usage later.
-func estimateTokens(msgs []messages.Message) int {
-	n := 0
-	for _, m := range msgs {
-		n += 4 + len(m.Content)/4
-	}
-	return n
 }
 
 func oneLine(err error) string {

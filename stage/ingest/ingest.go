@@ -30,6 +30,7 @@ import (
 	"time"
 
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
+	rlkv "github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
@@ -45,7 +46,7 @@ const Stage = "ingest"
 var Contract = pipeline.Contract{
 	Stage:         Stage,
 	Produces:      []string{messages.EventReceived},
-	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}},
+	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}, {Bucket: rlkv.Bucket}},
 	Requests:      []string{"agentbus.health.>", messages.SubjectOwner},
 	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubject("*"), messages.SubjectChat},
 	ManyResponses: true,
@@ -173,6 +174,20 @@ type Deps struct {
 	// Conversations checks that a request continuing a conversation
 	// comes from its owner. Nil refuses every X-Conversation-Id.
 	Conversations Conversations
+	// Limits, when set, is asked before a request is stored whether its
+	// key and user have room now (reading the shared limiter state, never
+	// spending it): a request the guard would reject for its rate limits
+	// is refused here with 429 and never reaches the stream. Nil: the
+	// guard alone decides.
+	Limits RateCheck
+}
+
+// RateCheck reads the shared rate-limit state without spending it.
+type RateCheck interface {
+	// Peek reports whether t (estimated at tokens) has room now; when not,
+	// how long to wait, the tier that refuses and the x-ratelimit-*
+	// headers.
+	Peek(ctx context.Context, t *messages.Turn, tokens int) (ok bool, retryAfter time.Duration, tier string, headers map[string]string, err error)
 }
 
 // Server is the HTTP entry. It implements http.Handler.
@@ -182,6 +197,7 @@ type Server struct {
 	js    nats.JetStreamContext
 	auth  Authenticator
 	convs Conversations
+	rate  RateCheck
 	log   *slog.Logger
 	mux   *http.ServeMux
 	// inflight bounds the NATS entry's waiting requests.
@@ -196,7 +212,7 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 	if cfg.MaxNATSInFlight == 0 {
 		cfg.MaxNATSInFlight = 1024
 	}
-	s := &Server{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight)}
+	s := &Server{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, rate: d.Limits, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight)}
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("GET /health", s.health)
@@ -360,6 +376,18 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, 
 	}
 	out.setHeader("X-Request-Id", rid)
 	out.setHeader("X-Conversation-Id", conv)
+	if s.rate != nil {
+		ok, retry, tier, headers, err := s.rate.Peek(ctx, &turn, turn.EstimatedTokens())
+		switch {
+		case err != nil:
+			// The guard decides (and fails closed or open as configured).
+			s.log.Debug("rate-limit pre-check unavailable", "request_id", rid, "err", err)
+		case !ok:
+			setRetryHeaders(out, retry.Milliseconds(), headers)
+			out.error(http.StatusTooManyRequests, messages.CodeRateLimited, "rate limit exceeded ("+tier+"); retry after "+retry.Round(time.Millisecond).String(), nil)
+			return
+		}
+	}
 
 	events := make(chan *nats.Msg, 64)
 	sub, err := s.nc.ChanSubscribe(messages.ReplyFilter(rid), events)

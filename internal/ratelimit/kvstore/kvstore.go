@@ -31,6 +31,11 @@ import (
 )
 
 // Store is a ratelimit.Store on a nats.KeyValue bucket. It is safe for
+// Bucket is the KV bucket agentbus keeps the shared rate-limit state in:
+// guard replicas write it, ingest reads it (a pre-check before a request
+// is stored).
+const Bucket = "agentbus_ratelimit"
+
 // concurrent use.
 type Store struct {
 	kv nats.KeyValue
