@@ -30,8 +30,12 @@ import (
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/cli"
 	"github.com/agentbus/agentbus/internal/natsauth"
+	"github.com/agentbus/agentbus/internal/sanitize"
 	"github.com/agentbus/agentbus/internal/testutil"
+	"github.com/agentbus/agentbus/internal/tools"
+	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
+	"github.com/agentbus/agentbus/stage/ingest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"gopkg.in/yaml.v3"
@@ -479,7 +483,7 @@ func serveFlags(t testing.TB) map[string]bool {
 		bodies = append(bodies, body(m[1]))
 	}
 	flags := map[string]bool{}
-	re := regexp.MustCompile(`\bf\.(?:str|integer|boolean|duration)\("([a-z0-9-]+)"`)
+	re := regexp.MustCompile(`\bf\.(?:str|integer|boolean|duration|size)\("([a-z0-9-]+)"`)
 	for _, b := range bodies {
 		for _, m := range re.FindAllStringSubmatch(b, -1) {
 			flags[m[1]] = true
@@ -1075,5 +1079,70 @@ func BenchmarkJetStreamPublish(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
+	}
+}
+
+// TestLimitsTableIsWhatRuns: the limits table in docs/operations.md holds
+// the values the code enforces.
+func TestLimitsTableIsWhatRuns(t *testing.T) {
+	doc := readFile(t, "docs/operations.md")
+	i, j := strings.Index(doc, "<!-- limits:begin -->"), strings.Index(doc, "<!-- limits:end -->")
+	if i < 0 || j < i {
+		t.Fatal("docs/operations.md has no limits table")
+	}
+	size := func(n int64) string {
+		for _, u := range []struct {
+			s string
+			n int64
+		}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+			if n >= u.n && n%u.n == 0 {
+				return strconv.FormatInt(n/u.n, 10) + " " + u.s
+			}
+		}
+		return strconv.FormatInt(n, 10)
+	}
+	ic, pc := ingest.DefaultConfig(), pipeline.DefaultConfig()
+	want := map[string]string{
+		"request body":                     size(ic.MaxBodyBytes),
+		"turn, encoded for the bus":        size(int64(ic.MaxTurnBytes)),
+		"any event of a turn":              size(int64(pipeline.MaxPayload - 8<<10)),
+		"messages per turn":                strconv.Itoa(sanitize.DefaultMaxMessages),
+		"one message":                      size(sanitize.DefaultMaxBytes),
+		"one message, characters":          strconv.Itoa(sanitize.DefaultMaxChars),
+		"all messages of a turn":           size(sanitize.DefaultMaxTotalBytes),
+		"messages per turn, wire contract": strconv.Itoa(messages.MaxMessages),
+		"one message, wire contract":       size(messages.MaxContentBytes),
+		"tool calls per message":           strconv.Itoa(messages.MaxToolCalls),
+		"tool output":                      size(tools.DefaultMaxOutputBytes),
+		"NATS entry requests waiting":      strconv.Itoa(ic.MaxNATSInFlight),
+		"HTTP connections":                 strconv.Itoa(ic.MaxConns),
+		"HTTP request read time":           ic.ReadTimeout.String(),
+		"turn stream":                      size(pc.Streams.MaxBytes),
+		"dead-letter stream":               size(pc.Streams.DLQMaxBytes),
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(doc[i:j], "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || strings.HasPrefix(strings.TrimSpace(cells[1]), "---") || strings.TrimSpace(cells[1]) == "limit" {
+			continue
+		}
+		name, val := strings.TrimSpace(cells[1]), strings.TrimSpace(cells[2])
+		w, ok := want[name]
+		if !ok {
+			t.Errorf("limits table row %q: no such limit in the test's map", name)
+			continue
+		}
+		seen[name] = true
+		if val != w {
+			t.Errorf("limits table: %s is %q, the code enforces %q", name, val, w)
+		}
+	}
+	for name := range want {
+		if !seen[name] {
+			t.Errorf("limits table lacks %q", name)
+		}
+	}
+	if pc.Streams.DLQMaxAge != 720*time.Hour || !strings.Contains(doc[i:j], "`--dlq-max-age` 720h") {
+		t.Errorf("dead-letter max age: code %s", pc.Streams.DLQMaxAge)
 	}
 }

@@ -33,11 +33,19 @@ type Config struct {
 type StreamConfig struct {
 	// Replicas of each stream: 1 for one server, 3 in a cluster. Default 1.
 	Replicas int
-	// MaxAge of turn events; 0 keeps them forever (the stream is the
-	// system of record). Default 0.
+	// MaxAge of turn events; 0 keeps them until MaxBytes pushes them out
+	// (the stream is the system of record; the conversation store keeps
+	// what it holds). Default 0.
 	MaxAge time.Duration
-	// DLQMaxAge of dead letters; 0 keeps them until redriven. Default 0.
+	// MaxBytes bounds the turn stream; beyond it the oldest events are
+	// dropped. With the embedded server it is at most half the server's
+	// storage. Default 8 GiB.
+	MaxBytes int64
+	// DLQMaxAge of dead letters. Default 30 days.
 	DLQMaxAge time.Duration
+	// DLQMaxBytes bounds the dead-letter stream (oldest dropped first).
+	// Default 512 MiB.
+	DLQMaxBytes int64
 	// Duplicates is the de-duplication window for Nats-Msg-Id. Default 2m.
 	Duplicates time.Duration
 	// Memory stores streams in memory instead of files (tests, benchmarks).
@@ -80,7 +88,7 @@ type ConsumerConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		Embedded: DefaultEmbeddedConfig(),
-		Streams:  StreamConfig{Replicas: 1, Duplicates: 2 * time.Minute},
+		Streams:  StreamConfig{Replicas: 1, Duplicates: 2 * time.Minute, MaxBytes: 8 << 30, DLQMaxAge: 30 * 24 * time.Hour, DLQMaxBytes: 512 << 20},
 		Consumer: ConsumerConfig{
 			AckWait:        90 * time.Second,
 			HandlerTimeout: 20 * time.Second,
@@ -111,6 +119,9 @@ func (c Config) Validate() error {
 	}
 	if c.Streams.MaxAge < 0 || c.Streams.DLQMaxAge < 0 {
 		errs = append(errs, errors.New("streams max age must not be negative"))
+	}
+	if c.Streams.MaxBytes < 0 || c.Streams.DLQMaxBytes < 0 {
+		errs = append(errs, errors.New("streams max bytes must not be negative (0: unlimited)"))
 	}
 	cc := c.Consumer
 	if cc.HandlerTimeout <= 0 {

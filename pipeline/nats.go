@@ -75,6 +75,7 @@ func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger)
 			Storage:     storage,
 			Replicas:    cfg.Replicas,
 			MaxAge:      cfg.MaxAge,
+			MaxBytes:    orUnlimited(cfg.MaxBytes),
 			Duplicates:  cfg.Duplicates,
 			Retention:   nats.LimitsPolicy,
 			Discard:     nats.DiscardOld,
@@ -86,8 +87,10 @@ func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger)
 			Storage:     storage,
 			Replicas:    cfg.Replicas,
 			MaxAge:      cfg.DLQMaxAge,
+			MaxBytes:    orUnlimited(cfg.DLQMaxBytes),
 			Duplicates:  cfg.Duplicates,
 			Retention:   nats.LimitsPolicy,
+			Discard:     nats.DiscardOld,
 		},
 	}
 	for _, sc := range streams {
@@ -118,6 +121,14 @@ func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger)
 	return nil
 }
 
+// orUnlimited is JetStream's spelling of "no limit" for 0.
+func orUnlimited(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
 // streamDiff names the settings of want that have differs from have.
 func streamDiff(have, want nats.StreamConfig) string {
 	var d []string
@@ -127,7 +138,7 @@ func streamDiff(have, want nats.StreamConfig) string {
 	if have.MaxAge != want.MaxAge {
 		d = append(d, "max_age")
 	}
-	if have.MaxBytes != want.MaxBytes && !(have.MaxBytes == -1 && want.MaxBytes == 0) {
+	if have.MaxBytes != want.MaxBytes {
 		d = append(d, "max_bytes")
 	}
 	if have.Duplicates != want.Duplicates {

@@ -101,6 +101,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 		}
 		r.srv = srv
 		r.url = srv.ClientURL()
+		// A stream's max_bytes is reserved against the server's storage:
+		// keep the streams within half of it, or a small disk could not
+		// start the system.
+		if jc := srv.JetStreamConfig(); jc != nil && jc.MaxStore > 0 {
+			half := jc.MaxStore / 2
+			if r.cfg.Streams.MaxBytes == 0 || r.cfg.Streams.MaxBytes > half {
+				r.cfg.Streams.MaxBytes = half
+			}
+			if r.cfg.Streams.DLQMaxBytes == 0 || r.cfg.Streams.DLQMaxBytes > half/8 {
+				r.cfg.Streams.DLQMaxBytes = half / 8
+			}
+		}
 		log.Info("embedded NATS started", "url", r.url, "store", cfg.Embedded.StoreDir)
 	}
 	nc, err := r.connect("", cfg.Name)
@@ -113,7 +125,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 		r.Close()
 		return nil, err
 	}
-	if err := EnsureStreams(r.js, cfg.Streams, log); err != nil {
+	if err := EnsureStreams(r.js, r.cfg.Streams, log); err != nil {
 		r.Close()
 		return nil, err
 	}

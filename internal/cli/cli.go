@@ -218,6 +218,51 @@ func (f *flags) duration(name string, def time.Duration, help string) *time.Dura
 	return f.Duration(name, def, help+" ($"+envName(name)+")")
 }
 
+// size is a byte count flag: a number with an optional KiB, MiB, GiB
+// (or KB, MB, GB: the same binary units) suffix.
+func (f *flags) size(name string, def int64, help string) *int64 {
+	v := &sizeValue{n: def}
+	if s := f.env.Getenv(envName(name)); s != "" {
+		_ = v.Set(s) // a bad environment value keeps the default; the flag reports errors
+	}
+	f.Var(v, name, help+" ($"+envName(name)+")")
+	return &v.n
+}
+
+type sizeValue struct{ n int64 }
+
+func (v *sizeValue) String() string {
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if v.n >= u.n && v.n%u.n == 0 {
+			return strconv.FormatInt(v.n/u.n, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(v.n, 10)
+}
+
+func (v *sizeValue) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.s) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.s)), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("want a byte count such as 512MiB, got %q", s)
+	}
+	v.n = n * mult
+	return nil
+}
+
 func (f *flags) parse(args []string) error {
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -266,7 +311,14 @@ func serve(env Env, args []string, stages []string, name string) error {
 	providers := f.str("providers", "", "provider config file (JSON); default: OPENAI_BASE_URL/OPENAI_API_KEY/AGENTBUS_MODEL, else the offline model")
 	auth := f.boolean("auth", true, "require API keys on /v1/*")
 	syncAlways := f.boolean("sync-always", false, "survive power loss: the embedded NATS server and the SQLite store fsync every write before acking (see docs/decisions/0002-durability.md)")
-	maxAge := f.duration("max-age", 0, "how long the stream keeps turn events (0 = forever: the stream is the system of record)")
+	maxAge := f.duration("max-age", 0, "how long the stream keeps turn events (0: until --max-bytes pushes the oldest out)")
+	maxBytes := f.size("max-bytes", o.Pipeline.Streams.MaxBytes, "bound of the turn stream; the oldest events are dropped beyond it (embedded server: at most half its storage)")
+	dlqMaxAge := f.duration("dlq-max-age", o.Pipeline.Streams.DLQMaxAge, "how long dead letters are kept")
+	dlqMaxBytes := f.size("dlq-max-bytes", o.Pipeline.Streams.DLQMaxBytes, "bound of the dead-letter stream (oldest dropped first)")
+	maxBody := f.size("max-body-bytes", o.Ingest.MaxBodyBytes, "largest HTTP request body or NATS entry request (413 beyond)")
+	maxTurn := f.size("max-turn-bytes", int64(o.Ingest.MaxTurnBytes), "largest turn once encoded for the bus (413 payload_too_large beyond; at most 512KiB, half the bus's max payload)")
+	readTimeout := f.duration("http-read-timeout", o.Ingest.ReadTimeout, "bound of reading a whole HTTP request: slower clients are disconnected")
+	maxConns := f.integer("http-max-conns", o.Ingest.MaxConns, "most open HTTP connections at once")
 	replicas := f.integer("replicas", 1, "stream replicas (3 in a cluster)")
 	concurrency := f.integer("concurrency", o.Pipeline.Consumer.Concurrency, "parallel handler runs per stage instance")
 	userRPM := f.integer("user-rpm", 120, "requests per minute per user (0 = unlimited)")
@@ -307,6 +359,13 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Pipeline.Embedded.SyncAlways = *syncAlways
 	o.Pipeline.Streams.Replicas = *replicas
 	o.Pipeline.Streams.MaxAge = *maxAge
+	o.Pipeline.Streams.MaxBytes = *maxBytes
+	o.Pipeline.Streams.DLQMaxAge = *dlqMaxAge
+	o.Pipeline.Streams.DLQMaxBytes = *dlqMaxBytes
+	o.Ingest.MaxBodyBytes = *maxBody
+	o.Ingest.MaxTurnBytes = int(*maxTurn)
+	o.Ingest.ReadTimeout = *readTimeout
+	o.Ingest.MaxConns = *maxConns
 	o.Pipeline.Consumer.Concurrency = *concurrency
 	o.Pipeline.Consumer.HandlerTimeout = *handlerTimeout
 	o.Pipeline.Consumer.AckWait = *ackWait
