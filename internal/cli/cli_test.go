@@ -105,9 +105,11 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 		}
 	})
 	t.Run("verify and rebuild", func(t *testing.T) {
-		if code, out, _ := run(t, "", "audit", "--nats", url, "--nats-creds", creds, "--verify"); code != 0 || !strings.Contains(out, "intact: 3 links") {
+		code, out, _ := run(t, "", "audit", "--nats", url, "--nats-creds", creds, "--verify")
+		if code != 0 || !strings.Contains(out, "intact: 3 links") {
 			t.Fatalf("verify: %d %s", code, out)
 		}
+		origHead := chainHead(t, out)
 		dir := t.TempDir()
 		if code, _, errOut := run(t, "", "rebuild", "--nats", url, "--nats-creds", creds, "--data", dir); code != 0 || !strings.Contains(errOut, "rebuilt 3 turns") {
 			t.Fatalf("rebuild: %d %s", code, errOut)
@@ -129,6 +131,16 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 		if rep, err := rebuilt.VerifyChain(context.Background()); err != nil || !rep.OK() || rep.Links != 3 {
 			t.Fatalf("rebuilt chain %+v %v", rep, err)
 		}
+		rebuilt.Close()
+		// The rebuilt store is the original chain, link for link: every
+		// content hash and the order agree, so the heads are equal.
+		code, out, errOut := run(t, "", "audit", "--verify", "--offline", "--data", dir)
+		if code != 0 {
+			t.Fatalf("verify rebuilt: %d %s %s", code, out, errOut)
+		}
+		if head := chainHead(t, out); head != origHead {
+			t.Fatalf("rebuilt chain head %s, original %s", head, origHead)
+		}
 	})
 	t.Run("history pruned", func(t *testing.T) {
 		code, out, _ := run(t, "", "history", "conv_audit", "--nats", url, "--nats-creds", creds, "--pruned", "--budget", "10", "--strategy", "recent")
@@ -137,6 +149,16 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 			t.Fatalf("%d %s", code, out)
 		}
 	})
+}
+
+// chainHead returns the head hash `audit --verify` printed.
+func chainHead(t *testing.T, out string) string {
+	t.Helper()
+	_, head, ok := strings.Cut(strings.TrimSpace(out), ", head ")
+	if !ok || len(head) != 64 {
+		t.Fatalf("no chain head in %q", out)
+	}
+	return head
 }
 
 func TestDeadLetterRedriveCompletesOnce(t *testing.T) {
