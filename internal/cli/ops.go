@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -437,22 +438,39 @@ func rebuild(env Env, args []string) error {
 		return err
 	}
 	defer nc.Close()
+	if err := os.MkdirAll(*data, 0o750); err != nil {
+		return err
+	}
 	s, err := openStore(ctx, *data, *store)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	n, err := Rebuild(ctx, js, s)
+	n, missing, err := Rebuild(ctx, js, s)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "rebuilt %d turns into %s\n", n, *data)
+	if missing > 0 {
+		fmt.Fprintf(env.Stderr, "%d completed turns not rebuilt: their received event is gone from the stream (max age or purge)\n", missing)
+	}
 	return nil
 }
 
+// rebuildWindow bounds how many turns Rebuild holds back waiting for an
+// earlier link of the chain.
+const rebuildWindow = 4096
+
 // Rebuild replays the turn stream into store and returns how many turns it
-// appended (already stored turns are skipped by the store).
-func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (int, error) {
+// appended (already stored turns are skipped by the store) and how many
+// completed turns it could not rebuild because their received event is no
+// longer in the stream. Each turn is memory.CompletedTurn of its received
+// messages and its completed event, as the persist stage stored it, and
+// turns are appended in the original chain's order (the completed events'
+// chain_seq; concurrent turns complete in another order than they commit),
+// so that the rebuilt hash chain is the original one when the stream holds
+// every turn.
+func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (appended, missing int, err error) {
 	inputs := map[string][]messages.Message{}
 	var batch []memory.TurnRecord
 	flush := func() error {
@@ -463,8 +481,38 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (i
 		batch = batch[:0]
 		return err
 	}
-	n := 0
-	err := replay.Replay(ctx, js, replay.Options{Events: []string{messages.EventReceived, messages.EventCompleted}}, func(ev replay.Event) error {
+	add := func(rec memory.TurnRecord) error {
+		batch = append(batch, rec)
+		appended++
+		if len(batch) >= 256 {
+			return flush()
+		}
+		return nil
+	}
+	// Turns wait in held until every earlier link is added. A link that
+	// never comes (its turn is not in the stream) holds the rest back only
+	// until rebuildWindow turns wait, or the stream ends.
+	held := map[int64]memory.TurnRecord{}
+	next := int64(1)
+	release := func(all bool) error {
+		for len(held) > 0 {
+			rec, ok := held[next]
+			if !ok {
+				if !all && len(held) < rebuildWindow {
+					return nil
+				}
+				next = slices.Min(slices.Collect(maps.Keys(held)))
+				continue
+			}
+			delete(held, next)
+			next++
+			if err := add(rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err = replay.Replay(ctx, js, replay.Options{Events: []string{messages.EventReceived, messages.EventCompleted}}, func(ev replay.Event) error {
 		switch ev.Event {
 		case messages.EventReceived:
 			var t messages.Turn
@@ -474,29 +522,43 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (i
 		case messages.EventCompleted:
 			var c messages.Completed
 			if err := json.Unmarshal(ev.Data, &c); err != nil {
-				return nil
+				return fmt.Errorf("completed event at stream sequence %d: %w", ev.Seq, err)
 			}
+			_, isHeld := held[c.ChainSeq]
 			in, ok := inputs[c.RequestID]
 			if !ok {
-				return nil // its input is gone from the stream (max age)
+				if c.ChainSeq == 0 || (c.ChainSeq >= next && !isHeld) { // else a repeat of a rebuilt turn
+					missing++ // its input is gone from the stream
+				}
+				return nil
 			}
 			delete(inputs, c.RequestID)
-			meta := c
-			meta.CompletedAt = time.Time{}
-			b, _ := json.Marshal(meta)
-			batch = append(batch, memory.TurnRecord{RequestID: c.RequestID, ConversationID: c.ConversationID, User: c.User,
-				Messages: append(append([]messages.Message(nil), in...), c.Steps...), Meta: b, CreatedAt: c.CreatedAt})
-			n++
-			if len(batch) >= 256 {
-				return flush()
+			rec, err := memory.CompletedTurn(in, c)
+			if err != nil {
+				return err
 			}
+			switch {
+			case c.ChainSeq == 0: // from a build before chain_seq: stream order
+				if err := release(true); err != nil {
+					return err
+				}
+				return add(rec)
+			case c.ChainSeq < next: // its place was given up (see release)
+				return add(rec)
+			case !isHeld:
+				held[c.ChainSeq] = rec
+			}
+			return release(false)
 		}
 		return nil
 	})
-	if err != nil {
-		return n, err
+	if err == nil {
+		err = release(true)
 	}
-	return n, flush()
+	if err == nil {
+		err = flush()
+	}
+	return appended, missing, err
 }
 
 func stderrFile(env Env) *os.File {
