@@ -411,6 +411,3 @@ func oneLineText(m messages.Message) string {
 	}
 	return strings.ReplaceAll(s, "\n", "\\n")
 }
-
-var _ = errors.New
-var _ = os.Stdout
