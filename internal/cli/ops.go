@@ -1,11 +1,11 @@
 package cli
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -492,21 +492,13 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (a
 	// Turns wait in held until every earlier link is added. A link that
 	// never comes (its turn is not in the stream) holds the rest back only
 	// until rebuildWindow turns wait, or the stream ends.
-	held := map[int64]memory.TurnRecord{}
+	held := &heldTurns{}
 	next := int64(1)
 	release := func(all bool) error {
-		for len(held) > 0 {
-			rec, ok := held[next]
-			if !ok {
-				if !all && len(held) < rebuildWindow {
-					return nil
-				}
-				next = slices.Min(slices.Collect(maps.Keys(held)))
-				continue
-			}
-			delete(held, next)
-			next++
-			if err := add(rec); err != nil {
+		for held.Len() > 0 && ((*held)[0].seq <= next || all || held.Len() >= rebuildWindow) {
+			t := heap.Pop(held).(heldTurn)
+			next = max(next, t.seq+1)
+			if err := add(t.rec); err != nil {
 				return err
 			}
 		}
@@ -524,10 +516,9 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (a
 			if err := json.Unmarshal(ev.Data, &c); err != nil {
 				return fmt.Errorf("completed event at stream sequence %d: %w", ev.Seq, err)
 			}
-			_, isHeld := held[c.ChainSeq]
 			in, ok := inputs[c.RequestID]
 			if !ok {
-				if c.ChainSeq == 0 || (c.ChainSeq >= next && !isHeld) { // else a repeat of a rebuilt turn
+				if c.ChainSeq == 0 || c.ChainSeq >= next { // else a repeat of a rebuilt turn
 					missing++ // its input is gone from the stream
 				}
 				return nil
@@ -537,17 +528,13 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (a
 			if err != nil {
 				return err
 			}
-			switch {
-			case c.ChainSeq == 0: // from a build before chain_seq: stream order
+			if c.ChainSeq == 0 { // from a build before chain_seq: stream order
 				if err := release(true); err != nil {
 					return err
 				}
 				return add(rec)
-			case c.ChainSeq < next: // its place was given up (see release)
-				return add(rec)
-			case !isHeld:
-				held[c.ChainSeq] = rec
 			}
+			heap.Push(held, heldTurn{c.ChainSeq, rec})
 			return release(false)
 		}
 		return nil
@@ -559,6 +546,26 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (a
 		err = flush()
 	}
 	return appended, missing, err
+}
+
+// heldTurn is a rebuilt turn waiting for its place in the chain.
+type heldTurn struct {
+	seq int64 // the completed event's chain_seq
+	rec memory.TurnRecord
+}
+
+// heldTurns is a min-heap of held turns by seq (container/heap).
+type heldTurns []heldTurn
+
+func (h heldTurns) Len() int           { return len(h) }
+func (h heldTurns) Less(i, j int) bool { return h[i].seq < h[j].seq }
+func (h heldTurns) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *heldTurns) Push(x any)        { *h = append(*h, x.(heldTurn)) }
+func (h *heldTurns) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
 }
 
 func stderrFile(env Env) *os.File {
