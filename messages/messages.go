@@ -392,6 +392,12 @@ type Completed struct {
 	Usage          Usage         `json:"usage"`
 	CreatedAt      time.Time     `json:"created_at"`
 	CompletedAt    time.Time     `json:"completed_at"`
+	// ChainSeq is the turn's link in the persist store's hash chain: its
+	// commit order, from 1 (0 from builds before this field). Rebuilding
+	// the store from the stream appends turns in this order, which is not
+	// always the order of the completed events, so that the rebuilt chain
+	// is the original one.
+	ChainSeq int64 `json:"chain_seq,omitempty"`
 }
 
 // Error codes of Rejected and Failed events (OpenAI-style "code").

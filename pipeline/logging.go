@@ -27,7 +27,7 @@ func NewLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
 	case format == "json" || (format != "text" && !term):
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 	default:
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !term}))
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !term}))
 	}
 }
 

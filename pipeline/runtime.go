@@ -274,7 +274,7 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 			return nil, err
 		}
 		h := r.handlerMiddleware(st.Name, conn, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
-		r.router.AddNoPublisherHandler(durable, messages.EventFilter(ev), sub, h)
+		r.router.AddConsumerHandler(durable, messages.EventFilter(ev), sub, h)
 	}
 	if err := r.addService(srt); err != nil {
 		return nil, fmt.Errorf("stage %s micro service: %w", st.Name, err)

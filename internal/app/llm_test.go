@@ -36,11 +36,11 @@ func newFakeOpenAI(t *testing.T) *fakeOpenAI {
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.calls.Add(1)
 		if r.Header.Get("Authorization") != "Bearer sk-test-0123456789abcdefghij" {
-			http.Error(w, `{"error":{"message":"bad key"}}`, 401)
+			http.Error(w, `{"error":{"message":"bad key"}}`, http.StatusUnauthorized)
 			return
 		}
 		if f.failing.Load() {
-			http.Error(w, `{"error":{"message":"upstream exploded"}}`, 500)
+			http.Error(w, `{"error":{"message":"upstream exploded"}}`, http.StatusInternalServerError)
 			return
 		}
 		var req struct {

@@ -1,11 +1,19 @@
 // Package cli implements the agentbus command line: serve (every stage in
 // one process on an embedded NATS server), one-stage runners for the
 // cmd/<stage> binaries, and the client and operator commands (chat, keys,
-// sanitize, firewall, history, replay, audit, dlq, rebuild, bench). Only
-// this package and main read flags and environment.
+// sanitize, firewall, history, replay, audit, dlq, rebuild, nats, bench,
+// completion, help). Only this package and main read flags and
+// environment.
+//
+// One table of commands drives dispatch, `agentbus --help`, every
+// command's -h and the shell completion scripts. Every flag of serve and
+// of the commands that connect to a running system takes its default from
+// AGENTBUS_<FLAG>. Help that was asked for goes to stdout with exit status
+// 0; a bad command line prints the usage to stderr and exits 2.
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +39,10 @@ type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+
+	// flagSets, when set, sees every flag set a command defines (shell
+	// completion collects the flags of the command table through it).
+	flagSets func(name string, fs *flag.FlagSet)
 }
 
 // ErrUsage is returned for bad command lines (exit status 2).
@@ -40,27 +52,6 @@ var ErrUsage = errors.New("usage")
 type ExitError struct{ Code int }
 
 func (e ExitError) Error() string { return "exit status " + strconv.Itoa(e.Code) }
-
-const usage = `agentbus: an event-driven harness for LLM agents over NATS JetStream.
-
-Usage:
-  agentbus [serve] [flags]          run every stage in one process (embedded NATS by default)
-  agentbus chat [flags] "text"      send a chat turn, print the answer
-  agentbus keys create --user NAME [--rpm N] [--tpm N] | list | revoke KEY_ID
-  agentbus sanitize                 JSONL {"text": ...} on stdin -> verdicts on stdout
-  agentbus firewall                 JSONL {"tool": ..., "arguments": {...}} on stdin -> verdicts
-  agentbus history CONVERSATION_ID [--json] [--pruned --budget N --strategy S] | --list | --delete
-  agentbus replay [--conversation ID] [--since TIME | --from-seq N] [--json]
-  agentbus audit [--max-turns N --forbid-tool X --require-tool Y --must-contain S ...] [--verify]
-  agentbus dlq list | show ID | redrive ID | redrive --all
-  agentbus rebuild                  re-materialise the conversation store from the stream
-  agentbus nats init | creds --role R --name N | config | permissions
-                                    NATS identities: credentials for stages, tools, clients
-  agentbus bench [-n N] [-c C] [--json]
-
-Run 'agentbus COMMAND -h' for a command's flags. Every flag has an
-environment equivalent (AGENTBUS_<FLAG>, e.g. AGENTBUS_NATS for --nats).
-`
 
 // Main runs the command line and returns the process exit status.
 func Main(env Env) int {
@@ -84,42 +75,20 @@ func Main(env Env) int {
 
 func run(env Env) error {
 	args := env.Args
-	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
-	}
-	switch cmd {
-	case "serve":
-		return serve(env, args, app.AllStages, "agentbus")
-	case "chat":
-		return chat(env, args)
-	case "keys":
-		return keys(env, args)
-	case "sanitize":
-		return sanitizeCmd(env, args)
-	case "firewall":
-		return firewallCmd(env, args)
-	case "history":
-		return history(env, args)
-	case "replay":
-		return replayCmd(env, args)
-	case "audit":
-		return auditCmd(env, args)
-	case "dlq":
-		return dlq(env, args)
-	case "rebuild":
-		return rebuild(env, args)
-	case "nats":
-		return natsCmd(env, args)
-	case "bench":
-		return benchCmd(env, args)
-	case "help", "-h", "--help":
-		fmt.Fprint(env.Stdout, usage)
+	if len(args) > 0 && isHelp(args[0]) && args[0] != "help" {
+		writeUsage(env.Stdout)
 		return nil
-	default:
-		fmt.Fprint(env.Stderr, usage)
-		return fmt.Errorf("%w: unknown command %q", ErrUsage, cmd)
 	}
+	name := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	c, ok := findCommand(name)
+	if !ok {
+		writeUsage(env.Stderr)
+		return fmt.Errorf("%w: unknown command %q", ErrUsage, name)
+	}
+	return dispatch(env, c, args)
 }
 
 // RunStage is the main of the cmd/<stage> binaries: one stage, an external
@@ -175,15 +144,43 @@ func stageHealth(env Env, stage string, args []string) error {
 }
 
 // flags wraps a FlagSet whose defaults come from AGENTBUS_* variables.
+// Its name is the command path ("keys create"), or the program name for
+// serve and the stage binaries.
 type flags struct {
 	*flag.FlagSet
 	env Env
 }
 
 func newFlags(env Env, name string) *flags {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	return &flags{fs, env}
+	f := &flags{flag.NewFlagSet(name, flag.ContinueOnError), env}
+	f.Usage = f.usage
+	if env.flagSets != nil {
+		env.flagSets(name, f.FlagSet)
+	}
+	return f
+}
+
+// usage explains the command from the command table, then its flags.
+func (f *flags) usage() {
+	w := f.Output()
+	path := f.Name()
+	if path == "agentbus" {
+		path = "serve"
+	}
+	if c, ok := findCommand(path); ok {
+		if path == "serve" {
+			path = "[serve]"
+		}
+		fmt.Fprintf(w, "Usage: agentbus %s %s\n\n%s.\n\n", path, c.args, capitalize(c.summary))
+	} else {
+		fmt.Fprintf(w, "Usage: %s [flags]\n\n", f.Name())
+	}
+	n := 0
+	f.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprintln(w, "Flags:")
+		f.PrintDefaults()
+	}
 }
 
 func envName(flagName string) string {
@@ -263,11 +260,19 @@ func (v *sizeValue) Set(s string) error {
 	return nil
 }
 
+// parse parses args. Asked for (-h), the usage goes to stdout and the
+// error is flag.ErrHelp (exit status 0); with a bad flag, the message and
+// the usage go to stderr and the error is an ErrUsage.
 func (f *flags) parse(args []string) error {
-	if err := f.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
+	var out bytes.Buffer
+	f.SetOutput(&out)
+	err := f.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		_, _ = f.env.Stdout.Write(out.Bytes())
+		return err
+	case err != nil:
+		_, _ = f.env.Stderr.Write(out.Bytes())
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	return nil
@@ -294,7 +299,31 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// serve runs stages until SIGINT/SIGTERM.
+// ignoreHangups keeps SIGHUP (a closed terminal, or a reload request out of
+// habit) from killing a serving process: the process reads its
+// configuration only at start, so a hangup is logged and otherwise
+// ignored. stop restores the default.
+func ignoreHangups(log *slog.Logger) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				log.Info("SIGHUP ignored: configuration is read only at start; restart to change it (SIGINT or SIGTERM shut down gracefully)")
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+	}
+}
+
+// serve runs stages until SIGINT/SIGTERM; SIGHUP is logged and ignored.
 func serve(env Env, args []string, stages []string, name string) error {
 	f := newFlags(env, name)
 	o := app.DefaultOptions()
@@ -334,7 +363,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
 	fetchHosts := f.str("fetch-allow-hosts", "", "comma-separated hosts the http_fetch tool may reach (empty: tool disabled)")
 	remoteTools := f.str("remote-tools", "", "comma-separated names of remote tools (NATS micro service agentbus-tools) the model may be offered; discovery alone allows none")
-	natsCreds := f.str("nats-creds", "", "NATS credentials file for every connection of this process (`agentbus nats creds`); default: with the embedded server or an authority in --data, one identity per stage")
+	natsCreds := f.str("nats-creds", "", "NATS credentials file for every connection of this process (see agentbus nats creds); default: with the embedded server or an authority in --data, one identity per stage")
 	natsAuth := f.boolean("nats-auth", true, "the embedded NATS server requires credentials (false is accepted on a loopback --nats-listen only)")
 	natsTLSCert := f.str("nats-tls-cert", "", "TLS certificate (PEM) of the embedded server's client port")
 	natsTLSKey := f.str("nats-tls-key", "", "TLS key (PEM) for --nats-tls-cert")
@@ -396,5 +425,6 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Pipeline.TLS = pipeline.ClientTLS{CAFile: *natsCA, CertFile: *natsCert, KeyFile: *natsKey}
 	ctx, cancel := signalContext()
 	defer cancel()
+	defer ignoreHangups(log)()
 	return app.Run(ctx, o, log)
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,10 +107,12 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 		}
 	})
 	t.Run("verify and rebuild", func(t *testing.T) {
-		if code, out, _ := run(t, "", "audit", "--nats", url, "--nats-creds", creds, "--verify"); code != 0 || !strings.Contains(out, "intact: 3 links") {
+		code, out, _ := run(t, "", "audit", "--nats", url, "--nats-creds", creds, "--verify")
+		if code != 0 || !strings.Contains(out, "intact: 3 links") {
 			t.Fatalf("verify: %d %s", code, out)
 		}
-		dir := t.TempDir()
+		origHead := chainHead(t, out)
+		dir := filepath.Join(t.TempDir(), "new", "data") // rebuild creates it
 		if code, _, errOut := run(t, "", "rebuild", "--nats", url, "--nats-creds", creds, "--data", dir); code != 0 || !strings.Contains(errOut, "rebuilt 3 turns") {
 			t.Fatalf("rebuild: %d %s", code, errOut)
 		}
@@ -129,6 +133,16 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 		if rep, err := rebuilt.VerifyChain(context.Background()); err != nil || !rep.OK() || rep.Links != 3 {
 			t.Fatalf("rebuilt chain %+v %v", rep, err)
 		}
+		rebuilt.Close()
+		// The rebuilt store is the original chain, link for link: every
+		// content hash and the order agree, so the heads are equal.
+		code, out, errOut := run(t, "", "audit", "--verify", "--offline", "--data", dir)
+		if code != 0 {
+			t.Fatalf("verify rebuilt: %d %s %s", code, out, errOut)
+		}
+		if head := chainHead(t, out); head != origHead {
+			t.Fatalf("rebuilt chain head %s, original %s", head, origHead)
+		}
 	})
 	t.Run("history pruned", func(t *testing.T) {
 		code, out, _ := run(t, "", "history", "conv_audit", "--nats", url, "--nats-creds", creds, "--pruned", "--budget", "10", "--strategy", "recent")
@@ -137,6 +151,82 @@ func TestChatReplayAuditRebuild(t *testing.T) {
 			t.Fatalf("%d %s", code, out)
 		}
 	})
+}
+
+// Concurrent turns commit in one order and publish their completed events
+// in another: rebuild still reproduces the original chain, and says which
+// turns it cannot rebuild.
+func TestRebuildKeepsTheChainOrder(t *testing.T) {
+	sys := startSystem(t, nil)
+	url := sys.Runtime.URL()
+	creds := app.OperatorCreds(sys.DataDir)
+	nc, err := sys.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := nc.JetStream()
+	done, err := nc.SubscribeSync(messages.EventFilter(messages.EventCompleted))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 48
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rid := fmt.Sprintf("ord%02d", i)
+			if err := apptest.Publish(js, messages.EventReceived, rid, apptest.Turn(rid, "u", fmt.Sprintf("What is %d*3?", i))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	outOfOrder := false
+	for i := range n {
+		m, err := done.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("%d of %d turns completed: %v", i, n, err)
+		}
+		var c messages.Completed
+		if err := json.Unmarshal(m.Data, &c); err != nil || c.ChainSeq < 1 || c.ChainSeq > n {
+			t.Fatalf("completed event with chain_seq %d: %v", c.ChainSeq, err)
+		}
+		outOfOrder = outOfOrder || c.ChainSeq != int64(i+1)
+	}
+	t.Logf("completed events out of commit order: %v", outOfOrder)
+	_, out, _ := run(t, "", "audit", "--nats", url, "--nats-creds", creds, "--verify")
+	origHead := chainHead(t, out)
+
+	dir := t.TempDir()
+	if code, _, errOut := run(t, "", "rebuild", "--nats", url, "--nats-creds", creds, "--data", dir, "--store", "files"); code != 0 || !strings.Contains(errOut, fmt.Sprintf("rebuilt %d turns", n)) {
+		t.Fatalf("rebuild: %d %s", code, errOut)
+	}
+	code, out, errOut := run(t, "", "audit", "--verify", "--offline", "--data", dir, "--store", "files")
+	if code != 0 || chainHead(t, out) != origHead {
+		t.Fatalf("rebuilt chain: %d %s %s; original head %s", code, out, errOut, origHead)
+	}
+
+	// A turn whose received event is purged cannot be rebuilt, and rebuild
+	// says so.
+	if err := js.PurgeStream(messages.StreamTurns, &nats.StreamPurgeRequest{Subject: messages.Subject(messages.EventReceived, "ord07")}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = run(t, "", "rebuild", "--nats", url, "--nats-creds", creds, "--data", t.TempDir())
+	if code != 0 || !strings.Contains(errOut, fmt.Sprintf("rebuilt %d turns", n-1)) || !strings.Contains(errOut, "1 completed turns not rebuilt") {
+		t.Fatalf("rebuild without one input: %d %s", code, errOut)
+	}
+}
+
+// chainHead returns the head hash `audit --verify` printed.
+func chainHead(t *testing.T, out string) string {
+	t.Helper()
+	_, head, ok := strings.Cut(strings.TrimSpace(out), ", head ")
+	if !ok || len(head) != 64 {
+		t.Fatalf("no chain head in %q", out)
+	}
+	return head
 }
 
 func TestDeadLetterRedriveCompletesOnce(t *testing.T) {

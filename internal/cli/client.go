@@ -34,7 +34,7 @@ type connFlags struct {
 func addConnFlags(f *flags) connFlags {
 	return connFlags{
 		url:   f.str("nats", "nats://127.0.0.1:4222", "NATS server URL of the running system"),
-		creds: f.str("nats-creds", "", "NATS credentials file (default: the operator credential in --data, written by `agentbus serve`)"),
+		creds: f.str("nats-creds", "", "NATS credentials file (default: the operator credential in --data, written by agentbus serve)"),
 		data:  f.str("data", "data", "data directory of the system (its auth/operator.creds is used when --nats-creds is empty)"),
 		ca:    f.str("nats-ca", "", "CA certificate (PEM) that verifies a TLS NATS server"),
 		cert:  f.str("nats-cert", "", "client certificate (PEM) for a NATS server that requires mutual TLS"),
@@ -412,6 +412,3 @@ func oneLineText(m messages.Message) string {
 	}
 	return strings.ReplaceAll(s, "\n", "\\n")
 }
-
-var _ = errors.New
-var _ = os.Stdout

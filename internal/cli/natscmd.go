@@ -13,31 +13,8 @@ import (
 	"github.com/agentbus/agentbus/pipeline"
 )
 
-const natsUsage = `agentbus nats: the bus's identities and permissions.
-
-  agentbus nats init [--data DIR] [--config FILE] [--creds-dir DIR]
-      create the NATS authority in DIR/auth (agentbus serve does this on
-      its first start with the embedded server); with --config also write
-      the server's trust configuration, with --creds-dir one credential per
-      stage and for the operator (DIR/<role>/nats.creds), each only if
-      missing (docker-compose.yml's auth-init service runs this)
-  agentbus nats creds --role ROLE --name NAME [--tools a,b] [--expires 720h] [--out FILE]
-      issue a credentials file for one identity; roles: ` + "ingest, guard, llm, toolexec, persist, tool, client, operator" + `
-  agentbus nats config [--out FILE]
-      write the trust configuration of an external NATS server or cluster
-      node (include it from nats-server.conf)
-  agentbus nats permissions [--role ROLE]
-      print what each role may publish and subscribe to
-`
-
+// natsCmd is `agentbus nats SUB`; dispatch has checked SUB.
 func natsCmd(env Env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(env.Stdout, natsUsage)
-		if len(args) == 0 {
-			return fmt.Errorf("%w: agentbus nats init|creds|config|permissions", ErrUsage)
-		}
-		return nil
-	}
 	sub, args := args[0], args[1:]
 	f := newFlags(env, "nats "+sub)
 	data := f.str("data", "data", "data directory holding the authority (DIR/auth)")
@@ -153,7 +130,6 @@ func natsCmd(env Env, args []string) error {
 		}
 		return tw.Flush()
 	default:
-		fmt.Fprint(env.Stderr, natsUsage)
 		return fmt.Errorf("%w: unknown nats command %q", ErrUsage, sub)
 	}
 }

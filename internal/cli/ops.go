@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -450,22 +451,39 @@ func rebuild(env Env, args []string) error {
 		return err
 	}
 	defer nc.Close()
+	if err := os.MkdirAll(*data, 0o750); err != nil {
+		return err
+	}
 	s, err := openStore(ctx, *data, *store)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	n, err := Rebuild(ctx, js, s)
+	n, missing, err := Rebuild(ctx, js, s)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "rebuilt %d turns into %s\n", n, *data)
+	if missing > 0 {
+		fmt.Fprintf(env.Stderr, "%d completed turns not rebuilt: their received event is gone from the stream (max age or purge)\n", missing)
+	}
 	return nil
 }
 
+// rebuildWindow bounds how many turns Rebuild holds back waiting for an
+// earlier link of the chain.
+const rebuildWindow = 4096
+
 // Rebuild replays the turn stream into store and returns how many turns it
-// appended (already stored turns are skipped by the store).
-func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (int, error) {
+// appended (already stored turns are skipped by the store) and how many
+// completed turns it could not rebuild because their received event is no
+// longer in the stream. Each turn is memory.CompletedTurn of its received
+// messages and its completed event, as the persist stage stored it, and
+// turns are appended in the original chain's order (the completed events'
+// chain_seq; concurrent turns complete in another order than they commit),
+// so that the rebuilt hash chain is the original one when the stream holds
+// every turn.
+func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (appended, missing int, err error) {
 	inputs := map[string][]messages.Message{}
 	var batch []memory.TurnRecord
 	flush := func() error {
@@ -476,8 +494,30 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (i
 		batch = batch[:0]
 		return err
 	}
-	n := 0
-	err := replay.Replay(ctx, js, replay.Options{Events: []string{messages.EventReceived, messages.EventCompleted}}, func(ev replay.Event) error {
+	add := func(rec memory.TurnRecord) error {
+		batch = append(batch, rec)
+		appended++
+		if len(batch) >= 256 {
+			return flush()
+		}
+		return nil
+	}
+	// Turns wait in held until every earlier link is added. A link that
+	// never comes (its turn is not in the stream) holds the rest back only
+	// until rebuildWindow turns wait, or the stream ends.
+	held := &heldTurns{}
+	next := int64(1)
+	release := func(all bool) error {
+		for held.Len() > 0 && ((*held)[0].seq <= next || all || held.Len() >= rebuildWindow) {
+			t := heap.Pop(held).(heldTurn)
+			next = max(next, t.seq+1)
+			if err := add(t.rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err = replay.Replay(ctx, js, replay.Options{Events: []string{messages.EventReceived, messages.EventCompleted}}, func(ev replay.Event) error {
 		switch ev.Event {
 		case messages.EventReceived:
 			var t messages.Turn
@@ -487,29 +527,58 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, store memory.Store) (i
 		case messages.EventCompleted:
 			var c messages.Completed
 			if err := json.Unmarshal(ev.Data, &c); err != nil {
-				return nil
+				return fmt.Errorf("completed event at stream sequence %d: %w", ev.Seq, err)
 			}
 			in, ok := inputs[c.RequestID]
 			if !ok {
-				return nil // its input is gone from the stream (max age)
+				if c.ChainSeq == 0 || c.ChainSeq >= next { // else a repeat of a rebuilt turn
+					missing++ // its input is gone from the stream
+				}
+				return nil
 			}
 			delete(inputs, c.RequestID)
-			meta := c
-			meta.CompletedAt = time.Time{}
-			b, _ := json.Marshal(meta)
-			batch = append(batch, memory.TurnRecord{RequestID: c.RequestID, ConversationID: c.ConversationID, User: c.User,
-				Messages: append(append([]messages.Message(nil), in...), c.Steps...), Meta: b, CreatedAt: c.CreatedAt})
-			n++
-			if len(batch) >= 256 {
-				return flush()
+			rec, err := memory.CompletedTurn(in, c)
+			if err != nil {
+				return err
 			}
+			if c.ChainSeq == 0 { // from a build before chain_seq: stream order
+				if err := release(true); err != nil {
+					return err
+				}
+				return add(rec)
+			}
+			heap.Push(held, heldTurn{c.ChainSeq, rec})
+			return release(false)
 		}
 		return nil
 	})
-	if err != nil {
-		return n, err
+	if err == nil {
+		err = release(true)
 	}
-	return n, flush()
+	if err == nil {
+		err = flush()
+	}
+	return appended, missing, err
+}
+
+// heldTurn is a rebuilt turn waiting for its place in the chain.
+type heldTurn struct {
+	seq int64 // the completed event's chain_seq
+	rec memory.TurnRecord
+}
+
+// heldTurns is a min-heap of held turns by seq (container/heap).
+type heldTurns []heldTurn
+
+func (h heldTurns) Len() int           { return len(h) }
+func (h heldTurns) Less(i, j int) bool { return h[i].seq < h[j].seq }
+func (h heldTurns) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *heldTurns) Push(x any)        { *h = append(*h, x.(heldTurn)) }
+func (h *heldTurns) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
 }
 
 func stderrFile(env Env) *os.File {

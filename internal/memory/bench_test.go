@@ -30,7 +30,8 @@ func BenchmarkAppendGroupCommit(b *testing.B) {
 						if i > int64(b.N) {
 							return
 						}
-						if err := g.Append(context.Background(), turn(fmt.Sprintf("r%d", i), fmt.Sprintf("c%d", c), msgsPerTurn)); err != nil {
+						rec := turn(fmt.Sprintf("r%d", i), fmt.Sprintf("c%d", c), msgsPerTurn)
+						if err := g.Append(context.Background(), &rec); err != nil {
 							b.Error(err)
 							return
 						}

@@ -47,7 +47,8 @@ func TestCrashChild(t *testing.T) {
 		go func() {
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("w%d-%d", w, i)
-				if err := g.Append(ctx, turn(id, fmt.Sprintf("conv-%d", w%2), 3)); err != nil {
+				rec := turn(id, fmt.Sprintf("conv-%d", w%2), 3)
+				if err := g.Append(ctx, &rec); err != nil {
 					fmt.Fprintln(os.Stderr, "append:", err)
 					os.Exit(3)
 				}

@@ -8,7 +8,7 @@
 //	store, err := memory.OpenSQLite(ctx, "agentbus.db", memory.SQLiteConfig{})
 //	...
 //	commits := memory.NewGroupCommitter(store, 0) // batches concurrent appends
-//	if err := commits.Append(ctx, rec); err != nil {
+//	if err := commits.Append(ctx, &rec); err != nil {
 //		return err // Nack: the message is redelivered and appended again
 //	}
 //	msg.Ack()

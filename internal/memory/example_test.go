@@ -30,10 +30,13 @@ func Example() {
 	}}
 	// Ack the JetStream message only when this returns nil; a redelivery
 	// appends the same request id again, which is skipped.
-	if err := commits.Append(ctx, rec); err != nil {
+	if err := commits.Append(ctx, &rec); err != nil {
 		log.Fatal(err)
 	}
-	_ = commits.Append(ctx, rec)
+	fmt.Println("stored as link", rec.Seq)
+	again := rec
+	_ = commits.Append(ctx, &again)
+	fmt.Println("again: link", again.Seq)
 
 	history, _ := store.History(ctx, "conv-1")
 	for _, m := range history {
@@ -42,6 +45,8 @@ func Example() {
 	report, _ := store.VerifyChain(ctx)
 	fmt.Println("links:", report.Links, "intact:", report.OK())
 	// Output:
+	// stored as link 1
+	// again: link 1
 	// user: Hi!
 	// assistant: Hello, Alice.
 	// links: 1 intact: true

@@ -558,13 +558,13 @@ func (s *FileStore) Delete(ctx context.Context, conversationID string) error {
 	return syncDir(s.convDir)
 }
 
-// VerifyChain implements Store.
+// VerifyChain implements Store. It checks the links committed when it
+// starts against the conversation files.
 func (s *FileStore) VerifyChain(ctx context.Context) (ChainReport, error) {
-	var rep ChainReport
 	s.imu.RLock()
 	if s.closed {
 		s.imu.RUnlock()
-		return rep, ErrClosed
+		return ChainReport{}, ErrClosed
 	}
 	links := slices.Clone(s.links)
 	deleted := slices.Clone(s.deleted)
@@ -594,49 +594,30 @@ func (s *FileStore) VerifyChain(ctx context.Context) (ChainReport, error) {
 		files[conv] = m
 		return m, nil
 	}
-	prev := ""
-	for i := range links {
-		if err := ctx.Err(); err != nil {
-			return rep, err
-		}
-		l := &links[i]
-		rep.Links++
-		rep.Head = l.Hash
-		brk := func(reason string) (ChainReport, error) {
-			rep.Broken = &ChainBreak{Seq: l.Seq, RequestID: l.RequestID, ConversationID: l.ConversationID, Reason: reason}
-			return rep, nil
-		}
-		switch {
-		case l.Seq != int64(i)+1:
-			return brk(ReasonSeqGap)
-		case l.PrevHash != prev:
-			return brk(ReasonPrevHash)
-		case LinkHash(l.PrevHash, l.ContentHash, l.Seq, l.RequestID) != l.Hash:
-			return brk(ReasonHash)
-		}
-		prev = l.Hash
-		if deleted[i] {
-			rep.Deleted++
-			continue
-		}
-		m, err := load(l.ConversationID)
-		if err != nil {
-			return rep, fmt.Errorf("memory: verify chain: %w", err)
-		}
-		t, ok := m[l.RequestID]
-		if !ok || t.Seq != l.Seq {
-			s.imu.RLock()
-			gone := s.deleted[i] // deleted since the snapshot
-			s.imu.RUnlock()
-			if gone {
-				rep.Deleted++
-				continue
+	rep, err := verifyChain(ctx, func(yield func(storedLink, error) bool) {
+		for i, l := range links {
+			sl := storedLink{link: l, deleted: deleted[i]}
+			if !sl.deleted {
+				m, err := load(l.ConversationID)
+				if err != nil {
+					yield(sl, err)
+					return
+				}
+				if t, ok := m[l.RequestID]; ok && t.Seq == l.Seq {
+					sl.turn = t
+				} else {
+					s.imu.RLock()
+					sl.deleted = s.deleted[i] // deleted since the snapshot
+					s.imu.RUnlock()
+				}
 			}
-			return brk(ReasonMissing)
+			if !yield(sl, nil) {
+				return
+			}
 		}
-		if h, err := ContentHash(t); err != nil || h != l.ContentHash {
-			return brk(ReasonContentHash)
-		}
+	})
+	if err != nil {
+		return rep, fmt.Errorf("memory: verify chain: %w", err)
 	}
 	return rep, nil
 }

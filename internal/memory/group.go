@@ -24,8 +24,15 @@ type GroupCommitter struct {
 }
 
 type pending struct {
+	rec  TurnRecord
+	done chan committed // capacity 1
+}
+
+// committed is the outcome of one pending turn: the record as the store
+// left it (Seq, Hash, PrevHash set) or the error.
+type committed struct {
 	rec TurnRecord
-	err chan error // capacity 1
+	err error
 }
 
 // NewGroupCommitter starts a committer over store; maxBatch <= 0 means
@@ -40,11 +47,13 @@ func NewGroupCommitter(store Store, maxBatch int) *GroupCommitter {
 }
 
 // Append queues rec and blocks until the batch containing it committed,
-// returning that batch's error (nil: durably stored). If ctx ends first it
-// returns ctx.Err(); the turn may still be committed later (which is safe:
+// returning that batch's error (nil: durably stored). On success *rec is
+// what Store.Append left: Seq, Hash and PrevHash set (the stored values if
+// the turn was stored before). If ctx ends first it returns ctx.Err() and
+// leaves *rec alone; the turn may still be committed later (which is safe:
 // Append is idempotent on RequestID and the caller retries).
-func (g *GroupCommitter) Append(ctx context.Context, rec TurnRecord) error {
-	p := &pending{rec: rec, err: make(chan error, 1)}
+func (g *GroupCommitter) Append(ctx context.Context, rec *TurnRecord) error {
+	p := &pending{rec: *rec, done: make(chan committed, 1)}
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -57,8 +66,11 @@ func (g *GroupCommitter) Append(ctx context.Context, rec TurnRecord) error {
 	default:
 	}
 	select {
-	case err := <-p.err:
-		return err
+	case c := <-p.done:
+		if c.err == nil {
+			*rec = c.rec
+		}
+		return c.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -96,13 +108,15 @@ func (g *GroupCommitter) commit(batch []*pending) {
 	}
 	err := g.store.Append(context.Background(), recs...)
 	if err == nil || len(batch) == 1 {
-		for _, p := range batch {
-			p.err <- err
+		for i, p := range batch {
+			p.done <- committed{recs[i], err}
 		}
 		return
 	}
 	for _, p := range batch {
-		p.err <- g.store.Append(context.Background(), p.rec)
+		one := []TurnRecord{p.rec}
+		err := g.store.Append(context.Background(), one...)
+		p.done <- committed{one[0], err}
 	}
 }
 

@@ -48,11 +48,13 @@ func TestGroupCommitterBatches(t *testing.T) {
 			g := NewGroupCommitter(rs, tc.maxBatch)
 			var wg sync.WaitGroup
 			var ok atomic.Int64
+			recs := make([]TurnRecord, tc.callers)
 			for i := range tc.callers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := g.Append(context.Background(), turn(fmt.Sprintf("r%d", i), "c", 2)); err != nil {
+					recs[i] = turn(fmt.Sprintf("r%d", i), "c", 2)
+					if err := g.Append(context.Background(), &recs[i]); err != nil {
 						t.Error(err)
 						return
 					}
@@ -60,6 +62,18 @@ func TestGroupCommitterBatches(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+			// Each caller learns its turn's place in the chain.
+			stored, err := base.Turns(context.Background(), "c")
+			if err != nil || len(stored) != tc.callers {
+				t.Fatalf("%d turns stored: %v", len(stored), err)
+			}
+			for _, st := range stored {
+				var i int
+				fmt.Sscanf(st.RequestID, "r%d", &i)
+				if r := recs[i]; r.Seq != st.Seq || r.Hash != st.Hash || r.PrevHash != st.PrevHash {
+					t.Fatalf("caller %d got seq %d hash %.8s, stored seq %d hash %.8s", i, r.Seq, r.Hash, st.Seq, st.Hash)
+				}
+			}
 			g.Close()
 			if h := history(t, base, "c"); len(h) != 2*tc.callers || ok.Load() != int64(tc.callers) {
 				t.Fatalf("%d messages, %d ok, want %d, %d", len(h), ok.Load(), 2*tc.callers, tc.callers)
@@ -79,6 +93,13 @@ func TestGroupCommitterBatches(t *testing.T) {
 				t.Fatalf("batches %v: no batching happened", rs.batches)
 			}
 			verifyOK(t, base)
+			// A repeated append learns the stored link.
+			g = NewGroupCommitter(base, 0)
+			defer g.Close()
+			again := turn("r0", "c", 2)
+			if err := g.Append(context.Background(), &again); err != nil || again.Seq != recs[0].Seq || again.Hash != recs[0].Hash {
+				t.Fatalf("a repeated append got seq %d (%v), want the stored %d", again.Seq, err, recs[0].Seq)
+			}
 		})
 	}
 }
@@ -97,29 +118,36 @@ func TestGroupCommitterErrors(t *testing.T) {
 	g := NewGroupCommitter(rs, 0)
 	defer g.Close()
 	ctx := context.Background()
-	if err := g.Append(ctx, turn("r1", "c", 1)); !errors.Is(err, boom) {
+	r1 := turn("r1", "c", 1)
+	if err := g.Append(ctx, &r1); !errors.Is(err, boom) || r1.Seq != 0 {
 		t.Fatalf("Append = %v, want the store's error", err)
 	}
 	down.Store(false)
 	// One bad record fails only its own caller.
 	var wg sync.WaitGroup
 	errs := make([]error, 10)
+	recs := make([]TurnRecord, 10)
 	for i := range errs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := turn(fmt.Sprintf("r%d", i), "c", 1)
+			recs[i] = turn(fmt.Sprintf("r%d", i), "c", 1)
 			if i == 3 {
-				r.ConversationID = ""
+				recs[i].ConversationID = ""
 			}
-			errs[i] = g.Append(ctx, r)
+			errs[i] = g.Append(ctx, &recs[i])
 		}()
 	}
 	wg.Wait()
+	seqs := map[int64]bool{}
 	for i, err := range errs {
 		if (i == 3) != errors.Is(err, ErrInvalidRecord) || (i != 3 && err != nil) {
 			t.Fatalf("caller %d: %v", i, err)
 		}
+		if i != 3 && (recs[i].Seq == 0 || seqs[recs[i].Seq]) {
+			t.Fatalf("caller %d: seq %d (retried alone, it still learns its own)", i, recs[i].Seq)
+		}
+		seqs[recs[i].Seq] = true
 	}
 	if h := history(t, base, "c"); len(h) != 9 {
 		t.Fatalf("%d messages, want 9", len(h))
@@ -128,7 +156,8 @@ func TestGroupCommitterErrors(t *testing.T) {
 	rs.delay = 50 * time.Millisecond
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
 	defer cancel()
-	if err := g.Append(cctx, turn("slow", "c", 1)); !errors.Is(err, context.DeadlineExceeded) {
+	slow := turn("slow", "c", 1)
+	if err := g.Append(cctx, &slow); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Append = %v, want DeadlineExceeded", err)
 	}
 }
@@ -143,7 +172,8 @@ func TestGroupCommitterCloseFlushes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results <- g.Append(context.Background(), turn(fmt.Sprintf("r%d", i), "c", 1))
+			r := turn(fmt.Sprintf("r%d", i), "c", 1)
+			results <- g.Append(context.Background(), &r)
 		}()
 	}
 	time.Sleep(2 * time.Millisecond)
@@ -162,7 +192,8 @@ func TestGroupCommitterCloseFlushes(t *testing.T) {
 	if h := history(t, base, "c"); len(h) != acked {
 		t.Fatalf("%d stored, %d acked", len(h), acked)
 	}
-	if err := g.Append(context.Background(), turn("late", "c", 1)); !errors.Is(err, ErrClosed) {
+	late := turn("late", "c", 1)
+	if err := g.Append(context.Background(), &late); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Append after Close = %v", err)
 	}
 	g.Close()

@@ -43,6 +43,28 @@ type TurnRecord struct {
 	PrevHash string `json:"prev_hash"`
 }
 
+// CompletedTurn is the record of a completed turn: input (the turn's
+// messages as received) followed by c.Steps, with c as Meta. Meta leaves
+// out what is known only after the commit (c.CompletedAt, c.ChainSeq), so
+// the persist stage, which stores the record before it publishes c, and a
+// rebuild from the stream, which reads c and the received turn back, store
+// the same content and get the same content hash.
+func CompletedTurn(input []messages.Message, c messages.Completed) (TurnRecord, error) {
+	c.CompletedAt, c.ChainSeq = time.Time{}, 0
+	meta, err := json.Marshal(c)
+	if err != nil {
+		return TurnRecord{}, fmt.Errorf("memory: turn %s: meta: %w", c.RequestID, err)
+	}
+	return TurnRecord{
+		RequestID:      c.RequestID,
+		ConversationID: c.ConversationID,
+		User:           c.User,
+		Messages:       append(append([]messages.Message(nil), input...), c.Steps...),
+		Meta:           meta,
+		CreatedAt:      c.CreatedAt,
+	}, nil
+}
+
 // LogValue logs a turn's ids and sizes, never its messages or meta (user
 // content does not belong in logs).
 func (r TurnRecord) LogValue() slog.Value {

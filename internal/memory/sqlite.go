@@ -487,11 +487,11 @@ func (s *SQLiteStore) Delete(ctx context.Context, conversationID string) error {
 			return err
 		}
 		defer tx.Rollback()
-		res, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE conversation_id = ?", conversationID)
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE conversation_id = ?", conversationID); err != nil {
 			return err
 		}
-		if res, err = tx.ExecContext(ctx, "DELETE FROM turns WHERE conversation_id = ?", conversationID); err != nil {
+		res, err := tx.ExecContext(ctx, "DELETE FROM turns WHERE conversation_id = ?", conversationID)
+		if err != nil {
 			return err
 		}
 		if n, err := res.RowsAffected(); err != nil {
@@ -524,37 +524,27 @@ func (s *SQLiteStore) VerifyChain(ctx context.Context) (ChainReport, error) {
 }
 
 func (s *SQLiteStore) verify(ctx context.Context) (ChainReport, error) {
-	var rep ChainReport
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return rep, err
+		return ChainReport{}, err
 	}
 	defer tx.Rollback()
 	links, err := tx.QueryContext(ctx, `SELECT c.seq, c.request_id, c.conversation_id, c.content_hash, c.prev_hash, c.hash,
 		c.deleted_at IS NOT NULL, t.seq IS NOT NULL, t.request_id, t.conversation_id, t.user, t.meta, t.created_at
 		FROM chain c LEFT JOIN turns t ON t.seq = c.seq ORDER BY c.seq`)
 	if err != nil {
-		return rep, err
+		return ChainReport{}, err
 	}
 	defer links.Close()
 	msgs, err := tx.QueryContext(ctx, "SELECT seq, body FROM messages ORDER BY seq, idx")
 	if err != nil {
-		return rep, err
+		return ChainReport{}, err
 	}
 	defer msgs.Close()
 	var (
-		pending    bool // msgs holds an unconsumed row
-		mSeq       int64
-		mBody      []byte
-		prevHash   string
-		expectSeq  int64 = 1
-		stopped    bool
-		firstBreak = func(l *link, reason string) {
-			if !stopped {
-				rep.Broken = &ChainBreak{Seq: l.Seq, RequestID: l.RequestID, ConversationID: l.ConversationID, Reason: reason}
-				stopped = true
-			}
-		}
+		pending bool // msgs holds an unconsumed row
+		mSeq    int64
+		mBody   []byte
 	)
 	nextMsg := func() error {
 		if msgs.Next() {
@@ -564,68 +554,59 @@ func (s *SQLiteStore) verify(ctx context.Context) (ChainReport, error) {
 		pending = false
 		return msgs.Err()
 	}
-	if err := nextMsg(); err != nil {
-		return rep, err
-	}
-	for links.Next() && !stopped {
-		var l link
-		var deleted, present bool
-		var tRID, tCID, tUser, tCreated sql.NullString
-		var tMeta sql.NullString
+	// read returns the next link with its turn, merging in the messages
+	// (ordered by seq too); ok is false after the last link.
+	read := func() (l storedLink, ok bool, err error) {
+		if !links.Next() {
+			return l, false, links.Err()
+		}
+		var present bool
+		var tRID, tCID, tUser, tCreated, tMeta sql.NullString
 		if err := links.Scan(&l.Seq, &l.RequestID, &l.ConversationID, &l.ContentHash, &l.PrevHash, &l.Hash,
-			&deleted, &present, &tRID, &tCID, &tUser, &tMeta, &tCreated); err != nil {
-			return rep, err
+			&l.deleted, &present, &tRID, &tCID, &tUser, &tMeta, &tCreated); err != nil {
+			return l, false, err
 		}
-		rep.Links++
-		rep.Head = l.Hash
-		switch {
-		case l.Seq != expectSeq:
-			firstBreak(&l, ReasonSeqGap)
-		case l.PrevHash != prevHash:
-			firstBreak(&l, ReasonPrevHash)
-		case LinkHash(l.PrevHash, l.ContentHash, l.Seq, l.RequestID) != l.Hash:
-			firstBreak(&l, ReasonHash)
-		}
-		expectSeq, prevHash = l.Seq+1, l.Hash
-		// Collect this turn's messages (the merge skips messages of seqs
-		// without a turn row: they belong to nothing and are not hashed).
+		// Messages of seqs without a link belong to nothing and are not hashed.
 		for pending && mSeq < l.Seq {
 			if err := nextMsg(); err != nil {
-				return rep, err
+				return l, false, err
 			}
 		}
 		var ms []messages.Message
 		for pending && mSeq == l.Seq {
 			var m messages.Message
 			if err := json.Unmarshal(mBody, &m); err != nil {
-				m = messages.Message{Content: string(mBody)} // corrupt JSON: hash mismatch below
+				m = messages.Message{Content: string(mBody)} // corrupt JSON: content hash mismatch
 			}
 			ms = append(ms, m)
 			if err := nextMsg(); err != nil {
-				return rep, err
+				return l, false, err
 			}
 		}
-		if deleted {
-			rep.Deleted++
-			continue
+		if present {
+			t := &TurnRecord{RequestID: tRID.String, ConversationID: tCID.String, User: tUser.String, Messages: ms}
+			if tMeta.Valid {
+				t.Meta = json.RawMessage(tMeta.String)
+			}
+			t.CreatedAt, _ = time.Parse(time.RFC3339Nano, tCreated.String)
+			l.turn = t
 		}
-		if !present {
-			firstBreak(&l, ReasonMissing)
-			continue
-		}
-		t := TurnRecord{RequestID: tRID.String, ConversationID: tCID.String, User: tUser.String, Messages: ms}
-		if tMeta.Valid {
-			t.Meta = json.RawMessage(tMeta.String)
-		}
-		t.CreatedAt, _ = time.Parse(time.RFC3339Nano, tCreated.String)
-		if h, err := ContentHash(&t); err != nil || h != l.ContentHash {
-			firstBreak(&l, ReasonContentHash)
-		}
+		return l, true, nil
 	}
-	if err := links.Err(); err != nil {
-		return rep, err
+	if err := nextMsg(); err != nil {
+		return ChainReport{}, err
 	}
-	return rep, nil
+	return verifyChain(ctx, func(yield func(storedLink, error) bool) {
+		for {
+			l, ok, err := read()
+			if !ok && err == nil {
+				return
+			}
+			if !yield(l, err) || err != nil {
+				return
+			}
+		}
+	})
 }
 
 // Close closes both connection pools. It is safe to call more than once.

@@ -115,9 +115,6 @@ func FuzzOfflineArithmetic(f *testing.F) {
 				t.Fatalf("findExpression(%q) = %q", s, expr)
 			}
 		}
-		if v, err := evalArithmetic(s); err == nil && (v != v) {
-			t.Fatalf("NaN from %q", s)
-		}
 		req := Request{Messages: []messages.Message{{Role: "user", Content: s}}, Tools: []ToolSpec{{Name: "calculator"}}}
 		resp, err := o.Complete(context.Background(), req, nil)
 		if err != nil {

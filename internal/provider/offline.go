@@ -6,11 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/agentbus/agentbus/internal/calc"
 	"github.com/agentbus/agentbus/messages"
 )
 
@@ -109,7 +108,7 @@ func offlineAnswer(req Request) (messages.Message, string) {
 				}}}, "tool_calls"
 			}
 			if v, err := evalArithmetic(expr); err == nil {
-				return answer(expr + " = " + formatNumber(v))
+				return answer(expr + " = " + calc.Format(v))
 			} else {
 				return answer("I cannot compute " + expr + ": " + err.Error() + ".")
 			}
@@ -188,13 +187,6 @@ func firstRunes(s string, n int) string {
 	return s
 }
 
-func formatNumber(v float64) string {
-	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-		return strconv.FormatFloat(v, 'f', -1, 64)
-	}
-	return strconv.FormatFloat(v, 'g', 12, 64)
-}
-
 func isExprByte(c byte) bool {
 	return c >= '0' && c <= '9' || strings.IndexByte("+-*/^%(). ", c) >= 0
 }
@@ -236,158 +228,15 @@ func looksArithmetic(s string) bool {
 		return false
 	}
 	_, err := evalArithmetic(s)
-	return err == nil || errors.Is(err, errDivZero)
+	return err == nil || errors.Is(err, calc.ErrDivisionByZero)
 }
 
-var errDivZero = errors.New("division by zero")
+// maxExprLen bounds the expressions the offline model computes or passes
+// to the calculator.
+const maxExprLen = 256
 
-// maxExprLen and maxExprDepth bound the evaluator's work.
-const (
-	maxExprLen   = 256
-	maxExprDepth = 64
-)
-
-// evalArithmetic evaluates + - * / % ^ and parentheses over decimal numbers.
+// evalArithmetic is the calculator tool's evaluation (package calc), so
+// the offline model's own answer is the one the tool would give.
 func evalArithmetic(s string) (float64, error) {
-	if len(s) > maxExprLen {
-		return 0, fmt.Errorf("expression longer than %d bytes", maxExprLen)
-	}
-	p := exprParser{s: s}
-	v, err := p.sum(0)
-	if err != nil {
-		return 0, err
-	}
-	p.space()
-	if p.i != len(p.s) {
-		return 0, fmt.Errorf("unexpected %q at %d", p.s[p.i], p.i)
-	}
-	if math.IsInf(v, 0) || math.IsNaN(v) {
-		return 0, errors.New("result out of range")
-	}
-	return v, nil
-}
-
-type exprParser struct {
-	s string
-	i int
-}
-
-func (p *exprParser) space() {
-	for p.i < len(p.s) && p.s[p.i] == ' ' {
-		p.i++
-	}
-}
-
-func (p *exprParser) peek() byte {
-	p.space()
-	if p.i < len(p.s) {
-		return p.s[p.i]
-	}
-	return 0
-}
-
-func (p *exprParser) sum(depth int) (float64, error) {
-	v, err := p.product(depth)
-	for err == nil {
-		op := p.peek()
-		if op != '+' && op != '-' {
-			return v, nil
-		}
-		p.i++
-		var r float64
-		if r, err = p.product(depth); err == nil {
-			if op == '+' {
-				v += r
-			} else {
-				v -= r
-			}
-		}
-	}
-	return 0, err
-}
-
-func (p *exprParser) product(depth int) (float64, error) {
-	v, err := p.power(depth)
-	for err == nil {
-		op := p.peek()
-		if op != '*' && op != '/' && op != '%' {
-			return v, nil
-		}
-		p.i++
-		var r float64
-		if r, err = p.power(depth); err != nil {
-			break
-		}
-		switch {
-		case op == '*':
-			v *= r
-		case r == 0:
-			return 0, errDivZero
-		case op == '/':
-			v /= r
-		default:
-			v = math.Mod(v, r)
-		}
-	}
-	return 0, err
-}
-
-func (p *exprParser) power(depth int) (float64, error) {
-	b, err := p.unary(depth)
-	if err != nil {
-		return 0, err
-	}
-	if p.peek() == '^' {
-		p.i++
-		if depth > maxExprDepth {
-			return 0, errors.New("expression nested too deeply")
-		}
-		e, err := p.power(depth + 1) // right-associative
-		if err != nil {
-			return 0, err
-		}
-		return math.Pow(b, e), nil
-	}
-	return b, nil
-}
-
-func (p *exprParser) unary(depth int) (float64, error) {
-	if depth > maxExprDepth {
-		return 0, errors.New("expression nested too deeply")
-	}
-	switch p.peek() {
-	case '-':
-		p.i++
-		v, err := p.unary(depth + 1)
-		return -v, err
-	case '+':
-		p.i++
-		return p.unary(depth + 1)
-	case '(':
-		p.i++
-		v, err := p.sum(depth + 1)
-		if err != nil {
-			return 0, err
-		}
-		if p.peek() != ')' {
-			return 0, errors.New("missing )")
-		}
-		p.i++
-		return v, nil
-	}
-	start := p.i
-	for p.i < len(p.s) && (p.s[p.i] >= '0' && p.s[p.i] <= '9' || p.s[p.i] == '.') {
-		p.i++
-	}
-	if start == p.i {
-		if p.i < len(p.s) {
-			return 0, fmt.Errorf("unexpected %q at %d", p.s[p.i], p.i)
-		}
-		return 0, errors.New("unexpected end of expression")
-	}
-	v, err := strconv.ParseFloat(p.s[start:p.i], 64)
-	if err != nil {
-		return 0, fmt.Errorf("bad number %q", p.s[start:p.i])
-	}
-	return v, nil
+	return calc.Eval(s, calc.Limits{MaxLength: maxExprLen})
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentbus/agentbus/internal/calc"
 	"github.com/agentbus/agentbus/messages"
 )
 
@@ -92,40 +93,34 @@ func TestOfflineCancelled(t *testing.T) {
 	}
 }
 
-func TestEvalArithmetic(t *testing.T) {
-	tests := []struct {
-		in   string
-		want string // formatted result or "error"
-	}{
-		{"17*23", "391"},
-		{"(2+3)*4", "20"},
-		{"2+3*4", "14"},
-		{"2^3^2", "512"},
-		{"-3 + +2", "-1"},
-		{"10 % 4", "2"},
-		{"7/2", "3.5"},
-		{"1/3", "0.333333333333"},
-		{"((1))", "1"},
-		{"1/0", "error"},
-		{"2*", "error"},
-		{"(1", "error"},
-		{"1)", "error"},
-		{"1..2+1", "error"},
-		{"9^999", "error"},
-		{strings.Repeat("(", 100) + "1" + strings.Repeat(")", 100), "error"},
-		{strings.Repeat("-", 300) + "1", "error"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			v, err := evalArithmetic(tt.in)
-			got := "error"
-			if err == nil {
-				got = formatNumber(v)
+// The offline model computes with the calculator tool's parser: its own
+// answer is what the tool would return, including the tool's precedence
+// (-2^2 = -4) and its errors.
+func TestOfflineComputesLikeTheCalculator(t *testing.T) {
+	for _, expr := range []string{"17*23", "(2+3)*4", "2^3^2", "-2^2", "2**10", "-3 + +2", "10 % 4", "7/2", "1/3", "0.1+0.2", "1/0", "5 % 0", "9^999", "2*", "(1"} {
+		t.Run(expr, func(t *testing.T) {
+			want := ""
+			if v, err := calc.Eval(expr, calc.Limits{}); err == nil {
+				want = expr + " = " + calc.Format(v)
+			} else if errors.Is(err, calc.ErrDivisionByZero) {
+				want = "I cannot compute " + expr + ": " + err.Error() + "."
 			}
-			if got != tt.want {
-				t.Fatalf("got %s (%v), want %s", got, err, tt.want)
+			resp, err := NewOffline().Complete(context.Background(), Request{Messages: []messages.Message{user("What is " + expr + "?")}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := resp.Message.Content
+			if want == "" { // not arithmetic: echoed
+				want = "You said: What is " + expr + "?"
+			}
+			if got != want {
+				t.Fatalf("offline answer %q, calculator %q", got, want)
 			}
 		})
+	}
+	long := strings.Repeat("1+", 128) + "1" // 257 bytes: beyond the offline bound
+	if resp, _ := NewOffline().Complete(context.Background(), Request{Messages: []messages.Message{user(long)}}, nil); !strings.HasPrefix(resp.Message.Content, "You said:") {
+		t.Fatalf("a %d-byte expression was computed: %q", len(long), resp.Message.Content)
 	}
 }
 

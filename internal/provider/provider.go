@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"syscall"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/breaker"
@@ -142,16 +139,6 @@ func IsBreakerFailure(err error) bool {
 		return false
 	}
 	return true
-}
-
-// isConnError reports transport-level failures (refused, reset, EOF,
-// timeouts).
-func isConnError(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.Is(err, context.DeadlineExceeded)
 }
 
 // RetryAfter returns the back-off hint carried by err: an *Error's

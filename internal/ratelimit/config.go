@@ -104,8 +104,6 @@ type TierLimits struct {
 	Tokens Limit
 }
 
-func (t TierLimits) enabled() bool { return t.Requests.Enabled() || t.Tokens.Enabled() }
-
 func (t TierLimits) validate(field string) error {
 	return errors.Join(t.Requests.validate(field+".Requests"), t.Tokens.validate(field+".Tokens"))
 }

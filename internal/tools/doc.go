@@ -19,9 +19,10 @@
 //
 // Built-in tools:
 //
-//   - calculator ([Calculator]): arithmetic with its own parser, exact
-//     errors ("division by zero", "unexpected ')' at position 7",
-//     "expression too long"), bounded length and nesting.
+//   - calculator ([Calculator]): arithmetic with the parser of package
+//     calc (shared with the offline model), exact errors ("division by
+//     zero", "unexpected ')' at position 7", "expression too long"),
+//     bounded length and nesting.
 //   - current_time ([Clock]): the time in RFC 3339 in an optional IANA
 //     zone, with an injectable clock; zone data is embedded.
 //   - http_fetch ([HTTPFetch]): GET of allowlisted hosts only. The address

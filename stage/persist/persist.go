@@ -90,10 +90,11 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Appender commits one turn and returns after it is durable (a
-// memory.GroupCommitter batches concurrent calls into one transaction).
+// Appender commits one turn and returns after it is durable, with rec's
+// Seq, Hash and PrevHash set (a memory.GroupCommitter batches concurrent
+// calls into one transaction).
 type Appender interface {
-	Append(ctx context.Context, rec memory.TurnRecord) error
+	Append(ctx context.Context, rec *memory.TurnRecord) error
 }
 
 // Handler holds the persist stage's dependencies.
@@ -164,8 +165,13 @@ func New(cfg Config, store memory.Store, appender Appender, nc *nats.Conn, log *
 
 type storeAppender struct{ s memory.Store }
 
-func (a storeAppender) Append(ctx context.Context, r memory.TurnRecord) error {
-	return a.s.Append(ctx, r)
+func (a storeAppender) Append(ctx context.Context, r *memory.TurnRecord) error {
+	recs := []memory.TurnRecord{*r}
+	if err := a.s.Append(ctx, recs...); err != nil {
+		return err
+	}
+	*r = recs[0]
+	return nil
 }
 
 // Stage returns the pipeline stage.
@@ -267,26 +273,18 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	if c.Model == "" {
 		c.Model = g.Model
 	}
-	meta, err := json.Marshal(c)
+	rec, err := memory.CompletedTurn(g.Messages, c)
 	if err != nil {
 		return nil, err
 	}
-	rec := memory.TurnRecord{
-		RequestID:      g.RequestID,
-		ConversationID: g.ConversationID,
-		User:           g.User,
-		Messages:       append(append([]messages.Message(nil), g.Messages...), g.Steps...),
-		Meta:           meta,
-		CreatedAt:      g.CreatedAt,
-	}
-	if err := h.appender.Append(msg.Context(), rec); err != nil {
+	if err := h.appender.Append(msg.Context(), &rec); err != nil {
 		if errors.Is(err, memory.ErrInvalidRecord) {
 			return nil, pipeline.Permanent(err)
 		}
 		return nil, fmt.Errorf("store turn %s: %w", g.RequestID, err)
 	}
 	h.cache.Remove(g.ConversationID)
-	c.CompletedAt = time.Now().UTC()
+	c.CompletedAt, c.ChainSeq = time.Now().UTC(), rec.Seq
 	out, err := pipeline.NewEvent(messages.EventCompleted, g.RequestID, 0, c)
 	if err != nil {
 		return nil, err
