@@ -6,7 +6,7 @@ import (
 )
 
 func BenchmarkCheck(b *testing.B) {
-	fw := fixtureFirewall(b)
+	fw := referenceFirewall(b)
 	cases := []struct {
 		name string
 		call Call
