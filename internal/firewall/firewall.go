@@ -91,9 +91,9 @@ type Firewall struct {
 	deny        map[string]bool // skeletons
 	defaultDeny bool            // deny is DefaultDeny: it spares declared tools
 	denyTokens  [][]string
-	tools       map[string]*tool               // declared tools by NormalizeName
-	schemas     map[string]*jsonschema.Schema  // published schemas by NormalizeName (nil: none)
-	names       map[string]toolName            // precomputed for known names
+	tools       map[string]*tool              // declared tools by NormalizeName
+	schemas     map[string]*jsonschema.Schema // published schemas by NormalizeName (nil: none)
+	names       map[string]toolName           // precomputed for known names
 }
 
 // tool is a declared tool, compiled.

@@ -167,12 +167,12 @@ var unlisted = map[string]string{}
 
 func init() {
 	for why, names := range map[string]string{
-		"it runs a command with other privileges":                              "sudo doas su pkexec runuser sg newgrp setpriv capsh sudoedit",
-		"it runs a command in another root or namespace":                       "chroot nsenter unshare systemd-run firejail bwrap proot fakeroot",
-		"it runs commands in ways the firewall does not model":                 "busybox toybox strace ltrace gdb lldb valgrind script expect parallel chrt taskset flock caffeinate faketime torsocks proxychains proxychains4 cpulimit unbuffer dbus-launch xvfb-run npx pnpx bunx uvx pipx",
-		"it schedules commands that run later":                                 "at batch crontab",
-		"it runs shell code from a string or a file":                           "source . eval exec command builtin trap enable hash alias unalias shopt fc bind complete compgen",
-		"it runs commands from its input or from interactive escapes":          "ed ex sqlite3 psql mysql mariadb mongo mongosh ftp sftp tcpdump nmap",
+		"it runs a command with other privileges":                             "sudo doas su pkexec runuser sg newgrp setpriv capsh sudoedit",
+		"it runs a command in another root or namespace":                      "chroot nsenter unshare systemd-run firejail bwrap proot fakeroot",
+		"it runs commands in ways the firewall does not model":                "busybox toybox strace ltrace gdb lldb valgrind script expect parallel chrt taskset flock caffeinate faketime torsocks proxychains proxychains4 cpulimit unbuffer dbus-launch xvfb-run npx pnpx bunx uvx pipx",
+		"it schedules commands that run later":                                "at batch crontab",
+		"it runs shell code from a string or a file":                          "source . eval exec command builtin trap enable hash alias unalias shopt fc bind complete compgen",
+		"it runs commands from its input or from interactive escapes":         "ed ex sqlite3 psql mysql mariadb mongo mongosh ftp sftp tcpdump nmap",
 		"its command line is parsed by rules the firewall does not implement": "pwsh powershell cmd",
 	} {
 		for _, n := range strings.Fields(names) {

@@ -42,7 +42,7 @@ var dockerRun = &model{
 		riskyAll("sets a namespace, which may be the host's", "--userns --cgroupns --uts")...),
 	posix:    true, // options end at the image; the rest runs in the container
 	noAbbrev: true,
-	textOps: -1,
+	textOps:  -1,
 }
 
 func init() {

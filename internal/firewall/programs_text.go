@@ -85,8 +85,8 @@ func init() {
 	}, "zip")
 	register(&model{values: flags("-d -x -P"), text: flags("-x -P")}, "unzip")
 	register(&model{
-		values: flags("-o --output -O -d --data --data-raw --data-binary --data-urlencode --json -H --header -X --request -A --user-agent -e --referer -u --user -w --write-out -x --proxy -m --max-time --connect-timeout --retry -r --range -b --cookie -c --cookie-jar -T --upload-file -F --form --resolve --connect-to -K --config --output-dir --cacert --cert --key -E --url"),
-		text:   flags("-d --data --data-raw --data-binary --data-urlencode --json -H --header -X --request -A --user-agent -e --referer -u --user -w --write-out -x --proxy -m --max-time --connect-timeout --retry -r --range -b --cookie -F --form --resolve --connect-to --url"),
+		values:     flags("-o --output -O -d --data --data-raw --data-binary --data-urlencode --json -H --header -X --request -A --user-agent -e --referer -u --user -w --write-out -x --proxy -m --max-time --connect-timeout --retry -r --range -b --cookie -c --cookie-jar -T --upload-file -F --form --resolve --connect-to -K --config --output-dir --cacert --cert --key -E --url"),
+		text:       flags("-d --data --data-raw --data-binary --data-urlencode --json -H --header -X --request -A --user-agent -e --referer -u --user -w --write-out -x --proxy -m --max-time --connect-timeout --retry -r --range -b --cookie -F --form --resolve --connect-to --url"),
 		riskyFlags: riskyAll("reads options, and so any option, from a file", "-K --config"),
 		check:      checkCurlData,
 	}, "curl")

@@ -156,7 +156,9 @@ func (p *pythonPolicy) analyse(toks []pyTok) *finding {
 	return nil
 }
 
-func isDunder(s string) bool { return len(s) > 4 && strings.HasPrefix(s, "__") && strings.HasSuffix(s, "__") }
+func isDunder(s string) bool {
+	return len(s) > 4 && strings.HasPrefix(s, "__") && strings.HasSuffix(s, "__")
+}
 
 func (p *pythonPolicy) attribute(name string) *finding {
 	switch {
