@@ -253,6 +253,10 @@ func (d *jsonDecoder) number() (any, *finding) {
 	if len(lit) > maxNumberLen {
 		return nil, d.bad("number longer than " + strconv.Itoa(maxNumberLen) + " characters")
 	}
+	if _, err := strconv.ParseFloat(lit, 64); err != nil {
+		// Python reads it as inf, Go refuses it, JavaScript gets Infinity
+		return nil, &finding{RuleArgsEncoding, "the number " + lit + " overflows a 64-bit float, which languages read differently"}
+	}
 	d.out.WriteString(lit)
 	return json.Number(lit), nil
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // This file checks file system paths (kind path). What tools read
@@ -84,6 +86,10 @@ func (p *pathPolicy) check(s string) *finding {
 		return &finding{RulePathSyntax, "the path holds a backslash, a separator on Windows"}
 	case percentEscape.MatchString(s):
 		return &finding{RulePathSyntax, "the path holds a percent escape, which tools that take URLs decode"}
+	case strings.ContainsAny(s, "$`;|&<>"):
+		return &finding{RulePathSyntax, "the path holds a character that only means something to a shell ($ ` ; | & < >), in case the tool passes it to one"}
+	case !isASCII(s) && compatChanged(s):
+		return &finding{RulePathSyntax, "the path holds characters that normalise to '.', '/' or '\\' (NFKC), which some tools apply"}
 	case strings.HasPrefix(s, "~"):
 		return &finding{RulePathSyntax, "the path starts with ~, which some tools expand to a home directory"}
 	case schemeOrDrive.MatchString(s):
@@ -126,4 +132,16 @@ func (p *pathPolicy) inside(abs string, roots, deny []string) *finding {
 		}
 	}
 	return &finding{RulePathRoot, fmt.Sprintf("%s is outside the allowed roots %s", abs, strings.Join(roots, ", "))}
+}
+
+// compatChanged reports whether NFKC normalisation changes how many
+// dots, slashes or backslashes s holds ("．．／" becomes "../").
+func compatChanged(s string) bool {
+	n := norm.NFKC.String(s)
+	for _, c := range []string{".", "/", `\`} {
+		if strings.Count(n, c) != strings.Count(s, c) {
+			return true
+		}
+	}
+	return false
 }

@@ -14,18 +14,19 @@ import "strings"
 // Models describe programs; they do not allow anything. Only the policy's
 // Programs allow a program.
 type model struct {
-	sdl          bool     // single-dash long options (find, go): no bundles, no abbreviations
-	posix        bool     // options end at the first operand
-	noAbbrev     bool     // long options are not abbreviated (Go's flag and pflag)
-	values       []string // options that take a value (in the next word when not attached)
-	text         []string // options whose value is text, not a path
-	riskyFlags   []risky  // refused unless the program's Flags list them
-	textOps      int      // leading operands that are text; -1: all
-	textUnless   []string // options after which no operand is text (grep -e)
-	subcommand   bool     // the first operand is a subcommand
-	mustSub      bool     // a subcommand is required
-	allSubs      bool     // every operand is a subcommand (make targets)
-	knownSubs    []string // the subcommands the program has; others are refused
+	sdl          bool              // single-dash long options (find, go): no bundles, no abbreviations
+	posix        bool              // options end at the first operand
+	noAbbrev     bool              // long options are not abbreviated (Go's flag and pflag)
+	aliases      map[string]string // short option -> the long option it is ("-f": "--force")
+	values       []string          // options that take a value (in the next word when not attached)
+	text         []string          // options whose value is text, not a path
+	riskyFlags   []risky           // refused unless the program's Flags list them
+	textOps      int               // leading operands that are text; -1: all
+	textUnless   []string          // options after which no operand is text (grep -e)
+	subcommand   bool              // the first operand is a subcommand
+	mustSub      bool              // a subcommand is required
+	allSubs      bool              // every operand is a subcommand (make targets)
+	knownSubs    []string          // the subcommands the program has; others are refused
 	riskySubs    map[string]string
 	subModels    map[string]*model
 	subDefault   *model // model of subcommands not in subModels (default: this model)
@@ -38,6 +39,34 @@ type risky struct{ spec, why string }
 
 func (m *model) singleDashLong() bool { return m != nil && m.sdl }
 func (m *model) posixOrder() bool     { return m != nil && m.posix }
+
+// aliasesOf returns the other spellings of a flag: the long form of a
+// short one, the short forms of a long one.
+func (m *model) aliasesOf(spec string) []string {
+	if m == nil || len(m.aliases) == 0 {
+		return nil
+	}
+	if l, ok := m.aliases[spec]; ok {
+		return []string{l}
+	}
+	var out []string
+	for s, l := range m.aliases {
+		if l == spec {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// aliasMap builds an alias map from "-f --force -r --recursive ...".
+func aliasMap(pairs string) map[string]string {
+	f := strings.Fields(pairs)
+	m := make(map[string]string, len(f)/2)
+	for i := 0; i+1 < len(f); i += 2 {
+		m[f[i]] = f[i+1]
+	}
+	return m
+}
 
 // knowsLong reports whether name is a long option the model lists (an
 // exact option is never read as an abbreviation of another).

@@ -34,12 +34,25 @@ func init() {
 		riskySubs[s] = runs
 	}
 	riskySubs["config"] = "changes configuration, which decides pagers, hooks, aliases and fsmonitor commands"
-	diffRisky := append(riskyAll("runs the external diff program from configuration", "--ext-diff"), riskyAll("runs text conversion programs from configuration", "--textconv")...)
+	// options that run programs, refused in every git command
+	base := append(append(append(
+		riskyAll("runs the external diff program from configuration", "--ext-diff"),
+		riskyAll("runs text conversion programs from configuration", "--textconv")...),
+		riskyAll("runs the given program on the other side, or locally for a local path", "--upload-pack --receive-pack --exec")...),
+		riskyAll("runs the given command", "--extcmd --open-files-in-pager --config")...)
+	withBase := func(m *model) *model {
+		m.riskyFlags = append(append([]risky(nil), base...), m.riskyFlags...)
+		if m.aliases == nil {
+			m.aliases = aliasMap("-f --force")
+		}
+		return m
+	}
+	diffRisky := []risky(nil)
 	logText := flags("--format --pretty --grep --author --committer --since --until --after --before --date -S -G --encoding --decorate-refs --decorate-refs-exclude -L")
 	logValues := flags("--format --pretty --grep --author --committer --since --until --after --before --date -S -G --encoding --output -n --max-count --skip --decorate-refs --decorate-refs-exclude -L -U --unified")
-	logModel := &model{values: logValues, text: append(logText, "-n", "--max-count", "--skip", "-U", "--unified"), riskyFlags: diffRisky}
+	logModel := withBase(&model{values: logValues, text: append(logText, "-n", "--max-count", "--skip", "-U", "--unified"), riskyFlags: diffRisky})
 	uploadPack := riskyAll("runs the given program on the remote side, or locally for a local path", "--upload-pack")
-	register(&model{
+	git := &model{
 		subcommand: true,
 		mustSub:    true,
 		values:     flags("-C -c --exec-path --git-dir --work-tree --namespace --super-prefix --config-env --list-cmds --attr-source"),
@@ -50,7 +63,8 @@ func init() {
 			riskyAll("runs the configured pager command", "-p --paginate")...),
 		knownSubs:  gitCommands,
 		riskySubs:  riskySubs,
-		subDefault: &model{},
+		aliases:    aliasMap("-p --paginate -P --no-pager"),
+		subDefault: withBase(&model{}),
 		subModels: map[string]*model{
 			"log":          logModel,
 			"show":         logModel,
@@ -84,5 +98,10 @@ func init() {
 			"archive": {values: flags("--exec --remote -o --output --format --prefix"), text: flags("--remote --format --prefix"), riskyFlags: riskyAll("runs the given upload-archive program", "--exec")},
 			"init":    {values: flags("--template --separate-git-dir -b --initial-branch --object-format"), text: flags("-b --initial-branch --object-format"), riskyFlags: riskyAll("installs hooks from a template", "--template")},
 		},
-	}, "git")
+	}
+	for _, sm := range git.subModels {
+		withBase(sm)
+	}
+	git.subModels["commit"].aliases = aliasMap("-n --no-verify -a --all -m --message -F --file -t --template -C --reuse-message -c --reedit-message -q --quiet -v --verbose -s --signoff")
+	register(git, "git")
 }

@@ -17,6 +17,7 @@ func init() {
 		text:       flags("-e --expression -l --line-length -f --file"),
 		textOps:    1,
 		textUnless: flags("-e --expression -f --file"),
+		aliases:    aliasMap("-e --expression -f --file -i --in-place -n --quiet -E --regexp-extended -r --regexp-extended -s --separate -z --null-data -u --unbuffered"),
 		check:      checkSed,
 	}, "sed", "gsed")
 }

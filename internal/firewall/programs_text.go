@@ -14,6 +14,7 @@ func init() {
 	register(&model{
 		values:     flags("-e --regexp -f --file -m --max-count -A --after-context -B --before-context -C --context -d --directories -D --devices --include --exclude --exclude-dir --exclude-from --label --color --colour --binary-files --group-separator"),
 		text:       flags("-e --regexp -m --max-count -A --after-context -B --before-context -C --context -d --directories -D --devices --include --exclude --exclude-dir --label --color --colour --binary-files --group-separator"),
+		aliases:    aliasMap("-e --regexp -f --file -r --recursive -R --dereference-recursive -m --max-count -A --after-context -B --before-context -C --context"),
 		textOps:    1,
 		textUnless: flags("-e --regexp -f --file"),
 	}, "grep", "egrep", "fgrep")
@@ -28,6 +29,7 @@ func init() {
 		values:     flags("-k --key -t --field-separator -o --output -T --temporary-directory -S --buffer-size --parallel --batch-size --files0-from --compress-program --random-source"),
 		text:       flags("-k --key -t --field-separator -S --buffer-size --parallel --batch-size"),
 		riskyFlags: riskyAll("runs a compression program (GTFOBins: sort --compress-program=sh)", "--compress-program"),
+		aliases:    aliasMap("-o --output -k --key -t --field-separator -T --temporary-directory -S --buffer-size"),
 	}, "sort")
 	register(&model{values: flags("-n --lines -c --bytes"), text: flags("-n --lines -c --bytes")}, "head")
 	register(&model{values: flags("-n --lines -c --bytes -s --sleep-interval --pid --max-unchanged-stats"), text: flags("-n --lines -c --bytes -s --sleep-interval --pid --max-unchanged-stats")}, "tail")
@@ -63,20 +65,25 @@ func init() {
 		text:       flags("--indent --arg --argjson"),
 		textOps:    1,
 		textUnless: flags("-f --from-file"),
+		check:      checkJq,
 	}, "jq")
-	register(&model{values: flags("-t --target-directory -S --suffix --backup"), text: flags("-S --suffix --backup")}, "cp", "mv", "ln")
+	register(&model{values: flags("-t --target-directory -S --suffix --backup"), text: flags("-S --suffix --backup"),
+		aliases: aliasMap("-t --target-directory -S --suffix -f --force -r --recursive -R --recursive -s --symbolic-link -l --link -n --no-clobber -a --archive -i --interactive -u --update -v --verbose -T --no-target-directory -b --backup")}, "cp", "mv", "ln")
+	register(&model{aliases: aliasMap("-r --recursive -R --recursive -f --force -d --dir -v --verbose")}, "rm")
 	register(&model{values: flags("-m --mode -t --target-directory -S --suffix -o --owner -g --group --backup"), text: flags("-m --mode -S --suffix -o --owner -g --group --backup"), check: checkModeOption}, "install")
-	register(&model{values: flags("-m --mode --context"), text: flags("-m --mode --context"), check: checkModeOption}, "mkdir")
+	register(&model{values: flags("-m --mode --context"), text: flags("-m --mode --context"), check: checkModeOption, aliases: aliasMap("-m --mode -p --parents -v --verbose")}, "mkdir")
 	register(&model{values: flags("-d --date -r --reference -t"), text: flags("-d --date -t")}, "touch")
-	register(&model{values: flags("--output-error"), text: flags("--output-error")}, "tee")
+	register(&model{values: flags("--output-error"), text: flags("--output-error"), aliases: aliasMap("-a --append -i --ignore-interrupts -p --output-error")}, "tee")
 	register(&model{
 		values: flags("-f --file -C --directory -T --files-from -X --exclude-from -b --blocking-factor -H --format -N --newer --after-date -V --label -g --listed-incremental -K --starting-file -L --tape-length --exclude --transform --xform --owner --group --mode --mtime --strip-components --use-compress-program -I --to-command --checkpoint-action --rsh-command --info-script -F --new-volume-script --rmt-command --index-file --volno-file --suffix"),
 		text:   flags("-b --blocking-factor -H --format -N --newer --after-date -V --label -K --starting-file -L --tape-length --exclude --transform --xform --owner --group --mode --mtime --strip-components --suffix"),
-		riskyFlags: append(append(
+		riskyFlags: append(append(append(
 			riskyAll("runs a command for every member or checkpoint (GTFOBins: tar --checkpoint-action=exec=sh)", "--to-command --checkpoint-action --info-script -F --new-volume-script"),
 			riskyAll("runs a compression program", "-I --use-compress-program")...),
 			riskyAll("runs a remote shell command", "--rsh-command --rmt-command --force-local")...),
-		invoke: invokeTar,
+			riskyAll("writes members with absolute or \"..\" names, anywhere", "-P --absolute-names")...),
+		aliases: aliasMap("-x --extract -c --create -t --list -f --file -C --directory -T --files-from -X --exclude-from -P --absolute-names -I --use-compress-program -F --info-script -z --gzip -j --bzip2 -J --xz -v --verbose -r --append -u --update -A --catenate"),
+		invoke:  invokeTar,
 	}, "tar")
 	register(&model{
 		values:     flags("-TT --unzip-command -b --temp-path -P --password -x --exclude -i --include -n --suffixes -t --from-date -tt --before-date"),
@@ -185,4 +192,27 @@ func isLetters(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkJq refuses jq programs that read the environment (env, $ENV),
+// which may hold secrets.
+func checkJq(c *shellCheck, inv *invocation) *finding {
+	if inv.has("-f") || inv.has("--from-file") || len(inv.operands) == 0 {
+		return nil
+	}
+	prog := inv.operand(0).text
+	for i := 0; i < len(prog); i++ {
+		if prog[i] == '"' { // skip string literals
+			for i++; i < len(prog) && prog[i] != '"'; i++ {
+				if prog[i] == '\\' {
+					i++
+				}
+			}
+			continue
+		}
+		if strings.HasPrefix(prog[i:], "$ENV") || strings.HasPrefix(prog[i:], "env") && (i == 0 || !isIdentByte(prog[i-1])) && (i+3 == len(prog) || !isIdentByte(prog[i+3])) {
+			return &finding{RuleShellCode, "the jq program reads the environment, which may hold secrets"}
+		}
+	}
+	return nil
 }

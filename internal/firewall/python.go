@@ -81,6 +81,16 @@ urllib ftplib smtplib telnetlib asyncio threading thread io glob fileinput platf
 pdb bdb types codecs posixpath ntpath genericpath shelve dbm sqlite3 select selectors ssl`)...)
 	pyFrameAttrs = set(strings.Fields(`gi_frame gi_code gi_yieldfrom cr_frame cr_code cr_await ag_frame ag_code ag_await
 f_back f_globals f_locals f_builtins f_code f_trace tb_frame tb_next mro`)...)
+	// pyResolvers turn a string into an attribute, a call or code
+	// (operator.attrgetter("__class__"), typing.get_type_hints evaluating
+	// string annotations, string.Formatter.get_field): refused as names
+	// and as attributes, since they would make strings code.
+	pyResolvers = set(strings.Fields(`attrgetter methodcaller get_type_hints ForwardRef get_field get_value
+evaluate_forward_ref get_annotations eval_type literal_eval`)...)
+	// pyPrivateOK are underscore attributes that are public API
+	// (namedtuple, enum).
+	pyPrivateOK = set(strings.Fields(`_replace _asdict _fields _make _field_defaults _value_ _name_ _missing_
+_generate_next_value_ _ignore_ _order_`)...)
 	pyKeywords = set(strings.Fields(`False None True and as assert async await break class continue def del elif else
 except finally for from global if import in is lambda nonlocal not or pass raise return try while with yield`)...)
 )
@@ -128,7 +138,11 @@ func (p *pythonPolicy) analyse(toks []pyTok) *finding {
 		afterDot := i > 0 && toks[i-1].kind == pyOp && toks[i-1].text == "."
 		switch {
 		case afterDot:
-			if f := p.attribute(t.text); f != nil {
+			owner := ""
+			if i >= 2 && toks[i-2].kind == pyName {
+				owner = toks[i-2].text
+			}
+			if f := p.attribute(t.text, owner); f != nil {
 				return f
 			}
 			continue
@@ -142,6 +156,9 @@ func (p *pythonPolicy) analyse(toks []pyTok) *finding {
 			}
 		case pyKeywords[t.text]:
 			continue
+		}
+		if pyResolvers[t.text] {
+			return &finding{RulePythonAttribute, fmt.Sprintf("%s turns a string into an attribute, a call or code", t.text)}
 		}
 		if isDunder(t.text) && !pyDunders[t.text] {
 			return &finding{RulePythonAttribute, fmt.Sprintf("the name %s reaches the interpreter's internals", t.text)}
@@ -160,8 +177,12 @@ func isDunder(s string) bool {
 	return len(s) > 4 && strings.HasPrefix(s, "__") && strings.HasSuffix(s, "__")
 }
 
-func (p *pythonPolicy) attribute(name string) *finding {
+func (p *pythonPolicy) attribute(name, owner string) *finding {
 	switch {
+	case pyResolvers[name]:
+		return &finding{RulePythonAttribute, fmt.Sprintf("the attribute %s turns a string into an attribute, a call or code", name)}
+	case strings.HasPrefix(name, "_") && !isDunder(name) && !pyPrivateOK[name] && owner != "self" && owner != "cls":
+		return &finding{RulePythonAttribute, fmt.Sprintf("the private attribute %s of another object (modules keep internals there)", name)}
 	case isDunder(name) && !pyDunders[name]:
 		return &finding{RulePythonAttribute, fmt.Sprintf("the attribute %s reaches the interpreter's internals", name)}
 	case pyFrameAttrs[name] || strings.HasPrefix(name, "co_"):

@@ -113,16 +113,16 @@ func flagProblem(pp *programPolicy, m *model, opts []opt) string {
 	sdl := m.singleDashLong()
 	for _, o := range opts {
 		for _, d := range pp.denyFlags {
-			if o.matches(d, m) {
+			if o.matchesAny(d, m) {
 				return o.name + " is a spelling of " + d + ", which the policy denies for " + pp.name
 			}
 		}
 		for _, r := range m.risky() {
-			if o.matches(r.spec, m) && !contains(pp.flags, r.spec) {
+			if o.matchesAny(r.spec, m) && !contains(pp.flags, r.spec) {
 				return o.name + " " + r.why + "; list " + r.spec + " in the flags of " + pp.name + " to allow it"
 			}
 		}
-		if len(pp.flags) > 0 && !allowedFlag(pp.flags, o, sdl) {
+		if len(pp.flags) > 0 && !allowedFlag(pp.flags, o, sdl) && !allowedByAlias(pp.flags, o, m) {
 			return o.name + " is not among the flags allowed for " + pp.name
 		}
 	}
@@ -170,4 +170,47 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// matchesAny reports whether the option is spec or one of its aliases in
+// the program's model ("-f" and "--force" name the same flag).
+func (o opt) matchesAny(spec string, m *model) bool {
+	if o.matches(spec, m) {
+		return true
+	}
+	for _, a := range m.aliasesOf(spec) {
+		if o.matches(a, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// allowedByAlias reports whether an option is allowed because its alias
+// is listed: "--force" when "-f" is, every letter of a bundle included.
+func allowedByAlias(allowed []string, o opt, m *model) bool {
+	if m == nil || len(m.aliases) == 0 {
+		return false
+	}
+	if o.long {
+		for _, a := range allowed {
+			for _, alias := range m.aliasesOf(a) {
+				if o.matches(alias, m) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for i := 0; i < len(o.letters); i++ {
+		ch := o.letters[i]
+		if ch >= '0' && ch <= '9' || contains(allowed, "-"+string(ch)) {
+			continue
+		}
+		long, ok := m.aliases["-"+string(ch)]
+		if !ok || !contains(allowed, long) {
+			return false
+		}
+	}
+	return true
 }

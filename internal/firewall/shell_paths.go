@@ -79,10 +79,8 @@ func (c *shellCheck) onePath(w word) string {
 		if comp == ".." {
 			return "\"..\" leaves the directory it follows"
 		}
-		if w.globAt >= 0 && strings.ContainsAny(comp, "*?[") {
-			if ok, _ := path.Match(comp, ".."); ok {
-				return "the glob " + comp + " can match \"..\""
-			}
+		if w.globAt >= 0 && globCanMatch(comp, "..") {
+			return "the glob " + comp + " can match \"..\""
 		}
 	}
 	for _, deny := range c.p.denyComps {
@@ -130,7 +128,7 @@ func matchComponents(comps, deny []string) bool {
 			if c == d {
 				continue
 			}
-			if m, _ := path.Match(c, d); !m {
+			if !globCanMatch(c, d) {
 				ok = false
 				break
 			}
@@ -145,4 +143,18 @@ func matchComponents(comps, deny []string) bool {
 // within reports whether the clean absolute path p is root or under it.
 func within(p, root string) bool {
 	return root == "/" || p == root || strings.HasPrefix(p, root+"/")
+}
+
+// globCanMatch reports whether the glob component pattern can match the
+// file name name. As in the shell, * and ? do not match a leading dot;
+// an explicit dot or a bracket expression may.
+func globCanMatch(pattern, name string) bool {
+	if !strings.ContainsAny(pattern, "*?[") {
+		return false
+	}
+	if strings.HasPrefix(name, ".") && !(strings.HasPrefix(pattern, ".") || strings.HasPrefix(pattern, "[") || strings.HasPrefix(pattern, `\.`)) {
+		return false
+	}
+	ok, _ := path.Match(pattern, name)
+	return ok
 }
