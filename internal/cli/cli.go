@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/pipeline"
 )
 
@@ -47,7 +48,7 @@ Usage:
   agentbus chat [flags] "text"      send a chat turn, print the answer
   agentbus keys create --user NAME [--rpm N] [--tpm N] | list | revoke KEY_ID
   agentbus sanitize                 JSONL {"text": ...} on stdin -> verdicts on stdout
-  agentbus firewall                 JSONL {"tool": ..., "arguments": {...}} on stdin -> verdicts
+  agentbus firewall [--tools FILE]  JSONL {"tool": ..., "arguments": {...}} on stdin -> verdicts
   agentbus history CONVERSATION_ID [--json] [--pruned --budget N --strategy S] | --list | --delete
   agentbus replay [--conversation ID] [--since TIME | --from-seq N] [--json]
   agentbus audit [--max-turns N --forbid-tool X --require-tool Y --must-contain S ...] [--verify]
@@ -238,6 +239,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
 	fetchHosts := f.str("fetch-allow-hosts", "", "comma-separated hosts the http_fetch tool may reach (empty: tool disabled)")
+	toolsFile := toolsFlag(f)
 	lf := addLogFlags(f)
 	version := f.str("version-tag", "dev", "version reported by health")
 	if err := f.parse(args); err != nil {
@@ -277,7 +279,24 @@ func serve(env Env, args []string, stages []string, name string) error {
 	if *fetchHosts != "" {
 		o.Tools.FetchAllowHosts = strings.Split(*fetchHosts, ",")
 	}
+	if o.Firewall, err = loadTools(*toolsFile); err != nil {
+		return err
+	}
 	ctx, cancel := signalContext()
 	defer cancel()
 	return app.Run(ctx, o, log)
+}
+
+// toolsFlag declares --tools: the tools file read by serve, the stage
+// binaries and the firewall command.
+func toolsFlag(f *flags) *string {
+	return f.str("tools", "", "tools file (YAML or JSON): the tools the model may call and the policy of each argument, see docs/tools.md (empty: built-in tools, checked against their schemas)")
+}
+
+// loadTools reads the tools file at path; "" is the zero configuration.
+func loadTools(path string) (firewall.Config, error) {
+	if path == "" {
+		return firewall.Config{}, nil
+	}
+	return firewall.LoadConfig(path)
 }

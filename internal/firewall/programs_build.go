@@ -20,12 +20,12 @@ func init() {
 		sdl: true,
 		values: flags(`-run -skip -count -timeout -bench -benchtime -benchmem -p -parallel -tags -o -coverprofile -cpuprofile
 -memprofile -blockprofile -mutexprofile -trace -mod -C -modfile -gcflags -ldflags -asmflags -buildmode -compiler
--installsuffix -pkgdir -exec -toolexec -overlay -shuffle -fuzz -fuzztime -fuzzminimizetime -covermode -coverpkg -list
+-installsuffix -pkgdir -exec -toolexec -vettool -overlay -shuffle -fuzz -fuzztime -fuzzminimizetime -covermode -coverpkg -list
 -outputdir -f -json -vet -failfast -pgo -buildvcs -debug-actiongraph -debug-runtime-trace -debug-trace`),
 		text: flags(`-run -skip -count -timeout -bench -benchtime -p -parallel -tags -mod -gcflags -ldflags -asmflags -buildmode
 -compiler -installsuffix -shuffle -fuzz -fuzztime -fuzzminimizetime -covermode -coverpkg -list -f -vet -pgo -buildvcs`),
 		riskyFlags: append(
-			riskyAll("runs the test binary or every tool through the given program", "-exec -toolexec"),
+			riskyAll("runs the test binary, every tool or the vet tool through the given program", "-exec -toolexec -vettool"),
 			riskyAll("replaces source files with others", "-overlay")...),
 		check: checkGoFlags,
 	}
