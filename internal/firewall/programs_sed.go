@@ -109,7 +109,9 @@ func (p *sedParser) command() string {
 	c := p.s[p.i]
 	p.i++
 	switch c {
-	case '{', '}', '=', 'd', 'D', 'g', 'G', 'h', 'H', 'n', 'N', 'p', 'P', 'x', 'z', 'F':
+	case '{':
+		return "" // a block: its commands follow
+	case '}', '=', 'd', 'D', 'g', 'G', 'h', 'H', 'n', 'N', 'p', 'P', 'x', 'z', 'F':
 		return p.end()
 	case 'l', 'L', 'q', 'Q':
 		p.skipSpace()
