@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"strings"
 )
 
 // awk: the program is tokenised the way awk reads it (strings, regular
@@ -43,153 +44,155 @@ func checkAwk(c *shellCheck, inv *invocation) *finding {
 
 // awkProblem scans an awk program and says what it refuses, or "".
 func awkProblem(s string) string {
-	depth := 0
-	printDepth, getlineDepth := -1, -1
-	operand := false // the previous token ends an operand (a '/' divides)
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\r':
-			i++
-			continue
-		case c == '\\' && i+1 < len(s) && s[i+1] == '\n':
-			i += 2
-			continue
-		case c == '#':
-			for i < len(s) && s[i] != '\n' {
-				i++
-			}
-			continue
-		case c == '\n' || c == ';' || c == '{' || c == '}':
-			if depth == printDepth || depth < printDepth {
-				printDepth = -1
-			}
-			if depth <= getlineDepth {
-				getlineDepth = -1
-			}
-			operand = c == '}'
-			i++
-			continue
-		case c == '"':
-			j := i + 1
-			for j < len(s) && s[j] != '"' {
-				if s[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			if j >= len(s) {
-				return "unterminated string"
-			}
-			i = j + 1
-			operand = true
-			continue
-		case c == '/' && !operand:
-			j := i + 1
-			inBracket := false
-			for j < len(s) && (s[j] != '/' || inBracket) {
-				switch s[j] {
-				case '\\':
-					j++
-				case '[':
-					inBracket = true
-				case ']':
-					inBracket = false
-				case '\n':
-					return "unterminated regular expression"
-				}
-				j++
-			}
-			if j >= len(s) {
-				return "unterminated regular expression"
-			}
-			i = j + 1
-			operand = true
-			continue
-		case c == '@':
-			return "gawk @ directives and indirect calls are not supported"
-		case c == '|':
-			if i+1 < len(s) && s[i+1] == '|' {
-				i += 2
-				operand = false
-				continue
-			}
-			return "a pipe to or from a command runs it"
-		case c == '(' || c == '[':
-			depth++
-			operand = false
-			i++
-			continue
-		case c == ')' || c == ']':
-			depth--
-			operand = true
-			i++
-			continue
-		case c == '>':
-			if printDepth >= 0 && depth == printDepth {
-				return "print or printf redirected to a file"
-			}
-			i++
-			if i < len(s) && (s[i] == '=' || s[i] == '>') {
-				i++
-			}
-			operand = false
-			continue
-		case c == '<':
-			if getlineDepth >= 0 && depth == getlineDepth {
-				return "getline reads a file"
-			}
-			i++
-			operand = false
-			continue
-		case isIdentStart(c):
-			j := i
-			for j < len(s) && isIdentByte(s[j]) {
-				j++
-			}
-			id := s[i:j]
-			i = j
-			operand = true
-			switch id {
-			case "system":
-				return "system() runs a shell command"
-			case "print", "printf":
-				printDepth = depth
-				operand = false
-			case "getline":
-				getlineDepth = depth
-			case "in", "return", "case", "do", "else":
-				operand = false
-			}
-			continue
-		case c >= '0' && c <= '9' || c == '.':
-			for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.' || s[i] == 'e' || s[i] == 'E' || s[i] == 'x' || s[i] == 'X' || s[i] >= 'a' && s[i] <= 'f' || s[i] >= 'A' && s[i] <= 'F') {
-				i++
-			}
-			operand = true
-			continue
-		case c == '$':
-			i++
-			operand = false
-			continue
-		case c == '+' || c == '-':
-			if i+1 < len(s) && s[i+1] == c { // ++ and -- keep what was before
-				i += 2
-				continue
-			}
-			i++
-			operand = false
-			continue
-		default:
-			i++
-			operand = false
-			continue
+	a := &awkScanner{s: s, printDepth: -1, getlineDepth: -1}
+	for a.i < len(s) {
+		if why := a.next(); why != "" {
+			return why
 		}
 	}
-	if depth != 0 {
-		return fmt.Sprintf("unbalanced parentheses or brackets (%d)", depth)
+	if a.depth != 0 {
+		return fmt.Sprintf("unbalanced parentheses or brackets (%d)", a.depth)
 	}
 	return ""
+}
+
+// awkScanner is the state of scanning one awk program.
+type awkScanner struct {
+	s                        string
+	i                        int
+	depth                    int  // parentheses and brackets
+	printDepth, getlineDepth int  // depth of the print or getline in progress, or -1
+	operand                  bool // the previous token ends an operand (so '/' divides)
+}
+
+// next scans one token and says what it refuses, or "".
+func (a *awkScanner) next() string {
+	s, c := a.s, a.s[a.i]
+	switch {
+	case c == ' ' || c == '\t' || c == '\r':
+		a.i++
+	case c == '\\' && a.i+1 < len(s) && s[a.i+1] == '\n':
+		a.i += 2
+	case c == '#':
+		for a.i < len(s) && s[a.i] != '\n' {
+			a.i++
+		}
+	case c == '\n' || c == ';' || c == '{' || c == '}':
+		a.endStatement(c == '}')
+	case c == '"':
+		return a.quoted('"', "unterminated string")
+	case c == '/' && !a.operand:
+		return a.quoted('/', "unterminated regular expression")
+	case c == '@':
+		return "gawk @ directives and indirect calls are not supported"
+	case c == '|':
+		if !strings.HasPrefix(s[a.i:], "||") {
+			return "a pipe to or from a command runs it"
+		}
+		a.i += 2
+		a.operand = false
+	case c == '>' || c == '<':
+		return a.redirect(c)
+	case isIdentStart(c):
+		return a.identifier()
+	default:
+		a.punctuation(c)
+	}
+	return ""
+}
+
+func (a *awkScanner) endStatement(closingBrace bool) {
+	if a.depth <= a.printDepth {
+		a.printDepth = -1
+	}
+	if a.depth <= a.getlineDepth {
+		a.getlineDepth = -1
+	}
+	a.operand = closingBrace
+	a.i++
+}
+
+// quoted skips a string or a regular expression (where a bracket
+// expression may hold the delimiter).
+func (a *awkScanner) quoted(q byte, unterminated string) string {
+	j, inBracket := a.i+1, false
+	for ; j < len(a.s) && (a.s[j] != q || inBracket); j++ {
+		switch a.s[j] {
+		case '\\':
+			j++
+		case '[':
+			inBracket = q == '/'
+		case ']':
+			inBracket = false
+		case '\n':
+			if q == '/' {
+				return unterminated
+			}
+		}
+	}
+	if j >= len(a.s) {
+		return unterminated
+	}
+	a.i, a.operand = j+1, true
+	return ""
+}
+
+// redirect refuses print > file and getline < file; elsewhere > and < compare.
+func (a *awkScanner) redirect(c byte) string {
+	switch {
+	case c == '>' && a.printDepth >= 0 && a.depth == a.printDepth:
+		return "print or printf redirected to a file"
+	case c == '<' && a.getlineDepth >= 0 && a.depth == a.getlineDepth:
+		return "getline reads a file"
+	}
+	a.i++
+	if a.i < len(a.s) && (a.s[a.i] == '=' || a.s[a.i] == '>') {
+		a.i++
+	}
+	a.operand = false
+	return ""
+}
+
+func (a *awkScanner) identifier() string {
+	j := a.i
+	for j < len(a.s) && isIdentByte(a.s[j]) {
+		j++
+	}
+	id := a.s[a.i:j]
+	a.i, a.operand = j, true
+	switch id {
+	case "system":
+		return "system() runs a shell command"
+	case "print", "printf":
+		a.printDepth, a.operand = a.depth, false
+	case "getline":
+		a.getlineDepth = a.depth
+	case "in", "return", "case", "do", "else":
+		a.operand = false
+	}
+	return ""
+}
+
+func (a *awkScanner) punctuation(c byte) {
+	s := a.s
+	switch {
+	case c == '(' || c == '[':
+		a.depth++
+		a.operand = false
+	case c == ')' || c == ']':
+		a.depth--
+		a.operand = true
+	case c >= '0' && c <= '9' || c == '.':
+		for a.i+1 < len(s) && (isIdentByte(s[a.i+1]) || s[a.i+1] == '.') {
+			a.i++
+		}
+		a.operand = true
+	case (c == '+' || c == '-') && a.i+1 < len(s) && s[a.i+1] == c:
+		a.i++ // ++ and -- keep what was before
+	default:
+		a.operand = false
+	}
+	a.i++
 }
 
 func isIdentStart(c byte) bool {

@@ -41,105 +41,128 @@ var (
 )
 
 func invokeFind(c *shellCheck, pp *programPolicy, args []word) *finding {
-	// every primary is checked when it is met, so the first refused one
-	// names the rule
-	var refused *finding
-	add := func(i int, name string) {
-		if refused != nil {
-			return
-		}
-		if why := flagProblem(pp, findModel, []opt{{idx: i, name: name, long: true, valueIdx: -1}}); why != "" {
-			refused = &finding{RuleShellFlag, why}
+	fp := &findParser{c: c, pp: pp, args: args}
+	for _, step := range []func() *finding{fp.options, fp.startingPoints, fp.expression} {
+		if f := step(); f != nil {
+			return f
 		}
 	}
-	i := 0
-	// options before the starting points
-	for ; i < len(args); i++ {
-		a := args[i].text
-		switch {
-		case a == "-H" || a == "-L" || a == "-P" || strings.HasPrefix(a, "-O"):
-			add(i, a)
-			continue
-		case a == "-D":
-			add(i, a)
-			i++
-			continue
-		}
-		break
+	return nil
+}
+
+// findParser is the state of parsing one find command line.
+type findParser struct {
+	c    *shellCheck
+	pp   *programPolicy
+	args []word
+	i    int
+}
+
+// flag checks one option or primary against the policy and the model.
+func (fp *findParser) flag(name string) *finding {
+	if why := flagProblem(fp.pp, findModel, []opt{{idx: fp.i, name: name, long: true, valueIdx: -1}}); why != "" {
+		return &finding{RuleShellFlag, why}
 	}
-	// starting points
-	for ; i < len(args); i++ {
-		a := args[i].text
-		if strings.HasPrefix(a, "-") || a == "(" || a == "!" {
-			break
+	return nil
+}
+
+// options reads -H, -L, -P, -D debugopts and -Olevel before the
+// starting points.
+func (fp *findParser) options() *finding {
+	for ; fp.i < len(fp.args); fp.i++ {
+		a := fp.args[fp.i].text
+		if a != "-H" && a != "-L" && a != "-P" && a != "-D" && !strings.HasPrefix(a, "-O") {
+			return nil
 		}
-		if why := c.pathProblem(args[i]); why != "" {
-			return &finding{RuleShellPath, fmt.Sprintf("find starting point %s: %s", a, why)}
+		if f := fp.flag(a); f != nil {
+			return f
+		}
+		if a == "-D" {
+			fp.i++
 		}
 	}
-	if refused != nil {
-		return refused
-	}
-	// expression
-	for ; i < len(args); i++ {
-		if refused != nil {
-			return refused
+	return nil
+}
+
+func (fp *findParser) startingPoints() *finding {
+	for ; fp.i < len(fp.args); fp.i++ {
+		w := fp.args[fp.i]
+		if strings.HasPrefix(w.text, "-") || w.text == "(" || w.text == "!" {
+			return nil
 		}
-		a := args[i].text
+		if why := fp.c.pathProblem(w); why != "" {
+			return &finding{RuleShellPath, fmt.Sprintf("find starting point %s: %s", w.text, why)}
+		}
+	}
+	return nil
+}
+
+func (fp *findParser) expression() *finding {
+	for ; fp.i < len(fp.args); fp.i++ {
+		a := fp.args[fp.i].text
+		var f *finding
 		switch {
 		case a == "-exec" || a == "-execdir" || a == "-ok" || a == "-okdir":
-			if add(i, a); refused != nil {
-				return refused
-			}
-			end := i + 1
-			for end < len(args) && args[end].text != ";" && args[end].text != "+" {
-				end++
-			}
-			if end >= len(args) {
-				return &finding{RuleShellSyntax, "find " + a + " is not terminated by ';' or '+'"}
-			}
-			if end == i+1 {
-				return &finding{RuleShellSyntax, "find " + a + " has no command"}
-			}
-			cmd := make([]word, 0, end-i-1)
-			for _, w := range args[i+1 : end] {
-				if strings.Contains(w.text, "{}") {
-					w = literalWord(strings.ReplaceAll(w.text, "{}", "found"))
-				}
-				cmd = append(cmd, w)
-			}
-			if f := c.inner(cmd); f != nil {
-				return f
-			}
-			i = end
+			f = fp.exec(a)
 		case findNoValue[a]:
-			add(i, a)
+			f = fp.flag(a)
 		case findText[a]:
-			add(i, a)
-			i++
-		case findPath[a] || strings.HasPrefix(a, "-newer") && len(a) == 8:
-			if add(i, a); refused != nil {
-				return refused
-			}
-			if i+1 < len(args) && !(strings.HasPrefix(a, "-newer") && len(a) == 8 && a[7] == 't') {
-				if why := c.pathProblem(args[i+1]); why != "" {
-					return &finding{RuleShellPath, fmt.Sprintf("find %s %s: %s", a, args[i+1].text, why)}
-				}
-			}
-			i++
-		case a == "-fprintf":
-			if add(i, a); refused != nil {
-				return refused
-			}
-			if i+1 < len(args) {
-				if why := c.pathProblem(args[i+1]); why != "" {
-					return &finding{RuleShellPath, fmt.Sprintf("find -fprintf %s: %s", args[i+1].text, why)}
-				}
-			}
-			i += 2
+			f = fp.flag(a)
+			fp.i++
+		case findPath[a] || a == "-fprintf" || strings.HasPrefix(a, "-newer") && len(a) == 8:
+			f = fp.pathPrimary(a)
 		default:
-			return &finding{RuleShellFlag, fmt.Sprintf("find %s is not a primary the firewall knows", a)}
+			f = &finding{RuleShellFlag, fmt.Sprintf("find %s is not a primary the firewall knows", a)}
+		}
+		if f != nil {
+			return f
 		}
 	}
-	return refused
+	return nil
+}
+
+// exec checks the command of -exec, -execdir, -ok or -okdir, which ends
+// at ';' or '+'; "{}" stands for a path under a starting point.
+func (fp *findParser) exec(a string) *finding {
+	if f := fp.flag(a); f != nil {
+		return f
+	}
+	end := fp.i + 1
+	for end < len(fp.args) && fp.args[end].text != ";" && fp.args[end].text != "+" {
+		end++
+	}
+	switch {
+	case end >= len(fp.args):
+		return &finding{RuleShellSyntax, "find " + a + " is not terminated by ';' or '+'"}
+	case end == fp.i+1:
+		return &finding{RuleShellSyntax, "find " + a + " has no command"}
+	}
+	cmd := make([]word, 0, end-fp.i-1)
+	for _, w := range fp.args[fp.i+1 : end] {
+		if strings.Contains(w.text, "{}") {
+			w = literalWord(strings.ReplaceAll(w.text, "{}", "found"))
+		}
+		cmd = append(cmd, w)
+	}
+	fp.i = end
+	return fp.c.inner(cmd)
+}
+
+// pathPrimary checks a primary whose value is a path (-newer f,
+// -fprint f, -fprintf f format), or a time for -newerXt.
+func (fp *findParser) pathPrimary(a string) *finding {
+	if f := fp.flag(a); f != nil {
+		return f
+	}
+	fp.i++
+	isTime := strings.HasPrefix(a, "-newer") && len(a) == 8 && a[7] == 't'
+	if fp.i < len(fp.args) && !isTime {
+		if why := fp.c.pathProblem(fp.args[fp.i]); why != "" {
+			return &finding{RuleShellPath, fmt.Sprintf("find %s %s: %s", a, fp.args[fp.i].text, why)}
+		}
+	}
+	if a == "-fprintf" {
+		fp.i++ // the format
+	}
+	return nil
 }

@@ -46,63 +46,17 @@ func init() {
 }
 
 func invokeSSH(c *shellCheck, pp *programPolicy, args []word, scp bool) *finding {
-	noValue, withValue := sshNoValue, sshValue
-	if scp {
-		noValue, withValue = scpNoValue, scpValue
-	}
 	riskyOpts := []risky{{"-F", "reads options, and so any option, from a config file"}}
 	if scp {
 		riskyOpts = append(riskyOpts, risky{"-S", "runs the given program as ssh"}, risky{"-D", "runs the given sftp server program"})
 	} else {
 		riskyOpts = append(riskyOpts, risky{"-I", "loads a PKCS#11 library"})
 	}
-	m := &model{riskyFlags: riskyOpts}
-	var opts []opt
-	var paths []word // option values that are paths, checked after the flags
-	i := 0
-	for ; i < len(args); i++ {
-		a := args[i].text
-		if a == "--" {
-			i++
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			break
-		}
-		o := opt{idx: i, name: a, valueIdx: -1}
-		for j := 1; j < len(a); j++ {
-			ch := a[j]
-			if strings.IndexByte(noValue, ch) >= 0 {
-				continue
-			}
-			if strings.IndexByte(withValue, ch) < 0 {
-				return &finding{RuleShellFlag, fmt.Sprintf("%s -%c is not an option the firewall knows", pp.name, ch)}
-			}
-			o.letters = a[1 : j+1]
-			val := a[j+1:]
-			if val == "" {
-				if i+1 >= len(args) {
-					return &finding{RuleShellSyntax, fmt.Sprintf("%s -%c needs a value", pp.name, ch)}
-				}
-				i++
-				val = args[i].text
-			}
-			switch ch {
-			case 'o':
-				if f := sshOption(c, pp.name, val); f != nil {
-					return f
-				}
-			case 'E', 'i', 'S', 'F', 'D':
-				paths = append(paths, literalWord(val))
-			}
-			break
-		}
-		if o.letters == "" {
-			o.letters = a[1:]
-		}
-		opts = append(opts, o)
+	opts, paths, i, f := sshOptions(c, pp.name, args, scp)
+	if f != nil {
+		return f
 	}
-	if why := flagProblem(pp, m, opts); why != "" {
+	if why := flagProblem(pp, &model{riskyFlags: riskyOpts}, opts); why != "" {
 		return &finding{RuleShellFlag, why}
 	}
 	for _, w := range paths {
@@ -122,15 +76,67 @@ func invokeSSH(c *shellCheck, pp *programPolicy, args []word, scp bool) *finding
 		}
 		return nil
 	}
-	if i+1 < len(args) {
-		parts := make([]string, 0, len(args)-i-1)
-		for _, w := range args[i+1:] {
-			parts = append(parts, w.text)
-		}
-		// ssh joins the words with spaces and the remote shell parses them
-		return c.nested(strings.Join(parts, " "))
+	if i+1 >= len(args) {
+		return nil
 	}
-	return nil
+	parts := make([]string, 0, len(args)-i-1)
+	for _, w := range args[i+1:] {
+		parts = append(parts, w.text)
+	}
+	// ssh joins the words with spaces and the remote shell parses them
+	return c.nested(strings.Join(parts, " "))
+}
+
+// sshOptions parses ssh's or scp's options with their option table: it
+// returns them, the option values that are paths, and the index of the
+// first operand; -o options are checked on the way.
+func sshOptions(c *shellCheck, prog string, args []word, scp bool) ([]opt, []word, int, *finding) {
+	noValue, withValue := sshNoValue, sshValue
+	if scp {
+		noValue, withValue = scpNoValue, scpValue
+	}
+	var opts []opt
+	var paths []word
+	i := 0
+	for ; i < len(args); i++ {
+		a := args[i].text
+		if a == "--" {
+			return opts, paths, i + 1, nil
+		}
+		if len(a) < 2 || a[0] != '-' {
+			break
+		}
+		o := opt{idx: i, name: a, letters: a[1:], valueIdx: -1}
+		for j := 1; j < len(a); j++ {
+			ch := a[j]
+			if strings.IndexByte(noValue, ch) >= 0 {
+				continue
+			}
+			if strings.IndexByte(withValue, ch) < 0 {
+				return nil, nil, 0, &finding{RuleShellFlag, fmt.Sprintf("%s -%c is not an option the firewall knows", prog, ch)}
+			}
+			o.letters = a[1 : j+1]
+			val := a[j+1:]
+			if val == "" {
+				if i+1 >= len(args) {
+					return nil, nil, 0, &finding{RuleShellSyntax, fmt.Sprintf("%s -%c needs a value", prog, ch)}
+				}
+				i++
+				val = args[i].text
+			}
+			switch ch {
+			case 'o':
+				if f := sshOption(c, prog, val); f != nil {
+					return nil, nil, 0, f
+				}
+			case 'E', 'i', 'S', 'F', 'D':
+				paths = append(paths, literalWord(val))
+			}
+			break
+		}
+		opts = append(opts, o)
+	}
+	return opts, paths, i, nil
 }
 
 // sshOption checks one -o option: "Name=value", "Name value" or

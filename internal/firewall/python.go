@@ -287,123 +287,151 @@ func pyTokenize(src string, nesting int) ([]pyTok, string) {
 	if nesting > maxPyNesting {
 		return nil, "f-strings nested too deeply"
 	}
-	var toks []pyTok
-	depth := 0
-	lineStart := true
-	for i := 0; i < len(src); {
-		c := src[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\f':
-			i++
-			continue
-		case c == '\r':
-			i++
-			continue
-		case c == '\\':
-			if i+1 < len(src) && src[i+1] == '\n' {
-				i += 2
-				continue
-			}
-			if i+2 < len(src) && src[i+1] == '\r' && src[i+2] == '\n' {
-				i += 3
-				continue
-			}
-			return nil, "a backslash outside a string"
-		case c == '#':
-			for i < len(src) && src[i] != '\n' {
-				i++
-			}
-			continue
-		case c == '\n':
-			if depth == 0 && len(toks) > 0 && toks[len(toks)-1].kind != pyEnd {
-				toks = append(toks, pyTok{pyEnd, ""})
-			}
-			lineStart = depth == 0
-			i++
+	t := &pyTokeniser{src: src, nesting: nesting, lineStart: true}
+	for t.i < len(src) {
+		if t.skip() {
 			continue
 		}
-		if lineStart && nesting == 0 && (c == '!' || c == '%' || c == '?') {
-			return nil, fmt.Sprintf("a line starts with %q (an IPython shell escape or magic)", c)
-		}
-		lineStart = false
-		r, size := utf8.DecodeRuneInString(src[i:])
-		switch {
-		case c == '_' || c < utf8.RuneSelf && unicode.IsLetter(rune(c)) || c >= utf8.RuneSelf && isPyIdentStart(r):
-			j := i + size
-			for j < len(src) {
-				r2, s2 := utf8.DecodeRuneInString(src[j:])
-				if r2 == '_' || unicode.IsLetter(r2) || unicode.IsDigit(r2) || r2 >= utf8.RuneSelf && unicode.In(r2, unicode.Mn, unicode.Mc, unicode.Nd, unicode.Pc, unicode.Other_ID_Continue) {
-					j += s2
-					continue
-				}
-				break
-			}
-			name := src[i:j]
-			if j < len(src) && (src[j] == '\'' || src[j] == '"') && isStringPrefix(name) {
-				t, next, why := pyString(src, j, strings.ToLower(name), nesting)
-				if why != "" {
-					return nil, why
-				}
-				toks = append(toks, t...)
-				i = next
-				continue
-			}
-			if name != "" && !isASCII(name) {
-				name = norm.NFKC.String(name)
-			}
-			toks = append(toks, pyTok{pyName, name})
-			i = j
-		case c == '\'' || c == '"':
-			t, next, why := pyString(src, i, "", nesting)
-			if why != "" {
-				return nil, why
-			}
-			toks = append(toks, t...)
-			i = next
-		case c >= '0' && c <= '9' || c == '.' && i+1 < len(src) && src[i+1] >= '0' && src[i+1] <= '9':
-			j := i + 1
-			for j < len(src) {
-				d := src[j]
-				if d >= '0' && d <= '9' || d >= 'a' && d <= 'z' || d >= 'A' && d <= 'Z' || d == '_' || d == '.' {
-					j++
-					continue
-				}
-				if (d == '+' || d == '-') && (src[j-1] == 'e' || src[j-1] == 'E') && !strings.ContainsAny(src[i:j], "xX") {
-					j++
-					continue
-				}
-				break
-			}
-			toks = append(toks, pyTok{pyNumber, src[i:j]})
-			i = j
-		default:
-			op := ""
-			for _, o := range pyOps {
-				if strings.HasPrefix(src[i:], o) {
-					op = o
-					break
-				}
-			}
-			if op == "" {
-				return nil, fmt.Sprintf("the character %q is not Python", r)
-			}
-			switch op {
-			case "(", "[", "{":
-				depth++
-			case ")", "]", "}":
-				depth--
-				if depth < 0 {
-					return nil, "unbalanced " + op
-				}
-			}
-			toks = append(toks, pyTok{pyOp, op})
-			i += len(op)
+		if why := t.token(); why != "" {
+			return nil, why
 		}
 	}
-	if depth != 0 {
+	if t.depth != 0 {
 		return nil, "unbalanced brackets"
 	}
-	return toks, ""
+	return t.toks, ""
+}
+
+// pyTokeniser is the state of tokenising one source.
+type pyTokeniser struct {
+	src       string
+	i         int
+	nesting   int // f-string level
+	depth     int // brackets
+	lineStart bool
+	toks      []pyTok
+}
+
+// skip consumes blanks, comments, line continuations and newlines, and
+// reports whether it consumed anything.
+func (t *pyTokeniser) skip() bool {
+	src, c := t.src, t.src[t.i]
+	switch {
+	case c == ' ' || c == '\t' || c == '\f' || c == '\r':
+		t.i++
+	case c == '\\' && strings.HasPrefix(src[t.i+1:], "\n"):
+		t.i += 2
+	case c == '\\' && strings.HasPrefix(src[t.i+1:], "\r\n"):
+		t.i += 3
+	case c == '#':
+		for t.i < len(src) && src[t.i] != '\n' {
+			t.i++
+		}
+	case c == '\n':
+		if t.depth == 0 && len(t.toks) > 0 && t.toks[len(t.toks)-1].kind != pyEnd {
+			t.toks = append(t.toks, pyTok{pyEnd, ""})
+		}
+		t.lineStart = t.depth == 0
+		t.i++
+	default:
+		return false
+	}
+	return true
+}
+
+// token reads one token at t.i.
+func (t *pyTokeniser) token() string {
+	src, c := t.src, t.src[t.i]
+	if t.lineStart && t.nesting == 0 && (c == '!' || c == '%' || c == '?') {
+		return fmt.Sprintf("a line starts with %q (an IPython shell escape or magic)", c)
+	}
+	t.lineStart = false
+	r, size := utf8.DecodeRuneInString(src[t.i:])
+	switch {
+	case c == '\\':
+		return "a backslash outside a string"
+	case c == '_' || c < utf8.RuneSelf && unicode.IsLetter(rune(c)) || c >= utf8.RuneSelf && isPyIdentStart(r):
+		return t.name(size)
+	case c == '\'' || c == '"':
+		return t.str(t.i, "")
+	case c >= '0' && c <= '9' || c == '.' && t.i+1 < len(src) && src[t.i+1] >= '0' && src[t.i+1] <= '9':
+		t.number()
+		return ""
+	}
+	return t.op(r)
+}
+
+// name reads an identifier, or a prefixed string literal (r"", f"", ...).
+func (t *pyTokeniser) name(size int) string {
+	src := t.src
+	j := t.i + size
+	for j < len(src) {
+		r, n := utf8.DecodeRuneInString(src[j:])
+		if r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r) || r >= utf8.RuneSelf && unicode.In(r, unicode.Mn, unicode.Mc, unicode.Nd, unicode.Pc, unicode.Other_ID_Continue) {
+			j += n
+			continue
+		}
+		break
+	}
+	name := src[t.i:j]
+	if j < len(src) && (src[j] == '\'' || src[j] == '"') && isStringPrefix(name) {
+		return t.str(j, strings.ToLower(name))
+	}
+	if !isASCII(name) {
+		name = norm.NFKC.String(name) // as Python compares identifiers
+	}
+	t.toks = append(t.toks, pyTok{pyName, name})
+	t.i = j
+	return ""
+}
+
+// str reads the string literal whose quote is at q.
+func (t *pyTokeniser) str(q int, prefix string) string {
+	toks, next, why := pyString(t.src, q, prefix, t.nesting)
+	if why != "" {
+		return why
+	}
+	t.toks = append(t.toks, toks...)
+	t.i = next
+	return ""
+}
+
+func (t *pyTokeniser) number() {
+	src, j := t.src, t.i+1
+	for j < len(src) {
+		d := src[j]
+		if d >= '0' && d <= '9' || d >= 'a' && d <= 'z' || d >= 'A' && d <= 'Z' || d == '_' || d == '.' ||
+			(d == '+' || d == '-') && (src[j-1] == 'e' || src[j-1] == 'E') && !strings.ContainsAny(src[t.i:j], "xX") {
+			j++
+			continue
+		}
+		break
+	}
+	t.toks = append(t.toks, pyTok{pyNumber, src[t.i:j]})
+	t.i = j
+}
+
+func (t *pyTokeniser) op(r rune) string {
+	op := ""
+	for _, o := range pyOps {
+		if strings.HasPrefix(t.src[t.i:], o) {
+			op = o
+			break
+		}
+	}
+	switch op {
+	case "":
+		return fmt.Sprintf("the character %q is not Python", r)
+	case "(", "[", "{":
+		t.depth++
+	case ")", "]", "}":
+		if t.depth--; t.depth < 0 {
+			return "unbalanced " + op
+		}
+	}
+	t.toks = append(t.toks, pyTok{pyOp, op})
+	t.i += len(op)
+	return ""
 }
 
 func isPyIdentStart(r rune) bool {

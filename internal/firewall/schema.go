@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -99,12 +98,7 @@ func checkSchemaKeywords(v any, at string, depth int) error {
 		}
 		return fmt.Errorf("%w: %s: a schema must be an object or a boolean", ErrSchema, at)
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range sortedKeys(m) {
 		val, p := m[k], at+"/"+k
 		switch {
 		case strings.HasPrefix(k, "x-") || schemaAnnotated[k]:
@@ -116,36 +110,48 @@ func checkSchemaKeywords(v any, at string, depth int) error {
 				return fmt.Errorf("%w: %s: only references inside the schema (\"#...\") are supported", ErrSchema, p)
 			}
 		}
-		if schemaValued[k] {
-			if _, isArr := val.([]any); !isArr {
-				if err := checkSchemaKeywords(val, p, depth+1); err != nil {
-					return err
-				}
-			}
-		}
-		if schemaArrays[k] {
-			if arr, isArr := val.([]any); isArr {
-				for i, sub := range arr {
-					if err := checkSchemaKeywords(sub, p+"/"+strconv.Itoa(i), depth+1); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		if schemaObjects[k] {
-			if obj, isObj := val.(map[string]any); isObj {
-				for _, name := range sortedKeys(obj) {
-					if _, isArr := obj[name].([]any); isArr && k == "dependencies" {
-						continue // draft-07 property dependencies
-					}
-					if err := checkSchemaKeywords(obj[name], p+"/"+name, depth+1); err != nil {
-						return err
-					}
-				}
+		for _, sub := range subSchemas(k, val, p) {
+			if err := checkSchemaKeywords(sub.v, sub.at, depth+1); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+type located struct {
+	v  any
+	at string
+}
+
+// subSchemas returns the schemas a keyword's value holds: itself, the
+// elements of an array of schemas, or the values of an object of schemas.
+func subSchemas(k string, val any, at string) []located {
+	var out []located
+	switch x := val.(type) {
+	case []any:
+		if schemaArrays[k] {
+			for i, sub := range x {
+				out = append(out, located{sub, at + "/" + strconv.Itoa(i)})
+			}
+		}
+	case map[string]any:
+		if schemaObjects[k] {
+			for _, name := range sortedKeys(x) {
+				if _, isArr := x[name].([]any); isArr && k == "dependencies" {
+					continue // draft-07 property dependencies
+				}
+				out = append(out, located{x[name], at + "/" + name})
+			}
+		} else if schemaValued[k] {
+			out = append(out, located{val, at})
+		}
+	default:
+		if schemaValued[k] {
+			out = append(out, located{val, at})
+		}
+	}
+	return out
 }
 
 // schemaError turns a validation error into one line: the first failing

@@ -150,66 +150,82 @@ func sqlKind(t []sqlTok) (string, int, map[string]bool) {
 	if i >= len(t) || t[i].kind != sqlWord {
 		return "", i, nil
 	}
-	kw := t[i].upper
-	if kw == "WITH" {
-		ctes := map[string]bool{}
-		j := i + 1
-		if j < len(t) && t[j].is("RECURSIVE") {
-			j++
-		}
-		for j < len(t) {
-			if t[j].kind == sqlWord || t[j].kind == sqlIdent {
-				ctes[sqlName(t[j])] = true
-			}
-			j++
-			if j < len(t) && t[j].op("(") { // column list
-				j = sqlClose(t, j) + 1
-			}
-			for j < len(t) && (t[j].is("AS") || t[j].is("NOT") || t[j].is("MATERIALIZED")) {
-				j++
-			}
-			if j >= len(t) || !t[j].op("(") {
-				return "", j, ctes
-			}
-			j = sqlClose(t, j) + 1
-			if j < len(t) && t[j].op(",") {
-				j++
-				continue
-			}
-			break
+	switch kw := t[i].upper; kw {
+	case "WITH":
+		j, ctes := sqlWith(t, i+1)
+		if j < 0 {
+			return "", i, ctes
 		}
 		kind, at, _ := sqlKind(t[j:])
 		return kind, j + at, ctes
-	}
-	switch kw {
 	case "EXPLAIN", "DESCRIBE", "DESC":
-		j := i + 1
-		for j < len(t) && t[j].kind == sqlWord && (t[j].is("ANALYZE") || t[j].is("ANALYSE") || t[j].is("VERBOSE") || t[j].is("EXTENDED") || t[j].is("PARTITIONS") || t[j].is("QUERY") || t[j].is("PLAN")) {
-			j++
-		}
-		if j < len(t) && t[j].is("FORMAT") {
-			j += 2
-			if j < len(t) && t[j-1].op("=") {
-				j++
-			}
-		}
-		if j < len(t) && t[j].op("(") {
-			j = sqlClose(t, j) + 1
-		}
-		if j < len(t) && t[j].kind == sqlWord {
-			if _, ok := sqlLeading[t[j].upper]; ok || t[j].is("WITH") {
-				return "explain", j, nil
-			}
+		if j := sqlExplained(t, i+1); j >= 0 {
+			return "explain", j, nil
 		}
 		return "show", i, nil
-	}
-	if k, ok := sqlLeading[kw]; ok {
-		return k, i, nil
-	}
-	if k := strings.ToLower(kw); sqlKinds[k] {
-		return k, i, nil
+	default:
+		if k, ok := sqlLeading[kw]; ok {
+			return k, i, nil
+		}
+		if k := strings.ToLower(kw); sqlKinds[k] {
+			return k, i, nil
+		}
 	}
 	return "", i, nil
+}
+
+// sqlWith reads the CTE list after WITH at t[j]: [RECURSIVE] name
+// [(columns)] AS [NOT] [MATERIALIZED] (body), ...; it returns the index
+// of the main statement (or -1) and the CTE names.
+func sqlWith(t []sqlTok, j int) (int, map[string]bool) {
+	ctes := map[string]bool{}
+	if j < len(t) && t[j].is("RECURSIVE") {
+		j++
+	}
+	for j < len(t) {
+		if t[j].kind == sqlWord || t[j].kind == sqlIdent {
+			ctes[sqlName(t[j])] = true
+		}
+		j++
+		if j < len(t) && t[j].op("(") { // column list
+			j = sqlClose(t, j) + 1
+		}
+		for j < len(t) && (t[j].is("AS") || t[j].is("NOT") || t[j].is("MATERIALIZED")) {
+			j++
+		}
+		if j >= len(t) || !t[j].op("(") {
+			return -1, ctes
+		}
+		j = sqlClose(t, j) + 1
+		if j >= len(t) || !t[j].op(",") {
+			return j, ctes
+		}
+		j++
+	}
+	return -1, ctes
+}
+
+// sqlExplained returns the index of the statement explained by EXPLAIN
+// options at t[j], or -1 when it describes a table.
+func sqlExplained(t []sqlTok, j int) int {
+	for j < len(t) && (t[j].is("ANALYZE") || t[j].is("ANALYSE") || t[j].is("VERBOSE") || t[j].is("EXTENDED") || t[j].is("PARTITIONS") || t[j].is("QUERY") || t[j].is("PLAN")) {
+		j++
+	}
+	if j < len(t) && t[j].is("FORMAT") {
+		j += 2
+		if j < len(t) && t[j-1].op("=") {
+			j++
+		}
+	}
+	if j < len(t) && t[j].op("(") {
+		j = sqlClose(t, j) + 1
+	}
+	if j < len(t) && t[j].kind == sqlWord {
+		if _, ok := sqlLeading[t[j].upper]; ok || t[j].is("WITH") {
+			return j
+		}
+	}
+	return -1
 }
 
 // sqlClose returns the index of the ')' matching the '(' at t[i], or the
@@ -362,74 +378,89 @@ var sqlClauseEnd = set(strings.Fields(`WHERE GROUP ORDER HAVING LIMIT OFFSET UNI
 ON USING SET VALUES SELECT FETCH INTO JOIN INNER LEFT RIGHT FULL CROSS NATURAL OUTER STRAIGHT_JOIN LOCK PROCEDURE`)...)
 
 // tableNames checks every table a statement names against the policy's
-// tables.
+// tables: after FROM (a list), JOIN, INTO, USING in a DELETE (a list), and
+// UPDATE or TABLE at the head of a statement.
 func (p *sqlPolicy) tableNames(t []sqlTok, kind string, at int, ctes map[string]bool) *finding {
 	if p.tables == nil {
 		return nil
 	}
 	inFunc := sqlInFunction(t)
-	for i := 0; i < len(t); i++ {
-		tk := t[i]
+	for i, tk := range t {
 		head := i == at || i > 0 && t[i-1].op("(")
+		isDistinctFrom := i >= 2 && t[i-1].is("DISTINCT") && (t[i-2].is("IS") || t[i-2].is("NOT"))
 		switch {
-		case tk.is("FROM") && !inFunc[i] && !(i >= 2 && t[i-1].is("DISTINCT") && (t[i-2].is("IS") || t[i-2].is("NOT"))),
-			tk.is("JOIN"), tk.is("INTO"), tk.is("USING") && kind == "delete",
-			tk.is("UPDATE") && head, tk.is("TABLE") && head:
-		default:
-			continue
-		}
-		list := tk.is("FROM") || tk.is("USING")
-		for j := i + 1; j < len(t); {
-			for j < len(t) && (t[j].is("ONLY") || t[j].is("LATERAL")) {
-				j++
+		case tk.is("FROM") && !inFunc[i] && !isDistinctFrom, tk.is("USING") && kind == "delete":
+			if f := p.tableList(t, i+1, true, ctes); f != nil {
+				return f
 			}
-			if j >= len(t) {
-				break
+		case tk.is("JOIN"), tk.is("INTO"), tk.is("UPDATE") && head, tk.is("TABLE") && head:
+			if f := p.tableList(t, i+1, false, ctes); f != nil {
+				return f
 			}
-			if t[j].op("(") { // a subquery, checked on its own
-				j = sqlClose(t, j) + 1
-			} else if t[j].kind == sqlWord || t[j].kind == sqlIdent {
-				start := j
-				for j+2 < len(t) && t[j+1].op(".") && (t[j+2].kind == sqlWord || t[j+2].kind == sqlIdent) {
-					j += 2
-				}
-				if j+1 < len(t) && t[j+1].op("(") { // a table function, checked as a function
-					j = sqlClose(t, j+1) + 1
-				} else {
-					parts := make([]string, 0, 3)
-					for k := start; k <= j; k += 2 {
-						parts = append(parts, sqlName(t[k]))
-					}
-					name := strings.Join(parts, ".")
-					if !p.tables[name] && !(len(parts) == 1 && (ctes[name] || name == "dual")) {
-						return &finding{RuleSQLTable, fmt.Sprintf("the table %s is not allowed", name)}
-					}
-					j++
-				}
-			} else {
-				break
-			}
-			if !list {
-				break
-			}
-			// an alias, then another table after a comma
-			if j < len(t) && t[j].is("AS") {
-				j++
-			}
-			if j < len(t) && (t[j].kind == sqlIdent || t[j].kind == sqlWord && !sqlClauseEnd[t[j].upper]) {
-				j++
-			}
-			if j < len(t) && t[j].op("(") { // alias column list
-				j = sqlClose(t, j) + 1
-			}
-			if j < len(t) && t[j].op(",") {
-				j++
-				continue
-			}
-			break
 		}
 	}
 	return nil
+}
+
+// tableList checks the table reference at t[j] and, in a list, the ones
+// after commas.
+func (p *sqlPolicy) tableList(t []sqlTok, j int, list bool, ctes map[string]bool) *finding {
+	for j < len(t) {
+		for j < len(t) && (t[j].is("ONLY") || t[j].is("LATERAL")) {
+			j++
+		}
+		next, f := p.tableRef(t, j, ctes)
+		if f != nil || next < 0 || !list {
+			return f
+		}
+		j = sqlSkipAlias(t, next)
+		if j >= len(t) || !t[j].op(",") {
+			return nil
+		}
+		j++
+	}
+	return nil
+}
+
+// tableRef checks one table reference at t[j] and returns the index after
+// it, or -1 when there is none. Subqueries and table functions are
+// checked on their own (as statements and functions).
+func (p *sqlPolicy) tableRef(t []sqlTok, j int, ctes map[string]bool) (int, *finding) {
+	switch {
+	case j >= len(t):
+		return -1, nil
+	case t[j].op("("):
+		return sqlClose(t, j) + 1, nil
+	case t[j].kind != sqlWord && t[j].kind != sqlIdent:
+		return -1, nil
+	}
+	parts := []string{sqlName(t[j])}
+	for j+2 < len(t) && t[j+1].op(".") && (t[j+2].kind == sqlWord || t[j+2].kind == sqlIdent) {
+		parts = append(parts, sqlName(t[j+2]))
+		j += 2
+	}
+	if j+1 < len(t) && t[j+1].op("(") {
+		return sqlClose(t, j+1) + 1, nil
+	}
+	name := strings.Join(parts, ".")
+	if !p.tables[name] && !(len(parts) == 1 && (ctes[name] || name == "dual")) {
+		return -1, &finding{RuleSQLTable, fmt.Sprintf("the table %s is not allowed", name)}
+	}
+	return j + 1, nil
+}
+
+// sqlSkipAlias skips "[AS] alias [(columns)]" at t[j].
+func sqlSkipAlias(t []sqlTok, j int) int {
+	if j < len(t) && t[j].is("AS") {
+		j++
+	}
+	if j < len(t) && (t[j].kind == sqlIdent || t[j].kind == sqlWord && !sqlClauseEnd[t[j].upper]) {
+		j++
+	}
+	if j < len(t) && t[j].op("(") {
+		j = sqlClose(t, j) + 1
+	}
+	return j
 }
 
 // sqlInFunction marks the tokens inside a function call's parentheses

@@ -53,143 +53,193 @@ type sqlTok struct {
 func (t sqlTok) is(kw string) bool { return t.kind == sqlWord && t.upper == kw }
 func (t sqlTok) op(s string) bool  { return t.kind == sqlOp && t.text == s }
 
+// sqlLexer is the state of lexing one text.
+type sqlLexer struct {
+	s, dialect string
+	i          int
+	toks       []sqlTok
+}
+
 // sqlLex splits s into tokens, dropping whitespace and comments.
 func sqlLex(s, dialect string) ([]sqlTok, *finding) {
-	var toks []sqlTok
+	l := &sqlLexer{s: s, dialect: dialect}
 	lineStart := true
-	for i := 0; i < len(s); {
-		c := s[i]
+	for l.i < len(s) {
+		c := s[l.i]
 		switch {
 		case c == '\n':
 			lineStart = true
-			i++
+			l.i++
 			continue
 		case c == ' ' || c == '\t' || c == '\r' || c == '\f':
-			i++
+			l.i++
 			continue
 		case c < 0x20 || c == 0x7f:
 			return nil, &finding{RuleSQLSyntax, fmt.Sprintf("the control character %q is not SQL", c)}
-		}
-		if lineStart && c == '.' && i+1 < len(s) && isSQLWordStart(s[i+1]) && (dialect == dialectSQLite || dialect == dialectAny) {
+		case lineStart && c == '.' && l.i+1 < len(s) && isSQLWordStart(s[l.i+1]) && (dialect == dialectSQLite || dialect == dialectAny):
 			return nil, &finding{RuleSQLSyntax, "a line starts with a dot command (sqlite3 .shell, .system), which is not SQL"}
 		}
 		lineStart = false
-		switch {
-		case c == '-' && strings.HasPrefix(s[i:], "--"):
-			after := byte(' ')
-			if i+2 < len(s) {
-				after = s[i+2]
-			}
-			spaced := after == ' ' || after == '\t' || after == '\n' || after == '\r' || i+2 == len(s)
-			if dialect == dialectMySQL && !spaced {
-				toks = append(toks, sqlTok{kind: sqlOp, text: "-"})
-				i++
-				continue
-			}
-			if dialect == dialectAny && !spaced {
-				return nil, &finding{RuleSQLComment, "\"--\" without a space is a comment in PostgreSQL and SQLite but two minus signs in MySQL"}
-			}
-			for i < len(s) && s[i] != '\n' {
-				i++
-			}
-		case c == '#' && dialect == dialectMySQL:
-			for i < len(s) && s[i] != '\n' {
-				i++
-			}
-		case c == '#' && dialect == dialectAny:
-			return nil, &finding{RuleSQLComment, "\"#\" starts a comment in MySQL and is an operator in PostgreSQL"}
-		case c == '/' && strings.HasPrefix(s[i:], "/*"):
-			if strings.HasPrefix(s[i:], "/*!") || strings.HasPrefix(s[i:], "/*M!") {
-				return nil, &finding{RuleSQLComment, "MySQL runs /*! ... */ comments as SQL"}
-			}
-			end, f := sqlBlockComment(s, i, dialect)
-			if f != nil {
-				return nil, f
-			}
-			i = end
-		case c == '\'':
-			escapes := dialect == dialectMySQL || (dialect == dialectPostgres && len(toks) > 0 && toks[len(toks)-1].kind == sqlWord && toks[len(toks)-1].upper == "E" && i > 0 && (s[i-1] == 'E' || s[i-1] == 'e'))
-			if escapes && dialect == dialectPostgres {
-				toks = toks[:len(toks)-1] // the E prefix
-			}
-			val, end, f := sqlQuoted(s, i, '\'', escapes, dialect)
-			if f != nil {
-				return nil, f
-			}
-			toks = append(toks, sqlTok{kind: sqlString, text: val})
-			i = end
-		case c == '"':
-			val, end, f := sqlQuoted(s, i, '"', dialect == dialectMySQL, dialect)
-			if f != nil {
-				return nil, f
-			}
-			kind := byte(sqlIdent)
-			if dialect == dialectMySQL {
-				kind = sqlString
-			}
-			toks = append(toks, sqlTok{kind: kind, text: val})
-			i = end
-		case c == '`':
-			val, end, f := sqlQuoted(s, i, '`', false, dialect)
-			if f != nil {
-				return nil, f
-			}
-			toks = append(toks, sqlTok{kind: sqlIdent, text: val})
-			i = end
-		case c == '[' && dialect == dialectSQLite:
-			j := strings.IndexByte(s[i+1:], ']')
-			if j < 0 {
-				return nil, &finding{RuleSQLSyntax, "unterminated [identifier]"}
-			}
-			toks = append(toks, sqlTok{kind: sqlIdent, text: s[i+1 : i+1+j]})
-			i += j + 2
-		case c == '$':
-			tok, end, f := sqlDollar(s, i, dialect)
-			if f != nil {
-				return nil, f
-			}
-			toks = append(toks, tok)
-			i = end
-		case c == '\\':
-			return nil, &finding{RuleSQLSyntax, "a backslash outside a string is not SQL (psql runs \\! as a shell command)"}
-		case c >= '0' && c <= '9' || c == '.' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
-			j := i + 1
-			for j < len(s) && (isSQLWordByte(s[j]) || s[j] == '.' || (s[j] == '+' || s[j] == '-') && (s[j-1] == 'e' || s[j-1] == 'E')) {
-				j++
-			}
-			toks = append(toks, sqlTok{kind: sqlNumber, text: s[i:j]})
-			i = j
-		case isSQLWordStart(c):
-			j := i + 1
-			for j < len(s) && isSQLWordByte(s[j]) {
-				j++
-			}
-			w := s[i:j]
-			toks = append(toks, sqlTok{kind: sqlWord, text: w, upper: strings.ToUpper(w)})
-			i = j
-		case c == '?':
-			toks = append(toks, sqlTok{kind: sqlParam, text: "?"})
-			i++
-		case c == ':' && i+1 < len(s) && isSQLWordStart(s[i+1]) && (i == 0 || s[i-1] != ':'):
-			j := i + 1
-			for j < len(s) && isSQLWordByte(s[j]) {
-				j++
-			}
-			toks = append(toks, sqlTok{kind: sqlParam, text: s[i:j]})
-			i = j
-		default:
-			op := string(c)
-			for _, m := range []string{"->>", "<=>", "::", "||", "&&", "<=", ">=", "<>", "!=", ":=", "->"} {
-				if strings.HasPrefix(s[i:], m) {
-					op = m
-					break
-				}
-			}
-			toks = append(toks, sqlTok{kind: sqlOp, text: op})
-			i += len(op)
+		if f := l.next(c); f != nil {
+			return nil, f
 		}
 	}
-	return toks, nil
+	return l.toks, nil
+}
+
+func (l *sqlLexer) add(kind byte, text string) {
+	t := sqlTok{kind: kind, text: text}
+	if kind == sqlWord {
+		t.upper = strings.ToUpper(text)
+	}
+	l.toks = append(l.toks, t)
+}
+
+// next lexes the token (or comment) that starts with c at l.i.
+func (l *sqlLexer) next(c byte) *finding {
+	s := l.s
+	switch {
+	case c == '-' && strings.HasPrefix(s[l.i:], "--"):
+		return l.dashes()
+	case c == '#':
+		return l.hash()
+	case c == '/' && strings.HasPrefix(s[l.i:], "/*"):
+		if strings.HasPrefix(s[l.i:], "/*!") || strings.HasPrefix(s[l.i:], "/*M!") {
+			return &finding{RuleSQLComment, "MySQL runs /*! ... */ comments as SQL"}
+		}
+		end, f := sqlBlockComment(s, l.i, l.dialect)
+		l.i = end
+		return f
+	case c == '\'' || c == '"' || c == '`' || c == '[' && l.dialect == dialectSQLite:
+		return l.quoted(c)
+	case c == '$':
+		tok, end, f := sqlDollar(s, l.i, l.dialect)
+		l.toks, l.i = append(l.toks, tok), end
+		return f
+	case c == '\\':
+		return &finding{RuleSQLSyntax, "a backslash outside a string is not SQL (psql runs \\! as a shell command)"}
+	case c >= '0' && c <= '9' || c == '.' && l.i+1 < len(s) && s[l.i+1] >= '0' && s[l.i+1] <= '9':
+		j := l.i + 1
+		for j < len(s) && (isSQLWordByte(s[j]) || s[j] == '.' || (s[j] == '+' || s[j] == '-') && (s[j-1] == 'e' || s[j-1] == 'E')) {
+			j++
+		}
+		l.add(sqlNumber, s[l.i:j])
+		l.i = j
+	case isSQLWordStart(c):
+		l.add(sqlWord, l.word(l.i))
+	case c == '?':
+		l.add(sqlParam, "?")
+		l.i++
+	case c == ':' && l.i+1 < len(s) && isSQLWordStart(s[l.i+1]) && (l.i == 0 || s[l.i-1] != ':'):
+		start := l.i
+		l.word(l.i + 1)
+		l.add(sqlParam, s[start:l.i])
+	default:
+		op := string(c)
+		for _, m := range []string{"->>", "<=>", "::", "||", "&&", "<=", ">=", "<>", "!=", ":=", "->"} {
+			if strings.HasPrefix(s[l.i:], m) {
+				op = m
+				break
+			}
+		}
+		l.add(sqlOp, op)
+		l.i += len(op)
+	}
+	return nil
+}
+
+// word consumes a word starting at from and returns it.
+func (l *sqlLexer) word(from int) string {
+	j := from + 1
+	for j < len(l.s) && isSQLWordByte(l.s[j]) {
+		j++
+	}
+	w := l.s[from:j]
+	l.i = j
+	return w
+}
+
+// dashes lexes "--": a comment, or in MySQL without a following space two
+// minus signs.
+func (l *sqlLexer) dashes() *finding {
+	after := byte(' ')
+	if l.i+2 < len(l.s) {
+		after = l.s[l.i+2]
+	}
+	spaced := after == ' ' || after == '\t' || after == '\n' || after == '\r'
+	switch {
+	case l.dialect == dialectMySQL && !spaced:
+		l.add(sqlOp, "-")
+		l.i++
+		return nil
+	case l.dialect == dialectAny && !spaced:
+		return &finding{RuleSQLComment, "\"--\" without a space is a comment in PostgreSQL and SQLite but two minus signs in MySQL"}
+	}
+	l.toEndOfLine()
+	return nil
+}
+
+// hash lexes "#": a comment in MySQL, an operator elsewhere.
+func (l *sqlLexer) hash() *finding {
+	switch l.dialect {
+	case dialectMySQL:
+		l.toEndOfLine()
+	case dialectAny:
+		return &finding{RuleSQLComment, "\"#\" starts a comment in MySQL and is an operator in PostgreSQL"}
+	default:
+		l.add(sqlOp, "#")
+		l.i++
+	}
+	return nil
+}
+
+func (l *sqlLexer) toEndOfLine() {
+	for l.i < len(l.s) && l.s[l.i] != '\n' {
+		l.i++
+	}
+}
+
+// quoted lexes a quoted string or identifier opened by q.
+func (l *sqlLexer) quoted(q byte) *finding {
+	if q == '[' { // SQLite
+		j := strings.IndexByte(l.s[l.i+1:], ']')
+		if j < 0 {
+			return &finding{RuleSQLSyntax, "unterminated [identifier]"}
+		}
+		l.add(sqlIdent, l.s[l.i+1:l.i+1+j])
+		l.i += j + 2
+		return nil
+	}
+	escapes, kind := false, byte(sqlIdent)
+	switch q {
+	case '\'':
+		kind = sqlString
+		// MySQL escapes with backslashes; PostgreSQL only in E'...'
+		escapes = l.dialect == dialectMySQL || l.dialect == dialectPostgres && l.ePrefix()
+	case '"':
+		escapes = l.dialect == dialectMySQL
+		if l.dialect == dialectMySQL {
+			kind = sqlString
+		}
+	}
+	val, end, f := sqlQuoted(l.s, l.i, q, escapes, l.dialect)
+	if f != nil {
+		return f
+	}
+	l.add(kind, val)
+	l.i = end
+	return nil
+}
+
+// ePrefix reports whether the string at l.i has PostgreSQL's E prefix,
+// and drops the prefix's token.
+func (l *sqlLexer) ePrefix() bool {
+	n := len(l.toks)
+	if n == 0 || l.toks[n-1].kind != sqlWord || l.toks[n-1].upper != "E" || l.i == 0 || (l.s[l.i-1] != 'E' && l.s[l.i-1] != 'e') {
+		return false
+	}
+	l.toks = l.toks[:n-1]
+	return true
 }
 
 func isSQLWordStart(c byte) bool {

@@ -122,16 +122,8 @@ func compileURL(u *URLPolicy) *urlPolicy {
 }
 
 func (p *urlPolicy) check(s string) *finding {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c <= 0x20 || c == 0x7f:
-			return &finding{RuleURLSyntax, "the URL holds whitespace or a control character"}
-		case c >= 0x80:
-			return &finding{RuleURLSyntax, "the URL holds non-ASCII characters (international names must be written in punycode)"}
-		case c == '\\':
-			return &finding{RuleURLSyntax, "the URL holds a backslash, which browsers read as '/' and Go does not"}
-		}
+	if f := urlCharacters(s); f != nil {
+		return f
 	}
 	colon := strings.IndexByte(s, ':')
 	if colon <= 0 || !urlScheme.MatchString(strings.ToLower(s[:colon])) {
@@ -141,45 +133,19 @@ func (p *urlPolicy) check(s string) *finding {
 	if !p.schemes[scheme] {
 		return &finding{RuleURLScheme, fmt.Sprintf("the scheme %s is not allowed (allowed: %s)", scheme, strings.Join(sortedKeys(p.schemes), ", "))}
 	}
-	rest := s[colon+1:]
-	if !strings.HasPrefix(rest, "//") {
+	rest, ok := strings.CutPrefix(s[colon+1:], "//")
+	if !ok {
 		return &finding{RuleURLSyntax, "the URL has no //host"}
 	}
-	rest = rest[2:]
 	authEnd := strings.IndexAny(rest, "/?#")
 	if authEnd < 0 {
 		authEnd = len(rest)
 	}
-	authority, tail := rest[:authEnd], rest[authEnd:]
-	if strings.Contains(authority, "@") {
-		return &finding{RuleURLUserinfo, "the URL carries user info (user@host), which parsers split differently"}
+	host, port, f := urlHostPort(rest[:authEnd], scheme)
+	if f != nil {
+		return f
 	}
-	if strings.Contains(authority, "%") {
-		return &finding{RuleURLSyntax, "the host holds a percent escape"}
-	}
-	host, portText := authority, ""
-	if strings.HasPrefix(host, "[") {
-		end := strings.IndexByte(host, ']')
-		if end < 0 {
-			return &finding{RuleURLSyntax, "unterminated IPv6 literal"}
-		}
-		host, portText = authority[:end+1], strings.TrimPrefix(authority[end+1:], ":")
-		if authority[end+1:] != "" && !strings.HasPrefix(authority[end+1:], ":") {
-			return &finding{RuleURLSyntax, "bad host"}
-		}
-	} else if i := strings.IndexByte(host, ':'); i >= 0 {
-		host, portText = host[:i], host[i+1:]
-	}
-	host = strings.ToLower(host)
-	port := defaultPorts[scheme]
-	if portText != "" || strings.HasSuffix(authority, ":") {
-		n, err := strconv.Atoi(portText)
-		if err != nil || n < 1 || n > 65535 || portText[0] == '0' || strings.IndexFunc(portText, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
-			return &finding{RuleURLPort, fmt.Sprintf("the port %q is not a plain port number", portText)}
-		}
-		port = n
-	}
-	// the host as every parser reads it
+	// the host as Go's parser reads it, too
 	if u, err := url.Parse(s); err != nil || strings.ToLower(u.Hostname()) != strings.Trim(host, "[]") {
 		return &finding{RuleURLSyntax, "the URL does not parse to the same host"}
 	}
@@ -189,32 +155,83 @@ func (p *urlPolicy) check(s string) *finding {
 	if p.ports != nil && !p.ports[port] || p.ports == nil && port != defaultPorts[scheme] {
 		return &finding{RuleURLPort, fmt.Sprintf("the port %d is not allowed", port)}
 	}
-	if len(p.paths) > 0 {
-		pathPart := tail
-		if i := strings.IndexAny(pathPart, "?#"); i >= 0 {
-			pathPart = pathPart[:i]
-		}
-		low := strings.ToLower(pathPart)
-		if strings.Contains(low, "%2e") || strings.Contains(low, "%2f") || strings.Contains(low, "%5c") {
-			return &finding{RuleURLPath, "the path holds an encoded dot or slash"}
-		}
-		for _, seg := range strings.Split(pathPart, "/") {
-			if seg == ".." || seg == "." {
-				return &finding{RuleURLPath, "the path holds a dot segment"}
-			}
-		}
-		ok := false
-		for _, pre := range p.paths {
-			if strings.HasPrefix(pathPart, pre) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return &finding{RuleURLPath, fmt.Sprintf("the path %s is not under an allowed prefix", pathPart)}
+	return p.checkPath(rest[authEnd:])
+}
+
+// urlCharacters refuses what parsers read differently: whitespace,
+// control characters, non-ASCII, backslashes.
+func urlCharacters(s string) *finding {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c <= 0x20 || c == 0x7f:
+			return &finding{RuleURLSyntax, "the URL holds whitespace or a control character"}
+		case c >= 0x80:
+			return &finding{RuleURLSyntax, "the URL holds non-ASCII characters (international names must be written in punycode)"}
+		case c == '\\':
+			return &finding{RuleURLSyntax, "the URL holds a backslash, which browsers read as '/' and Go does not"}
 		}
 	}
 	return nil
+}
+
+// urlHostPort splits an authority into its lower-case host and its port
+// (the scheme's default when none is written).
+func urlHostPort(authority, scheme string) (string, int, *finding) {
+	switch {
+	case strings.Contains(authority, "@"):
+		return "", 0, &finding{RuleURLUserinfo, "the URL carries user info (user@host), which parsers split differently"}
+	case strings.Contains(authority, "%"):
+		return "", 0, &finding{RuleURLSyntax, "the host holds a percent escape"}
+	}
+	host, portText, hasPort := authority, "", false
+	if strings.HasPrefix(host, "[") {
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return "", 0, &finding{RuleURLSyntax, "unterminated IPv6 literal"}
+		}
+		host, portText, hasPort = authority[:end+1], strings.TrimPrefix(authority[end+1:], ":"), authority[end+1:] != ""
+		if hasPort && !strings.HasPrefix(authority[end+1:], ":") {
+			return "", 0, &finding{RuleURLSyntax, "bad host"}
+		}
+	} else if i := strings.IndexByte(host, ':'); i >= 0 {
+		host, portText, hasPort = host[:i], host[i+1:], true
+	}
+	port := defaultPorts[scheme]
+	if hasPort {
+		n, err := strconv.Atoi(portText)
+		if err != nil || n < 1 || n > 65535 || portText[0] == '0' || strings.IndexFunc(portText, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+			return "", 0, &finding{RuleURLPort, fmt.Sprintf("the port %q is not a plain port number", portText)}
+		}
+		port = n
+	}
+	return strings.ToLower(host), port, nil
+}
+
+// checkPath checks the path after the authority against the allowed
+// prefixes.
+func (p *urlPolicy) checkPath(tail string) *finding {
+	if len(p.paths) == 0 {
+		return nil
+	}
+	pathPart := tail
+	if i := strings.IndexAny(pathPart, "?#"); i >= 0 {
+		pathPart = pathPart[:i]
+	}
+	low := strings.ToLower(pathPart)
+	if strings.Contains(low, "%2e") || strings.Contains(low, "%2f") || strings.Contains(low, "%5c") {
+		return &finding{RuleURLPath, "the path holds an encoded dot or slash"}
+	}
+	for _, seg := range strings.Split(pathPart, "/") {
+		if seg == ".." || seg == "." {
+			return &finding{RuleURLPath, "the path holds a dot segment"}
+		}
+	}
+	for _, pre := range p.paths {
+		if strings.HasPrefix(pathPart, pre) {
+			return nil
+		}
+	}
+	return &finding{RuleURLPath, fmt.Sprintf("the path %s is not under an allowed prefix", pathPart)}
 }
 
 func (p *urlPolicy) checkHost(host string) *finding {
