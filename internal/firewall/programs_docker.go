@@ -35,7 +35,7 @@ var dockerRun = &model{
 -l --label --link --link-local-ip --log-driver --log-opt --mac-address -m --memory --memory-reservation --memory-swap
 --memory-swappiness --name --network-alias --oom-score-adj --pids-limit --platform -p --publish --pull --restart
 --shm-size --stop-signal --stop-timeout --storage-opt --tmpfs --ulimit -u --user -w --workdir --detach-keys --mount
--v --volume --volume-driver --network --net --pid --ipc --uts --userns --cgroupns --cidfile --env-file --label-file`),
+-v --volume --volume-driver --network --net --pid --ipc --uts --userns --cgroupns`),
 	riskyFlags: append(append(
 		riskyAll("gives the container the host's privileges or devices", "--privileged --cap-add --device --device-cgroup-rule --security-opt --runtime --gpus --sysctl"),
 		riskyAll("shares another container's volumes", "--volumes-from")...),
@@ -74,6 +74,7 @@ func checkDockerRun(c *shellCheck, inv *invocation) *finding {
 			continue
 		}
 		v := inv.valueWord(o)
+		v.text = strings.TrimPrefix(v.text, "=") // pflag reads -v=x as x
 		switch {
 		case o.matches("-v", inv.m) || o.matches("--volume", inv.m):
 			if f := c.bindSource(strings.SplitN(v.text, ":", 2)[0], v.text); f != nil {

@@ -230,6 +230,10 @@ func (c *shellCheck) command(cmd syntax.Command) *finding {
 		if !ok {
 			return &finding{RuleShellConstruct, "C-style for loops evaluate arithmetic, which is not supported"}
 		}
+		if wi.Name != nil && !c.p.env[wi.Name.Value] {
+			// the loop assigns the variable, which may be exported (PATH)
+			return &finding{RuleShellEnv, fmt.Sprintf("the loop sets the variable %s, which the policy does not allow (it can change what programs run or load)", wi.Name.Value)}
+		}
 		for _, w := range wi.Items {
 			if _, f := c.word(w, false); f != nil {
 				return f
