@@ -168,3 +168,28 @@ func TestSchemas(t *testing.T) {
 		}
 	}
 }
+
+// Input past the analysis bounds is refused, never waved through and
+// never analysed at a cost that grows faster than its size.
+func TestAnalysisBounds(t *testing.T) {
+	cfg, _ := ParseConfig([]byte("tools:\n  t:\n    arguments:\n      c: {shell: {programs: {ls: {}}}}\n      q: {sql: {statements: [select, delete]}}\n"))
+	fw, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep := func(open, mid, close string, n int) string {
+		return strings.Repeat(open, n) + mid + strings.Repeat(close, n)
+	}
+	for _, tt := range []struct{ key, value string }{
+		{"c", deep("(", "ls", ")", 200)},
+		{"c", deep("{ ", "ls", "; }", 200)},
+		{"c", strings.Repeat("ls;", 5000)},
+		{"q", "SELECT " + deep("(", "1", ")", 100)},
+		{"q", "DELETE FROM t WHERE " + deep("(", "id = 1", ")", 100)},
+	} {
+		args, _ := json.Marshal(map[string]string{tt.key: tt.value})
+		if v := fw.Check(Call{"t", string(args)}); v.Rule != RuleTooComplex {
+			t.Errorf("%s...: got %v, want %s", tt.value[:20], v, RuleTooComplex)
+		}
+	}
+}

@@ -43,6 +43,36 @@ const (
 	maxShellBudget = 4096 // statements and commands analysed per call
 )
 
+// maxShellNesting bounds the nesting of parentheses and braces outside
+// quotes, checked before parsing (the parser recurses on each level).
+const maxShellNesting = 128
+
+// shellNesting returns the deepest nesting of ( and { outside quotes.
+func shellNesting(s string) int {
+	depth, max := 0, 0
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && quote != '\'':
+			i++
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '(' || c == '{':
+			if depth++; depth > max {
+				max = depth
+			}
+		case c == ')' || c == '}':
+			depth--
+		}
+	}
+	return max
+}
+
 // defaultOperators are allowed when ShellPolicy.Operators is empty.
 var defaultOperators = []string{"|", "&&", "||", ";"}
 
@@ -140,6 +170,9 @@ func (c *shellCheck) line(s string) *finding {
 		if b := s[i]; (b < 0x20 && b != '\t' && b != '\n') || b == 0x7f {
 			return &finding{RuleShellSyntax, fmt.Sprintf("the command line holds the control character %q, which shells and parsers treat differently", b)}
 		}
+	}
+	if shellNesting(s) > maxShellNesting {
+		return &finding{RuleTooComplex, fmt.Sprintf("the command line nests parentheses or braces deeper than %d", maxShellNesting)}
 	}
 	if c.parser == nil {
 		c.parser = syntax.NewParser(syntax.Variant(syntax.LangBash), syntax.KeepComments(false))

@@ -84,8 +84,23 @@ func sqlLex(s, dialect string) ([]sqlTok, *finding) {
 			return nil, f
 		}
 	}
+	depth := 0
+	for _, t := range l.toks {
+		switch {
+		case t.op("("):
+			if depth++; depth > maxSQLDepth {
+				return nil, &finding{RuleTooComplex, fmt.Sprintf("parentheses nested deeper than %d", maxSQLDepth)}
+			}
+		case t.op(")"):
+			depth--
+		}
+	}
 	return l.toks, nil
 }
+
+// maxSQLDepth bounds the nesting of parentheses, which bounds the work of
+// the checks that match them.
+const maxSQLDepth = 64
 
 func (l *sqlLexer) add(kind byte, text string) {
 	t := sqlTok{kind: kind, text: text}
