@@ -112,10 +112,8 @@ func (o opt) matches(spec string, m *model) bool {
 func flagProblem(pp *programPolicy, m *model, opts []opt) string {
 	sdl := m.singleDashLong()
 	for _, o := range opts {
-		for _, d := range pp.denyFlags {
-			if o.matchesAny(d, m) {
-				return o.name + " is a spelling of " + d + ", which the policy denies for " + pp.name
-			}
+		if d := deniedBy(pp.denyFlags, o, m); d != "" {
+			return o.name + " is a spelling of " + d + ", which the policy denies for " + pp.name
 		}
 		for _, r := range m.risky() {
 			if o.matchesAny(r.spec, m) && !contains(pp.flags, r.spec) {
@@ -213,4 +211,20 @@ func allowedByAlias(allowed []string, o opt, m *model) bool {
 		}
 	}
 	return true
+}
+
+// deniedBy returns the denied flag the option spells, or "": a direct
+// spelling first, then one through an alias.
+func deniedBy(deny []string, o opt, m *model) string {
+	for _, d := range deny {
+		if o.matches(d, m) {
+			return d
+		}
+	}
+	for _, d := range deny {
+		if o.matchesAny(d, m) {
+			return d
+		}
+	}
+	return ""
 }
