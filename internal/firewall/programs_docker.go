@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"path"
 	"strings"
 )
 
@@ -120,14 +121,20 @@ func (c *shellCheck) bindSource(src, spec string) *finding {
 	if named && src != "." && src != ".." {
 		return nil // a named volume
 	}
-	if src == "." || src == ".." || strings.HasPrefix(src, "..") {
-		if src == "." {
-			return nil
-		}
-		return &finding{RuleShellMount, "bind mount " + spec + " leaves the working directory"}
-	}
 	if why := c.pathProblem(literalWord(src)); why != "" {
 		return &finding{RuleShellMount, "bind mount " + spec + ": " + why}
+	}
+	// The container may write anything under the source: not the working
+	// directory or a root itself, where it could plant .git hooks or
+	// other files the host runs.
+	clean := path.Clean(src)
+	if clean == "." || strings.HasPrefix(clean, "..") {
+		return &finding{RuleShellMount, "bind mount " + spec + " gives the container the whole working directory; mount a subdirectory"}
+	}
+	for _, r := range c.p.roots {
+		if clean == r {
+			return &finding{RuleShellMount, "bind mount " + spec + " gives the container a whole root; mount a subdirectory"}
+		}
 	}
 	return nil
 }

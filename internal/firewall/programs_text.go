@@ -76,12 +76,13 @@ func init() {
 	register(&model{values: flags("--output-error"), text: flags("--output-error"), aliases: aliasMap("-a --append -i --ignore-interrupts -p --output-error")}, "tee")
 	register(&model{
 		values: flags("-f --file -C --directory -T --files-from -X --exclude-from -b --blocking-factor -H --format -N --newer --after-date -V --label -g --listed-incremental -K --starting-file -L --tape-length --exclude --transform --xform --owner --group --mode --mtime --strip-components --use-compress-program -I --to-command --checkpoint-action --rsh-command --info-script -F --new-volume-script --rmt-command --index-file --volno-file --suffix"),
-		text:   flags("-b --blocking-factor -H --format -N --newer --after-date -V --label -K --starting-file -L --tape-length --exclude --transform --xform --owner --group --mode --mtime --strip-components --suffix"),
-		riskyFlags: append(append(append(
+		text:   flags("-b --blocking-factor -H --format -N --newer --after-date -V --label -K --starting-file -L --tape-length --exclude --owner --group --mode --mtime --strip-components --suffix"),
+		riskyFlags: append(append(append(append(
 			riskyAll("runs a command for every member or checkpoint (GTFOBins: tar --checkpoint-action=exec=sh)", "--to-command --checkpoint-action --info-script -F --new-volume-script"),
 			riskyAll("runs a compression program", "-I --use-compress-program")...),
 			riskyAll("runs a remote shell command", "--rsh-command --rmt-command --force-local")...),
 			riskyAll("writes members with absolute or \"..\" names, anywhere", "-P --absolute-names")...),
+			riskyAll("rewrites member names, so extraction writes where the command line does not say (.git/hooks)", "--transform --xform")...),
 		aliases: aliasMap("-x --extract -c --create -t --list -f --file -C --directory -T --files-from -X --exclude-from -P --absolute-names -I --use-compress-program -F --info-script -z --gzip -j --bzip2 -J --xz -v --verbose -r --append -u --update -A --catenate"),
 		invoke:  invokeTar,
 	}, "tar")
