@@ -112,8 +112,9 @@
 //     inline code and programs read from standard input are refused; chmod
 //     modes that add setuid, setgid, sticky or group/other write are
 //     refused ("shell.mode"); kill of -1, 0, 1 or a group ("shell.signal");
-//     container bind mounts outside the roots ("shell.mount") and
-//     privileged containers; ssh -o options other than a safe list
+//     container bind mounts outside the roots or of the working directory
+//     itself ("shell.mount") and privileged containers; ssh -o options
+//     other than a safe list
 //     ("shell.option").
 //
 // An argv argument is an argument vector run without a shell: its words
