@@ -374,7 +374,15 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		if err != nil {
 			return fail(err)
 		}
-		if p.tools, err = buildTools(o.Tools, nc, log); err != nil {
+		// A remote tool declared in the tools file (remote: true) is
+		// allowed as if named in --remote-tools.
+		tc := o.Tools
+		for _, name := range o.Firewall.RemoteTools() {
+			if !slices.Contains(tc.RemoteAllow, name) {
+				tc.RemoteAllow = append(slices.Clone(tc.RemoteAllow), name)
+			}
+		}
+		if p.tools, err = buildTools(tc, nc, log); err != nil {
 			return fail(err)
 		}
 	}

@@ -24,8 +24,9 @@ type ToolsConfig struct {
 	Remote bool
 	// RemoteAllow names the remote tools the operator allows: a discovered
 	// tool is offered to the model (and its calls let through) only when
-	// its name is listed here; discovery alone allows nothing. Default
-	// none.
+	// its name is listed here or declared remote in the tools file
+	// (firewall.Config.RemoteTools); discovery alone allows nothing.
+	// Default none.
 	RemoteAllow []string
 	// RemoteWait bounds discovery. Default 250ms.
 	RemoteWait time.Duration

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/pipeline"
 )
 
@@ -370,6 +371,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	natsCA := f.str("nats-ca", "", "CA certificate (PEM) that verifies an external TLS NATS server")
 	natsCert := f.str("nats-cert", "", "client certificate (PEM) for an external NATS server that requires mutual TLS")
 	natsKey := f.str("nats-key", "", "client key (PEM) for --nats-cert")
+	toolsFile := toolsFlag(f)
 	lf := addLogFlags(f)
 	version := f.str("version-tag", "dev", "version reported by health")
 	if err := f.parse(args); err != nil {
@@ -423,8 +425,25 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.NATSAuth = *natsAuth
 	o.Pipeline.Embedded.TLSCert, o.Pipeline.Embedded.TLSKey = *natsTLSCert, *natsTLSKey
 	o.Pipeline.TLS = pipeline.ClientTLS{CAFile: *natsCA, CertFile: *natsCert, KeyFile: *natsKey}
+	if o.Firewall, err = loadTools(*toolsFile); err != nil {
+		return err
+	}
 	ctx, cancel := signalContext()
 	defer cancel()
 	defer ignoreHangups(log)()
 	return app.Run(ctx, o, log)
+}
+
+// toolsFlag declares --tools: the tools file read by serve, the stage
+// binaries and the firewall command.
+func toolsFlag(f *flags) *string {
+	return f.str("tools", "", "tools file (YAML or JSON): the tools the model may call and the policy of each argument, see docs/tools.md (empty: built-in tools, checked against their schemas)")
+}
+
+// loadTools reads the tools file at path; "" is the zero configuration.
+func loadTools(path string) (firewall.Config, error) {
+	if path == "" {
+		return firewall.Config{}, nil
+	}
+	return firewall.LoadConfig(path)
 }

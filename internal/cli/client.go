@@ -322,16 +322,23 @@ func sanitizeCmd(env Env, args []string) error {
 	return sanitize.RunJSONL(context.Background(), s, env.Stdin, w)
 }
 
+// firewallCmd checks a JSONL table of calls offline against the real
+// configuration: the built-in tools' schemas and the tools file.
 func firewallCmd(env Env, args []string) error {
 	f := newFlags(env, "firewall")
+	toolsFile := toolsFlag(f)
 	if err := f.parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadTools(*toolsFile)
+	if err != nil {
 		return err
 	}
 	ts, err := app.Tools(app.DefaultToolsConfig())
 	if err != nil {
 		return err
 	}
-	fw, err := firewall.New(firewall.Config{}, ts)
+	fw, err := firewall.New(cfg, ts)
 	if err != nil {
 		return err
 	}

@@ -1,15 +1,12 @@
 package firewall
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"sort"
 	"strings"
 
-	"golang.org/x/text/unicode/norm"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // Verdicts.
@@ -18,26 +15,27 @@ const (
 	Block = "block"
 )
 
-// Rules named in verdicts.
+// Rules named in verdicts. Every block names one; see the package
+// documentation for what each means.
 const (
 	RuleAllowed         = "tool.allowed"
 	RuleBadName         = "tool.bad_name"
 	RuleDenied          = "tool.denied"
 	RuleUnknown         = "tool.unknown"
+	RulePolicyRequired  = "policy.required"
 	RuleArgsTooLarge    = "args.too_large"
 	RuleArgsInvalidJSON = "args.invalid_json"
+	RuleArgsEncoding    = "args.encoding"
 	RuleArgsNotObject   = "args.not_object"
+	RuleDuplicateKey    = "args.duplicate_key"
+	RuleKeyCase         = "args.key_case"
 	RuleArgsSchema      = "args.schema"
+	RuleUndeclared      = "args.undeclared"
+	RuleArgType         = "args.type"
+	RuleTooComplex      = "args.too_complex"
 	RuleMaxCalls        = "limit.max_calls"
 	RuleMaxRounds       = "limit.max_rounds"
 	RuleBadInput        = "input.bad_json"
-	RuleTooComplex      = "args.too_complex"
-	// Shell and SQL rules: shell.rm_recursive, shell.pipe_to_shell,
-	// shell.sudo, shell.chmod, shell.mkfs, shell.dd_device,
-	// shell.device_write, shell.fork_bomb, shell.chain, shell.substitution,
-	// shell.reverse_shell, shell.shutdown, shell.encoded_command, sql.drop,
-	// sql.truncate, sql.delete_all, sql.update_all, sql.alter_drop,
-	// sql.command_exec.
 )
 
 // Call is one tool call as the model produced it.
@@ -56,61 +54,95 @@ type Verdict struct {
 	Rule string `json:"rule"`
 	// Reason explains a block for logs and for the model.
 	Reason string `json:"reason,omitempty"`
+	// Arguments, when allowed, are the canonical arguments: the exact
+	// bytes the firewall checked, which are what the tool must receive
+	// (compact JSON, keys in their original order, numbers as written).
+	Arguments string `json:"-"`
 }
 
 // Allowed reports whether the verdict allows the call.
 func (v Verdict) Allowed() bool { return v.Verdict == Allow }
 
+// String renders a verdict for logs: "block shell.program: reason".
+func (v Verdict) String() string {
+	if v.Reason == "" {
+		return fmt.Sprintf("%s %s", v.Verdict, v.Rule)
+	}
+	return fmt.Sprintf("%s %s: %s", v.Verdict, v.Rule, v.Reason)
+}
+
 func block(rule, format string, a ...any) Verdict {
 	return Verdict{Verdict: Block, Rule: rule, Reason: fmt.Sprintf(format, a...)}
 }
 
+// finding is a rule that refused a call, with the reason.
+type finding struct {
+	rule   string
+	reason string
+}
+
+func (f *finding) verdict() Verdict { return Verdict{Verdict: Block, Rule: f.rule, Reason: f.reason} }
+
 // Firewall decides whether tool calls may run. It is immutable after New
 // and safe for concurrent use.
 type Firewall struct {
-	cfg        Config
-	allow      map[string]bool // skeletons
-	deny       map[string]bool // skeletons
-	denyTokens [][]string
-	shellTools map[string]bool
-	sqlTools   map[string]bool
-	schemas    map[string]*schema  // by NormalizeName
-	names      map[string]toolName // precomputed for the names in Allow and schemas
+	cfg         Config
+	allow       map[string]bool // skeletons
+	deny        map[string]bool // skeletons
+	defaultDeny bool            // deny is DefaultDeny: it spares declared tools
+	denyTokens  [][]string
+	tools       map[string]*tool              // declared tools by NormalizeName
+	schemas     map[string]*jsonschema.Schema // published schemas by NormalizeName (nil: none)
+	names       map[string]toolName           // precomputed for known names
 }
 
-// New builds a firewall. schemas maps tool names to their parameters' JSON
-// Schema (nil or empty: no schema check for that tool); a schema that uses
-// a keyword outside the supported subset is an error wrapping ErrSchema.
+// tool is a declared tool, compiled.
+type tool struct {
+	name   string
+	schema *jsonschema.Schema // pinned schema, or nil
+	args   map[string]*argPolicy
+	order  []string // argument names, sorted
+}
+
+// New builds a firewall from cfg and the schemas the tools publish
+// (schemas maps tool names to their parameters' JSON Schema; nil or empty:
+// no schema for that tool). An invalid configuration, policy or schema is
+// an error wrapping ErrInvalidConfig or ErrSchema.
 func New(cfg Config, schemas map[string]json.RawMessage) (*Firewall, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	f := &Firewall{
-		cfg:        cfg,
-		allow:      map[string]bool{},
-		deny:       map[string]bool{},
-		shellTools: map[string]bool{},
-		sqlTools:   map[string]bool{},
-		schemas:    map[string]*schema{},
+		cfg:     cfg,
+		allow:   map[string]bool{},
+		deny:    map[string]bool{},
+		tools:   map[string]*tool{},
+		schemas: map[string]*jsonschema.Schema{},
+	}
+	deny := cfg.Deny
+	if deny == nil {
+		deny, f.defaultDeny = DefaultDeny(), true
 	}
 	for _, n := range cfg.Allow {
 		f.allow[skeleton(n)] = true
 	}
-	for _, n := range cfg.Deny {
+	for _, n := range deny {
 		f.deny[skeleton(n)] = true
 		if toks := nameTokens(n); len(toks) > 1 || execWords[skeleton(n)] {
 			f.denyTokens = append(f.denyTokens, toks)
 		}
 	}
-	for _, n := range cfg.ShellTools {
-		f.shellTools[skeleton(n)] = true
-	}
-	for _, n := range cfg.SQLTools {
-		f.sqlTools[skeleton(n)] = true
-	}
 	var errs []error
-	for name, raw := range schemas {
+	for _, name := range sortedKeys(cfg.Tools) {
+		t, err := compileTool(name, cfg.Tools[name])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		f.tools[NormalizeName(name)] = t
+	}
+	for _, name := range sortedKeys(schemas) {
 		key := NormalizeName(name)
 		if key == "" {
 			errs = append(errs, fmt.Errorf("%w: tool name %q is empty after normalisation", ErrInvalidConfig, name))
@@ -120,11 +152,12 @@ func New(cfg Config, schemas map[string]json.RawMessage) (*Firewall, error) {
 			errs = append(errs, fmt.Errorf("%w: two schemas for tool %q", ErrInvalidConfig, key))
 			continue
 		}
-		if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		raw := strings.TrimSpace(string(schemas[name]))
+		if raw == "" || raw == "null" {
 			f.schemas[key] = nil
 			continue
 		}
-		s, err := compileSchema(raw)
+		s, err := compileSchema([]byte(raw))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tool %q: %w", name, err))
 			continue
@@ -134,22 +167,45 @@ func New(cfg Config, schemas map[string]json.RawMessage) (*Firewall, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	f.names = make(map[string]toolName, len(schemas)+len(cfg.Allow))
-	for name := range schemas {
-		f.names[name] = f.nameInfo(name)
-	}
-	for _, name := range cfg.Allow {
-		f.names[name] = f.nameInfo(name)
+	f.names = map[string]toolName{}
+	for _, l := range [][]string{sortedKeys(schemas), cfg.Allow, sortedKeys(cfg.Tools)} {
+		for _, name := range l {
+			f.names[name] = f.nameInfo(name)
+		}
 	}
 	return f, nil
+}
+
+func compileTool(name string, tp ToolPolicy) (*tool, error) {
+	t := &tool{name: name, args: map[string]*argPolicy{}, order: sortedKeys(tp.Arguments)}
+	var errs []error
+	if tp.Schema != nil {
+		raw, err := json.Marshal(tp.Schema)
+		if err == nil {
+			t.schema, err = compileSchema(raw)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tools.%s.schema: %w", name, err))
+		}
+	}
+	for _, arg := range t.order {
+		ap, err := compileArg(tp.Arguments[arg])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: tools.%s.arguments.%s: %v", ErrInvalidConfig, name, arg, err))
+			continue
+		}
+		t.args[arg] = ap
+	}
+	return t, errors.Join(errs...)
 }
 
 // Config returns the effective configuration (defaults filled in).
 func (f *Firewall) Config() Config { return f.cfg }
 
 // Check decides one call. Deny wins: the name is checked first, then the
-// size, JSON syntax and schema of the arguments, then every string in them
-// against the shell and SQL rules.
+// arguments are decoded strictly, their keys compared with the declared
+// ones, validated against the tool's schemas, and each checked against
+// its policy. An allowed verdict carries the canonical arguments.
 func (f *Firewall) Check(c Call) Verdict {
 	if len(c.Name) > 256 {
 		return block(RuleBadName, "tool name is empty or too long")
@@ -158,58 +214,87 @@ func (f *Firewall) Check(c Call) Verdict {
 	if !ok {
 		ni = f.nameInfo(c.Name)
 	}
-	key, sk := ni.key, ni.skeleton
-	if sk == "" {
+	if ni.skeleton == "" {
 		return block(RuleBadName, "tool name is empty or too long")
 	}
-	if f.deny[sk] {
-		return block(RuleDenied, "tool %q is denied", key)
+	t := f.tools[ni.key]
+	if f.deny[ni.skeleton] && (t == nil || !f.defaultDeny) {
+		return block(RuleDenied, "tool %q is denied", ni.key)
 	}
-	_, hasSchema := f.schemas[key]
-	explicit := f.allow[sk]
+	schema, hasSchema := f.schemas[ni.key]
+	explicit := t != nil || f.allow[ni.skeleton]
 	switch f.cfg.Mode {
 	case ModeAllowlist:
 		if !explicit && !(len(f.allow) == 0 && hasSchema) {
 			if ni.deniedWord {
-				return block(RuleDenied, "tool %q is denied", key)
+				return block(RuleDenied, "tool %q is denied", ni.key)
 			}
-			return block(RuleUnknown, "tool %q is not on the allowlist", key)
+			return block(RuleUnknown, "tool %q is not declared or allowed", ni.key)
 		}
 	case ModeBlocklist:
 		if !explicit && ni.deniedWord {
-			return block(RuleDenied, "tool %q is denied", key)
+			return block(RuleDenied, "tool %q is denied", ni.key)
 		}
 	}
 	if len(c.Arguments) > f.cfg.MaxArgBytes {
 		return block(RuleArgsTooLarge, "arguments are %d bytes, limit %d", len(c.Arguments), f.cfg.MaxArgBytes)
 	}
-	args := strings.TrimSpace(c.Arguments)
-	if args == "" {
-		args = "{}"
-	}
-	d := json.NewDecoder(strings.NewReader(args))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return block(RuleArgsInvalidJSON, "arguments are not valid JSON: %v", err)
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return block(RuleArgsInvalidJSON, "arguments have trailing data after the JSON value")
+	v, canon, fd := decodeArgs(c.Arguments)
+	if fd != nil {
+		return fd.verdict()
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
 		return block(RuleArgsNotObject, "arguments must be a JSON object, got %s", typeName(v))
 	}
-	if s := f.schemas[key]; s != nil {
-		if err := s.validate(obj, "", 0); err != nil {
-			return block(RuleArgsSchema, "arguments do not match the schema: %v", strings.TrimPrefix(err.Error(), ": "))
+	var schemas []*jsonschema.Schema
+	for _, s := range []*jsonschema.Schema{schema, t.pinned()} {
+		if s != nil {
+			schemas = append(schemas, s)
 		}
 	}
-	w := walker{ck: &checker{budget: maxReparse, allowChain: f.cfg.AllowChaining}, toolShell: ni.shell, toolSQL: ni.sql}
-	if fd := w.value(obj, "", 0); fd != nil {
-		return Verdict{Verdict: Block, Rule: fd.rule, Reason: fd.reason}
+	var declared []string
+	if t != nil {
+		declared = t.order
 	}
-	return Verdict{Verdict: Allow, Rule: RuleAllowed}
+	if fd := checkKeyCase(obj, schemas, declared, "", 0); fd != nil {
+		return fd.verdict()
+	}
+	for _, s := range schemas {
+		if err := s.Validate(obj); err != nil {
+			return block(RuleArgsSchema, "arguments do not match the schema: %s", schemaError(err))
+		}
+	}
+	if t != nil {
+		fd = t.check(obj)
+	} else {
+		fd = needsPolicy(ni, obj)
+	}
+	if fd != nil {
+		return fd.verdict()
+	}
+	return Verdict{Verdict: Allow, Rule: RuleAllowed, Arguments: canon}
+}
+
+func (t *tool) pinned() *jsonschema.Schema {
+	if t == nil {
+		return nil
+	}
+	return t.schema
+}
+
+// check applies the declared policy to every argument.
+func (t *tool) check(obj map[string]any) *finding {
+	for _, k := range sortedKeys(obj) {
+		ap, ok := t.args[k]
+		if !ok {
+			return &finding{RuleUndeclared, fmt.Sprintf("argument %q is not declared for tool %q", k, t.name)}
+		}
+		if fd := ap.check(k, obj[k]); fd != nil {
+			return fd
+		}
+	}
+	return nil
 }
 
 // CheckTurn decides every call of one model response in round round
@@ -236,7 +321,7 @@ func (f *Firewall) CheckTurn(calls []Call, round int) []Verdict {
 type toolName struct {
 	key, skeleton string
 	deniedWord    bool // a deny entry occurs among its words
-	shell, sql    bool // shell or SQL tool
+	runsCode      bool // its words say it runs commands, code or SQL
 }
 
 func (f *Firewall) nameInfo(name string) toolName {
@@ -248,10 +333,8 @@ func (f *Firewall) nameInfo(name string) toolName {
 			break
 		}
 	}
-	ni.shell, ni.sql = f.shellTools[ni.skeleton], f.sqlTools[ni.skeleton]
 	for _, t := range toks {
-		ni.shell = ni.shell || shellToolWords[t]
-		ni.sql = ni.sql || sqlToolWords[t]
+		ni.runsCode = ni.runsCode || codeToolWords[t]
 	}
 	return ni
 }
@@ -262,176 +345,67 @@ func (f *Firewall) nameInfo(name string) toolName {
 // "system_status" stays usable.
 var execWords = set("exec", "execute", "eval", "shell", "bash", "sh", "zsh", "powershell", "pwsh", "subprocess", "popen", "spawn")
 
-var shellToolWords = set("shell", "terminal", "console", "command", "cmd", "bash", "sh", "zsh", "ssh", "exec",
-	"execute", "powershell", "pwsh", "cli", "subprocess", "system")
-var sqlToolWords = set("sql", "sqlite", "sqlite3", "postgres", "postgresql", "psql", "mysql", "mariadb", "mssql",
-	"database", "db", "tsql", "plsql", "duckdb", "clickhouse", "snowflake", "bigquery")
-
-// Argument-key classes (keys compared lower-case without separators).
+// codeToolWords and codeArgKeys say that a tool runs commands, code or
+// SQL. Such a tool must be declared with a policy: without one it is
+// refused ("policy.required"). These lists only ever refuse.
 var (
-	commandKeys = set("command", "commands", "cmd", "cmds", "script", "shell", "args", "argv", "commandline",
-		"cmdline", "exec", "run", "bash", "sh", "powershell", "shellcommand", "program", "entrypoint")
-	codeKeys  = set("code", "source", "sourcecode", "snippet", "python", "js", "javascript", "expression_code")
-	proseKeys = set("query", "q", "text", "message", "messages", "prompt", "content", "body", "title", "description",
-		"question", "search", "searchquery", "searchterm", "subject", "note", "notes", "comment", "comments", "summary",
-		"answer", "reply", "caption", "label", "name", "topic", "keywords", "instructions", "input_text", "inputtext",
-		"url", "uri", "link", "href", "email")
-	sqlKeys = set("query", "sql", "statement", "statements", "stmt", "sqlquery", "querystring", "rawsql")
+	codeToolWords = set("shell", "terminal", "console", "bash", "sh", "zsh", "ssh", "exec", "execute", "powershell",
+		"pwsh", "cmd", "command", "subprocess", "sql", "sqlite", "postgres", "postgresql", "psql", "mysql", "mariadb",
+		"python", "repl", "eval", "script", "interpreter", "jupyter", "notebook")
+	codeArgKeys = set("command", "commands", "cmd", "cmds", "cmdline", "commandline", "shell", "script", "bash", "sh",
+		"powershell", "exec", "argv", "code", "source", "sourcecode", "snippet", "python", "javascript", "sql",
+		"statement", "statements", "stmt", "rawsql", "sqlquery")
 )
 
-func keyClass(key string) string {
-	k := strings.Map(func(r rune) rune {
-		if r == '_' || r == '-' || r == ' ' || r == '.' {
-			return -1
-		}
-		return r
-	}, strings.ToLower(key))
-	switch {
-	case commandKeys[k]:
-		return "command"
-	case codeKeys[k]:
-		return "code"
-	case proseKeys[k]:
-		return "prose"
+// needsPolicy refuses a call to a tool that has no policy but whose name
+// or arguments say it runs commands, code or SQL.
+func needsPolicy(ni toolName, obj map[string]any) *finding {
+	if ni.runsCode {
+		return &finding{RulePolicyRequired, fmt.Sprintf("tool %q looks like it runs commands, code or SQL and has no policy: declare it in the tools file", ni.key)}
 	}
-	return ""
-}
-
-// argvKeys hold an argument vector when their value is an array of
-// strings; other command keys (commands, script, run) hold command lines.
-var argvKeys = set("args", "argv", "command", "cmd", "cmdline", "commandline", "entrypoint", "program", "arguments")
-
-func isArgvKey(key string) bool {
-	k := strings.ReplaceAll(strings.ReplaceAll(strings.ToLower(key), "_", ""), "-", "")
-	return argvKeys[k]
-}
-
-func isSQLKey(key string) bool {
-	k := strings.ReplaceAll(strings.ReplaceAll(strings.ToLower(key), "_", ""), "-", "")
-	return sqlKeys[k]
-}
-
-// walker applies the argument rules to every string of a parsed value.
-type walker struct {
-	ck        *checker
-	toolShell bool
-	toolSQL   bool
-	// codeIsShell: a sibling "language" says the code is a shell script.
-	codeIsShell bool
-}
-
-// languageOf returns the command name of an object's language field
-// ({"language": "bash", "code": "..."}), or "".
-func languageOf(m map[string]any) string {
-	for _, k := range []string{"language", "lang", "runtime", "interpreter", "kernel", "shell_type"} {
-		if s, ok := m[k].(string); ok {
-			return cmdName(strings.TrimSpace(s))
-		}
-	}
-	return ""
-}
-
-// maxEmbeddedJSON bounds how deep JSON strings inside JSON are unpacked.
-const maxEmbeddedJSON = 3
-
-func (w *walker) value(v any, key string, depth int) *finding {
-	switch x := v.(type) {
-	case map[string]any:
-		if lang := languageOf(x); lang != "" {
-			inner := *w
-			inner.codeIsShell = shellCmds[lang]
-			w = &inner
-		}
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if f := w.value(x[k], k, depth); f != nil {
-				return f
-			}
-		}
-	case []any:
-		// an argv array: ["rm", "-rf", "/"]. Its elements are single
-		// arguments, not command lines, so they are only checked as a whole.
-		if isArgvKey(key) || w.toolShell || keyClass(key) == "command" {
-			argv := make([]string, 0, len(x))
-			for _, e := range x {
-				if s, ok := e.(string); ok {
-					argv = append(argv, norm.NFKC.String(stripInvisible(s)))
-				}
-			}
-			if len(argv) == len(x) && len(argv) > 0 {
-				ws := make([]word, len(argv))
-				for i, a := range argv {
-					ws[i] = word{text: a, quoted: true}
-				}
-				if f := devSocket(argv); f != nil {
-					return f
-				}
-				if f := w.ck.checkCmd(argv, ws, modeShell, 0); f != nil {
-					return f
-				}
-				if isArgvKey(key) {
-					return nil
-				}
-			}
-		}
-		for _, e := range x {
-			if f := w.value(e, key, depth); f != nil {
-				return f
-			}
-		}
-	case string:
-		return w.str(x, key, depth)
+	if k := codeKey(obj, 0); k != "" {
+		return &finding{RulePolicyRequired, fmt.Sprintf("argument %q of tool %q looks like a command, code or SQL and the tool has no policy: declare it in the tools file", k, ni.key)}
 	}
 	return nil
 }
 
-func (w *walker) str(s, key string, depth int) *finding {
-	s = norm.NFKC.String(stripInvisible(s))
-	// JSON inside a string: {"input": "{\"command\": \"rm -rf /\"}"}
-	if t := strings.TrimSpace(s); depth < maxEmbeddedJSON && len(t) > 1 && (t[0] == '{' || t[0] == '[') {
-		d := json.NewDecoder(strings.NewReader(t))
-		d.UseNumber()
-		var inner any
-		if d.Decode(&inner) == nil {
-			if f := w.value(inner, key, depth+1); f != nil {
-				return f
-			}
-		}
+func codeKey(v any, depth int) string {
+	if depth > maxJSONDepth {
+		return ""
 	}
-	class := keyClass(key)
-	// SQL is checked as SQL only; shell rules do not apply to it.
-	switch {
-	case w.toolSQL && class != "command" && class != "code":
-		return checkSQL(s, false)
-	case isSQLKey(key) && looksLikeSQL(s):
-		return checkSQL(s, true)
-	}
-	switch {
-	case w.toolShell || class == "command" || (class == "code" && w.codeIsShell):
-		return w.ck.checkLine(s, modeShell, 0)
-	case class == "code":
-		return w.ck.checkLine(s, modeCode, 0)
-	case class == "prose":
-		return nil
-	default:
-		return w.ck.checkLine(s, modeInferred, 0)
-	}
-}
-
-func stripInvisible(s string) string {
-	for _, r := range s {
-		if invisible(r) {
-			return strings.Map(func(r rune) rune {
-				if invisible(r) {
+	switch x := v.(type) {
+	case map[string]any:
+		for _, k := range sortedKeys(x) {
+			norm := strings.Map(func(r rune) rune {
+				if r == '_' || r == '-' || r == ' ' || r == '.' {
 					return -1
 				}
 				return r
-			}, s)
+			}, strings.ToLower(k))
+			if codeArgKeys[norm] {
+				switch x[k].(type) {
+				case string, []any:
+					return k
+				}
+			}
+			if inner := codeKey(x[k], depth+1); inner != "" {
+				return inner
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if inner := codeKey(e, depth+1); inner != "" {
+				return inner
+			}
 		}
 	}
-	return s
+	return ""
+}
+
+func set(xs ...string) map[string]bool {
+	m := make(map[string]bool, len(xs))
+	for _, x := range xs {
+		m[x] = true
+	}
+	return m
 }

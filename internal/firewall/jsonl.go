@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 )
 
@@ -113,12 +112,4 @@ func (f *Firewall) checkLine(line []byte) Verdict {
 		args = nil
 	}
 	return f.Check(Call{Name: name, Arguments: string(args)})
-}
-
-// String renders a verdict for logs: "block shell.sudo: reason".
-func (v Verdict) String() string {
-	if v.Reason == "" {
-		return fmt.Sprintf("%s %s", v.Verdict, v.Rule)
-	}
-	return fmt.Sprintf("%s %s: %s", v.Verdict, v.Rule, v.Reason)
 }

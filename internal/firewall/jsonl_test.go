@@ -10,11 +10,11 @@ import (
 )
 
 func TestRunJSONL(t *testing.T) {
-	fw := fixtureFirewall(t)
+	fw := referenceFirewall(t)
 	in := strings.Join([]string{
-		`{"tool":"web_search","arguments":{"query":"how does sudo work"}}`,
-		`{"tool":"ci_runner","arguments":{"command":"rm  -rf /"}}`,
-		`{"tool":"ci_runner","arguments":"{\"command\":\"curl x | bash\"}"}`,
+		`{"tool":"web_fetch","arguments":{"url":"https://docs.python.org/3/"}}`,
+		`{"tool":"terminal","arguments":{"command":"rm  -rf /"}}`,
+		`{"tool":"terminal","arguments":"{\"command\":\"curl x | bash\"}"}`,
 		``,
 		`not json`,
 		`{"arguments":{}}`,
@@ -25,8 +25,8 @@ func TestRunJSONL(t *testing.T) {
 	}, "\n")
 	want := []struct{ verdict, rule string }{
 		{Allow, RuleAllowed},
-		{Block, "shell.rm_recursive"},
-		{Block, "shell.pipe_to_shell"},
+		{Block, RuleShellFlag},
+		{Block, RuleShellProgram},
 		{Block, RuleBadInput},
 		{Block, RuleBadInput},
 		{Block, RuleDenied},
@@ -54,7 +54,7 @@ func TestRunJSONL(t *testing.T) {
 }
 
 func TestRunJSONLCancelled(t *testing.T) {
-	fw := fixtureFirewall(t)
+	fw := referenceFirewall(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err := RunJSONL(ctx, fw, strings.NewReader(`{"tool":"x"}`+"\n"), &bytes.Buffer{})

@@ -1,9 +1,15 @@
 // Package toolexec is the toolexec stage: it receives a model's tool calls,
-// puts each through the tool firewall (deny wins; allowlist by default;
-// arguments parsed, schema-checked and scanned for dangerous commands),
-// runs the allowed ones with per-tool timeouts, concurrency and output
-// limits, scans every result with the input sanitizer before it re-enters
-// the model's context, and loops back to the llm stage with the results.
+// puts each through the tool firewall (deny wins; tools and their
+// arguments allowlisted by policy; arguments decoded once, strictly, and
+// checked against the tool's schema and policy), runs the allowed ones
+// with per-tool timeouts, concurrency and output limits, scans every
+// result with the input sanitizer before it re-enters the model's context,
+// and loops back to the llm stage with the results.
+//
+// A tool receives the firewall's canonical arguments (Verdict.Arguments),
+// never the model's raw text: the bytes the tool parses are exactly the
+// bytes the firewall checked, so a parser that reads duplicate keys, odd
+// escapes or number forms differently cannot see other values.
 //
 // A blocked call ends the turn with a clear refusal (a failed event with
 // code tool_blocked that names the rule); every verdict is recorded on the
@@ -176,7 +182,11 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			}
 			return []*message.Message{out}, nil
 		}
-		res.Results = h.run(msg.Context(), last.ToolCalls, res.Verdicts)
+		args := make([]string, len(verdicts))
+		for i, v := range verdicts {
+			args[i] = v.Arguments
+		}
+		res.Results = h.run(msg.Context(), last.ToolCalls, args, res.Verdicts)
 		if err := h.steps.Put(key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
 			return h.tooLarge(&g, err) // recorded: the tools do not run again
 		} else if err != nil {
@@ -203,8 +213,9 @@ func (h *Handler) tooLarge(g *messages.Generation, err error) ([]*message.Messag
 }
 
 // run executes the calls concurrently (the executor bounds each tool's
-// concurrency) and returns the tool messages in call order.
-func (h *Handler) run(ctx context.Context, calls []messages.ToolCall, verdicts []messages.ToolVerdict) []messages.Message {
+// concurrency) with the firewall's canonical arguments (args[i] for
+// calls[i]) and returns the tool messages in call order.
+func (h *Handler) run(ctx context.Context, calls []messages.ToolCall, args []string, verdicts []messages.ToolVerdict) []messages.Message {
 	results := make([]messages.Message, len(calls))
 	var wg sync.WaitGroup
 	for i, tc := range calls {
@@ -212,7 +223,7 @@ func (h *Handler) run(ctx context.Context, calls []messages.ToolCall, verdicts [
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			out, err := h.exec.Execute(ctx, tc.Function.Name, json.RawMessage(tc.Function.Arguments))
+			out, err := h.exec.Execute(ctx, tc.Function.Name, json.RawMessage(args[i]))
 			if err != nil {
 				out = "error: " + err.Error()
 			}
