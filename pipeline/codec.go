@@ -26,6 +26,9 @@ const (
 	MetaTimestamp = "Agentbus-Timestamp"
 )
 
+// watermillUUIDHdr is the header Watermill publishers carry the message id in.
+const watermillUUIDHdr = wmnats.WatermillUUIDHdr
+
 // ErrPermanent marks an error that no retry can fix (a malformed payload, a
 // bug): the message goes to the dead-letter queue at once.
 var ErrPermanent = errors.New("permanent failure")

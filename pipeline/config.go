@@ -55,8 +55,10 @@ type StreamConfig struct {
 
 // ConsumerConfig configures stage consumers and the handler middleware.
 type ConsumerConfig struct {
-	// AckWait is how long JetStream waits for an ack before redelivering.
-	// It must exceed HandlerTimeout (times Retries+1). Default 90s.
+	// AckWait is how long JetStream waits for an ack (or an in-progress
+	// ack, which a running handler sends every AckWait/3) before it
+	// redelivers: how soon a crashed replica's work moves to another.
+	// Default 30s.
 	AckWait time.Duration
 	// HandlerTimeout bounds one handler run. Default 20s.
 	HandlerTimeout time.Duration
@@ -74,10 +76,7 @@ type ConsumerConfig struct {
 	// doubles per delivery up to 30s. Default 500ms.
 	NakDelay time.Duration
 	// MaxAckPending bounds in-flight messages per consumer (all replicas
-	// together). It also bounds the backlog a push consumer hands to the
-	// first subscription when a stage starts with messages waiting, which
-	// that subscription works through one at a time (see
-	// docs/decisions/0001-watermill-nats.md). Default 256.
+	// together). Default 256.
 	MaxAckPending int
 	// Concurrency is the number of parallel handler runs per stage
 	// instance. Default 8.
@@ -90,7 +89,7 @@ func DefaultConfig() Config {
 		Embedded: DefaultEmbeddedConfig(),
 		Streams:  StreamConfig{Replicas: 1, Duplicates: 2 * time.Minute, MaxBytes: 8 << 30, DLQMaxAge: 30 * 24 * time.Hour, DLQMaxBytes: 512 << 20},
 		Consumer: ConsumerConfig{
-			AckWait:        90 * time.Second,
+			AckWait:        30 * time.Second,
 			HandlerTimeout: 20 * time.Second,
 			Retries:        2,
 			RetryInterval:  50 * time.Millisecond,
@@ -130,8 +129,8 @@ func (c Config) Validate() error {
 	if cc.Retries < 0 {
 		errs = append(errs, errors.New("consumer.retries must not be negative"))
 	}
-	if cc.AckWait <= cc.HandlerTimeout*time.Duration(cc.Retries+1) {
-		errs = append(errs, fmt.Errorf("consumer.ack_wait (%s) must exceed handler_timeout x (retries+1) (%s)", cc.AckWait, cc.HandlerTimeout*time.Duration(cc.Retries+1)))
+	if cc.AckWait < 3*time.Second {
+		errs = append(errs, fmt.Errorf("consumer.ack_wait (%s) must be at least 3s (in-progress acks go every ack_wait/3)", cc.AckWait))
 	}
 	if cc.MaxDeliveries < 1 {
 		errs = append(errs, errors.New("consumer.max_deliveries must be at least 1"))

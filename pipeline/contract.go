@@ -100,10 +100,6 @@ const (
 	kvPre = "$KV."
 )
 
-// DeliverSubject is where JetStream pushes a durable stage consumer's
-// messages.
-func DeliverSubject(durable string) string { return "_agentbus.deliver." + durable }
-
 // Validate reports every problem of the contract.
 func (c Contract) Validate() error {
 	var errs []error
@@ -156,11 +152,11 @@ func (c Contract) Grant(name string) Grant {
 			// widened to other events.
 			jsAPI+"CONSUMER.CREATE."+messages.StreamTurns+"."+d+"."+messages.EventFilter(ev),
 			jsAPI+"CONSUMER.INFO."+messages.StreamTurns+"."+d,
-			jsAPI+"CONSUMER.PAUSE."+messages.StreamTurns+"."+d,
+			// Pull its messages (they arrive on the identity's inbox).
+			jsAPI+"CONSUMER.MSG.NEXT."+messages.StreamTurns+"."+d,
 			"$JS.ACK."+messages.StreamTurns+"."+d+".>",
 			"$JS.ACK.*.*."+messages.StreamTurns+"."+d+".>",
 		)
-		sub(DeliverSubject(d))
 	}
 	for _, kv := range c.KV {
 		s := "KV_" + kv.Bucket

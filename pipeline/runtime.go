@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -14,7 +15,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,41 +46,36 @@ type stageRuntime struct {
 }
 
 // stageConn is a stage's own connection: its identity publishes the
-// stage's events and dead letters, serves its micro service and manages its
-// consumers.
+// stage's events and dead letters, serves its micro service and consumes
+// its durable consumers.
 type stageConn struct {
 	nc  *nats.Conn
 	js  nats.JetStreamContext
+	jsn jetstream.JetStream
 	pub message.Publisher
 }
 
 // Runtime is what every stage process shares: the NATS connection (or the
-// embedded server), the provisioned streams, the Watermill router with the
-// middleware stack, the dead-letter queue and the health services. Each
-// stage gets its own connections under its own identity (Config.Credentials).
+// embedded server), the provisioned streams, a pull consumer loop per
+// consumed event with the middleware stack around the Watermill handlers,
+// the dead-letter queue and the health services. Each stage gets its own
+// connection under its own identity (Config.Credentials).
 type Runtime struct {
-	cfg      Config
-	log      *slog.Logger
-	srv      *server.Server
-	url      string
-	nc       *nats.Conn
-	js       nats.JetStreamContext
-	router   *message.Router
-	wlog     watermill.LoggerAdapter
-	mu       sync.Mutex
-	stages   []*stageRuntime
-	conns    map[string]*stageConn
-	subConns []*nats.Conn
-	draining atomic.Bool
-	started  time.Time
-	closed   bool
-	// paused are consumers paused until this process's subscriptions exist.
-	paused []pausedConsumer
-}
-
-type pausedConsumer struct {
-	durable string
-	js      jetstream.JetStream
+	cfg       Config
+	log       *slog.Logger
+	srv       *server.Server
+	url       string
+	nc        *nats.Conn
+	js        nats.JetStreamContext
+	wlog      watermill.LoggerAdapter
+	mu        sync.Mutex
+	stages    []*stageRuntime
+	conns     map[string]*stageConn
+	consumers []*consumer
+	running   chan struct{}
+	draining  atomic.Bool
+	started   time.Time
+	closed    bool
 }
 
 // New connects to NATS (starting the embedded server when cfg.NATSURL is
@@ -93,7 +88,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Runtime{cfg: cfg, log: log, url: cfg.NATSURL, started: time.Now(), wlog: WatermillLogger(log), conns: map[string]*stageConn{}}
+	r := &Runtime{cfg: cfg, log: log, url: cfg.NATSURL, started: time.Now(), wlog: WatermillLogger(log), conns: map[string]*stageConn{}, running: make(chan struct{})}
 	if r.url == "" {
 		srv, err := StartEmbedded(ctx, cfg.Embedded, log)
 		if err != nil {
@@ -126,11 +121,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 		return nil, err
 	}
 	if err := EnsureStreams(r.js, r.cfg.Streams, log); err != nil {
-		r.Close()
-		return nil, err
-	}
-	r.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: cfg.Consumer.AckWait}, r.wlog)
-	if err != nil {
 		r.Close()
 		return nil, err
 	}
@@ -198,12 +188,17 @@ func (r *Runtime) stageConn(stage string) (*stageConn, error) {
 		nc.Close()
 		return nil, err
 	}
+	jsn, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
 	wpub, err := wmnats.NewPublisherWithNatsConn(nc, PublisherConfig(), r.wlog)
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
-	sc := &stageConn{nc: nc, js: js, pub: subjectPublisher{wpub}}
+	sc := &stageConn{nc: nc, js: js, jsn: jsn, pub: subjectPublisher{wpub}}
 	r.conns[stage] = sc
 	return sc, nil
 }
@@ -253,28 +248,18 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 	}
 	sort.Strings(events)
 	for _, ev := range events {
+		ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+		cons, err := ensurePullConsumer(ctx, conn.jsn, st.Name, ev, cc)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
 		durable := DurableName(st.Name, ev)
-		if err := EnsureConsumer(conn.js, st.Name, ev, cc); err != nil {
-			return nil, err
-		}
-		r.holdBacklog(conn, durable, log)
-		// Each subscriber drains (and so closes) its connection on Close:
-		// give it its own, with the stage's identity.
-		// Drain may take as long as a handler run: nats.go's default
-		// 30 s drain timeout would cut shutdown short and lose acks.
-		sc, err := r.connect(st.Name, r.cfg.Name+"-"+durable, nats.DrainTimeout(cc.AckWait))
-		if err != nil {
-			return nil, err
-		}
-		r.mu.Lock()
-		r.subConns = append(r.subConns, sc)
-		r.mu.Unlock()
-		sub, err := wmnats.NewSubscriberWithNatsConn(sc, SubscriberConfig(messages.StreamTurns, durable, cc), r.wlog)
-		if err != nil {
-			return nil, err
-		}
 		h := r.handlerMiddleware(st.Name, conn, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
-		r.router.AddConsumerHandler(durable, messages.EventFilter(ev), sub, h)
+		r.mu.Lock()
+		r.consumers = append(r.consumers, &consumer{durable: durable, cons: cons, handle: h, cc: cc, log: log.With("event", ev),
+			draining: r.draining.Load, slots: make(chan struct{}, cc.Concurrency)})
+		r.mu.Unlock()
 	}
 	if err := r.addService(srt); err != nil {
 		return nil, fmt.Errorf("stage %s micro service: %w", st.Name, err)
@@ -286,79 +271,47 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 	return srt.stats, nil
 }
 
-// backlogHold bounds how long a consumer stays paused if this process
-// dies before it resumes it.
-const backlogHold = 10 * time.Second
+// provisionTimeout bounds creating a stage's consumers (retried while a
+// cluster forms).
+const provisionTimeout = 60 * time.Second
 
-// holdBacklog pauses a consumer that has messages waiting and no
-// subscriber yet. A push consumer hands its backlog (up to MaxAckPending)
-// to the first subscription that appears, and watermill-nats handles one
-// message per subscription at a time: the backlog would run one by one
-// while the stage's other subscriptions idle. Paused until all of this
-// process's subscriptions exist (releaseBacklog), it is spread over them.
-func (r *Runtime) holdBacklog(conn *stageConn, durable string, log *slog.Logger) {
-	info, err := conn.js.ConsumerInfo(messages.StreamTurns, durable)
-	if err != nil || info.PushBound || info.NumPending == 0 {
-		return
-	}
-	js, err := jetstream.New(conn.nc)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = js.PauseConsumer(ctx, messages.StreamTurns, durable, time.Now().Add(backlogHold))
-		cancel()
-	}
-	if err != nil {
-		log.Debug("backlog hold not available", "consumer", durable, "err", err)
-		return
-	}
-	r.mu.Lock()
-	r.paused = append(r.paused, pausedConsumer{durable, js})
-	r.mu.Unlock()
-	log.Info("consumer has a backlog; paused until every subscription is ready", "consumer", durable, "pending", info.NumPending)
-}
+// Running is closed once every consumer of the process is fetching.
+func (r *Runtime) Running() chan struct{} { return r.running }
 
-func (r *Runtime) releaseBacklog() {
-	r.mu.Lock()
-	paused := r.paused
-	r.paused = nil
-	r.mu.Unlock()
-	for _, p := range paused {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := p.js.ResumeConsumer(ctx, messages.StreamTurns, p.durable); err != nil {
-			r.log.Warn("resume consumer (it resumes by itself shortly)", "consumer", p.durable, "err", err)
-		}
-		cancel()
-	}
-}
-
-// Running is closed once the router runs (all subscriptions are live).
-func (r *Runtime) Running() chan struct{} { return r.router.Running() }
-
-// Run runs the stages until ctx is done, then shuts down gracefully: new
-// messages are NAKed to other replicas, in-flight messages finish and are
-// acked, subscriptions drain, then the connection and the embedded server
-// close.
+// Run runs the stages until ctx is done, then shuts down gracefully: no
+// new message is fetched, messages fetched but not started are NAKed for
+// another replica, handlers in flight finish and are acked, then the
+// connections and the embedded server close.
 func (r *Runtime) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- r.router.Run(context.Background()) }()
-	go func() {
-		select {
-		case <-r.router.Running():
-			r.releaseBacklog()
-		case <-ctx.Done():
-		}
-	}()
+	r.mu.Lock()
+	consumers := slices.Clone(r.consumers)
+	r.mu.Unlock()
+	fetchCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, c := range consumers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.run(fetchCtx)
+		}()
+	}
+	close(r.running)
+	<-ctx.Done()
+	r.draining.Store(true)
+	stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	case <-done:
+	case <-time.After(r.cfg.Consumer.AckWait + r.cfg.Consumer.HandlerTimeout):
+		r.log.Warn("handlers still running at shutdown; their messages will be redelivered")
 	}
 	r.Shutdown()
 	return nil
 }
 
-// Shutdown stops taking work, lets in-flight handlers finish and ack, and
-// closes everything. It is safe to call more than once.
+// Shutdown stops taking work and closes everything; in-flight handlers
+// have finished when Run calls it. It is safe to call more than once.
 func (r *Runtime) Shutdown() {
 	r.mu.Lock()
 	if r.closed {
@@ -366,7 +319,6 @@ func (r *Runtime) Shutdown() {
 		return
 	}
 	r.closed = true
-	conns := append([]*nats.Conn(nil), r.subConns...)
 	stages := append([]*stageRuntime(nil), r.stages...)
 	r.mu.Unlock()
 
@@ -375,33 +327,6 @@ func (r *Runtime) Shutdown() {
 	for _, st := range stages {
 		if st.svc != nil {
 			_ = st.svc.Stop()
-		}
-	}
-	// Drain: the server stops delivering; messages already buffered pass
-	// the gate (NAKed for another replica); handlers in flight finish and
-	// their acks are flushed before each connection closes.
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Add(1)
-		go func(c *nats.Conn) {
-			defer wg.Done()
-			closed := make(chan struct{})
-			c.SetClosedHandler(func(*nats.Conn) { close(closed) })
-			if err := c.Drain(); err != nil {
-				c.Close()
-				return
-			}
-			select {
-			case <-closed:
-			case <-time.After(r.cfg.Consumer.AckWait):
-				c.Close()
-			}
-		}(c)
-	}
-	wg.Wait()
-	if r.router != nil {
-		if err := r.router.Close(); err != nil {
-			r.log.Warn("router close", "err", err)
 		}
 	}
 	r.Close()
@@ -416,9 +341,6 @@ func (r *Runtime) Close() {
 		r.nc.Close()
 	}
 	r.mu.Lock()
-	for _, c := range r.subConns {
-		c.Close()
-	}
 	for _, c := range r.conns {
 		_ = c.nc.Flush()
 		c.nc.Close()

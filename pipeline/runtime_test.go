@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -230,21 +232,17 @@ func startRuntimeCtx(t *testing.T, url string, calls *atomic.Int64, ctx context.
 	return done
 }
 
-// A stage that starts with a backlog spreads it over its concurrency
-// instead of handing it all to its first subscription (a push consumer
-// delivers to whatever interest exists when it starts).
+// A stage that starts with a backlog spreads it over its concurrency (it
+// pulls as many messages as it has free handler slots).
 func TestBacklogIsSpreadOverConcurrency(t *testing.T) {
 	srv := testutil.NATSServer(t)
 	nc := testutil.Conn(t, srv)
 	js, _ := nc.JetStream()
 	cfg := testConfig(srv.ClientURL())
 	cfg.Consumer.Concurrency = 4
-	// Provision the stream and the consumer, then queue a backlog while no
-	// stage instance runs.
+	// Provision the stream, then queue a backlog while no stage instance
+	// runs.
 	if err := pipeline.EnsureStreams(js, cfg.Streams, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := pipeline.EnsureConsumer(js, "slow", messages.EventReceived, cfg.Consumer); err != nil {
 		t.Fatal(err)
 	}
 	const n = 16
@@ -283,5 +281,78 @@ func TestBacklogIsSpreadOverConcurrency(t *testing.T) {
 	done.Wait()
 	if p := peak.Load(); p < 3 {
 		t.Fatalf("at most %d handlers ran at once on a backlog of %d with concurrency 4 (took %s)", p, n, time.Since(start))
+	}
+}
+
+// A push consumer left by an older agentbus is replaced by a pull consumer
+// that starts after its acknowledged floor: nothing acked is handled again,
+// nothing unacked is lost.
+func TestPushConsumerIsReplacedAfterItsAckFloor(t *testing.T) {
+	srv := testutil.NATSServer(t)
+	nc := testutil.Conn(t, srv)
+	js, _ := nc.JetStream()
+	cfg := testConfig(srv.ClientURL())
+	if err := pipeline.EnsureStreams(js, cfg.Streams, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := pipeline.EnsureConsumer(js, "old", messages.EventReceived, cfg.Consumer); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		rid := fmt.Sprintf("p%d", i)
+		publish(t, js, rid, turnJSON(rid, "x"))
+	}
+	// The old push consumer handled (and acked) the first two.
+	durable := pipeline.DurableName("old", messages.EventReceived)
+	sub, err := js.QueueSubscribeSync(messages.EventFilter(messages.EventReceived), durable, nats.Bind(messages.StreamTurns, durable), nats.ManualAck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.AckSync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = sub.Unsubscribe()
+
+	rt, err := pipeline.New(context.Background(), cfg, testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	h := func(msg *message.Message) ([]*message.Message, error) {
+		_, rid, _ := messages.ParseSubject(msg.Metadata.Get(pipeline.MetaSubject))
+		mu.Lock()
+		got = append(got, rid)
+		mu.Unlock()
+		return nil, nil
+	}
+	if _, err := rt.AddStage(pipeline.Stage{Name: "old", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = rt.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(got)
+	if strings.Join(got, ",") != "p2,p3,p4" {
+		t.Fatalf("handled %v, want p2,p3,p4", got)
 	}
 }

@@ -474,9 +474,9 @@ func (p *parts) llmStage(context.Context) error {
 	st := p.llm.Stage()
 	cc := p.o.Pipeline.Consumer
 	// Model calls take long: the handler may use the provider chain's
-	// whole budget (timeouts x attempts x providers).
+	// whole budget (timeouts x attempts x providers). In-progress acks keep
+	// the message owned meanwhile, so the ack wait stays short.
 	cc.HandlerTimeout = p.o.LLMTimeout
-	cc.AckWait = max(cc.AckWait, cc.HandlerTimeout*time.Duration(cc.Retries+1)+2*time.Second)
 	st.Consumer = &cc
 	_, err = p.rt.AddStage(st)
 	return err

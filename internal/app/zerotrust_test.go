@@ -88,6 +88,7 @@ func TestZeroTrustAttacksAreRefused(t *testing.T) {
 			"$JS.API.STREAM.INFO." + messages.StreamTurns,
 			"$JS.API.STREAM.MSG.GET." + messages.StreamTurns,
 			"$JS.API.CONSUMER.CREATE." + messages.StreamTurns,
+			"$JS.API.CONSUMER.MSG.NEXT." + messages.StreamTurns + "." + pipeline.DurableName("llm", messages.EventAdmitted),
 			"$JS.API.DIRECT.GET.KV_" + app.KeysBucket,
 			"$KV." + app.KeysBucket + ".minted",
 			"$KV." + app.RateLimitBucket + ".victim",
@@ -150,12 +151,12 @@ func TestStageIdentitiesStayInTheirLane(t *testing.T) {
 			for _, s := range tc.forbids {
 				pubDenied(t, nc, errs, s)
 			}
-			// Another stage's consumer deliveries are not theirs to read.
-			other := pipeline.DeliverSubject(pipeline.DurableName("persist", messages.EventGenerated))
+			// Another stage's consumer is not theirs to pull from.
+			other := pipeline.DurableName("persist", messages.EventGenerated)
 			if tc.role == app.StagePersist {
-				other = pipeline.DeliverSubject(pipeline.DurableName("guard", messages.EventReceived))
+				other = pipeline.DurableName("guard", messages.EventReceived)
 			}
-			subDenied(t, nc, errs, other)
+			pubDenied(t, nc, errs, "$JS.API.CONSUMER.MSG.NEXT."+messages.StreamTurns+"."+other)
 		})
 	}
 }

@@ -355,7 +355,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	userTPM := f.integer("user-tpm", 200_000, "estimated tokens per minute per user (0 = unlimited)")
 	globalRPM := f.integer("global-rpm", 0, "requests per minute for everybody together (0 = unlimited)")
 	handlerTimeout := f.duration("handler-timeout", o.Pipeline.Consumer.HandlerTimeout, "bound of one handler run (all stages but llm)")
-	ackWait := f.duration("ack-wait", o.Pipeline.Consumer.AckWait, "JetStream ack wait: redelivery after a crash; must exceed handler-timeout x 3")
+	ackWait := f.duration("ack-wait", o.Pipeline.Consumer.AckWait, "JetStream ack wait: how soon a crashed replica's messages are redelivered (running handlers keep theirs with in-progress acks)")
 	llmTimeout := f.duration("llm-timeout", o.LLMTimeout, "bound of one llm handler run (provider timeouts, retries, failover)")
 	failOpen := f.boolean("ratelimit-fail-open", false, "admit requests when the shared rate-limit state is unreachable (default: reject with 503)")
 	sanitizeAction := f.str("sanitize-action", "block", "what a prompt-injection score above the block threshold does: block (reject) or flag (admit, record the verdict)")
