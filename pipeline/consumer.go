@@ -150,6 +150,13 @@ func (c *consumer) dispatch(ctx context.Context, m jetstream.Msg, fetched time.T
 		}
 	case errors.Is(err, errDraining):
 		_ = m.Nak()
+	case errors.Is(err, ErrStepBusy):
+		var b *busyError
+		wait := c.cc.NakDelay
+		if errors.As(err, &b) {
+			wait = b.Retry()
+		}
+		_ = m.NakWithDelay(wait)
 	default:
 		_ = m.NakWithDelay(expDelay{c.cc.NakDelay}.WaitTime(md.NumDelivered))
 	}

@@ -84,7 +84,7 @@ func (r *Runtime) handlerMiddleware(stage string, conn *stageConn, cc ConsumerCo
 		RandomizationFactor: 0.3,
 		ResetContextOnRetry: true,
 		ShouldRetry: func(p middleware.RetryParams) bool {
-			return !errors.Is(p.Err, ErrPermanent)
+			return !errors.Is(p.Err, ErrPermanent) && !errors.Is(p.Err, ErrStepBusy)
 		},
 	}
 	timeout := middleware.Timeout(cc.HandlerTimeout)
@@ -178,8 +178,8 @@ func (r *Runtime) deadLetterMiddleware(stage string, conn *stageConn, cc Consume
 				stats.Processed.Add(1)
 				return out, nil
 			}
-			if errors.Is(err, errDraining) {
-				return nil, err
+			if errors.Is(err, errDraining) || errors.Is(err, ErrStepBusy) {
+				return nil, err // handed back, not a failure
 			}
 			if errors.Is(err, ErrPermanent) || delivered >= uint64(cc.MaxDeliveries) {
 				return nil, r.deadLetter(conn, msg, stage, int(attempts.Load()), err.Error(), stats, log)

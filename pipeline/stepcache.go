@@ -1,9 +1,12 @@
 package pipeline
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,7 +16,17 @@ import (
 // a tool run) in a JetStream KV bucket before the step's event is
 // published, so a redelivered message reuses the result instead of doing
 // the work again (a redelivery never re-bills the model or re-runs a tool).
-type StepCache struct{ kv nats.KeyValue }
+//
+// A step runs once: Lease gives one runner the right to do its work while a
+// redelivered copy elsewhere waits; a failed step is recorded like a
+// successful one (the caller records its outcome, whatever it is). Reads and
+// writes retry transient errors (a KV leader election in a cluster) until
+// the caller's context ends, so a paid-for answer is not lost because its
+// record could not be written at the first try.
+type StepCache struct {
+	kv nats.KeyValue
+	id string
+}
 
 // limit is the largest value the bucket takes: the bus's max payload, less
 // room for headers.
@@ -21,14 +34,20 @@ func (c *StepCache) limit() int { return MaxPayload - eventHeadroom }
 
 // NewStepCache opens (or creates) the bucket.
 func NewStepCache(js nats.JetStreamContext, bucket string, ttl time.Duration, replicas int) (*StepCache, error) {
-	kv, err := js.KeyValue(bucket)
-	if errors.Is(err, nats.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: bucket, Description: "agentbus step results for idempotent redelivery", TTL: ttl, History: 1, Replicas: max(replicas, 1)})
-	}
+	var kv nats.KeyValue
+	err := retryProvisioning(context.Background(), func() error {
+		var err error
+		kv, err = js.KeyValue(bucket)
+		if errors.Is(err, nats.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: bucket, Description: "agentbus step results for idempotent redelivery", TTL: ttl, History: 1, Replicas: max(replicas, 1)})
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("step cache %s: %w", bucket, err)
 	}
-	return &StepCache{kv: kv}, nil
+	host, _ := os.Hostname()
+	return &StepCache{kv: kv, id: host + "/" + strconv.Itoa(os.Getpid())}, nil
 }
 
 // ErrStepTooLarge is returned by Get for a step whose result was too large
@@ -36,15 +55,41 @@ func NewStepCache(js nats.JetStreamContext, bucket string, ttl time.Duration, re
 // it must not run again.
 var ErrStepTooLarge = errors.New("step result too large for the bus")
 
+// ErrStepBusy is returned by Lease when another runner holds the step: the
+// message is handed back (NAKed with a delay), not counted as a failure.
+var ErrStepBusy = errors.New("step is running elsewhere")
+
 // tooLargeMarker is what Put records for a result that does not fit.
 type tooLargeMarker struct {
 	TooLarge int `json:"agentbus_step_too_large"`
 }
 
+// retryKV runs f until it succeeds, fails for good, or ctx ends.
+func retryKV(ctx context.Context, f func() error) error {
+	wait := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || !transient(err) && !errors.Is(err, nats.ErrNoStreamResponse) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
 // Get loads the result of key into v; found is false when there is none.
 // A step whose result did not fit is found, with ErrStepTooLarge.
-func (c *StepCache) Get(key string, v any) (found bool, err error) {
-	e, err := c.kv.Get(key)
+func (c *StepCache) Get(ctx context.Context, key string, v any) (found bool, err error) {
+	var e nats.KeyValueEntry
+	err = retryKV(ctx, func() error {
+		var err error
+		e, err = c.kv.Get(key)
+		return err
+	})
 	if errors.Is(err, nats.ErrKeyNotFound) {
 		return false, nil
 	}
@@ -64,20 +109,89 @@ func (c *StepCache) Get(key string, v any) (found bool, err error) {
 // Put records the result of key. A result too large for the bus is
 // recorded as a marker, and Put returns ErrStepTooLarge: the work is not
 // repeated on a redelivery (Get returns ErrStepTooLarge too).
-func (c *StepCache) Put(key string, v any) error {
+func (c *StepCache) Put(ctx context.Context, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
+	tooLarge := false
 	if limit := c.limit(); len(b) > limit {
-		m, _ := json.Marshal(tooLargeMarker{TooLarge: len(b)})
-		if _, err := c.kv.Put(key, m); err != nil {
-			return fmt.Errorf("step cache put %s: %w", key, err)
-		}
-		return fmt.Errorf("%w (%d bytes, limit %d)", ErrStepTooLarge, len(b), limit)
+		b, _ = json.Marshal(tooLargeMarker{TooLarge: len(b)})
+		tooLarge = true
 	}
-	if _, err := c.kv.Put(key, b); err != nil {
+	if err := retryKV(ctx, func() error { _, err := c.kv.Put(key, b); return err }); err != nil {
 		return fmt.Errorf("step cache put %s: %w", key, err)
+	}
+	if tooLarge {
+		return fmt.Errorf("%w (limit %d)", ErrStepTooLarge, c.limit())
 	}
 	return nil
 }
+
+// lease is the value of a step's lease key.
+type lease struct {
+	Holder  string    `json:"holder"`
+	Expires time.Time `json:"expires"`
+}
+
+// Lease takes the right to run key's work for ttl. It returns ErrStepBusy
+// (with how long the holder's lease still runs) when another runner holds
+// a live lease; an expired lease (its holder died) is taken over. Call
+// release when the step's result is recorded.
+func (c *StepCache) Lease(ctx context.Context, key string, ttl time.Duration) (release func(), err error) {
+	lk := key + ".lease"
+	mine, _ := json.Marshal(lease{Holder: c.id, Expires: time.Now().Add(ttl)})
+	var rev uint64
+	err = retryKV(ctx, func() error {
+		r, err := c.kv.Create(lk, mine)
+		if err == nil {
+			rev = r
+			return nil
+		}
+		if !errors.Is(err, nats.ErrKeyExists) {
+			return err
+		}
+		e, gerr := c.kv.Get(lk)
+		if errors.Is(gerr, nats.ErrKeyNotFound) {
+			return nats.ErrTimeout // released meanwhile: try to create again
+		}
+		if gerr != nil {
+			return gerr
+		}
+		var l lease
+		if json.Unmarshal(e.Value(), &l) == nil && time.Now().Before(l.Expires) {
+			return &busyError{until: l.Expires}
+		}
+		r, err = c.kv.Update(lk, mine, e.Revision())
+		if err != nil {
+			return nats.ErrTimeout // someone else took it over: look again
+		}
+		rev = r
+		return nil
+	})
+	if err != nil {
+		return func() {}, err
+	}
+	return func() {
+		// Released even when the caller's context ended.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = retryKV(ctx, func() error {
+			err := c.kv.Delete(lk, nats.LastRevision(rev))
+			if err != nil && !transient(err) {
+				return nil // not ours any more: fine
+			}
+			return err
+		})
+	}, nil
+}
+
+type busyError struct{ until time.Time }
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("%v until %s", ErrStepBusy, e.until.Format(time.RFC3339Nano))
+}
+func (e *busyError) Unwrap() error { return ErrStepBusy }
+
+// Retry says how long to wait before trying the step again.
+func (e *busyError) Retry() time.Duration { return max(time.Until(e.until), 100*time.Millisecond) }

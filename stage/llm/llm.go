@@ -181,9 +181,19 @@ func (h *Handler) Stage() pipeline.Stage {
 	}
 }
 
+// stepResult is the recorded outcome of one model call: its answer, or the
+// failure that ended the turn.
 type stepResult struct {
 	Response provider.Response `json:"response"`
+	Failure  *stepFailure      `json:"failure,omitempty"`
 	At       time.Time         `json:"at"`
+}
+
+type stepFailure struct {
+	Code         string `json:"code"`
+	Status       int    `json:"status"`
+	Reason       string `json:"reason"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 }
 
 // Handle runs one model call of a turn.
@@ -208,64 +218,100 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	key := resultKey(g.RequestID, round)
 	var res stepResult
-	found, err := h.steps.Get(key, &res)
+	found, err := h.steps.Get(ctx, key, &res)
+	if err == nil && !found {
+		// One runner per step: a redelivered copy waits while another
+		// replica still calls the provider.
+		release, lerr := h.steps.Lease(ctx, key, h.leaseTTL(ctx))
+		if lerr != nil {
+			return nil, lerr
+		}
+		defer release()
+		// It may have finished between our read and our lease.
+		if found, err = h.steps.Get(ctx, key, &res); err == nil && !found {
+			if res, err = h.call(ctx, &g, model); err != nil {
+				return nil, err
+			}
+			// Recorded whatever the outcome, before anything is published:
+			// a redelivery reuses it and never calls the provider again.
+			err = h.steps.Put(ctx, key, res)
+		}
+	}
 	if errors.Is(err, pipeline.ErrStepTooLarge) {
 		return h.fail(&g, messages.CodePayloadTooLarge, http.StatusRequestEntityTooLarge, "the model's answer was too large for the bus: "+err.Error(), 0)
 	}
 	if err != nil {
 		return nil, err // KV unreachable: retry, never call the provider blind
 	}
-	if !found {
-		if h.quota != nil {
-			if err := h.quota.Admit(ctx, g.User, model); err != nil {
-				var ex *quota.ExceededError
-				if !errors.As(err, &ex) {
-					return nil, err // shared state unreachable: retry
-				}
-				return h.fail(&g, messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
-			}
-		}
-		req, err := h.request(ctx, &g, model)
-		if errors.Is(err, ErrConversationNotFound) {
-			return h.fail(&g, messages.CodeConversationNotFound, http.StatusNotFound, "conversation "+g.ConversationID+" not found", 0)
-		}
-		if err != nil {
-			return nil, err
-		}
-		var onDelta func(string)
-		seq := 0
-		if g.Stream {
-			subj := messages.StreamSubject(g.RequestID)
-			onDelta = func(d string) {
-				seq++
-				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq, Content: d})
-				_ = h.nc.Publish(subj, b)
-			}
-		}
-		resp, err := h.provider.Complete(ctx, req, onDelta)
-		if err != nil {
-			if g.Stream {
-				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq + 1, Done: true, Error: pipeline.Redact(err.Error())})
-				_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
-			}
-			return h.providerError(&g, err)
-		}
-		if h.quota != nil {
-			if err := h.quota.AddTokens(ctx, g.User, model, int64(resp.Usage.TotalTokens)); err != nil {
-				// The call is made and paid for: record the result anyway.
-				h.log.Warn("quota tokens not recorded", "request_id", g.RequestID, "err", err)
-			}
-		}
-		res = stepResult{Response: resp, At: time.Now().UTC()}
-		if err := h.steps.Put(key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
-			// Recorded as too large: a redelivery fails the same way
-			// without calling the provider again.
-			return h.fail(&g, messages.CodePayloadTooLarge, http.StatusRequestEntityTooLarge, "the model's answer was too large for the bus: "+err.Error(), 0)
-		} else if err != nil {
-			return nil, err
-		}
+	if f := res.Failure; f != nil {
+		return h.fail(&g, f.Code, f.Status, f.Reason, time.Duration(f.RetryAfterMS)*time.Millisecond)
 	}
 	return h.route(&g, round, res.Response)
+}
+
+// leaseTTL is how long a step's lease lasts: the handler's deadline, so a
+// runner that died is replaced once its call could no longer be running.
+func (h *Handler) leaseTTL(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl) + 5*time.Second
+	}
+	return 2 * time.Minute
+}
+
+// call makes the step's model call and returns its outcome to record: the
+// answer, or the failure that ends the turn. An error is returned only for
+// what a retry may fix (shared state or history unreachable, shutdown).
+func (h *Handler) call(ctx context.Context, g *messages.Generation, model string) (stepResult, error) {
+	failed := func(code string, status int, reason string, retry time.Duration) (stepResult, error) {
+		return stepResult{Failure: &stepFailure{Code: code, Status: status, Reason: pipeline.Redact(reason), RetryAfterMS: retry.Milliseconds()}, At: time.Now().UTC()}, nil
+	}
+	if h.quota != nil {
+		if err := h.quota.Admit(ctx, g.User, model); err != nil {
+			var ex *quota.ExceededError
+			if !errors.As(err, &ex) {
+				return stepResult{}, err // shared state unreachable: retry
+			}
+			return failed(messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
+		}
+	}
+	req, err := h.request(ctx, g, model)
+	if errors.Is(err, ErrConversationNotFound) {
+		return failed(messages.CodeConversationNotFound, http.StatusNotFound, "conversation "+g.ConversationID+" not found", 0)
+	}
+	if err != nil {
+		return stepResult{}, err
+	}
+	var onDelta func(string)
+	seq := 0
+	if g.Stream {
+		subj := messages.StreamSubject(g.RequestID)
+		onDelta = func(d string) {
+			seq++
+			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq, Content: d})
+			_ = h.nc.Publish(subj, b)
+		}
+	}
+	resp, err := h.provider.Complete(ctx, req, onDelta)
+	if err != nil {
+		if g.Stream {
+			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq + 1, Done: true, Error: pipeline.Redact(err.Error())})
+			_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
+		}
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return stepResult{}, err // shutting down: redeliver
+		}
+		status, code := provider.Classify(err)
+		retry, _ := provider.RetryAfter(err)
+		h.log.Warn("model call failed", "request_id", g.RequestID, "status", status, "code", code, "err", pipeline.Redact(err.Error()))
+		return failed(code, status, err.Error(), retry)
+	}
+	if h.quota != nil {
+		if err := h.quota.AddTokens(ctx, g.User, model, int64(resp.Usage.TotalTokens)); err != nil {
+			// The call is made and paid for: record the result anyway.
+			h.log.Warn("quota tokens not recorded", "request_id", g.RequestID, "err", err)
+		}
+	}
+	return stepResult{Response: resp, At: time.Now().UTC()}, nil
 }
 
 func (h *Handler) route(g *messages.Generation, round int, resp provider.Response) ([]*message.Message, error) {
@@ -307,16 +353,6 @@ func (h *Handler) request(ctx context.Context, g *messages.Generation, model str
 	msgs = append(msgs, g.Messages...)
 	msgs = append(msgs, g.Steps...)
 	return provider.Request{Model: model, Messages: msgs, Tools: *h.tools.Load(), Params: g.Params, User: g.User}, nil
-}
-
-func (h *Handler) providerError(g *messages.Generation, err error) ([]*message.Message, error) {
-	if errors.Is(err, context.Canceled) {
-		return nil, err // shutting down: redeliver
-	}
-	status, code := provider.Classify(err)
-	retry, _ := provider.RetryAfter(err)
-	h.log.Warn("model call failed", "request_id", g.RequestID, "status", status, "code", code, "err", pipeline.Redact(err.Error()))
-	return h.fail(g, code, status, err.Error(), retry)
 }
 
 func (h *Handler) fail(g *messages.Generation, code string, status int, reason string, retry time.Duration) ([]*message.Message, error) {

@@ -142,8 +142,23 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		return nil, pipeline.Permanent(errors.New("toolcalls event whose last step has no tool calls"))
 	}
 	key := fmt.Sprintf("%s.%d", g.RequestID, g.Round)
+	ctx := msg.Context()
 	var res stepResult
-	found, err := h.steps.Get(key, &res)
+	found, err := h.steps.Get(ctx, key, &res)
+	if err == nil && !found {
+		// One runner per round: a redelivered copy waits while another
+		// replica still runs the tools.
+		ttl := 2 * time.Minute
+		if dl, ok := ctx.Deadline(); ok {
+			ttl = time.Until(dl) + 5*time.Second
+		}
+		release, lerr := h.steps.Lease(ctx, key, ttl)
+		if lerr != nil {
+			return nil, lerr
+		}
+		defer release()
+		found, err = h.steps.Get(ctx, key, &res)
+	}
 	if errors.Is(err, pipeline.ErrStepTooLarge) {
 		return h.tooLarge(&g, err)
 	}
@@ -186,8 +201,8 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		for i, v := range verdicts {
 			args[i] = v.Arguments
 		}
-		res.Results = h.run(msg.Context(), last.ToolCalls, args, res.Verdicts)
-		if err := h.steps.Put(key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
+		res.Results = h.run(ctx, last.ToolCalls, args, res.Verdicts)
+		if err := h.steps.Put(ctx, key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
 			return h.tooLarge(&g, err) // recorded: the tools do not run again
 		} else if err != nil {
 			return nil, err
