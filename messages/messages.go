@@ -147,6 +147,10 @@ const (
 	HeaderCorrelationID = "Agentbus-Correlation-Id"
 	// HeaderEvent names the event of the payload.
 	HeaderEvent = "Agentbus-Event"
+	// HeaderDeadline carries the turn's deadline (RFC 3339, UTC) on every
+	// event of the turn, so a stage can end a late turn without decoding
+	// its payload.
+	HeaderDeadline = "Agentbus-Deadline"
 )
 
 // MsgID is the deterministic message id of one step of one request. The
@@ -306,6 +310,10 @@ type Turn struct {
 	Cost float64 `json:"cost,omitempty"`
 	// CreatedAt is when the turn entered the system.
 	CreatedAt time.Time `json:"created_at"`
+	// Deadline is when the client stops waiting: work past it ends the
+	// turn once, with deadline_exceeded. Every event of the turn carries
+	// it in the HeaderDeadline header too. Zero: no deadline.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
 
 // Verdict is the guard's judgement of a turn's input.
@@ -419,6 +427,9 @@ const (
 	// CodePayloadTooLarge: the turn, or an event derived from it, does not
 	// fit the bus.
 	CodePayloadTooLarge = "payload_too_large"
+	// CodeDeadlineExceeded: the turn's deadline passed before it completed;
+	// it is not stored.
+	CodeDeadlineExceeded = "deadline_exceeded"
 	// CodeUnavailable: a dependency of the pipeline itself (the shared
 	// rate-limit state, the store) could not be reached; retry later.
 	CodeUnavailable = "service_unavailable"

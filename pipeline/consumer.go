@@ -120,6 +120,10 @@ func (c *consumer) dispatch(ctx context.Context, m jetstream.Msg, fetched time.T
 	}
 	msg := toMessage(m.Subject(), m.Data(), m.Headers(), md)
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if dl, ok := Deadline(msg); ok {
+		// No work outlives the turn's deadline.
+		hctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl)
+	}
 	defer cancel()
 	msg.SetContext(hctx)
 

@@ -158,7 +158,12 @@ func (c Contract) Grant(name string) Grant {
 			"$JS.ACK.*.*."+messages.StreamTurns+"."+d+".>",
 		)
 	}
-	for _, kv := range c.KV {
+	kvs := c.KV
+	if slices.ContainsFunc(c.Produces, messages.Terminal) {
+		// Ending a turn claims its outcome first.
+		kvs = append(slices.Clone(kvs), KVUse{Bucket: TerminalsBucket, Write: true})
+	}
+	for _, kv := range kvs {
 		s := "KV_" + kv.Bucket
 		pub(jsAPI+"STREAM.INFO."+s, jsAPI+"STREAM.CREATE."+s, jsAPI+"STREAM.MSG.GET."+s, jsAPI+"DIRECT.GET."+s, jsAPI+"DIRECT.GET."+s+".>")
 		if kv.Write {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -60,7 +61,7 @@ type attemptsKey struct{}
 // publish that fails is retried and dead-lettered like a handler error
 // (never redelivered without bound), and an event too large for the bus
 // becomes the turn's payload_too_large failure.
-func (r *Runtime) handlerMiddleware(stage string, conn *stageConn, cc ConsumerConfig, stats *Stats, log *slog.Logger, h message.HandlerFunc) message.NoPublishHandlerFunc {
+func (r *Runtime) handlerMiddleware(stage string, produces []string, conn *stageConn, cc ConsumerConfig, stats *Stats, log *slog.Logger, h message.HandlerFunc) message.NoPublishHandlerFunc {
 	recoverer := func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) (out []*message.Message, err error) {
 			if p, ok := msg.Context().Value(attemptsKey{}).(*atomic.Int32); ok {
@@ -88,7 +89,7 @@ func (r *Runtime) handlerMiddleware(stage string, conn *stageConn, cc ConsumerCo
 		},
 	}
 	timeout := middleware.Timeout(cc.HandlerTimeout)
-	inner := retry.Middleware(timeout(recoverer(r.publishing(stage, conn, log, h))))
+	inner := retry.Middleware(timeout(recoverer(r.publishing(stage, produces, conn, log, h))))
 	dlq := r.deadLetterMiddleware(stage, conn, cc, stats, log)
 	full := r.gate(dlq(inner))
 	return func(msg *message.Message) error {
@@ -106,34 +107,114 @@ const eventHeadroom = 8 << 10
 // server's max payload is replaced by the turn's payload_too_large failed
 // event (small: ids, code, sizes), so it fails cleanly instead of being
 // redelivered forever.
-func (r *Runtime) publishing(stage string, conn *stageConn, log *slog.Logger, h message.HandlerFunc) message.HandlerFunc {
+func (r *Runtime) publishing(stage string, produces []string, conn *stageConn, log *slog.Logger, h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
-		out, err := h(msg)
+		out, err := r.late(stage, produces, conn, msg, h)
 		if err != nil || len(out) == 0 {
 			return nil, err
 		}
 		limit := int(conn.nc.MaxPayload()) - eventHeadroom
 		id := msg.Metadata.Get(messages.HeaderCorrelationID)
-		for i, m := range out {
+		deadline := msg.Metadata.Get(messages.HeaderDeadline)
+		kept := out[:0]
+		for _, m := range out {
 			if id != "" && m.Metadata.Get(messages.HeaderCorrelationID) == "" {
 				m.Metadata.Set(messages.HeaderCorrelationID, id)
 			}
-			if len(m.Payload) <= limit {
-				continue
+			if deadline != "" && m.Metadata.Get(messages.HeaderDeadline) == "" {
+				m.Metadata.Set(messages.HeaderDeadline, deadline)
 			}
-			subject := m.Metadata.Get(MetaSubject)
-			log.Error("event too large for the bus; the turn fails with payload_too_large", "msg_id", msg.UUID, "event_subject", subject, "bytes", len(m.Payload), "limit", limit)
-			f, err := tooLarge(stage, msg, subject, len(m.Payload), limit)
-			if err != nil {
-				return nil, Permanent(err)
+			if len(m.Payload) > limit {
+				subject := m.Metadata.Get(MetaSubject)
+				log.Error("event too large for the bus; the turn fails with payload_too_large", "msg_id", msg.UUID, "event_subject", subject, "bytes", len(m.Payload), "limit", limit)
+				f, err := tooLarge(stage, msg, subject, len(m.Payload), limit)
+				if err != nil {
+					return nil, Permanent(err)
+				}
+				m = f
 			}
-			out[i] = f
+			// One terminal event per turn: publish it only if its claim
+			// wins (or it is this outcome again, after a redelivery).
+			if ev := m.Metadata.Get(messages.HeaderEvent); messages.Terminal(ev) {
+				_, rid, _ := messages.ParseSubject(m.Metadata.Get(MetaSubject))
+				terms, err := conn.terminals(r.cfg.Streams.Replicas)
+				if err != nil {
+					return nil, err
+				}
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), 10*time.Second)
+				won, err := terms.Claim(cctx, rid, ev)
+				cancel()
+				if err != nil {
+					return nil, err
+				}
+				if won != ev {
+					log.Info("turn already ended; event not published", "request_id", rid, "outcome", won, "event", ev)
+					continue
+				}
+			}
+			kept = append(kept, m)
+		}
+		out = kept
+		if len(out) == 0 {
+			return nil, nil
 		}
 		if err := conn.pub.Publish("", out...); err != nil {
 			return nil, err
 		}
 		return nil, nil
 	}
+}
+
+// late runs h, unless the turn's deadline has passed: then the turn ends
+// with deadline_exceeded (once: the claim decides), except that the stage
+// that completed the turn runs again to publish its completed event
+// (persist committed, then crashed before the event went out). A handler's
+// context never outlives the deadline (dispatch sets it), so late work
+// never calls a provider.
+func (r *Runtime) late(stage string, produces []string, conn *stageConn, msg *message.Message, h message.HandlerFunc) ([]*message.Message, error) {
+	dl, ok := Deadline(msg)
+	if !ok || time.Now().Before(dl) {
+		return h(msg)
+	}
+	_, rid, _ := messages.ParseSubject(msg.Metadata.Get(MetaSubject))
+	terms, err := conn.terminals(r.cfg.Streams.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), 10*time.Second)
+	defer cancel()
+	outcome, found, err := terms.Outcome(ctx, rid)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		if outcome == messages.EventCompleted && slices.Contains(produces, outcome) {
+			m := msg.Copy()
+			m.SetContext(ctx)
+			return h(m)
+		}
+		return nil, nil // the turn is over: nothing to do
+	}
+	var t messages.Turn
+	if err := json.Unmarshal(msg.Payload, &t); err != nil || !messages.ValidID(t.RequestID) {
+		return nil, Permanent(fmt.Errorf("late event on %s whose turn cannot be named", msg.Metadata.Get(MetaSubject)))
+	}
+	f, err := FailedEvent(stage, &t, messages.CodeDeadlineExceeded, http.StatusGatewayTimeout,
+		"the turn's deadline ("+dl.UTC().Format(time.RFC3339)+") passed before it completed", 0)
+	if err != nil {
+		return nil, err
+	}
+	return []*message.Message{f}, nil
+}
+
+// Deadline returns the turn deadline a consumed message carries.
+func Deadline(msg *message.Message) (time.Time, bool) {
+	s := msg.Metadata.Get(messages.HeaderDeadline)
+	if s == "" {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
 }
 
 // tooLarge builds the payload_too_large failed event of the turn msg

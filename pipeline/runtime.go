@@ -30,6 +30,10 @@ type Stage struct {
 	// Handlers maps a consumed event (messages.Event*) to its handler.
 	// Each handler returns the events to publish (built with NewEvent).
 	Handlers map[string]message.HandlerFunc
+	// Produces are the events the stage publishes. A message that arrives
+	// after its turn's deadline runs only to publish the turn's recorded
+	// outcome again, when it is one of these.
+	Produces []string
 	// Consumer overrides the runtime's consumer configuration.
 	Consumer *ConsumerConfig
 	// Health adds stage-specific checks and details (breaker states, ...).
@@ -53,6 +57,10 @@ type stageConn struct {
 	js  nats.JetStreamContext
 	jsn jetstream.JetStream
 	pub message.Publisher
+
+	termOnce sync.Once
+	terms    *Terminals
+	termErr  error
 }
 
 // Runtime is what every stage process shares: the NATS connection (or the
@@ -255,7 +263,7 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 			return nil, err
 		}
 		durable := DurableName(st.Name, ev)
-		h := r.handlerMiddleware(st.Name, conn, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
+		h := r.handlerMiddleware(st.Name, st.Produces, conn, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
 		r.mu.Lock()
 		r.consumers = append(r.consumers, &consumer{durable: durable, cons: cons, handle: h, cc: cc, log: log.With("event", ev),
 			draining: r.draining.Load, slots: make(chan struct{}, cc.Concurrency)})

@@ -35,7 +35,9 @@ func (c *StepCache) limit() int { return MaxPayload - eventHeadroom }
 // NewStepCache opens (or creates) the bucket.
 func NewStepCache(js nats.JetStreamContext, bucket string, ttl time.Duration, replicas int) (*StepCache, error) {
 	var kv nats.KeyValue
-	err := retryProvisioning(context.Background(), func() error {
+	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+	defer cancel()
+	err := retryProvisioning(ctx, func() error {
 		var err error
 		kv, err = js.KeyValue(bucket)
 		if errors.Is(err, nats.ErrBucketNotFound) {

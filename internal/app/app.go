@@ -533,7 +533,11 @@ func (p *parts) persist(ctx context.Context) error {
 	}
 	gc := memory.NewGroupCommitter(store, 256)
 	p.sys.closers = append(p.sys.closers, func() { _ = gc.Close(); _ = store.Close() })
-	h, err := persist.New(p.o.Persist, store, gc, nc, p.log.With("stage", StagePersist))
+	outcomes, err := p.rt.Terminals(StagePersist)
+	if err != nil {
+		return err
+	}
+	h, err := persist.New(p.o.Persist, persist.Deps{Store: store, Appender: gc, NC: nc, Outcomes: outcomes}, p.log.With("stage", StagePersist))
 	if err != nil {
 		return err
 	}
@@ -566,7 +570,16 @@ func (p *parts) ingest(context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv, err := ingest.New(icfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: conversations{&persist.Client{NC: nc}}, Limits: limits}, p.log.With("stage", StageIngest))
+	outcomes, err := p.rt.Terminals(StageIngest)
+	if err != nil {
+		return err
+	}
+	idem, err := kvBucket(js, ingest.IdempotencyBucket, "agentbus Idempotency-Keys (user+key hash -> request)", pipeline.TerminalTTL, p.o.Pipeline.Streams.Replicas)
+	if err != nil {
+		return err
+	}
+	srv, err := ingest.New(icfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: conversations{&persist.Client{NC: nc}}, Limits: limits,
+		Outcomes: outcomes, Idempotency: idem}, p.log.With("stage", StageIngest))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package app_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -175,5 +176,103 @@ func TestCallLongerThanAckWaitIsNotRedelivered(t *testing.T) {
 	model.mu.Unlock()
 	if info.NumRedelivered != 0 || calls != 1 {
 		t.Fatalf("redelivered %d, provider calls %d", info.NumRedelivered, calls)
+	}
+}
+
+// One deadline per turn: a client that timed out (X-Request-Timeout) gets
+// 504 deadline_exceeded, the turn is ended once (failed) and not stored
+// even though the provider answers later; the same Idempotency-Key then
+// gets that outcome, never a second run. A second key completes normally
+// and its retry returns the stored answer.
+func TestDeadlineAndIdempotencyKey(t *testing.T) {
+	model := &slowModel{delay: 2 * time.Second, calls: map[string]int{}}
+	sys := startSystem(t, func(o *app.Options) {
+		o.ProvidersFile = slowProvider(t, model)
+		o.Limits = app.LimitsFrom(0, 0, 0)
+	})
+	key := newKey(t, sys, "impatient")
+	send := func(t *testing.T, idem, timeout, text string) httpResult {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+sys.HTTPAddr+"/v1/chat/completions", strings.NewReader(chatBody(text)))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", idem)
+		if timeout != "" {
+			req.Header.Set("X-Request-Timeout", timeout)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		raw, _ := io.ReadAll(resp.Body)
+		_ = json.Unmarshal(raw, &body)
+		return httpResult{status: resp.StatusCode, header: resp.Header, body: body, raw: string(raw)}
+	}
+	js, _ := sys.Runtime.Conn().JetStream()
+
+	t.Run("timed out, then the same key", func(t *testing.T) {
+		r := send(t, "idem-late-1", "500ms", "too slow for you")
+		if r.status != 504 || errCode(r) != messages.CodeDeadlineExceeded {
+			t.Fatalf("first: %d %s", r.status, r.raw)
+		}
+		rid := r.header.Get("X-Request-Id")
+		// The provider still answers (after 2s); the turn must not
+		// complete. Wait until the llm and persist consumers have settled
+		// everything.
+		waitSettled(t, js, "agentbus-llm-admitted", "agentbus-persist-generated")
+		again := send(t, "idem-late-1", "", "too slow for you")
+		if again.status != 504 || errCode(again) != messages.CodeDeadlineExceeded || again.header.Get("X-Request-Id") != rid {
+			t.Fatalf("retry: %d %s (request %s, first %s)", again.status, again.raw, again.header.Get("X-Request-Id"), rid)
+		}
+		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: "agentbus.turn.*." + rid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Subjects[messages.Subject(messages.EventCompleted, rid)] != 0 || info.State.Subjects[messages.Subject(messages.EventFailed, rid)] != 1 {
+			t.Fatalf("events of the late turn: %v", info.State.Subjects)
+		}
+		model.mu.Lock()
+		defer model.mu.Unlock()
+		if c := model.calls["too slow for you"]; c != 1 {
+			t.Fatalf("provider calls %d", c)
+		}
+	})
+	t.Run("completed, then the same key", func(t *testing.T) {
+		r := send(t, "idem-ok-1", "", "patient question")
+		if r.status != 200 {
+			t.Fatalf("first: %d %s", r.status, r.raw)
+		}
+		again := send(t, "idem-ok-1", "", "patient question")
+		if again.status != 200 || content(t, again) != content(t, r) || again.header.Get("X-Request-Id") != r.header.Get("X-Request-Id") {
+			t.Fatalf("retry: %d %s", again.status, again.raw)
+		}
+		model.mu.Lock()
+		defer model.mu.Unlock()
+		if c := model.calls["patient question"]; c != 1 {
+			t.Fatalf("provider calls %d", c)
+		}
+	})
+}
+
+// waitSettled waits until the consumers have nothing pending or in flight.
+func waitSettled(t *testing.T, js nats.JetStreamContext, durables ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, d := range durables {
+		for {
+			info, err := js.ConsumerInfo(messages.StreamTurns, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.NumAckPending == 0 && info.NumPending == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not settled: %d pending, %d ack pending", d, info.NumPending, info.NumAckPending)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }

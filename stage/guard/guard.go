@@ -36,7 +36,7 @@ const RateLimitBucket = rlkv.Bucket
 var Contract = pipeline.Contract{
 	Stage:    Stage,
 	Consumes: []string{messages.EventReceived, messages.EventCompleted},
-	Produces: []string{messages.EventAdmitted, messages.EventRejected},
+	Produces: []string{messages.EventAdmitted, messages.EventRejected, messages.EventFailed},
 	KV:       []pipeline.KVUse{{Bucket: RateLimitBucket, Write: true}, {Bucket: apikv.Bucket}},
 }
 
@@ -75,7 +75,7 @@ func (h *Handler) Stage() pipeline.Stage {
 	if h.Limiter != nil && h.Reconcile {
 		handlers[messages.EventCompleted] = h.HandleCompleted
 	}
-	return pipeline.Stage{Name: Stage, Handlers: handlers}
+	return pipeline.Stage{Name: Stage, Handlers: handlers, Produces: Contract.Produces}
 }
 
 // HandleCompleted reconciles the token rate limits with the usage the

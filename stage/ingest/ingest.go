@@ -40,14 +40,17 @@ import (
 const Stage = "ingest"
 
 // Contract is what the ingest stage does on the bus: it publishes received
-// turns, reads API key records, follows its requests' events and deltas,
-// serves the NATS entry (answering each request with a stream of chunks for
-// up to 15 minutes) and gathers the other stages' health.
+// turns (and the deadline_exceeded failure of a turn whose client stopped
+// waiting), reads API key records and the rate-limit state, follows its
+// requests' events and deltas, reads a turn's outcome back from the stream,
+// records Idempotency-Keys, serves the NATS entry (answering each request
+// with a stream of chunks for up to 15 minutes) and gathers the other
+// stages' health.
 var Contract = pipeline.Contract{
 	Stage:         Stage,
-	Produces:      []string{messages.EventReceived},
-	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}, {Bucket: rlkv.Bucket}},
-	Requests:      []string{"agentbus.health.>", messages.SubjectOwner},
+	Produces:      []string{messages.EventReceived, messages.EventFailed},
+	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}, {Bucket: rlkv.Bucket}, {Bucket: IdempotencyBucket, Write: true}},
+	Requests:      []string{"agentbus.health.>", messages.SubjectOwner, "$JS.API.STREAM.MSG.GET." + messages.StreamTurns},
 	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubject("*"), messages.SubjectChat},
 	ManyResponses: true,
 	ResponseTTL:   15 * time.Minute,
@@ -174,6 +177,14 @@ type Deps struct {
 	// Conversations checks that a request continuing a conversation
 	// comes from its owner. Nil refuses every X-Conversation-Id.
 	Conversations Conversations
+	// Outcomes are the turns' recorded outcomes (pipeline.Terminals): at a
+	// request's deadline ingest ends its turn there, and an
+	// Idempotency-Key retry reads its turn's outcome. Nil: a late turn is
+	// answered 504 and may still complete.
+	Outcomes *pipeline.Terminals
+	// Idempotency is the IdempotencyBucket; nil: Idempotency-Key is
+	// refused.
+	Idempotency nats.KeyValue
 	// Limits, when set, is asked before a request is stored whether its
 	// key and user have room now (reading the shared limiter state, never
 	// spending it): a request the guard would reject for its rate limits
@@ -198,6 +209,8 @@ type Server struct {
 	auth  Authenticator
 	convs Conversations
 	rate  RateCheck
+	terms outcomeStore
+	idem  nats.KeyValue
 	log   *slog.Logger
 	mux   *http.ServeMux
 	// inflight bounds the NATS entry's waiting requests.
@@ -212,7 +225,10 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 	if cfg.MaxNATSInFlight == 0 {
 		cfg.MaxNATSInFlight = 1024
 	}
-	s := &Server{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, rate: d.Limits, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight)}
+	s := &Server{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, rate: d.Limits, idem: d.Idempotency, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight)}
+	if d.Outcomes != nil {
+		s.terms = d.Outcomes
+	}
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("GET /health", s.health)
@@ -303,20 +319,25 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body", nil)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReplyTimeout)
-	defer cancel()
-	out := &httpReply{w: w}
-	s.serveTurn(ctx, id, body, r.Header.Get("X-Conversation-Id"), "chat.completions", out)
-	if ctx.Err() != nil && r.Context().Err() != nil {
-		return // the client went away
-	}
+	s.serveTurn(r.Context(), id, body, optionsFrom(r.Header.Get), "chat.completions", &httpReply{w: w})
 }
 
 // serveTurn runs one chat request from either entry (HTTP or NATS): it
 // decodes and checks the body, builds the turn with the caller's verified
 // identity, publishes it and answers out with the outcome (a completion, a
 // stream of chunks, or an OpenAI-style error).
-func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, endpoint string, out reply) {
+func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt requestOptions, endpoint string, out reply) {
+	conv := opt.Conversation
+	timeout, err := s.timeoutFor(opt)
+	if err != nil {
+		out.error(http.StatusBadRequest, "invalid_request", err.Error(), strp(HeaderRequestTimeout))
+		return
+	}
+	if opt.IdempotencyKey != "" && !validIdemKey(opt.IdempotencyKey) {
+		out.error(http.StatusBadRequest, "invalid_request", HeaderIdempotencyKey+" must be 1-255 characters without surrounding spaces", strp(HeaderIdempotencyKey))
+		return
+	}
+	deadline := time.Now().Add(timeout)
 	var req chatRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		out.error(http.StatusBadRequest, "invalid_json", "request body is not valid JSON: "+err.Error(), nil)
@@ -359,6 +380,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, 
 		Messages:       req.Messages,
 		Stream:         req.Stream,
 		CreatedAt:      time.Now().UTC(),
+		Deadline:       deadline.UTC(),
 	}
 	if err := turn.Validate(); err != nil {
 		out.error(http.StatusBadRequest, "invalid_request", strings.ReplaceAll(err.Error(), "\n", "; "), nil)
@@ -389,6 +411,19 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, 
 		}
 	}
 
+	usage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	if opt.IdempotencyKey != "" {
+		prior, fresh, err := s.reserve(ctx, id.User, opt.IdempotencyKey, idemEntry{RequestID: rid, ConversationID: conv, Model: turn.Model, CreatedAt: turn.CreatedAt, Deadline: turn.Deadline})
+		if err != nil {
+			s.log.Warn("idempotency key not recorded", "request_id", rid, "err", err)
+			out.error(http.StatusServiceUnavailable, messages.CodeUnavailable, "could not record the Idempotency-Key; retry later", nil)
+			return
+		}
+		if !fresh {
+			s.resume(ctx, out, prior, turn.Stream, usage)
+			return
+		}
+	}
 	events := make(chan *nats.Msg, 64)
 	sub, err := s.nc.ChanSubscribe(messages.ReplyFilter(rid), events)
 	if err != nil {
@@ -406,26 +441,12 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, conv, 
 		}
 		defer func() { _ = dsub.Unsubscribe() }()
 	}
-	if err := publishEncoded(ctx, s.js, rid, encoded); err != nil {
+	if err := publishEncoded(ctx, s.js, rid, encoded, turn.Deadline); err != nil {
 		s.log.Error("publish turn", "request_id", rid, "err", err)
 		out.error(http.StatusServiceUnavailable, "unavailable", "could not enqueue the request; try again", nil)
 		return
 	}
-	if turn.Stream {
-		s.stream(ctx, out, &turn, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, events, deltas)
-		return
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			s.timeout(out, rid)
-			return
-		case m := <-events:
-			if done := s.answer(out, &turn, m); done {
-				return
-			}
-		}
-	}
+	s.await(ctx, out, &turn, usage, events, deltas, deadline)
 }
 
 // owns answers the request and reports false unless user owns the stored
@@ -456,15 +477,18 @@ func Publish(ctx context.Context, js nats.JetStreamContext, t *messages.Turn) er
 	if err != nil {
 		return err
 	}
-	return publishEncoded(ctx, js, t.RequestID, b)
+	return publishEncoded(ctx, js, t.RequestID, b, t.Deadline)
 }
 
-func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b []byte) error {
+func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b []byte, deadline time.Time) error {
 	m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
 	m.Header.Set(messages.HeaderCorrelationID, rid)
 	m.Header.Set(messages.HeaderEvent, messages.EventReceived)
+	if !deadline.IsZero() {
+		m.Header.Set(messages.HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
+	}
 	_, err := js.PublishMsg(m, nats.Context(ctx))
 	return err
 }

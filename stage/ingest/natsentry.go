@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
@@ -40,7 +41,7 @@ func (s *Server) natsChat(req micro.Request) {
 	body := req.Data()
 	go func() {
 		defer func() { <-s.inflight }()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReplyTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReplyTimeout+10*time.Second)
 		defer cancel()
 		var id Identity
 		if s.auth == nil {
@@ -56,6 +57,6 @@ func (s *Server) natsChat(req micro.Request) {
 			out.error(http.StatusRequestEntityTooLarge, "request_too_large", "request body too large", nil)
 			return
 		}
-		s.serveTurn(ctx, id, body, h.Get(HeaderConversation), "nats", out)
+		s.serveTurn(ctx, id, body, optionsFrom(h.Get), "nats", out)
 	}()
 }

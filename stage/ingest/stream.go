@@ -65,18 +65,24 @@ func (s *sse) delta(m *nats.Msg) bool {
 	return true
 }
 
-func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg) {
+func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg, settle func() *nats.Msg) {
 	s := &sse{out: out, t: t, model: t.Model, usage: includeUsage}
 	for {
+		var m *nats.Msg
 		select {
 		case <-ctx.Done():
-			out.error(http.StatusGatewayTimeout, messages.CodeTimeout, fmt.Sprintf("no answer within %s", srv.cfg.ReplyTimeout), nil)
-			return
-		case m := <-deltas:
-			if !s.delta(m) {
+			if m = settle(); m == nil {
+				out.error(http.StatusGatewayTimeout, messages.CodeTimeout, fmt.Sprintf("no answer within %s", srv.cfg.ReplyTimeout), nil)
 				return
 			}
-		case m := <-events:
+		case d := <-deltas:
+			if !s.delta(d) {
+				return
+			}
+			continue
+		case m = <-events:
+		}
+		{
 			event, _, err := messages.ParseSubject(m.Subject)
 			if err != nil || !messages.Terminal(event) {
 				continue

@@ -160,7 +160,8 @@ func (h *Handler) SetTools(tools []provider.ToolSpec) {
 // results.
 func (h *Handler) Stage() pipeline.Stage {
 	return pipeline.Stage{
-		Name: Stage,
+		Name:     Stage,
+		Produces: Contract.Produces,
 		Handlers: map[string]message.HandlerFunc{
 			messages.EventAdmitted: h.Handle,
 			messages.EventTooled:   h.Handle,

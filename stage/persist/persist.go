@@ -50,7 +50,7 @@ const (
 var Contract = pipeline.Contract{
 	Stage:      Stage,
 	Consumes:   []string{messages.EventGenerated},
-	Produces:   []string{messages.EventCompleted},
+	Produces:   []string{messages.EventCompleted, messages.EventFailed},
 	Subscribes: []string{"agentbus.persist.>", messages.EventFilter(messages.EventCompleted)},
 }
 
@@ -102,6 +102,7 @@ type Handler struct {
 	cfg      Config
 	store    memory.Store
 	appender Appender
+	outcomes Outcomes
 	cache    *lru.Cache[string, []messages.Message]
 	// owners caches conversation owners (set by the first turn, never
 	// changed; dropped on delete).
@@ -127,9 +128,30 @@ func (h *Handler) counter(model string) tokens.Counter {
 	return c
 }
 
-// New builds the handler. appender may be nil (each turn its own
-// transaction).
-func New(cfg Config, store memory.Store, appender Appender, nc *nats.Conn, log *slog.Logger) (*Handler, error) {
+// Outcomes records each turn's outcome (pipeline.Terminals): persist
+// claims "completed" before it commits, so a turn is stored only if it
+// completed, never after another stage ended it.
+type Outcomes interface {
+	Claim(ctx context.Context, requestID, event string) (string, error)
+}
+
+// Deps are the persist stage's dependencies.
+type Deps struct {
+	// Store is the conversation store. Required.
+	Store memory.Store
+	// Appender commits turns (a memory.GroupCommitter); nil: Store, one
+	// transaction per turn.
+	Appender Appender
+	// NC receives completed events of other replicas (cache invalidation);
+	// nil: no invalidation.
+	NC *nats.Conn
+	// Outcomes, when set, is claimed before each commit.
+	Outcomes Outcomes
+}
+
+// New builds the handler.
+func New(cfg Config, d Deps, log *slog.Logger) (*Handler, error) {
+	store, appender, nc := d.Store, d.Appender, d.NC
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -141,7 +163,7 @@ func New(cfg Config, store memory.Store, appender Appender, nc *nats.Conn, log *
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, store: store, appender: appender, cache: cache, owners: owners, log: log, nc: nc, counters: map[string]tokens.Counter{}}
+	h := &Handler{cfg: cfg, store: store, appender: appender, outcomes: d.Outcomes, cache: cache, owners: owners, log: log, nc: nc, counters: map[string]tokens.Counter{}}
 	if h.appender == nil {
 		h.appender = storeAppender{store}
 	}
@@ -178,6 +200,7 @@ func (a storeAppender) Append(ctx context.Context, r *memory.TurnRecord) error {
 func (h *Handler) Stage() pipeline.Stage {
 	return pipeline.Stage{
 		Name:      Stage,
+		Produces:  Contract.Produces,
 		Handlers:  map[string]message.HandlerFunc{messages.EventGenerated: h.Handle},
 		Endpoints: h.endpoints,
 		Health: func(ctx context.Context) (map[string]pipeline.Check, map[string]any) {
@@ -276,6 +299,18 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	rec, err := memory.CompletedTurn(g.Messages, c)
 	if err != nil {
 		return nil, err
+	}
+	if h.outcomes != nil {
+		won, err := h.outcomes.Claim(msg.Context(), g.RequestID, messages.EventCompleted)
+		if err != nil {
+			return nil, err
+		}
+		if won != messages.EventCompleted {
+			// Another stage ended the turn first (its deadline passed):
+			// it is not stored.
+			h.log.Info("turn already ended; not stored", "request_id", g.RequestID, "outcome", won)
+			return nil, nil
+		}
 	}
 	if err := h.appender.Append(msg.Context(), &rec); err != nil {
 		if errors.Is(err, memory.ErrInvalidRecord) {

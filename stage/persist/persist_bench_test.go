@@ -35,7 +35,7 @@ func BenchmarkHistory(b *testing.B) {
 			if !cached {
 				cfg.CacheSize = 1
 			}
-			h, err := persist.New(cfg, store, nil, nil, nil)
+			h, err := persist.New(cfg, persist.Deps{Store: store}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -123,7 +123,7 @@ func (h *Handler) SetFirewall(fw *firewall.Firewall) { h.firewall.Store(fw) }
 
 // Stage returns the pipeline stage.
 func (h *Handler) Stage() pipeline.Stage {
-	return pipeline.Stage{Name: Stage, Handlers: map[string]message.HandlerFunc{messages.EventToolCalls: h.Handle}}
+	return pipeline.Stage{Name: Stage, Produces: Contract.Produces, Handlers: map[string]message.HandlerFunc{messages.EventToolCalls: h.Handle}}
 }
 
 type stepResult struct {

@@ -1,0 +1,111 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// TerminalsBucket records each turn's outcome: request id -> its terminal
+// event (completed, rejected or failed).
+const TerminalsBucket = "agentbus_terminals"
+
+// TerminalTTL is how long outcomes are kept: a client retrying with the
+// same Idempotency-Key within it gets the turn's real outcome.
+const TerminalTTL = 48 * time.Hour
+
+// Terminals guarantees one terminal event per turn: whoever ends a turn
+// claims its outcome first (a KV create, so exactly one claim wins across
+// every stage and replica), and a terminal event that lost the claim is
+// never published. A turn is stored if and only if its outcome is
+// completed: persist claims before it commits.
+type Terminals struct{ kv nats.KeyValue }
+
+// OpenTerminals opens (or creates) the outcomes bucket.
+func OpenTerminals(js nats.JetStreamContext, replicas int) (*Terminals, error) {
+	var kv nats.KeyValue
+	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+	defer cancel()
+	err := retryProvisioning(ctx, func() error {
+		var err error
+		kv, err = js.KeyValue(TerminalsBucket)
+		if errors.Is(err, nats.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: TerminalsBucket, Description: "agentbus turn outcomes (one terminal event per turn)",
+				TTL: TerminalTTL, History: 1, Replicas: max(replicas, 1)})
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("terminals bucket: %w", err)
+	}
+	return &Terminals{kv: kv}, nil
+}
+
+// Claim records event as the outcome of request rid unless it has one,
+// and returns the outcome: event if this claim won, the earlier one
+// otherwise. Claiming the same event again (a redelivery) returns it again.
+func (t *Terminals) Claim(ctx context.Context, rid, event string) (string, error) {
+	out, _, err := t.ClaimNew(ctx, rid, event)
+	return out, err
+}
+
+// ClaimNew is Claim that also reports whether this call recorded the
+// outcome (false: it was there already, maybe the same event).
+func (t *Terminals) ClaimNew(ctx context.Context, rid, event string) (outcome string, created bool, err error) {
+	var out string
+	err = retryKV(ctx, func() error {
+		if _, err := t.kv.Create(rid, []byte(event)); err == nil {
+			out, created = event, true
+			return nil
+		} else if !errors.Is(err, nats.ErrKeyExists) {
+			return err
+		}
+		e, err := t.kv.Get(rid)
+		if errors.Is(err, nats.ErrKeyNotFound) {
+			return nats.ErrTimeout // expired meanwhile: claim again
+		}
+		if err != nil {
+			return err
+		}
+		out = string(e.Value())
+		return nil
+	})
+	if err != nil {
+		return "", false, fmt.Errorf("claim outcome of %s: %w", rid, err)
+	}
+	return out, created, nil
+}
+
+// Outcome returns the recorded outcome of rid, if any.
+func (t *Terminals) Outcome(ctx context.Context, rid string) (event string, found bool, err error) {
+	err = retryKV(ctx, func() error {
+		e, err := t.kv.Get(rid)
+		if errors.Is(err, nats.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		event, found = string(e.Value()), true
+		return nil
+	})
+	return event, found, err
+}
+
+// Terminals is the outcomes bucket on a stage's connection (opened on
+// first use).
+func (r *Runtime) Terminals(stage string) (*Terminals, error) {
+	sc, err := r.stageConn(stage)
+	if err != nil {
+		return nil, err
+	}
+	return sc.terminals(r.cfg.Streams.Replicas)
+}
+
+func (sc *stageConn) terminals(replicas int) (*Terminals, error) {
+	sc.termOnce.Do(func() { sc.terms, sc.termErr = OpenTerminals(sc.js, replicas) })
+	return sc.terms, sc.termErr
+}

@@ -1,0 +1,236 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentbus/agentbus/messages"
+	"github.com/agentbus/agentbus/pipeline"
+	"github.com/nats-io/nats.go"
+)
+
+// IdempotencyBucket maps (user, Idempotency-Key) to the turn it started.
+const IdempotencyBucket = "agentbus_idempotency"
+
+// Request headers of both entries (HTTP and NATS).
+const (
+	// HeaderIdempotencyKey names a request: sent again (after a timeout,
+	// a lost connection), the same key gets the first request's turn and
+	// its real outcome, never a second run. Kept for pipeline.TerminalTTL.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderRequestTimeout shortens the wait for this request (seconds, or
+	// a duration such as 30s): it becomes the turn's deadline, after which
+	// the turn ends with deadline_exceeded and is not stored. At most
+	// Config.ReplyTimeout.
+	HeaderRequestTimeout = "X-Request-Timeout"
+)
+
+// requestOptions are what a request's headers ask for.
+type requestOptions struct {
+	Conversation   string
+	IdempotencyKey string
+	Timeout        string
+}
+
+func optionsFrom(get func(string) string) requestOptions {
+	return requestOptions{Conversation: get(HeaderConversation), IdempotencyKey: get(HeaderIdempotencyKey), Timeout: get(HeaderRequestTimeout)}
+}
+
+// timeout is how long the request may take: X-Request-Timeout when set
+// and shorter, else ReplyTimeout.
+func (s *Server) timeoutFor(o requestOptions) (time.Duration, error) {
+	if o.Timeout == "" {
+		return s.cfg.ReplyTimeout, nil
+	}
+	d, err := time.ParseDuration(o.Timeout)
+	if err != nil {
+		secs, ferr := strconv.ParseFloat(o.Timeout, 64)
+		if ferr != nil || secs <= 0 {
+			return 0, fmt.Errorf("%s must be seconds or a duration such as 30s", HeaderRequestTimeout)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%s must be positive", HeaderRequestTimeout)
+	}
+	return min(d, s.cfg.ReplyTimeout), nil
+}
+
+// idemEntry is what an Idempotency-Key maps to.
+type idemEntry struct {
+	RequestID      string    `json:"request_id"`
+	ConversationID string    `json:"conversation_id"`
+	Model          string    `json:"model,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	Deadline       time.Time `json:"deadline"`
+}
+
+// idemKey is the bucket key of a user's Idempotency-Key: keys of different
+// users never collide, and the client's text never becomes a subject.
+func idemKey(user, key string) string {
+	sum := sha256.Sum256([]byte(user + "\x00" + key))
+	return hex.EncodeToString(sum[:16])
+}
+
+// reserve records e under (user, key) unless the key was used before, and
+// returns the earlier entry then.
+func (s *Server) reserve(ctx context.Context, user, key string, e idemEntry) (prior idemEntry, fresh bool, err error) {
+	if s.idem == nil {
+		return idemEntry{}, false, errors.New("idempotency keys are not available")
+	}
+	b, _ := json.Marshal(e)
+	k := idemKey(user, key)
+	if _, err := s.idem.Create(k, b); err == nil {
+		return e, true, nil
+	} else if !errors.Is(err, nats.ErrKeyExists) {
+		return idemEntry{}, false, err
+	}
+	got, err := s.idem.Get(k)
+	if err != nil {
+		return idemEntry{}, false, err
+	}
+	if err := json.Unmarshal(got.Value(), &prior); err != nil {
+		return idemEntry{}, false, err
+	}
+	return prior, false, nil
+}
+
+// resume answers a request whose Idempotency-Key started a turn before:
+// that turn's outcome (waiting for it when it has none yet), never a
+// second run.
+func (s *Server) resume(ctx context.Context, out reply, prior idemEntry, stream, usage bool) {
+	out.setHeader("X-Request-Id", prior.RequestID)
+	out.setHeader("X-Conversation-Id", prior.ConversationID)
+	t := messages.Turn{RequestID: prior.RequestID, ConversationID: prior.ConversationID, Model: prior.Model, CreatedAt: prior.CreatedAt, Deadline: prior.Deadline, Stream: stream}
+	events := make(chan *nats.Msg, 64)
+	sub, err := s.nc.ChanSubscribe(messages.ReplyFilter(t.RequestID), events)
+	if err != nil {
+		out.error(http.StatusServiceUnavailable, messages.CodeUnavailable, "message bus unavailable", nil)
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if outcome, found, err := s.terms.Outcome(ctx, t.RequestID); err == nil && found {
+		if m := s.stored(ctx, t.RequestID, outcome); m != nil {
+			events <- m
+		}
+	}
+	// Wait for it until the first request's deadline, but at least this
+	// request's own timeout.
+	wait := max(time.Until(prior.Deadline), 0)
+	if d, _ := s.timeoutFor(requestOptions{}); wait == 0 {
+		wait = min(d, 5*time.Second)
+	}
+	s.await(ctx, out, &t, usage, events, nil, time.Now().Add(wait))
+}
+
+// await answers with the turn's terminal event, streaming deltas when the
+// turn streams, until deadline; then it settles the turn's outcome.
+func (s *Server) await(ctx context.Context, out reply, t *messages.Turn, usage bool, events, deltas chan *nats.Msg, deadline time.Time) {
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	settle := func() *nats.Msg {
+		if ctx.Err() != nil {
+			return nil // the client went away
+		}
+		return s.settle(t, events)
+	}
+	if t.Stream {
+		s.stream(wctx, out, t, usage, events, deltas, settle)
+		return
+	}
+	for {
+		select {
+		case <-wctx.Done():
+			if m := settle(); m != nil {
+				s.answer(out, t, m)
+			} else if ctx.Err() == nil {
+				s.timeout(out, t.RequestID)
+			}
+			return
+		case m := <-events:
+			if done := s.answer(out, t, m); done {
+				return
+			}
+		}
+	}
+}
+
+// settle decides the outcome of a turn whose deadline passed while the
+// client waited: ingest claims it as failed (deadline_exceeded) and
+// publishes that, so the turn can no longer complete and is not stored;
+// or, when the turn ended first (its claim won), it returns that event
+// (arriving, or read back from the stream). nil: unknown (the bus is
+// unreachable).
+func (s *Server) settle(t *messages.Turn, events chan *nats.Msg) *nats.Msg {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.terms == nil {
+		return nil
+	}
+	outcome, created, err := s.terms.ClaimNew(ctx, t.RequestID, messages.EventFailed)
+	if err != nil {
+		s.log.Warn("could not settle a late turn", "request_id", t.RequestID, "err", err)
+		return nil
+	}
+	if created {
+		reason := "no answer by the turn's deadline; the turn was stopped and is not stored"
+		if !t.Deadline.IsZero() {
+			reason = fmt.Sprintf("no answer by the turn's deadline (%s); the turn was stopped and is not stored", t.Deadline.UTC().Format(time.RFC3339))
+		}
+		f := messages.Failed{SchemaVersion: messages.SchemaVersion, RequestID: t.RequestID, ConversationID: t.ConversationID, User: t.User,
+			Stage: Stage, Code: messages.CodeDeadlineExceeded, Status: http.StatusGatewayTimeout, Reason: reason, At: time.Now().UTC()}
+		b, _ := json.Marshal(f)
+		m := nats.NewMsg(messages.Subject(messages.EventFailed, t.RequestID))
+		m.Data = b
+		m.Header.Set(nats.MsgIdHdr, messages.MsgID(t.RequestID, messages.EventFailed, 0))
+		m.Header.Set(messages.HeaderCorrelationID, t.RequestID)
+		m.Header.Set(messages.HeaderEvent, messages.EventFailed)
+		if _, err := s.js.PublishMsg(m, nats.Context(ctx)); err != nil {
+			s.log.Warn("deadline failure not published", "request_id", t.RequestID, "err", err)
+		}
+		return m
+	}
+	// The turn ended as outcome: its event is on its way, or stored.
+	wait := time.NewTimer(2 * time.Second)
+	defer wait.Stop()
+	for {
+		select {
+		case m := <-events:
+			if ev, _, _ := messages.ParseSubject(m.Subject); ev == outcome {
+				return m
+			}
+		case <-wait.C:
+			return s.stored(ctx, t.RequestID, outcome)
+		}
+	}
+}
+
+// stored reads a turn's terminal event back from the stream.
+func (s *Server) stored(ctx context.Context, rid, outcome string) *nats.Msg {
+	raw, err := s.js.GetLastMsg(messages.StreamTurns, messages.Subject(outcome, rid), nats.Context(ctx))
+	if err != nil {
+		return nil
+	}
+	return &nats.Msg{Subject: raw.Subject, Data: raw.Data, Header: raw.Header}
+}
+
+// outcomeStore is the outcomes bucket ingest reads and claims.
+type outcomeStore interface {
+	Outcome(ctx context.Context, rid string) (string, bool, error)
+	ClaimNew(ctx context.Context, rid, event string) (string, bool, error)
+}
+
+var _ outcomeStore = (*pipeline.Terminals)(nil)
+
+// validIdemKey accepts what clients send (a UUID, a hash, any token).
+func validIdemKey(k string) bool {
+	return len(k) <= 255 && strings.TrimSpace(k) == k && k != ""
+}
