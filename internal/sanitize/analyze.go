@@ -1,79 +1,269 @@
 package sanitize
 
 import (
+	"sort"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 )
 
+// token is one word of the normalised text (or a stop, a boundary or a
+// special literal), located in the original text.
+type token struct {
+	s          string // folded word, stopToken, boundaryToken or a special literal
+	h          uint32 // tokHash(s)
+	start, end int32  // byte range in the original text
+	cls        cset
+}
+
 // doc is one text prepared for judging.
 type doc struct {
-	folded  string   // Normalize(text)
-	toks    []string // words of folded and of decoded probes, leet and spacing undone
-	classes []uint64 // lexicon classes of each token
-	stats   normStats
-	probes  []string // kinds of decoded probes ("base64", "hex")
-	leet    int      // tokens that became lexicon words after undoing leetspeak
-	spaced  int      // lexicon words recovered from spaced-out letters
-	flood   bool     // one token repeated to fill the text
+	folded string
+	toks   []token
+	events []event // obfuscation signals (original offsets)
+	stats  normStats
+	flood  bool // one token repeated to fill the text
+	n      normalizer
 }
 
 // analyze normalises text and derives every view the rules and the model read.
 func analyze(text string) *doc {
 	d := &doc{}
-	d.folded = normalize(text, &d.stats)
-	d.tokenize(d.folded)
-	// Probes run on the text before case folding (base64 is case sensitive).
-	for _, p := range decodeProbes(text) {
-		var st normStats
-		d.probes = append(d.probes, p.kind)
-		d.toks = append(d.toks, "\x00") // boundary: no rule spans a probe
-		d.tokenize(normalize(p.text, &st))
-	}
-	d.classes = make([]uint64, len(d.toks))
-	for i, t := range d.toks {
-		d.classes[i] = lexicon[t]
-	}
-	d.flood = isFlood(text)
+	d.analyze(text)
 	return d
 }
 
-// tokenize appends the words of s (already normalised) to d.toks.
-func (d *doc) tokenize(s string) {
+func (d *doc) analyze(text string) {
+	d.n.run(text)
+	d.folded = string(d.n.out)
+	d.stats = d.n.st
+	d.events = append(d.events[:0], d.n.events...)
+	d.toks = d.toks[:0]
+	est := len(text)/5 + 8
+	if cap(d.toks) < est {
+		d.toks = make([]token, 0, est)
+	}
+	var fl flood
+	nNorm := len(d.events)
+	d.tokenize(d.folded, d.n.cps, nil, &fl)
+	// Normalisation events belong to the token that holds their offset.
+	main := len(d.toks)
+	for i := range d.events[:nNorm] {
+		off := d.events[i].off
+		d.events[i].tok = int32(sort.Search(main, func(k int) bool { return d.toks[k].end > off }))
+	}
+	// Probes run on the text before case folding (base64 is case sensitive).
+	for _, p := range decodeProbes(text) {
+		kind := uint8(evBase64)
+		if p.kind == "hex" {
+			kind = evHex
+		}
+		d.events = append(d.events, event{kind: kind, off: int32(p.start), tok: int32(len(d.toks))})
+		d.toks = append(d.toks, token{s: boundaryToken, h: tokHash(boundaryToken), start: int32(p.start), end: int32(p.end)})
+		var n normalizer
+		n.run(p.text)
+		d.tokenize(string(n.out), nil, &p, nil)
+	}
+	d.flood = len(text) >= 64 && fl.is()
+}
+
+// flood finds a text that is mostly one token repeated, a known way to push
+// instructions out of a model's attention: a majority vote over the words
+// (and the letters of spaced-out runs), then a count of the candidate.
+type flood struct {
+	cand  uint32
+	votes int
+	hs    []uint32
+}
+
+func (f *flood) vote(h uint32) {
+	f.hs = append(f.hs, h)
+	switch {
+	case f.votes == 0:
+		f.cand, f.votes = h, 1
+	case h == f.cand:
+		f.votes++
+	default:
+		f.votes--
+	}
+}
+
+func (f *flood) is() bool {
+	if len(f.hs) < 32 || f.votes == 0 {
+		return false
+	}
+	n := 0
+	for _, h := range f.hs {
+		if h == f.cand {
+			n++
+		}
+	}
+	return 2*n >= len(f.hs)
+}
+
+// tokenize appends the tokens of f (normalised text) to d.toks. cps maps f
+// back to the original text; for a decoded probe, p gives the original range
+// instead. fl, if not nil, receives the words for the flood vote.
+func (d *doc) tokenize(f string, cps []checkpoint, p *probe, fl *flood) {
+	cursor := 0
+	orig := func(fo int) int32 {
+		if p != nil {
+			return int32(p.start)
+		}
+		return int32(origOffset(cps, fo, &cursor))
+	}
+	origEnd := func(fo int) int32 {
+		if p != nil {
+			return int32(p.end)
+		}
+		return int32(origOffset(cps, fo, &cursor))
+	}
+	sentStart := true
 	var single []byte // pending run of single-letter tokens
+	singleStart, singleEnd := 0, 0
+	emit := func(t token, vote bool) {
+		if sentStart {
+			t.cls.add(kSentStart)
+		}
+		sentStart = false
+		d.toks = append(d.toks, t)
+		if fl != nil && vote {
+			fl.vote(t.h)
+		}
+	}
+	word := func(w string, i, j int) {
+		t := token{s: w, h: tokHash(w), start: orig(i), end: origEnd(j)}
+		t.cls = lookup(w, t.h)
+		// <system>, [system], </document>: a fake chat turn or delimiter.
+		if i > 0 && j < len(f) && (f[j] == '>' || f[j] == ']') {
+			switch {
+			case f[i-1] == '<' || f[i-1] == '[':
+				if openRoles[w] {
+					t.cls.add(kBracketed)
+				}
+			case f[i-1] == '/' && i > 1 && f[i-2] == '<':
+				if closeRoles[w] {
+					t.cls.add(kBracketed)
+				}
+			}
+		}
+		emit(t, true)
+	}
 	flushSingle := func() {
+		if len(single) == 0 {
+			return
+		}
 		if len(single) >= 4 {
-			var hits int
-			d.toks, hits = segment(string(single), d.toks)
-			d.spaced += hits
+			var pieces [][2]int
+			run := string(single)
+			pieces, hits := segment(run, pieces)
+			if hits > 0 {
+				d.events = append(d.events, event{kind: evSpaced, off: orig(singleStart), tok: int32(len(d.toks))})
+			}
+			// The pieces of a spaced run share its range.
+			start, end := orig(singleStart), origEnd(singleEnd)
+			for _, pc := range pieces {
+				w := run[pc[0]:pc[1]]
+				t := token{s: w, h: tokHash(w), start: start, end: end}
+				t.cls = lookup(w, t.h)
+				emit(t, false)
+			}
+			if fl != nil {
+				for _, c := range single {
+					fl.vote(letterHashes[c-'a'])
+				}
+			}
 		} else {
-			for _, c := range single {
-				d.toks = append(d.toks, string(rune(c)))
+			for k, c := range single {
+				w := letterTokens[c-'a']
+				// Single letters sit two bytes apart ("i g n").
+				t := token{s: w, h: letterHashes[c-'a'], start: orig(singleStart + 2*k), end: orig(singleStart+2*k) + 1}
+				t.cls = lookup(w, t.h)
+				emit(t, true)
 			}
 		}
 		single = single[:0]
 	}
+	stop := func(c byte, i int) {
+		var cls cset
+		cls.add(kStop)
+		switch c {
+		case ':':
+			cls.add(kColon)
+		case '"':
+			cls.add(kQuote)
+		}
+		if c == '.' || c == '!' || c == '?' || c == ':' || c == ';' || c == '\n' {
+			sentStart = true
+		}
+		if n := len(d.toks); n > 0 && d.toks[n-1].s == stopToken {
+			d.toks[n-1].cls = d.toks[n-1].cls.or(cls)
+			return
+		}
+		if len(d.toks) == 0 {
+			return
+		}
+		o := orig(i)
+		d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: o, end: o + 1, cls: cls})
+	}
 	i := 0
-	for i < len(s) {
-		c := s[i]
+	for i < len(f) {
+		c := f[i]
 		if c < utf8.RuneSelf {
 			if !isWordByte(c) {
-				if isStop(c) && len(single) == 0 && len(d.toks) > 0 && d.toks[len(d.toks)-1] != stopToken {
-					d.toks = append(d.toks, stopToken)
+				if c == '<' || c == '[' || c == '#' {
+					if lit, cls, ok := matchSpecial(f[i:]); ok {
+						flushSingle()
+						t := token{s: lit, h: tokHash(lit), start: orig(i), end: origEnd(i + len(lit))}
+						t.cls.add(cls)
+						emit(t, true)
+						i += len(lit)
+						continue
+					}
+				}
+				if c == '\n' || c == '\r' {
+					sentStart = true
+				}
+				if isStop(c) && len(single) == 0 {
+					stop(c, i)
 				}
 				i++
 				continue
 			}
 		} else {
-			r, n := utf8.DecodeRuneInString(s[i:])
+			r, n := utf8.DecodeRuneInString(f[i:])
 			if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+				// Fullwidth and CJK punctuation end sentences too.
+				if r == '。' || r == '！' || r == '？' || r == '、' || r == '，' || r == '「' || r == '」' || r == '“' || r == '”' {
+					if len(single) == 0 {
+						stop('.', i)
+					}
+				}
 				i += n
+				continue
+			}
+			if sc := cjkScript(r); sc != 0 {
+				flushSingle()
+				j := i
+				for j < len(f) {
+					r2, n2 := utf8.DecodeRuneInString(f[j:])
+					if cjkScript(r2) != sc {
+						break
+					}
+					j += n2
+				}
+				if sc == scriptKatakana {
+					word(f[i:j], i, j)
+				} else {
+					d.segmentCJK(f, i, j, word)
+				}
+				i = j
 				continue
 			}
 		}
 		j := i
-		for j < len(s) {
-			c := s[j]
+		for j < len(f) {
+			c := f[j]
 			if c < utf8.RuneSelf {
 				if !isWordByte(c) {
 					break
@@ -81,30 +271,140 @@ func (d *doc) tokenize(s string) {
 				j++
 				continue
 			}
-			r, n := utf8.DecodeRuneInString(s[j:])
-			if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Mn, r) {
+			r, n := utf8.DecodeRuneInString(f[j:])
+			if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Mn, r) || cjkScript(r) != 0 {
 				break
 			}
 			j += n
 		}
-		tok := s[i:j]
-		i = j
+		tok := f[i:j]
 		if len(tok) == 1 {
 			c := tok[0]
 			if l := leet(c); l != 0 && !isASCIILetter(c) {
 				c = l
 			}
 			if isASCIILetter(c) {
-				single = append(single, c)
+				if len(single) == 0 {
+					singleStart = i
+				}
+				singleEnd = j
+				single = append(single, c|0x20)
+				i = j
 				continue
 			}
 		}
 		flushSingle()
-		d.toks = append(d.toks, d.unleet(tok))
+		w, leeted := unleet(tok)
+		if leeted {
+			d.events = append(d.events, event{kind: evLeet, off: orig(i), tok: int32(len(d.toks))})
+		}
+		// An address in a word: a.b@c.d.
+		if strings.IndexByte(w, '@') > 0 && strings.IndexByte(w, '@') < len(w)-1 {
+			t := token{s: w, h: tokHash(w), start: orig(i), end: origEnd(j)}
+			t.cls.add(kEmail)
+			emit(t, true)
+			i = j
+			continue
+		}
+		word(w, i, j)
+		i = j
 	}
 	flushSingle()
-	if len(d.toks) > 0 && d.toks[len(d.toks)-1] != stopToken {
-		d.toks = append(d.toks, stopToken)
+	if n := len(d.toks); n > 0 && d.toks[n-1].s != stopToken && d.toks[n-1].s != boundaryToken {
+		o := origEnd(len(f))
+		var cls cset
+		cls.add(kStop)
+		d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: o, end: o, cls: cls})
+	}
+}
+
+// Scripts written without spaces.
+const (
+	scriptNone = iota
+	scriptHan  // Han and Hiragana: segmented with the lexicon
+	scriptKatakana
+)
+
+func cjkScript(r rune) int {
+	if r < 0x3040 {
+		return scriptNone
+	}
+	switch {
+	case unicode.Is(unicode.Han, r), unicode.Is(unicode.Hiragana, r):
+		return scriptHan
+	case unicode.Is(unicode.Katakana, r), r == 0x30FC:
+		return scriptKatakana
+	}
+	return scriptNone
+}
+
+// segmentCJK splits a Han/Hiragana run f[i:j] into lexicon words (longest
+// first, up to four characters); the characters between them are grouped
+// into one token per stretch.
+func (d *doc) segmentCJK(f string, i, j int, word func(w string, i, j int)) {
+	unknown := -1
+	for k := i; k < j; {
+		best := 0
+		// Try 4, 3 and 2 characters.
+		ends := [5]int{}
+		e := k
+		for n := 1; n <= 4 && e < j; n++ {
+			_, sz := utf8.DecodeRuneInString(f[e:])
+			e += sz
+			ends[n] = e
+		}
+		for n := 4; n >= 2; n-- {
+			if ends[n] > 0 && inLexicon(f[k:ends[n]]) {
+				best = ends[n]
+				break
+			}
+		}
+		if best == 0 {
+			if unknown < 0 {
+				unknown = k
+			}
+			k = ends[1]
+			continue
+		}
+		if unknown >= 0 {
+			word(f[unknown:k], unknown, k)
+			unknown = -1
+		}
+		word(f[k:best], k, best)
+		k = best
+	}
+	if unknown >= 0 {
+		word(f[unknown:j], unknown, j)
+	}
+}
+
+// matchSpecial reports a chat-template token or header at the start of s.
+func matchSpecial(s string) (string, int, bool) {
+	for _, sp := range specials {
+		if strings.HasPrefix(s, sp.text) {
+			return sp.text, sp.class, true
+		}
+	}
+	return "", 0, false
+}
+
+// Bracketed words that fake a chat turn (<system>, [assistant]) or close
+// the document the model was given (</document>, </context>).
+var (
+	openRoles  = map[string]bool{"system": true, "assistant": true, "instructions": true, "instruction": true, "sys": true, "admin": true}
+	closeRoles = map[string]bool{"document": true, "context": true, "user": true, "system": true, "input": true, "data": true, "instructions": true}
+)
+
+var (
+	letterTokens [26]string
+	letterHashes [26]uint32
+	stopHash     = tokHash(stopToken)
+)
+
+func init() {
+	for i := range letterTokens {
+		letterTokens[i] = string(rune('a' + i))
+		letterHashes[i] = tokHash(letterTokens[i])
 	}
 }
 
@@ -120,8 +420,8 @@ func isWordByte(c byte) bool {
 }
 
 // unleet returns the lexicon word tok spells in leetspeak ("1gn0r3" ->
-// "ignore"), or tok with '@' and '$' trimmed when it spells none.
-func (d *doc) unleet(tok string) string {
+// "ignore") and true, or tok with '@' and '$' trimmed when it spells none.
+func unleet(tok string) (string, bool) {
 	hasLetter, hasLeet, hasSym := false, false, false
 	for i := 0; i < len(tok); i++ {
 		c := tok[i]
@@ -133,172 +433,33 @@ func (d *doc) unleet(tok string) string {
 		}
 	}
 	if hasLetter && hasLeet {
-		b := []byte(tok)
-		for i, c := range b {
-			if l := leet(c); l != 0 {
-				b[i] = l
+		var buf [32]byte
+		if len(tok) <= len(buf) {
+			b := buf[:len(tok)]
+			copy(b, tok)
+			for i, c := range b {
+				if l := leet(c); l != 0 {
+					b[i] = l
+				}
 			}
-		}
-		if _, ok := lexicon[string(b)]; ok {
-			d.leet++
-			return string(b)
-		}
-		// '1' and '|' also stand for 'l'.
-		for i := 0; i < len(tok); i++ {
-			if tok[i] == '1' || tok[i] == '|' {
-				b[i] = 'l'
+			if inLexicon(string(b)) {
+				return string(b), true
 			}
-		}
-		if _, ok := lexicon[string(b)]; ok {
-			d.leet++
-			return string(b)
+			// '1' and '|' also stand for 'l'.
+			for i := 0; i < len(tok); i++ {
+				if tok[i] == '1' || tok[i] == '|' {
+					b[i] = 'l'
+				}
+			}
+			if inLexicon(string(b)) {
+				return string(b), true
+			}
 		}
 	}
 	if hasSym {
 		if t := strings.Trim(tok, "@$"); t != "" {
-			return t
+			return t, false
 		}
 	}
-	return tok
-}
-
-// isFlood reports a text that is mostly one short token repeated, a known
-// way to push instructions out of a model's attention.
-func isFlood(text string) bool {
-	if len(text) < 64 {
-		return false
-	}
-	// Boyer-Moore majority vote over whitespace-separated fields, then a
-	// second pass to count the candidate. No allocation.
-	var cand string
-	votes, n := 0, 0
-	forFields(text, func(f string) {
-		n++
-		switch {
-		case votes == 0:
-			cand, votes = f, 1
-		case f == cand:
-			votes++
-		default:
-			votes--
-		}
-	})
-	if n < 32 {
-		return false
-	}
-	count := 0
-	forFields(text, func(f string) {
-		if f == cand {
-			count++
-		}
-	})
-	return count*2 >= n
-}
-
-// forFields calls fn with every run of non-space bytes of s.
-func forFields(s string, fn func(string)) {
-	start := -1
-	for i := 0; i < len(s); i++ {
-		sp := s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'
-		if sp && start >= 0 {
-			fn(s[start:i])
-			start = -1
-		} else if !sp && start < 0 {
-			start = i
-		}
-	}
-	if start >= 0 {
-		fn(s[start:])
-	}
-}
-
-// match runs the rules over d and returns the fired rule ids (deduplicated,
-// in rule order) and their noisy-OR score.
-func (d *doc) match() (ids []string, score float64) {
-	miss := 1.0
-	fire := func(id string, w float64) {
-		for _, x := range ids {
-			if x == id {
-				// Same rule id twice: count the stronger weight only once.
-				return
-			}
-		}
-		ids = append(ids, id)
-		miss *= 1 - w
-	}
-	var present uint64
-	for _, c := range d.classes {
-		present |= c
-	}
-	for ri := range rules {
-		r := &rules[ri]
-		need := uint64(0)
-		for _, st := range r.steps {
-			// A step may accept several classes; require at least one present.
-			if present&st.class == 0 {
-				need = 1
-				break
-			}
-		}
-		if need != 0 {
-			continue
-		}
-		if d.matchRule(r) {
-			fire(r.id, r.weight)
-		}
-	}
-	for _, l := range literals {
-		if strings.Contains(d.folded, l.text) {
-			fire(l.id, l.weight)
-		}
-	}
-	if d.stats.invisible >= 3 {
-		fire("obfuscation.invisible_chars", wInvisible)
-	}
-	if d.stats.bidi > 0 {
-		fire("obfuscation.bidi_controls", wBidi)
-	}
-	if d.stats.tags > 0 {
-		fire("obfuscation.tag_chars", wTags)
-	}
-	if d.stats.mixed > 0 {
-		fire("obfuscation.mixed_script", wMixedScript)
-	}
-	for _, k := range d.probes {
-		fire("obfuscation."+k, wEncoded)
-	}
-	if d.spaced > 0 {
-		fire("obfuscation.spaced_letters", wSpaced)
-	}
-	if d.leet > 0 {
-		fire("obfuscation.leetspeak", wLeet)
-	}
-	if d.flood {
-		fire("obfuscation.token_flood", wFlood)
-	}
-	return ids, 1 - miss
-}
-
-// matchRule reports whether r's steps occur in order with their gaps.
-func (d *doc) matchRule(r *rule) bool {
-	first := r.steps[0].class
-	for i, c := range d.classes {
-		if c&first != 0 && d.matchFrom(r.steps[1:], i+1) {
-			return true
-		}
-	}
-	return false
-}
-
-func (d *doc) matchFrom(steps []step, pos int) bool {
-	if len(steps) == 0 {
-		return true
-	}
-	st := steps[0]
-	for j := pos; j < len(d.classes) && j <= pos+st.gap; j++ {
-		if d.classes[j]&st.class != 0 && d.matchFrom(steps[1:], j+1) {
-			return true
-		}
-	}
-	return false
+	return tok, false
 }

@@ -141,8 +141,12 @@ func insertAt(rng *rand.Rand, text, wrap string) int {
 // makeAttacks inserts one payload of the split's pool into every document
 // of the split (seeded: the same corpus gives the same attacks).
 func makeAttacks(t testing.TB, docs []corpusDoc, split string) []attacked {
+	return makeAttacksSeed(t, docs, split, corpusSeed)
+}
+
+func makeAttacksSeed(t testing.TB, docs []corpusDoc, split string, seed uint64) []attacked {
 	pool := loadPayloads(t, split)
-	rng := rand.New(rand.NewPCG(corpusSeed, 7))
+	rng := rand.New(rand.NewPCG(seed, 7))
 	var out []attacked
 	for _, d := range docs {
 		if d.Split != split {

@@ -75,7 +75,8 @@ func TestCheckHardRejections(t *testing.T) {
 		{"invalid utf8", "hello \xff world", RuleInvalidUTF8},
 		{"truncated utf8", "caf\xc3", RuleInvalidUTF8},
 		{"nul", "a\x00b", RuleControlChars},
-		{"escape", "\x1b[31mred", RuleControlChars},
+		{"escape", "\x1b]0;title\x07", RuleControlChars},
+		{"lone escape", "a\x1bb", RuleControlChars},
 		{"del", "a\x7fb", RuleControlChars},
 		{"c1 control", "a\u0085b", RuleControlChars},
 		{"too many bytes", strings.Repeat("a", 65), RuleMaxBytes},
@@ -92,9 +93,12 @@ func TestCheckHardRejections(t *testing.T) {
 			}
 		})
 	}
-	// Tab, newline and carriage return are text.
-	if v := s.Check("a\tb\r\nc"); v.Verdict != VerdictAllow {
-		t.Fatalf("whitespace rejected: %+v", v)
+	// Controls ordinary documents contain are text: tab, newline, carriage
+	// return, form feed, vertical tab, backspace overstrike, colour codes.
+	for _, text := range []string{"a\tb\r\nc", "page one\fpage two", "N\bNA\bAM\bME\bE", "_\bu_\bs_\ba_\bg_\be", "\x1b[1;31merror\x1b[0m: failed"} {
+		if v := s.Check(text); v.Verdict != VerdictAllow {
+			t.Fatalf("%q rejected: %+v", text, v)
+		}
 	}
 }
 
@@ -300,7 +304,7 @@ func ExampleSanitizer_Check() {
 	// Output:
 	// allow []
 	// block [injection.ignore_previous injection.reveal_prompt model.injection]
-	// block [injection.ignore_previous obfuscation.leetspeak]
+	// block [injection.ignore_previous obfuscation.leetspeak model.injection]
 }
 
 func FuzzCheck(f *testing.F) {
