@@ -5,6 +5,7 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // token is one word of the normalised text (or a stop, a boundary or a
@@ -13,6 +14,7 @@ type token struct {
 	s          string // folded word, stopToken, boundaryToken or a special literal
 	h          uint32 // tokHash(s)
 	start, end int32  // byte range in the original text
+	lex        int32  // index of its lexicon entry, -1 if none
 	cls        cset
 }
 
@@ -24,6 +26,10 @@ type doc struct {
 	stats  normStats
 	flood  bool // one token repeated to fill the text
 	n      normalizer
+	// Scratch space reused between checks.
+	votes  []uint32
+	ms     []match
+	starts []int
 }
 
 // analyze normalises text and derives every view the rules and the model read.
@@ -35,7 +41,10 @@ func analyze(text string) *doc {
 
 func (d *doc) analyze(text string) {
 	d.n.run(text)
-	d.folded = string(d.n.out)
+	// The folded text aliases the normalizer's buffer: it and the tokens
+	// cut from it are valid until the next analyze with this doc, and
+	// nothing of them outlives a check.
+	d.folded = unsafe.String(unsafe.SliceData(d.n.out), len(d.n.out))
 	d.stats = d.n.st
 	d.events = append(d.events[:0], d.n.events...)
 	d.toks = d.toks[:0]
@@ -43,7 +52,7 @@ func (d *doc) analyze(text string) {
 	if cap(d.toks) < est {
 		d.toks = make([]token, 0, est)
 	}
-	var fl flood
+	fl := flood{hs: d.votes[:0]}
 	nNorm := len(d.events)
 	d.tokenize(d.folded, d.n.cps, nil, &fl)
 	// Normalisation events belong to the token that holds their offset.
@@ -53,18 +62,19 @@ func (d *doc) analyze(text string) {
 		d.events[i].tok = int32(sort.Search(main, func(k int) bool { return d.toks[k].end > off }))
 	}
 	// Probes run on the text before case folding (base64 is case sensitive).
-	for _, p := range decodeProbes(text) {
+	for _, p := range decodeProbes(text, d.n.runs) {
 		kind := uint8(evBase64)
 		if p.kind == "hex" {
 			kind = evHex
 		}
 		d.events = append(d.events, event{kind: kind, off: int32(p.start), tok: int32(len(d.toks))})
-		d.toks = append(d.toks, token{s: boundaryToken, h: tokHash(boundaryToken), start: int32(p.start), end: int32(p.end)})
+		d.toks = append(d.toks, token{s: boundaryToken, h: tokHash(boundaryToken), start: int32(p.start), end: int32(p.end), lex: -1})
 		var n normalizer
 		n.run(p.text)
 		d.tokenize(string(n.out), nil, &p, nil)
 	}
 	d.flood = len(text) >= 64 && fl.is()
+	d.votes = fl.hs
 }
 
 // flood finds a text that is mostly one token repeated, a known way to push
@@ -101,111 +111,140 @@ func (f *flood) is() bool {
 	return 2*n >= len(f.hs)
 }
 
+// tokenizer appends the tokens of one normalised text to a doc. Token
+// offsets are offsets into the normalised text until tokenize maps them
+// back to the original.
+type tokenizer struct {
+	d         *doc
+	f         string
+	fl        *flood
+	sentStart bool
+	single    []byte  // pending run of single-letter tokens
+	singleAt  []int32 // their offsets
+	base      int     // index of the first token of this text in d.toks
+}
+
 // tokenize appends the tokens of f (normalised text) to d.toks. cps maps f
 // back to the original text; for a decoded probe, p gives the original range
 // instead. fl, if not nil, receives the words for the flood vote.
 func (d *doc) tokenize(f string, cps []checkpoint, p *probe, fl *flood) {
-	cursor := 0
-	orig := func(fo int) int32 {
-		if p != nil {
-			return int32(p.start)
+	tk := tokenizer{d: d, f: f, fl: fl, sentStart: true, base: len(d.toks)}
+	tk.run()
+	toks := d.toks[tk.base:]
+	switch {
+	case p != nil:
+		for i := range toks {
+			toks[i].start, toks[i].end = int32(p.start), int32(p.end)
 		}
-		return int32(origOffset(cps, fo, &cursor))
-	}
-	origEnd := func(fo int) int32 {
-		if p != nil {
-			return int32(p.end)
+	case len(cps) > 0:
+		cur := 0
+		for i := range toks {
+			toks[i].start = int32(origOffset(cps, int(toks[i].start), &cur))
+			toks[i].end = int32(origOffset(cps, int(toks[i].end), &cur))
 		}
-		return int32(origOffset(cps, fo, &cursor))
-	}
-	sentStart := true
-	var single []byte // pending run of single-letter tokens
-	singleStart, singleEnd := 0, 0
-	emit := func(t token, vote bool) {
-		if sentStart {
-			t.cls.add(kSentStart)
-		}
-		sentStart = false
-		d.toks = append(d.toks, t)
-		if fl != nil && vote {
-			fl.vote(t.h)
-		}
-	}
-	word := func(w string, i, j int) {
-		t := token{s: w, h: tokHash(w), start: orig(i), end: origEnd(j)}
-		t.cls = lookup(w, t.h)
-		// <system>, [system], </document>: a fake chat turn or delimiter.
-		if i > 0 && j < len(f) && (f[j] == '>' || f[j] == ']') {
-			switch {
-			case f[i-1] == '<' || f[i-1] == '[':
-				if openRoles[w] {
-					t.cls.add(kBracketed)
-				}
-			case f[i-1] == '/' && i > 1 && f[i-2] == '<':
-				if closeRoles[w] {
-					t.cls.add(kBracketed)
-				}
+		// Events recorded by the tokenizer carry folded offsets too.
+		for i := range d.events {
+			if ev := &d.events[i]; int(ev.tok) >= tk.base && (ev.kind == evSpaced || ev.kind == evLeet) {
+				ev.off = toks[int(ev.tok)-tk.base].start
 			}
 		}
-		emit(t, true)
 	}
-	flushSingle := func() {
-		if len(single) == 0 {
-			return
-		}
-		if len(single) >= 4 {
-			var pieces [][2]int
-			run := string(single)
-			pieces, hits := segment(run, pieces)
-			if hits > 0 {
-				d.events = append(d.events, event{kind: evSpaced, off: orig(singleStart), tok: int32(len(d.toks))})
-			}
-			// The pieces of a spaced run share its range.
-			start, end := orig(singleStart), origEnd(singleEnd)
-			for _, pc := range pieces {
-				w := run[pc[0]:pc[1]]
-				t := token{s: w, h: tokHash(w), start: start, end: end}
-				t.cls = lookup(w, t.h)
-				emit(t, false)
-			}
-			if fl != nil {
-				for _, c := range single {
-					fl.vote(letterHashes[c-'a'])
-				}
-			}
-		} else {
-			for k, c := range single {
-				w := letterTokens[c-'a']
-				// Single letters sit two bytes apart ("i g n").
-				t := token{s: w, h: letterHashes[c-'a'], start: orig(singleStart + 2*k), end: orig(singleStart+2*k) + 1}
-				t.cls = lookup(w, t.h)
-				emit(t, true)
-			}
-		}
-		single = single[:0]
+}
+
+func (tk *tokenizer) emit(t token, vote bool) {
+	if tk.sentStart {
+		t.cls.add(kSentStart)
 	}
-	stop := func(c byte, i int) {
-		var cls cset
-		cls.add(kStop)
-		switch c {
-		case ':':
-			cls.add(kColon)
-		case '"':
-			cls.add(kQuote)
-		}
-		if c == '.' || c == '!' || c == '?' || c == ':' || c == ';' || c == '\n' {
-			sentStart = true
-		}
-		if n := len(d.toks); n > 0 && d.toks[n-1].s == stopToken {
-			d.toks[n-1].cls = d.toks[n-1].cls.or(cls)
-			return
-		}
-		if len(d.toks) == 0 {
-			return
-		}
-		o := orig(i)
-		d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: o, end: o + 1, cls: cls})
+	tk.sentStart = false
+	tk.d.toks = append(tk.d.toks, t)
+	if tk.fl != nil && vote {
+		tk.fl.vote(t.h)
 	}
+}
+
+func (tk *tokenizer) word(w string, i, j int) {
+	f := tk.f
+	h := tokHash(w)
+	t := token{s: w, h: h, start: int32(i), end: int32(j), lex: -1}
+	t.cls, t.lex = lookup(w, h)
+	// <system>, [system], </document>: a fake chat turn or delimiter.
+	if i > 0 && j < len(f) && (f[j] == '>' || f[j] == ']') {
+		switch {
+		case f[i-1] == '<' || f[i-1] == '[':
+			if openRoles[w] {
+				t.cls.add(kBracketed)
+			}
+		case f[i-1] == '/' && i > 1 && f[i-2] == '<':
+			if closeRoles[w] {
+				t.cls.add(kBracketed)
+			}
+		}
+	}
+	tk.emit(t, true)
+}
+
+func (tk *tokenizer) flushSingle() {
+	single := tk.single
+	if len(single) == 0 {
+		return
+	}
+	d := tk.d
+	if len(single) >= 4 {
+		var pieces [][2]int
+		run := string(single)
+		pieces, hits := segment(run, pieces)
+		start, end := tk.singleAt[0], tk.singleAt[len(single)-1]+1
+		if hits > 0 {
+			d.events = append(d.events, event{kind: evSpaced, off: start, tok: int32(len(d.toks))})
+		}
+		// The pieces of a spaced run share its range.
+		for _, pc := range pieces {
+			w := run[pc[0]:pc[1]]
+			t := token{s: w, h: tokHash(w), start: start, end: end}
+			t.cls, t.lex = lookup(w, t.h)
+			tk.emit(t, false)
+		}
+		if tk.fl != nil {
+			for _, c := range single {
+				tk.fl.vote(letterHashes[c-'a'])
+			}
+		}
+	} else {
+		for k, c := range single {
+			t := token{s: letterTokens[c-'a'], h: letterHashes[c-'a'], start: tk.singleAt[k], end: tk.singleAt[k] + 1}
+			t.cls, t.lex = lookup(t.s, t.h)
+			tk.emit(t, true)
+		}
+	}
+	tk.single, tk.singleAt = single[:0], tk.singleAt[:0]
+}
+
+func (tk *tokenizer) stop(c byte, i int) {
+	var cls cset
+	cls.add(kStop)
+	switch c {
+	case ':':
+		cls.add(kColon)
+	case '"':
+		cls.add(kQuote)
+	}
+	if c == '.' || c == '!' || c == '?' || c == ':' || c == ';' || c == '\n' {
+		tk.sentStart = true
+	}
+	d := tk.d
+	if n := len(d.toks); n > tk.base && d.toks[n-1].s == stopToken {
+		d.toks[n-1].cls = d.toks[n-1].cls.or(cls)
+		return
+	}
+	if len(d.toks) == 0 {
+		return
+	}
+	d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: int32(i), end: int32(i + 1), cls: cls, lex: -1})
+}
+
+func (tk *tokenizer) run() {
+	f := tk.f
+	d := tk.d
 	i := 0
 	for i < len(f) {
 		c := f[i]
@@ -213,19 +252,19 @@ func (d *doc) tokenize(f string, cps []checkpoint, p *probe, fl *flood) {
 			if !isWordByte(c) {
 				if c == '<' || c == '[' || c == '#' {
 					if lit, cls, ok := matchSpecial(f[i:]); ok {
-						flushSingle()
-						t := token{s: lit, h: tokHash(lit), start: orig(i), end: origEnd(i + len(lit))}
+						tk.flushSingle()
+						t := token{s: lit, h: tokHash(lit), start: int32(i), end: int32(i + len(lit)), lex: -1}
 						t.cls.add(cls)
-						emit(t, true)
+						tk.emit(t, true)
 						i += len(lit)
 						continue
 					}
 				}
 				if c == '\n' || c == '\r' {
-					sentStart = true
+					tk.sentStart = true
 				}
-				if isStop(c) && len(single) == 0 {
-					stop(c, i)
+				if isStop(c) && len(tk.single) == 0 {
+					tk.stop(c, i)
 				}
 				i++
 				continue
@@ -235,15 +274,15 @@ func (d *doc) tokenize(f string, cps []checkpoint, p *probe, fl *flood) {
 			if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
 				// Fullwidth and CJK punctuation end sentences too.
 				if r == '。' || r == '！' || r == '？' || r == '、' || r == '，' || r == '「' || r == '」' || r == '“' || r == '”' {
-					if len(single) == 0 {
-						stop('.', i)
+					if len(tk.single) == 0 {
+						tk.stop('.', i)
 					}
 				}
 				i += n
 				continue
 			}
 			if sc := cjkScript(r); sc != 0 {
-				flushSingle()
+				tk.flushSingle()
 				j := i
 				for j < len(f) {
 					r2, n2 := utf8.DecodeRuneInString(f[j:])
@@ -253,21 +292,26 @@ func (d *doc) tokenize(f string, cps []checkpoint, p *probe, fl *flood) {
 					j += n2
 				}
 				if sc == scriptKatakana {
-					word(f[i:j], i, j)
+					tk.word(f[i:j], i, j)
 				} else {
-					d.segmentCJK(f, i, j, word)
+					segmentCJK(f, i, j, tk.word)
 				}
 				i = j
 				continue
 			}
 		}
 		j := i
+		plain := true // ASCII letters only
+		h := uint32(fnvOffset ^ 0x9e3779b9)
 		for j < len(f) {
 			c := f[j]
 			if c < utf8.RuneSelf {
-				if !isWordByte(c) {
+				wc := wordByte[c]
+				if wc == 0 {
 					break
 				}
+				plain = plain && wc == 2
+				h = (h ^ uint32(c)) * fnvPrime
 				j++
 				continue
 			}
@@ -275,6 +319,7 @@ func (d *doc) tokenize(f string, cps []checkpoint, p *probe, fl *flood) {
 			if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Mn, r) || cjkScript(r) != 0 {
 				break
 			}
+			plain = false
 			j += n
 		}
 		tok := f[i:j]
@@ -284,37 +329,50 @@ func (d *doc) tokenize(f string, cps []checkpoint, p *probe, fl *flood) {
 				c = l
 			}
 			if isASCIILetter(c) {
-				if len(single) == 0 {
-					singleStart = i
-				}
-				singleEnd = j
-				single = append(single, c|0x20)
+				tk.single = append(tk.single, c|0x20)
+				tk.singleAt = append(tk.singleAt, int32(i))
 				i = j
 				continue
 			}
 		}
-		flushSingle()
-		w, leeted := unleet(tok)
-		if leeted {
-			d.events = append(d.events, event{kind: evLeet, off: orig(i), tok: int32(len(d.toks))})
+		if len(tk.single) > 0 {
+			tk.flushSingle()
 		}
-		// An address in a word: a.b@c.d.
-		if strings.IndexByte(w, '@') > 0 && strings.IndexByte(w, '@') < len(w)-1 {
-			t := token{s: w, h: tokHash(w), start: orig(i), end: origEnd(j)}
-			t.cls.add(kEmail)
-			emit(t, true)
+		if plain {
+			// The common case, inlined: a word of ASCII letters.
+			if tk.sentStart || j < len(f) && (f[j] == '>' || f[j] == ']') {
+				tk.word(tok, i, j)
+			} else {
+				d.toks = append(d.toks, token{s: tok, h: h, start: int32(i), end: int32(j)})
+				t := &d.toks[len(d.toks)-1]
+				t.cls, t.lex = lookup(tok, h)
+				if tk.fl != nil {
+					tk.fl.vote(h)
+				}
+			}
 			i = j
 			continue
 		}
-		word(w, i, j)
+		w, leeted := unleet(tok)
+		if leeted {
+			d.events = append(d.events, event{kind: evLeet, off: int32(i), tok: int32(len(d.toks))})
+		}
+		// An address in a word: a.b@c.d.
+		if at := strings.IndexByte(w, '@'); at > 0 && at < len(w)-1 {
+			t := token{s: w, h: tokHash(w), start: int32(i), end: int32(j), lex: -1}
+			t.cls.add(kEmail)
+			tk.emit(t, true)
+			i = j
+			continue
+		}
+		tk.word(w, i, j)
 		i = j
 	}
-	flushSingle()
-	if n := len(d.toks); n > 0 && d.toks[n-1].s != stopToken && d.toks[n-1].s != boundaryToken {
-		o := origEnd(len(f))
+	tk.flushSingle()
+	if n := len(d.toks); n > tk.base && d.toks[n-1].s != stopToken && d.toks[n-1].s != boundaryToken {
 		var cls cset
 		cls.add(kStop)
-		d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: o, end: o, cls: cls})
+		d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: int32(len(f)), end: int32(len(f)), cls: cls, lex: -1})
 	}
 }
 
@@ -341,7 +399,7 @@ func cjkScript(r rune) int {
 // segmentCJK splits a Han/Hiragana run f[i:j] into lexicon words (longest
 // first, up to four characters); the characters between them are grouped
 // into one token per stretch.
-func (d *doc) segmentCJK(f string, i, j int, word func(w string, i, j int)) {
+func segmentCJK(f string, i, j int, word func(w string, i, j int)) {
 	unknown := -1
 	for k := i; k < j; {
 		best := 0
@@ -415,9 +473,21 @@ func isStop(c byte) bool {
 
 // isWordByte reports ASCII bytes that belong to words; '@' and '$' are kept
 // for leetspeak.
-func isWordByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '@' || c == '$'
-}
+func isWordByte(c byte) bool { return wordByte[c&0x7f] != 0 && c < utf8.RuneSelf }
+
+// wordByte is 2 for ASCII letters, 1 for the other word bytes (digits, '@',
+// '$'), 0 otherwise.
+var wordByte = func() (t [128]uint8) {
+	for c := byte(0); c < 128; c++ {
+		switch {
+		case isASCIILetter(c):
+			t[c] = 2
+		case '0' <= c && c <= '9' || c == '@' || c == '$':
+			t[c] = 1
+		}
+	}
+	return t
+}()
 
 // unleet returns the lexicon word tok spells in leetspeak ("1gn0r3" ->
 // "ignore") and true, or tok with '@' and '$' trimmed when it spells none.

@@ -502,9 +502,10 @@ const (
 // lexTable is an open-addressing hash table over lexicon, keyed by the
 // token hash (tokHash).
 type lexEntry struct {
-	h   uint32
-	w   string
-	cls cset
+	h     uint32
+	w     string
+	cls   cset
+	rules []int16 // rules whose first step accepts one of cls
 }
 
 var (
@@ -525,7 +526,7 @@ func buildLex() {
 		h := tokHash(w)
 		for i := h & lexMask; ; i = (i + 1) & lexMask {
 			if lexSlots[i].w == "" {
-				lexSlots[i] = lexEntry{h, w, c}
+				lexSlots[i] = lexEntry{h: h, w: w, cls: c}
 				break
 			}
 		}
@@ -536,17 +537,51 @@ func buildLex() {
 	for ri, r := range rules {
 		r.steps[0].class.forEach(func(k int) { firstRules[k] = append(firstRules[k], ri) })
 	}
+	for i := range lexSlots {
+		e := &lexSlots[i]
+		if e.w == "" {
+			continue
+		}
+		for ri, r := range rules {
+			if r.steps[0].class.any(e.cls) {
+				e.rules = append(e.rules, int16(ri))
+			}
+		}
+	}
+	tokenRules = tokenRules[:0]
+	tokenFirst = cset{}
+	for ri, r := range rules {
+		if r.steps[0].class.any(tokenClasses) {
+			tokenRules = append(tokenRules, int16(ri))
+			c := r.steps[0].class
+			tokenFirst = tokenFirst.or(cset{c[0] & tokenClasses[0], c[1] & tokenClasses[1]})
+		}
+	}
 }
 
-// lookup returns the classes of the word t with hash h.
-func lookup(t string, h uint32) cset {
+// tokenClasses are the classes the tokenizer gives (not the lexicon);
+// tokenRules the rules whose first step accepts one of them.
+var (
+	tokenClasses = func() (c cset) {
+		for _, k := range []int{kStop, kColon, kQuote, kSentStart, kBracketed, kSpecial, kInstHeader, kEmail} {
+			c.add(k)
+		}
+		return c
+	}()
+	tokenRules []int16
+	tokenFirst cset // the tokenizer's classes that start a rule
+)
+
+// lookup returns the classes of the word t with hash h and the index of
+// its lexicon entry (-1: none).
+func lookup(t string, h uint32) (cset, int32) {
 	for i := h & lexMask; ; i = (i + 1) & lexMask {
 		e := &lexSlots[i]
 		if e.w == "" {
-			return cset{}
+			return cset{}, -1
 		}
 		if e.h == h && e.w == t {
-			return e.cls
+			return e.cls, int32(i)
 		}
 	}
 }

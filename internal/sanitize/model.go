@@ -156,6 +156,42 @@ func wordFeatures(t string, h uint32, fn func(h uint32)) int {
 	return n
 }
 
+// wordSum is wordFeatures summing the weights of w, in the same order.
+func wordSum(w []float32, t string, th uint32) (float32, int32) {
+	w = w[:modelDim]
+	sum := w[th&(modelDim-1)]
+	n := int32(1)
+	L := len(t)
+	if L > 62 {
+		return sum, n
+	}
+	at := func(i int) uint32 {
+		if i == 0 || i == L+1 {
+			return ' '
+		}
+		return uint32(t[i-1])
+	}
+	for i := 0; i+3 <= L+2; i++ {
+		h := uint32(fnvOffset)
+		h = (h ^ at(i)) * fnvPrime
+		h = (h ^ at(i+1)) * fnvPrime
+		h = (h ^ at(i+2)) * fnvPrime
+		sum += w[(h^2)&(modelDim-1)]
+		n++
+		if i+3 < L+2 {
+			h = (h ^ at(i+3)) * fnvPrime
+			sum += w[(h^3)&(modelDim-1)]
+			n++
+			if i+4 < L+2 {
+				h = (h ^ at(i+4)) * fnvPrime
+				sum += w[(h^4)&(modelDim-1)]
+				n++
+			}
+		}
+	}
+	return sum, n
+}
+
 // isWord reports a token that carries model features (not a stop or a
 // boundary).
 func isWord(t *token) bool { return t.s != stopToken && t.s != boundaryToken }
@@ -245,7 +281,7 @@ func (h *head) prepare(toks []token, s *sums) {
 		if e.set && e.h == t.h {
 			sum, n = e.w, e.n
 		} else {
-			n = int32(wordFeatures(t.s, t.h, func(h uint32) { sum += wts[h&(modelDim-1)] }))
+			sum, n = wordSum(wts, t.s, t.h)
 			*e = cacheEntry{h: t.h, n: n, w: sum, set: true}
 		}
 		cw += float64(sum)

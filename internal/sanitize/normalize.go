@@ -3,6 +3,7 @@ package sanitize
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"sort"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -77,20 +78,23 @@ type event struct {
 // o >= fo (up to the next checkpoint) came from orig + (o - fo).
 type checkpoint struct{ fo, orig int32 }
 
-// normalizer builds the folded text, the offset map and the events.
+// normalizer builds the folded text, the offset map, the events and the
+// base64/hex runs worth decoding.
 type normalizer struct {
 	out    []byte
 	cps    []checkpoint
 	delta  int32 // orig - folded at the end of out
 	st     normStats
 	events []event
+	runs   [][2]int // base64/hex runs of at least minProbe bytes (original offsets)
+	run0   int      // start of the current base64/hex run, -1: none
 
-	// The current word (a run of letters, digits and marks).
+	// The current word (a run of letters, digits and marks) that holds a
+	// non-ASCII letter; words of ASCII letters only are not tracked.
 	wStart, wOrig int // offsets in out and in the original; wStart < 0: none
 	wFlags        uint8
 	wEndOrig      int // original offset just after the word's last rune
 
-	prevLatin   bool // the last rune emitted was a Latin letter
 	prevGenuine bool // the previous word was genuine Cyrillic or Greek
 	src         string
 	exact       bool
@@ -118,8 +122,10 @@ func (n *normalizer) reset(size int) {
 	n.delta = 0
 	n.st = normStats{}
 	n.events = n.events[:0]
+	n.runs = n.runs[:0]
+	n.run0 = -1
 	n.wStart = -1
-	n.prevLatin = false
+	n.prevGenuine = false
 	n.pendInv = n.pendInv[:0]
 	n.tag = n.tag[:0]
 	n.tagRun = 0
@@ -137,25 +143,40 @@ func (n *normalizer) sync(orig int) {
 	}
 }
 
+// endRun closes a base64/hex run at original offset k.
+func (n *normalizer) endRun(k int) {
+	if n.run0 >= 0 && k-n.run0 >= minProbe && len(n.runs) < 4*maxProbes {
+		n.runs = append(n.runs, [2]int{n.run0, k})
+	}
+	n.run0 = -1
+}
+
 // run normalises s into n.out.
 func (n *normalizer) run(s string) {
 	n.reset(len(s))
 	ascii := true
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= utf8.RuneSelf || c == '\b' || c == 0x1b || c == '_' && i+1 < len(s) && s[i+1] == '\b' {
+		if c := s[i]; c >= utf8.RuneSelf || c == '\b' || c == 0x1b {
 			ascii = false
 			break
 		}
 	}
 	if ascii {
 		// Fast path: printable ASCII needs only lower-casing.
+		out := n.out
 		for i := 0; i < len(s); i++ {
 			c := s[i]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
+			if b64Byte[c] {
+				if n.run0 < 0 {
+					n.run0 = i
+				}
+			} else if n.run0 >= 0 {
+				n.endRun(i)
 			}
-			n.out = append(n.out, c)
+			out = append(out, lowerASCII[c])
 		}
+		n.out = out
+		n.endRun(len(s))
 		return
 	}
 	for i := 0; i < len(s); {
@@ -169,11 +190,13 @@ func (n *normalizer) run(s string) {
 			_, sz := utf8.DecodeRuneInString(s[e:])
 			j = e + sz
 		}
+		n.endRun(e)
 		n.fold(norm.NFKC.String(s[e:j]), 0, -1, e, false)
 		i = j
 	}
 	n.endWord(-1)
 	n.flushTags()
+	n.endRun(len(s))
 }
 
 // fold appends the folded runes of src[from:to] (to < 0: all of src). With
@@ -184,20 +207,80 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 		to = len(src)
 	}
 	n.src, n.exact = src, exact
-	orig := func(k int) int {
-		if exact {
-			return k
-		}
-		return base
-	}
 	for k := from; k < to; {
 		c := src[k]
+		if c < utf8.RuneSelf && c != '\b' && c != 0x1b && n.tagRun == 0 && !(c == '_' && k+1 < to && src[k+1] == '\b') {
+			// A run of plain ASCII: one checkpoint, then byte by byte, with
+			// the state in locals.
+			if exact {
+				n.sync(k)
+			} else {
+				n.sync(base)
+			}
+			out := n.out
+			run0 := n.run0
+			wOpen := n.wStart >= 0
+			pend := len(n.pendInv) > 0
+			for ; k < to; k++ {
+				c := src[k]
+				if c >= utf8.RuneSelf || c == '\b' || c == 0x1b || c == '_' && k+1 < to && src[k+1] == '\b' {
+					break
+				}
+				if exact {
+					if b64Byte[c] {
+						if run0 < 0 {
+							run0 = k
+						}
+					} else if run0 >= 0 {
+						n.run0 = run0
+						n.endRun(k)
+						run0 = -1
+					}
+				}
+				cc := asciiClass[c]
+				if cc == 0 {
+					if wOpen {
+						n.out = out
+						n.endWord(k)
+						out = n.out
+						wOpen = false
+					}
+					if pend {
+						n.pendInv = n.pendInv[:0]
+						pend = false
+					}
+				} else if wOpen || pend {
+					if cc == 2 && pend {
+						n.latinLetter()
+						pend = false
+					}
+					if wOpen {
+						if cc == 2 {
+							n.wFlags |= wLatin
+						}
+						n.wEndOrig = k + 1
+						if !exact {
+							n.wEndOrig = base
+						}
+					}
+				}
+				out = append(out, lowerASCII[c])
+			}
+			n.out = out
+			n.run0 = run0
+			continue
+		}
+		o := base
+		if exact {
+			o = k
+		}
 		if c < utf8.RuneSelf {
+			n.endRun(k)
 			switch {
-			case c == '_' && k+2 < to && src[k+1] == '\b':
-				// Underline overstrike "_\bX": keep X only ("_\b_" is an
-				// underlined underscore).
-				if src[k+2] != '_' {
+			case c == '_':
+				// Underline overstrike "_\bX": keep X only ("_\b_" is
+				// an underlined underscore).
+				if k+2 < to && src[k+2] != '_' {
 					k += 2
 					continue
 				}
@@ -207,8 +290,8 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 				// backspace separates words.
 				if k > 0 {
 					_, psz := utf8.DecodeLastRuneInString(src[:k])
-					if nsz := psz; k+1+nsz <= to && src[k-psz:k] == src[k+1:k+1+nsz] {
-						k += 1 + nsz
+					if k+1+psz <= to && src[k-psz:k] == src[k+1:k+1+psz] {
+						k += 1 + psz
 						continue
 					}
 				}
@@ -220,34 +303,19 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 			if n.tagRun > 0 {
 				n.flushTags()
 			}
-			lower := c
-			if 'A' <= c && c <= 'Z' {
-				lower += 'a' - 'A'
-			}
-			if isASCIILetter(c) || '0' <= c && c <= '9' {
-				if n.wStart < 0 {
-					n.startWord(orig(k))
+			if c == '_' || c == ' ' {
+				if n.wStart >= 0 {
+					n.endWord(k)
 				}
-				if isASCIILetter(c) {
-					n.wFlags |= wLatin
-					n.latinLetter()
-				}
-				n.sync(orig(k))
-				n.out = append(n.out, lower)
-				n.wEndOrig = orig(k + 1)
-				k++
-				continue
+				n.pendInv = n.pendInv[:0]
 			}
-			n.endWord(k)
-			n.prevLatin = false
-			n.pendInv = n.pendInv[:0]
-			n.sync(orig(k))
-			n.out = append(n.out, lower)
+			n.sync(o)
+			n.out = append(n.out, lowerASCII[c])
 			k++
 			continue
 		}
+		n.endRun(k)
 		r, size := utf8.DecodeRuneInString(src[k:])
-		o := orig(k)
 		k += size
 		if r >= 0xE0000 && r <= 0xE007F {
 			if n.tagRun == 0 {
@@ -263,7 +331,7 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 			n.flushTags()
 		}
 		if isInvisible(r) {
-			if n.prevLatin && isZeroWidth(r) {
+			if isZeroWidth(r) && n.lastLatin() {
 				n.pendInv = append(n.pendInv, o)
 			}
 			continue
@@ -274,9 +342,6 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 				n.events = append(n.events, event{kind: evBidi, off: int32(o)})
 			}
 			continue
-		}
-		if r == utf8.RuneError && size == 1 {
-			r = utf8.RuneError
 		}
 		r = unicode.ToLower(r)
 		if unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.Is(unicode.Mn, r) {
@@ -290,8 +355,7 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 				if r != 'μ' && unicode.In(r, unicode.Cyrillic, unicode.Greek) {
 					n.wFlags |= wOther
 				}
-				n.prevLatin = true
-				n.pendInv = n.pendInv[:0]
+				n.latinLetter()
 			} else if unicode.Is(unicode.Latin, r) {
 				n.wFlags |= wLatin
 				n.latinLetter()
@@ -299,7 +363,6 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 				if unicode.In(r, unicode.Cyrillic, unicode.Greek) {
 					n.wFlags |= wOther | wGenuine
 				}
-				n.prevLatin = false
 				n.pendInv = n.pendInv[:0]
 			}
 			n.sync(o)
@@ -311,28 +374,58 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 			continue
 		}
 		n.endWord(k - size)
-		n.prevLatin = false
 		n.pendInv = n.pendInv[:0]
 		n.sync(o)
 		n.out = utf8.AppendRune(n.out, r)
 	}
 }
 
+// lastLatin reports whether the last rune of the output is a Latin letter
+// (or a look-alike folded to one).
+func (n *normalizer) lastLatin() bool {
+	if len(n.out) == 0 {
+		return false
+	}
+	r, _ := utf8.DecodeLastRune(n.out)
+	if r < utf8.RuneSelf {
+		return asciiClass[r] == 2
+	}
+	_, conf := confusables[r]
+	return conf || unicode.Is(unicode.Latin, r)
+}
+
 // latinLetter commits the invisible characters seen since the previous Latin
 // letter: they sat between two letters.
 func (n *normalizer) latinLetter() {
-	if len(n.pendInv) > 0 && n.prevLatin {
-		for _, o := range n.pendInv {
-			n.st.invisible++
-			n.events = append(n.events, event{kind: evInvisible, off: int32(o)})
-		}
+	for _, o := range n.pendInv {
+		n.st.invisible++
+		n.events = append(n.events, event{kind: evInvisible, off: int32(o)})
 	}
 	n.pendInv = n.pendInv[:0]
-	n.prevLatin = true
 }
 
+// startWord starts tracking a word at the non-ASCII letter about to be
+// appended: the word began with the ASCII letters and digits before it.
 func (n *normalizer) startWord(orig int) {
-	n.wStart, n.wOrig, n.wFlags = len(n.out), orig, 0
+	i := len(n.out)
+	var f uint8
+	for i > 0 && asciiClass[n.out[i-1]&0x7f] != 0 && n.out[i-1] < utf8.RuneSelf {
+		i--
+		if asciiClass[n.out[i]] == 2 {
+			f = wLatin
+		}
+	}
+	n.wStart, n.wFlags = i, f
+	n.wOrig = orig - (len(n.out) - i)
+	if i < len(n.out) {
+		// The ASCII part maps through the checkpoints.
+		cur := sort.Search(len(n.cps), func(k int) bool { return int(n.cps[k].fo) > i }) - 1
+		if cur >= 0 {
+			n.wOrig = int(n.cps[cur].orig) + i - int(n.cps[cur].fo)
+		} else {
+			n.wOrig = i
+		}
+	}
 }
 
 // endWord folds look-alikes in the word just finished if it has Latin
@@ -342,6 +435,7 @@ func (n *normalizer) startWord(orig int) {
 // unknown).
 func (n *normalizer) endWord(next int) {
 	if n.wStart < 0 {
+		n.prevGenuine = false
 		return
 	}
 	f := n.wFlags
@@ -512,6 +606,37 @@ var confusables = map[rune]rune{
 
 func isASCIILetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
+// lowerASCII lower-cases ASCII letters.
+var lowerASCII = func() (t [256]byte) {
+	for c := range t {
+		t[c] = byte(c)
+		if 'A' <= c && c <= 'Z' {
+			t[c] = byte(c + 'a' - 'A')
+		}
+	}
+	return t
+}()
+
+// asciiClass is 2 for ASCII letters, 1 for digits, 0 otherwise.
+var asciiClass = func() (t [128]uint8) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = 1
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = 2, 2
+	}
+	return t
+}()
+
+// b64Byte reports the bytes of base64 and hex runs.
+var b64Byte = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		t[c] = isASCIILetter(b) || '0' <= b && b <= '9' || b == '+' || b == '/' || b == '=' || b == '-' || b == '_'
+	}
+	return t
+}()
+
 // leet maps leetspeak digits and symbols to the letters they stand for.
 func leet(c byte) byte {
 	switch c {
@@ -541,40 +666,38 @@ const (
 	maxProbes = 8
 )
 
-// decodeProbes finds base64 and hex runs in s that decode to printable text
-// and returns the decoded texts, each tagged with its kind and the byte range
-// of the run.
-func decodeProbes(s string) (out []probe) {
-	i := 0
-	for i < len(s) && len(out) < maxProbes {
-		c := s[i]
-		if !isB64(c) {
-			i++
-			continue
+// decodeProbes returns the decoded text of the base64 and hex runs the
+// normalizer found in s that decode to printable text, each tagged with its
+// kind and the byte range of the run.
+func decodeProbes(s string, runs [][2]int) (out []probe) {
+	for _, r := range runs {
+		if len(out) >= maxProbes {
+			break
 		}
-		j := i
-		for j < len(s) && isB64(s[j]) {
-			j++
-		}
-		run := s[i:j]
-		start := i
-		i = j
+		run := s[r[0]:r[1]]
 		if len(run) < minProbe || len(run) > maxProbe {
 			continue
 		}
 		if isHexRun(run) {
 			if len(run)%2 == 0 {
 				if d, err := hex.DecodeString(run); err == nil && printable(d) {
-					out = append(out, probe{kind: "hex", text: string(d), start: start, end: j})
+					out = append(out, probe{kind: "hex", text: string(d), start: r[0], end: r[1]})
 				}
 			}
 			continue
 		}
 		if d, ok := decodeB64(run); ok && printable(d) {
-			out = append(out, probe{kind: "base64", text: string(d), start: start, end: j})
+			out = append(out, probe{kind: "base64", text: string(d), start: r[0], end: r[1]})
 		}
 	}
 	return out
+}
+
+// findProbes decodes the probes of s (normalising it to find the runs).
+func findProbes(s string) []probe {
+	var n normalizer
+	n.run(s)
+	return decodeProbes(s, n.runs)
 }
 
 type probe struct {
@@ -582,9 +705,7 @@ type probe struct {
 	start, end int
 }
 
-func isB64(c byte) bool {
-	return isASCIILetter(c) || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=' || c == '-' || c == '_'
-}
+func isB64(c byte) bool { return b64Byte[c] }
 
 func isHexRun(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -18,7 +18,7 @@ const (
 	passageTokens = 64
 	// Passages start at sentence starts at least minStride tokens apart,
 	// and at least every maxStride tokens in a long sentence.
-	minStride = 4
+	minStride = 8
 	maxStride = 24
 )
 
@@ -53,26 +53,29 @@ func init() {
 
 // matches returns every firing of every rule, ordered by first token.
 func (d *doc) matches(out []match) []match {
-	var tried [128]int32 // last token a rule was tried at, +1
 	for k := range d.toks {
-		c := d.toks[k].cls
-		if c.empty() {
-			continue
-		}
-		c.forEach(func(b int) {
-			for _, ri := range firstRules[b] {
-				if tried[ri] == int32(k+1) {
-					continue
-				}
-				tried[ri] = int32(k + 1)
-				if rules[ri].steps[0].start && !c.has(kSentStart) {
+		t := &d.toks[k]
+		if t.lex >= 0 {
+			for _, ri := range lexSlots[t.lex].rules {
+				if rules[ri].steps[0].start && !t.cls.has(kSentStart) {
 					continue
 				}
 				if e := d.matchFrom(rules[ri].steps[1:], k+1, k); e >= 0 {
 					out = append(out, match{int32(ri), int32(k), int32(e)})
 				}
 			}
-		})
+		}
+		if t.cls.any(tokenFirst) {
+			for _, ri := range tokenRules {
+				r := &rules[ri]
+				if !t.cls.any(r.steps[0].class) || r.steps[0].start && !t.cls.has(kSentStart) {
+					continue
+				}
+				if e := d.matchFrom(r.steps[1:], k+1, k); e >= 0 {
+					out = append(out, match{int32(ri), int32(k), int32(e)})
+				}
+			}
+		}
 	}
 	return out
 }
@@ -126,7 +129,8 @@ func logit(p float64) float64 {
 func (d *doc) forPassages(fn func(i, j int)) {
 	n := len(d.toks)
 	seen := -1
-	for _, st := range d.passageStarts(nil) {
+	d.starts = d.passageStarts(d.starts[:0])
+	for _, st := range d.starts {
 		i, j := st, min(st+passageTokens, n)
 		if n <= shortTokens {
 			j = n
@@ -165,13 +169,21 @@ func (m *model) judgeDoc(d *doc, sm *sums, flagAt float64, asDoc bool) judgement
 	h.prepare(d.toks, sm)
 	bias := float64(h.bias)
 	best := judgement{score: -1}
+	bestZ := math.Inf(-1) // logit of best.score
 	d.forPassages(func(i, j int) {
 		rd, ri := d.ruleScore(ms, i, j, weights)
 		lg := passageLogit(d.toks, sm, i, j)
-		li := float64(h.alpha) * evidence(ri)
+		li := 0.0
+		if ri > 0 {
+			li = float64(h.alpha) * evidence(ri)
+		}
+		if rd == 0 && bias+lg+li <= bestZ {
+			return // most passages: no rule, and no better than the best
+		}
 		p := sigmoid(bias + lg + li)
 		score := 1 - (1-rd)*(1-p)
 		if score > best.score {
+			bestZ = logit(score)
 			best = judgement{score: score, p: sigmoid(bias + lg), r: 1 - (1-rd)*(1-ri), i: i, j: j,
 				ngramLogit: lg, ruleLogit: max(logit(rd), li)}
 		}
@@ -186,7 +198,8 @@ func (m *model) judgeDoc(d *doc, sm *sums, flagAt float64, asDoc bool) judgement
 // ruleMatches returns the rules' matches and orders the events by token.
 func (d *doc) ruleMatches() []match {
 	slices.SortStableFunc(d.events, func(a, b event) int { return int(a.tok) - int(b.tok) })
-	return d.matches(nil)
+	d.ms = d.matches(d.ms[:0])
+	return d.ms
 }
 
 // ruleScore returns the noisy-OR of the direct and of the indirect rules

@@ -1,6 +1,7 @@
 package sanitize
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -154,6 +155,12 @@ func (s *Sanitizer) check(text string, lim *limits) Verdict {
 	}
 	n := 0
 	for i := 0; i < len(text); {
+		// Eight printable ASCII bytes at a time.
+		if i+8 <= len(text) && printableASCII8(binary.LittleEndian.Uint64([]byte(text[i:i+8]))) {
+			i += 8
+			n += 8
+			continue
+		}
 		c := text[i]
 		if c < utf8.RuneSelf {
 			if c < 0x20 && !docControl(c) || c == 0x7f {
@@ -186,6 +193,14 @@ func (s *Sanitizer) check(text string, lim *limits) Verdict {
 	defer s.pool.Put(w)
 	w.d.analyze(text)
 	return s.judge(&w.d, &w.sm, lim)
+}
+
+// printableASCII8 reports whether the eight bytes of x are all in 0x20..0x7e.
+func printableASCII8(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	// A byte below 0x20, or at or above 0x7f, sets its high bit in one of
+	// the terms.
+	return ((x-lo*0x20)|(x+lo*(0x80-0x7f))|x)&hi == 0
 }
 
 // docControl reports the control characters ordinary documents contain:

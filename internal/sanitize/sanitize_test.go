@@ -2,6 +2,7 @@ package sanitize
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"encoding/json"
 	"errors"
@@ -178,7 +179,7 @@ func TestDecodeProbes(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%.20s", tc.in), func(t *testing.T) {
 			var got []string
-			for _, p := range decodeProbes(tc.in) {
+			for _, p := range findProbes(tc.in) {
 				got = append(got, p.kind+":"+p.text)
 			}
 			if !slices.Equal(got, tc.want) {
@@ -381,5 +382,70 @@ func BenchmarkCheck2KBUnicode(b *testing.B) {
 	b.SetBytes(int64(len(text)))
 	for b.Loop() {
 		s.Check(text)
+	}
+}
+
+// document returns n bytes of benign document text (the corpus when it is
+// there, the package's Go sources otherwise), cut at a character boundary.
+func document(tb testing.TB, n int) string {
+	tb.Helper()
+	var b strings.Builder
+	if f, err := os.Open(corpusFile); err == nil {
+		f.Close()
+		for _, d := range loadCorpus(tb) {
+			if d.Kind == "md" || d.Kind == "go" || d.Kind == "html" {
+				b.WriteString(d.Text)
+			}
+			if b.Len() >= n {
+				break
+			}
+		}
+	}
+	for b.Len() < n {
+		for _, name := range []string{"sanitize.go", "analyze.go", "doc.go"} {
+			src, err := os.ReadFile(name)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			b.Write(src)
+		}
+	}
+	text := b.String()[:n]
+	for !utf8.ValidString(text) {
+		text = text[:len(text)-1]
+	}
+	return text
+}
+
+func BenchmarkCheckDoc2KB(b *testing.B)  { benchDoc(b, 2<<10, false) }
+func BenchmarkCheckDoc64KB(b *testing.B) { benchDoc(b, 64<<10, false) }
+func BenchmarkCheckResult64KB(b *testing.B) {
+	benchDoc(b, 64<<10, true)
+}
+
+func benchDoc(b *testing.B, n int, result bool) {
+	s := mustNew(b, Config{MaxBytes: 1 << 20, MaxChars: 1 << 20})
+	text := document(b, n)
+	check := s.Check
+	if result {
+		check = s.CheckResult
+	}
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	for b.Loop() {
+		check(text)
+	}
+}
+
+func TestPrintableASCII8(t *testing.T) {
+	for b := 0; b < 256; b++ {
+		for pos := 0; pos < 8; pos++ {
+			buf := []byte("abcdefgh")
+			buf[pos] = byte(b)
+			want := b >= 0x20 && b <= 0x7e
+			if got := printableASCII8(binary.LittleEndian.Uint64(buf)); got != want {
+				t.Fatalf("byte %#x at %d: got %v, want %v", b, pos, got, want)
+			}
+		}
 	}
 }
