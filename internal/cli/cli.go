@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/sanitize"
 	"github.com/agentbus/agentbus/pipeline"
 )
 
@@ -46,7 +47,7 @@ Usage:
   agentbus [serve] [flags]          run every stage in one process (embedded NATS by default)
   agentbus chat [flags] "text"      send a chat turn, print the answer
   agentbus keys create --user NAME [--rpm N] [--tpm N] | list | revoke KEY_ID
-  agentbus sanitize                 JSONL {"text": ...} on stdin -> verdicts on stdout
+  agentbus sanitize [--explain] [--results]  JSONL {"text": ...} on stdin -> verdicts on stdout
   agentbus firewall                 JSONL {"tool": ..., "arguments": {...}} on stdin -> verdicts
   agentbus history CONVERSATION_ID [--json] [--pruned --budget N --strategy S] | --list | --delete
   agentbus replay [--conversation ID] [--since TIME | --from-seq N] [--json]
@@ -168,6 +169,37 @@ func (f *flags) boolean(name string, def bool, help string) *bool {
 	return f.Bool(name, def, help+" ($"+envName(name)+")")
 }
 
+func (f *flags) float(name string, def float64, help string) *float64 {
+	if v, err := strconv.ParseFloat(f.env.Getenv(envName(name)), 64); err == nil {
+		def = v
+	}
+	return f.Float64(name, def, help+" ($"+envName(name)+")")
+}
+
+// sanitizeFlags are the sanitizer's thresholds; 0 means the value chosen
+// when the model was trained.
+type sanitizeFlags struct {
+	action                             *string
+	blockAt, flagAt, resBlock, resFlag *float64
+}
+
+func addSanitizeFlags(f *flags) sanitizeFlags {
+	return sanitizeFlags{
+		action:   f.str("sanitize-action", "block", "what a prompt-injection score at or above the block threshold does: block (reject) or flag (admit, record the verdict)"),
+		blockAt:  f.float("sanitize-block-at", 0, "prompt-injection score (0..1) at which client input is blocked; 0 = the trained default"),
+		flagAt:   f.float("sanitize-flag-at", 0, "prompt-injection score (0..1) at which client input is flagged; 0 = the trained default"),
+		resBlock: f.float("sanitize-result-block-at", 0, "prompt-injection score (0..1) at which a tool result is withheld from the model; 0 = the trained default"),
+		resFlag:  f.float("sanitize-result-flag-at", 0, "prompt-injection score (0..1) at which a tool result is passed on with a warning; 0 = the trained default"),
+	}
+}
+
+// config applies the flags to c.
+func (sf sanitizeFlags) config(c *sanitize.Config) {
+	c.Action = *sf.action
+	c.BlockThreshold, c.FlagThreshold = *sf.blockAt, *sf.flagAt
+	c.ResultBlockThreshold, c.ResultFlagThreshold = *sf.resBlock, *sf.resFlag
+}
+
 func (f *flags) duration(name string, def time.Duration, help string) *time.Duration {
 	if v, err := time.ParseDuration(f.env.Getenv(envName(name))); err == nil {
 		def = v
@@ -233,7 +265,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	ackWait := f.duration("ack-wait", o.Pipeline.Consumer.AckWait, "JetStream ack wait: redelivery after a crash; must exceed handler-timeout x 3")
 	llmTimeout := f.duration("llm-timeout", o.LLMTimeout, "bound of one llm handler run (provider timeouts, retries, failover)")
 	failOpen := f.boolean("ratelimit-fail-open", false, "admit requests when the shared rate-limit state is unreachable (default: reject with 503)")
-	sanitizeAction := f.str("sanitize-action", "block", "what a prompt-injection score above the block threshold does: block (reject) or flag (admit, record the verdict)")
+	sanitizeOpts := addSanitizeFlags(f)
 	quotaUserReq := f.integer("quota-user-requests", 0, "requests per user per UTC day (0 = unlimited)")
 	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
@@ -270,7 +302,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Getenv = env.Getenv
 	o.Limits = app.LimitsFrom(*globalRPM, *userRPM, *userTPM)
 	o.Limits.FailOpen = *failOpen
-	o.Sanitizer.Action = *sanitizeAction
+	sanitizeOpts.config(&o.Sanitizer)
 	o.Quota.PerUserRequests = int64(*quotaUserReq)
 	o.Quota.PerUserTokens = int64(*quotaUserTok)
 	o.Quota.PerModelTokens = int64(*quotaModelTok)

@@ -451,6 +451,9 @@ const (
 	kNegAfter
 	kEmailW
 	kDanger
+	// kFunction marks function words the document head gives no weight
+	// (they say "prose", not "attack").
+	kFunction
 	kAllClasses
 )
 
@@ -468,6 +471,11 @@ func init() {
 	addWords(kNegAfter, `nicht nichts niet niets`)
 	addWords(kEmailW, `email emails mail mails e`)
 	addWords(kDanger, `rm curl wget sudo chmod powershell`)
+	addWords(kFunction, `a an the and or but of to in on at by for with from about as is are was were be been
+		being it its this that these those than so such also very can could would may might into over under
+		between through during up down out off more most other some each few many much own same too which who
+		whom whose there here has have had does did der die das und oder ein eine le la les et ou un une de des
+		el los las y o del`)
 	buildLex()
 }
 

@@ -46,6 +46,9 @@ type model struct {
 type head struct {
 	bias, alpha float32
 	w           []float32
+	// doc marks the document head: length normalisation by the mean (see
+	// lengthNorm) and no features for function words.
+	doc bool
 }
 
 // Extra feature after the hashed n-grams (training only).
@@ -62,7 +65,7 @@ func (m *model) scalars() []*float32 {
 }
 
 func newModel() *model {
-	return &model{short: head{w: make([]float32, modelDim)}, long: head{w: make([]float32, modelDim)}}
+	return &model{short: head{w: make([]float32, modelDim)}, long: head{w: make([]float32, modelDim), doc: true}}
 }
 
 // errModel reports a malformed weights file.
@@ -193,15 +196,17 @@ func wordSum(w []float32, t string, th uint32) (float32, int32) {
 }
 
 // isWord reports a token that carries model features (not a stop or a
-// boundary).
-func isWord(t *token) bool { return t.s != stopToken && t.s != boundaryToken }
+// boundary; for the document head, not a function word).
+func isWord(t *token, doc bool) bool {
+	return t.s != stopToken && t.s != boundaryToken && !(doc && t.cls.has(kFunction))
+}
 
 // features calls fn with every feature of the passage toks: the word
 // features of each word and the bigram of each pair of consecutive words
 // (stops between them are skipped; a boundary breaks the pair). It returns
 // the count, the length normalisation of the model. Training uses it;
 // scoring computes the same sums from per-token prefix sums.
-func features(toks []token, fn func(h uint32)) int {
+func features(toks []token, doc bool, fn func(h uint32)) int {
 	n := 0
 	prev, havePrev := uint32(0), false
 	for i := range toks {
@@ -210,7 +215,7 @@ func features(toks []token, fn func(h uint32)) int {
 			havePrev = false
 			continue
 		}
-		if t.s == stopToken {
+		if !isWord(t, doc) {
 			continue
 		}
 		n += wordFeatures(t.s, t.h, fn)
@@ -271,7 +276,7 @@ func (h *head) prepare(toks []token, s *sums) {
 			havePrev = false
 			continue
 		}
-		if t.s == stopToken {
+		if !isWord(t, h.doc) {
 			continue
 		}
 		// Word features, through the cache.
@@ -305,12 +310,12 @@ func grow[T any](s []T, n int) []T {
 // passageLogit returns the n-gram part of a head's logit for the passage
 // toks[i:j] (without the bias): the bigram of its first word (with a word
 // before the passage) is left out, as features does.
-func passageLogit(toks []token, s *sums, i, j int) float64 {
+func (h *head) passageLogit(toks []token, s *sums, i, j int) float64 {
 	w := s.w[j] - s.w[i]
 	n := s.n[j] - s.n[i]
 	// Bigrams ending at words after the passage's first word.
 	first := i
-	for first < j && !isWord(&toks[first]) {
+	for first < j && !isWord(&toks[first], h.doc) {
 		first++
 	}
 	if first < j {
@@ -320,8 +325,26 @@ func passageLogit(toks []token, s *sums, i, j int) float64 {
 	if n == 0 {
 		return 0
 	}
-	return w / math.Sqrt(float64(n))
+	return w * lengthNorm(n, h.doc)
 }
+
+// lengthNorm scales the sum of a passage's n feature weights. The short
+// head divides by sqrt(n), as the first model did. The long head averages,
+// so that a passage's score does not grow with repetition inside it ("and
+// and and" weighs what one "and" does), over at least minMeanFeatures
+// features: a passage much shorter than the ones it was calibrated on (a
+// one-word tool result) carries less evidence and stays near the bias.
+func lengthNorm(n int32, mean bool) float64 {
+	if mean {
+		return normMean / float64(max(n, minMeanFeatures))
+	}
+	return 1 / math.Sqrt(float64(n))
+}
+
+var normMean = 16.0
+
+// minMeanFeatures is about the features of 30 words.
+const minMeanFeatures = 400
 
 // evidence is the rules' feature: -ln(1 - r), capped.
 func evidence(r float64) float64 { return -math.Log(max(1-r, 1e-3)) }

@@ -172,7 +172,7 @@ func (m *model) judgeDoc(d *doc, sm *sums, flagAt float64, asDoc bool) judgement
 	bestZ := math.Inf(-1) // logit of best.score
 	d.forPassages(func(i, j int) {
 		rd, ri := d.ruleScore(ms, i, j, weights)
-		lg := passageLogit(d.toks, sm, i, j)
+		lg := h.passageLogit(d.toks, sm, i, j)
 		li := 0.0
 		if ri > 0 {
 			li = float64(h.alpha) * evidence(ri)

@@ -38,10 +38,10 @@ type vec struct {
 // length normalised as the model scores it, with the rules' evidence as the
 // extra feature modelDim. Without ngrams only the evidence is kept (rows in
 // languages the n-grams should not learn).
-func featurize(d *doc, ms []match, i, j int, ngrams bool) vec {
+func featurize(d *doc, ms []match, i, j int, ngrams, mean bool) vec {
 	counts := map[uint32]float32{}
 	mask := uint32(modelDim - 1)
-	n := features(d.toks[i:j], func(h uint32) { counts[h&mask]++ })
+	n := features(d.toks[i:j], mean, func(h uint32) { counts[h&mask]++ })
 	var v vec
 	if ngrams {
 		for k := range counts {
@@ -50,7 +50,7 @@ func featurize(d *doc, ms []match, i, j int, ngrams bool) vec {
 		slices.Sort(v.idx)
 		scale := float32(1)
 		if n > 0 {
-			scale = float32(1 / math.Sqrt(float64(n)))
+			scale = float32(lengthNorm(int32(n), mean))
 		}
 		for _, k := range v.idx {
 			v.val = append(v.val, counts[k]*scale)
@@ -137,6 +137,8 @@ var (
 	payWeight       = envFloat("AGENTBUS_TRAIN_PAYW", 2)
 	shortDocWeight  = envFloat("AGENTBUS_TRAIN_SDOC", 0.2)
 	shortPayWeight  = envFloat("AGENTBUS_TRAIN_SPAY", 0)
+	proseWeight     = envFloat("AGENTBUS_TRAIN_PROSEW", 0.3)
+	proseDocs       = int(envFloat("AGENTBUS_TRAIN_PROSEN", 400))
 )
 
 func envFloat(name string, def float64) float64 {
@@ -156,7 +158,8 @@ const (
 
 // trainSet is the training data with the fold of every row.
 type trainSet struct {
-	xs    []vec
+	xs    []vec // features for the short head
+	xl    []vec // features for the long head
 	ys    []int
 	ws    []float64 // row weights for the short head
 	wl    []float64 // row weights for the long head
@@ -192,7 +195,9 @@ func buildTrainSet(t *testing.T, dir string) *trainSet {
 	short := true
 	ngrams := true
 	add := func(d *doc, i, j, y, fold int) {
-		ts.xs = append(ts.xs, featurize(d, d.ruleMatches(), i, j, ngrams))
+		ms := d.ruleMatches()
+		ts.xs = append(ts.xs, featurize(d, ms, i, j, ngrams, false))
+		ts.xl = append(ts.xl, featurize(d, ms, i, j, ngrams, true))
 		ts.ys = append(ts.ys, y)
 		ts.wl = append(ts.wl, weight)
 		if short {
@@ -228,6 +233,36 @@ func buildTrainSet(t *testing.T, dir string) *trainSet {
 		}
 		ts.short = append(ts.short, scored{r.text, r.label, fold, i >= len(rows)-countLines(t, "train_benign.txt")})
 	}
+	// Prose for the long head: runs of the benign short texts above, one
+	// after another, as a document is. Without them the document corpus
+	// (much of it code and markup) teaches the long head that plain
+	// sentences are what injections look like.
+	var benignShort []string
+	for _, r := range rows {
+		if r.label == 0 {
+			benignShort = append(benignShort, r.text)
+		}
+	}
+	short = false
+	weight = proseWeight
+	crng := rand.New(rand.NewPCG(trainSeed, 3))
+	for k := 0; k < proseDocs; k++ {
+		var b strings.Builder
+		for b.Len() < 1500 {
+			b.WriteString(benignShort[crng.IntN(len(benignShort))])
+			b.WriteString(" ")
+		}
+		a := analyze(b.String())
+		fold := crng.IntN(trainFolds)
+		n := 0
+		a.forPassages(func(i, j int) {
+			if n < 4 {
+				add(a, i, j, 0, fold)
+				n++
+			}
+		})
+	}
+	short = true
 	docs := loadCorpus(t)
 	prng := rand.New(rand.NewPCG(trainSeed, 2))
 	weight = docNegWeight
@@ -323,16 +358,17 @@ func trainModel(t *testing.T, dir string) *model {
 	// The same documents judged as tool results (always by the long head).
 	var resBenign, resAttack []float64
 	for k := 0; k < trainFolds; k++ {
-		var fx []vec
+		var fx, fxl []vec
 		var fy []int
 		var fws, fwl []float64
 		for i := range ts.xs {
 			if ts.folds[i] != k {
-				fx, fy = append(fx, ts.xs[i]), append(fy, ts.ys[i])
+				fx, fxl, fy = append(fx, ts.xs[i]), append(fxl, ts.xl[i]), append(fy, ts.ys[i])
 				fws, fwl = append(fws, ts.ws[i]), append(fwl, ts.wl[i])
 			}
 		}
-		m := &model{short: fit(fx, fy, fws), long: fit(fx, fy, fwl)}
+		m := &model{short: fit(fx, fy, fws), long: fit(fxl, fy, fwl)}
+		m.long.doc = true
 		var sm sums
 		judge := func(text string) oofScore {
 			d := analyze(text)
@@ -364,7 +400,8 @@ func trainModel(t *testing.T, dir string) *model {
 			}
 		}
 	}
-	m := &model{short: fit(ts.xs, ts.ys, ts.ws), long: fit(ts.xs, ts.ys, ts.wl)}
+	m := &model{short: fit(ts.xs, ts.ys, ts.ws), long: fit(ts.xl, ts.ys, ts.wl)}
+	m.long.doc = true
 	// Short texts and long ones are calibrated on their own: the flag
 	// threshold keeps 2% of benign short texts, and the bias of long texts
 	// is shifted so that the same threshold flags docFlagFPR of the benign
@@ -485,6 +522,7 @@ func TestTrainSweep(t *testing.T) {
 // model.bin; with AGENTBUS_TRAIN=1 it checks that training reproduces the
 // embedded model.bin exactly.
 func TestTrainModel(t *testing.T) {
+	normMean = envFloat("AGENTBUS_NORMK", normMean)
 	if v, err := strconv.Atoi(os.Getenv("AGENTBUS_SHORT")); err == nil {
 		shortTokens = v
 	}
