@@ -325,7 +325,7 @@ type ToolVerdict struct {
 	// ResultPassage is the passage of the result that decided a "flag" or
 	// "block" result verdict.
 	ResultPassage *Passage `json:"result_passage,omitempty"`
-	DurationMS    int64  `json:"duration_ms,omitempty"`
+	DurationMS    int64    `json:"duration_ms,omitempty"`
 }
 
 // Generation is a turn on its way through the model and tool loop. It is
