@@ -300,6 +300,20 @@ func (tk *tokenizer) run() {
 				continue
 			}
 		}
+		if c == 'h' || c == 'w' {
+			// A web address is one token: "http://...", "https://...",
+			// "www.example.org/...".
+			if e := urlEnd(f, i); e > i {
+				if len(tk.single) > 0 {
+					tk.flushSingle()
+				}
+				t := token{s: urlToken, h: urlHash, start: int32(i), end: int32(e), lex: -1}
+				t.cls.add(kURL)
+				tk.emit(t, true)
+				i = e
+				continue
+			}
+		}
 		j := i
 		plain := true // ASCII letters only
 		h := uint32(fnvOffset ^ 0x9e3779b9)
@@ -357,9 +371,12 @@ func (tk *tokenizer) run() {
 		if leeted {
 			d.events = append(d.events, event{kind: evLeet, off: int32(i), tok: int32(len(d.toks))})
 		}
-		// An address in a word: a.b@c.d.
+		// A mail address is one token: name@example.org.
 		if at := strings.IndexByte(w, '@'); at > 0 && at < len(w)-1 {
-			t := token{s: w, h: tokHash(w), start: int32(i), end: int32(j), lex: -1}
+			for j < len(f) && (wordByte[f[j]&0x7f] != 0 && f[j] < utf8.RuneSelf || (f[j] == '.' || f[j] == '-') && j+1 < len(f) && wordByte[f[j+1]&0x7f] != 0) {
+				j++
+			}
+			t := token{s: emailToken, h: emailHash, start: int32(i), end: int32(j), lex: -1}
 			t.cls.add(kEmail)
 			tk.emit(t, true)
 			i = j
@@ -411,7 +428,7 @@ func segmentCJK(f string, i, j int, word func(w string, i, j int)) {
 			e += sz
 			ends[n] = e
 		}
-		for n := 4; n >= 2; n-- {
+		for n := 4; n >= 1; n-- {
 			if ends[n] > 0 && inLexicon(f[k:ends[n]]) {
 				best = ends[n]
 				break
@@ -453,7 +470,38 @@ var (
 	closeRoles = map[string]bool{"document": true, "context": true, "user": true, "system": true, "input": true, "data": true, "instructions": true}
 )
 
+// urlEnd returns the end of the web address starting at f[i], or i.
+func urlEnd(f string, i int) int {
+	rest := f[i:]
+	switch {
+	case strings.HasPrefix(rest, "http://"), strings.HasPrefix(rest, "https://"), strings.HasPrefix(rest, "www."):
+	default:
+		return i
+	}
+	j := i
+	for j < len(f) {
+		c := f[j]
+		if c <= ' ' || c >= utf8.RuneSelf || c == '"' || c == '\'' || c == '<' || c == '>' || c == ')' || c == ']' || c == '`' {
+			break
+		}
+		j++
+	}
+	// A sentence's full stop or comma is not part of the address.
+	for j > i && (f[j-1] == '.' || f[j-1] == ',' || f[j-1] == ';' || f[j-1] == ':') {
+		j--
+	}
+	return j
+}
+
+// Web and mail addresses become these tokens.
+const (
+	urlToken   = "\x03url"
+	emailToken = "\x03email"
+)
+
 var (
+	urlHash      = tokHash(urlToken)
+	emailHash    = tokHash(emailToken)
 	letterTokens [26]string
 	letterHashes [26]uint32
 	stopHash     = tokHash(stopToken)

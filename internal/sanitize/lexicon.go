@@ -163,7 +163,7 @@ func addWords(class int, words string) {
 }
 
 func init() {
-	addWords(kIgnore, `ignore ignoring ignored disregard disregarding forget forgetting neglect override overriding
+	addWords(kIgnore, `throw ignore ignoring ignored disregard disregarding forget forgetting neglect override overriding
 		bypass skip discard abandon overlook vergiss vergessen vergesst ignoriere ignorieren ignoriert ignorier
 		missachte missachten oubliez oublie ignorez ignora ignorar ignoren olvida olvide olvidar olviden dimentica
 		dimenticate ignorate esqueça esqueca esquece negeer negeren vergeet игнорируй игнорируйте забудь забудьте
@@ -178,7 +178,7 @@ func init() {
 		programming constraints restrictions guardrails anweisungen anweisung befehle regeln vorgaben consignes
 		instrucciones reglas istruzioni regole instruções instrucoes instructies инструкции инструкций указания
 		指令 指示 命令`)
-	addWords(kWeakObj, `tasks task information info conversation context orders commands messages said told
+	addWords(kWeakObj, `request requests question questions tasks task information info conversation context orders commands messages said told
 		informationen aufgaben auftrage gesagt taches informations tareas informacion compiti`)
 	addWords(kNow, `now jetzt nun maintenant ahora ora`)
 	addWords(kNew, `new neue neuen neues nouvelle nouvelles nueva nuevas nuove nuova`)
@@ -243,7 +243,7 @@ func init() {
 		working helping answering crawling browsing scanning using handling indexing`)
 	addWords(kModal, `must should shall required needs ought have muss müssen sollst solltest doit dois devez
 		debe debes deve devi moet moeten должен должна обязан 必须 ください`)
-	addWords(kTell, `tell inform advise recommend say warn remind notify urge convince persuade suggest explain
+	addWords(kTell, `tells says states mentions recommends claims explains informs report 说明 请说明 告知 tell inform advise recommend say warn remind notify urge convince persuade suggest explain
 		state claim report describe assure sag sage teile empfiehl erzähle dis dites recommande indique précise
 		dile dí di diga recomienda recomende consiglia vertel zeg скажи сообщи посоветуй порекомендуй
 		告诉 伝え`)
@@ -259,7 +259,7 @@ func init() {
 		ответ ответе`)
 	addWords(kWhen, `when while whenever before wenn bevor quand lorsque cuando mientras quando mentre wanneer
 		когда 在`)
-	addWords(kAnswering, `answer summarize summarizing summarising answering responding replying summarize summarise summarises
+	addWords(kAnswering, `总结 概括 answer summarize summarizing summarising answering responding replying summarize summarise summarises
 		summarizes zusammenfasst beantwortest résumes resumas resumir riassumi resumires resumir samenvat
 		резюмируешь 总结`)
 	addWords(kIn, `in within dans en im`)
@@ -298,7 +298,7 @@ func init() {
 	addWords(kYoureAre, `are re bist es eres sei bent`)
 	addWords(kArticle, `a an the any every some`)
 	addWords(kContinue, `continue proceed`)
-	addWords(kSilentN, `mention mentions reveal tell disclose inform say erwähne erwähnen verrate sag mentionne dis
+	addWords(kSilentN, `mentioning mention mentions reveal tell disclose inform say erwähne erwähnen verrate sag mentionne dis
 		menciones digas dire diga menzionare zeg сообщай говори 告诉`)
 	addWords(kCredential, `password passwords key keys token tokens credentials card secret secrets ssh env cookie cookies`)
 	buildLex()
@@ -348,7 +348,7 @@ var rules = []rule{
 	{"injection.ignore_previous", 0.85, []step{s(0, kIgnore), s(2, kAll, kYour, kDet), s(2, kPrior), s(2, kWeakObj, kInstr)}},
 	{"injection.ignore_previous", 0.8, []step{s(0, kPrior), s(2, kInstr, kWeakObj), s(3, kIgnore)}},
 	// "forget the task the user gave you" / "disregard the user's question"
-	{"injection.ignore_previous", 0.6, []step{s(0, kIgnore), s(3, kUserObj), s(3, kPriorTask, kJob, kWeakObj)}},
+	{"injection.ignore_previous", 0.6, []step{s(0, kIgnore), s(4, kUserObj), s(3, kPriorTask, kJob, kWeakObj)}},
 	{"injection.ignore_previous", 0.4, []step{s(0, kIgnore), s(2, kTask, kJob)}},
 	{"injection.forget_everything", 0.4, []step{s(0, kIgnore), s(1, kEverything), s(0, kStop, kThen, kPrior)}},
 	// "the instructions you received earlier are obsolete"
@@ -429,6 +429,15 @@ var rules = []rule{
 	{"indirect.exfiltration", 0.45, []step{s(0, kAttach), s(5, kLinkN, kURL), s(6, kConvObj, kCredential, kUserObj)}},
 	{"indirect.tool_use", 0.25, []step{s(0, kCall), s(3, kToolN)}},
 	{"indirect.tool_use", 0.25, []step{s(0, kCall), s(2, kDanger)}},
+	{"indirect.address_ai", 0.4, []step{s(0, kAutomated), s(1, kAgentN)}},
+	{"indirect.answer_control", 0.35, []step{s(0, kAnswering), s(1, kWhenPost)}},
+	{"indirect.answer_control", 0.45, []step{s(0, kAnswerN), s(4, kModal), s(1, kTell, kAnswerV, kAttach, kBe, kEnd, kBegin)}},
+	{"indirect.answer_control", 0.35, []step{s(0, kYour), s(0, kAnswerN), s(2, kTell)}},
+	{"injection.role_override", 0.4, []step{s(0, kAnswerV, kTell), s(6, kFrom), s(0, kNow), s(0, kOn)}},
+	{"injection.role_override", 0.4, []step{s(0, kFrom), s(0, kNow), s(0, kOn), s(2, kYou, kAnswerV, kTell)}},
+	{"injection.role_override", 0.35, []step{ss(0, kAct), s(0, kAs)}},
+	{"injection.ignore_previous", 0.85, []step{s(0, kIgnore), s(3, kInstr), s(2, kYou), s(2, kGiven)}},
+	{"injection.reveal_prompt", 0.5, []step{s(0, kNew), s(0, kSystem), s(0, kPromptW, kMessageW)}},
 	// Fake chat turns and delimiters: "</document> <system>", "[SYSTEM]:",
 	// "Assistant: Sure!".
 	{"indirect.fake_turn", 0.45, []step{s(0, kBracketed)}},
@@ -451,6 +460,9 @@ const (
 	kNegAfter
 	kEmailW
 	kDanger
+	kWhenPost // 时, とき: "when" after the verb (Chinese, Japanese)
+	kAutomated
+	kAgentN
 	// kFunction marks function words the document head gives no weight
 	// (they say "prose", not "attack").
 	kFunction
@@ -471,6 +483,9 @@ func init() {
 	addWords(kNegAfter, `nicht nichts niet niets`)
 	addWords(kEmailW, `email emails mail mails e`)
 	addWords(kDanger, `rm curl wget sudo chmod powershell`)
+	addWords(kWhenPost, `时 时候 的时候 とき 際`)
+	addWords(kAutomated, `automated automatic autonomous ai`)
+	addWords(kAgentN, `agent agents reviewer reviewers crawler crawlers scraper scrapers bot bots assistant assistants`)
 	addWords(kFunction, `a an the and or but of to in on at by for with from about as is are was were be been
 		being it its this that these those than so such also very can could would may might into over under
 		between through during up down out off more most other some each few many much own same too which who

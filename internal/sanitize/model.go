@@ -21,18 +21,20 @@ const (
 var modelBin []byte
 
 // model holds the weights and the thresholds chosen at training time: two
-// heads of the same form, one for texts of at most one passage (prompts)
-// and one for the passages of longer texts (documents), each trained and
-// calibrated on its own kind of text. A passage's score is
+// heads of the same form, one for texts of at most shortTokens tokens
+// (prompts) and one for the passages of longer texts and for tool results
+// (documents), each trained and calibrated on its own kind of text. A
+// passage's score is
 //
-//	1 - (1 - r_direct) * (1 - sigmoid(bias + n-gram weights / sqrt(count)
-//	                                  + alpha * E_indirect))
+//	1 - (1 - r_direct) * (1 - sigmoid(bias + n-gram part
+//	                                  + sum over indirect rule ids k of alpha_k * E_k))
 //
 // r_direct is the noisy-OR of the hand-weighted injection, jailbreak and
 // obfuscation rules that fired in the passage (a strong rule decides alone);
-// E_indirect = -ln(1 - r_indirect) is the evidence of the rules for
-// instructions hidden in documents, whose scale alpha is learned with the
-// n-gram weights.
+// E_k = -ln(1 - w_k) is the evidence of indirect rule id k (w_k: the weight of
+// its strongest pattern that fired), whose scale alpha_k is learned with the
+// n-gram weights: how much "the text addresses an AI" or "asks to hide
+// something from the user" means in documents is measured, not guessed.
 type model struct {
 	short, long    head
 	flagThreshold  float32
@@ -44,28 +46,47 @@ type model struct {
 // head is one logistic regression over hashed n-grams and the indirect
 // rules' evidence.
 type head struct {
-	bias, alpha float32
-	w           []float32
+	bias float32
+	// alpha[k] is the scale of rule id ruleIDs[k] (indirect ids only).
+	alpha []float32
+	w     []float32
 	// doc marks the document head: length normalisation by the mean (see
 	// lengthNorm) and no features for function words.
 	doc bool
 }
 
-// Extra feature after the hashed n-grams (training only).
-const (
-	featIndirect = modelDim + iota
-	numFeatures
-)
+// Extra features after the hashed n-grams (training only): one per rule id.
+const featRules = modelDim
 
 // scalars are the model's parameters besides the n-gram weights, in file
 // order.
 func (m *model) scalars() []*float32 {
-	return []*float32{&m.short.bias, &m.short.alpha, &m.long.bias, &m.long.alpha,
-		&m.flagThreshold, &m.blockThreshold, &m.resultFlag, &m.resultBlock}
+	out := []*float32{&m.short.bias, &m.long.bias, &m.flagThreshold, &m.blockThreshold, &m.resultFlag, &m.resultBlock}
+	for _, h := range []*head{&m.short, &m.long} {
+		for k := range h.alpha {
+			out = append(out, &h.alpha[k])
+		}
+	}
+	return out
 }
 
 func newModel() *model {
-	return &model{short: head{w: make([]float32, modelDim)}, long: head{w: make([]float32, modelDim), doc: true}}
+	return &model{
+		short: head{w: make([]float32, modelDim), alpha: make([]float32, len(ruleIDs))},
+		long:  head{w: make([]float32, modelDim), alpha: make([]float32, len(ruleIDs)), doc: true},
+	}
+}
+
+// indirectLogit is the rules' part of head h's logit: weights holds the
+// strongest weight of each rule id that fired in the passage.
+func (h *head) indirectLogit(weights []float64) float64 {
+	z := 0.0
+	for k, w := range weights {
+		if w > 0 && ruleIndirect[k] {
+			z += float64(h.alpha[k]) * evidence(w)
+		}
+	}
+	return z
 }
 
 // errModel reports a malformed weights file.
@@ -195,10 +216,15 @@ func wordSum(w []float32, t string, th uint32) (float32, int32) {
 	return sum, n
 }
 
-// isWord reports a token that carries model features (not a stop or a
-// boundary; for the document head, not a function word).
+// isWord reports a token that carries model features: not a stop, a
+// boundary or a web or mail address (which the rules read: as features they
+// would only learn which addresses the training injections used), and for
+// the document head not a function word.
 func isWord(t *token, doc bool) bool {
-	return t.s != stopToken && t.s != boundaryToken && !(doc && t.cls.has(kFunction))
+	if t.s == stopToken || t.s == boundaryToken || t.s == urlToken || t.s == emailToken {
+		return false
+	}
+	return !(doc && t.cls.has(kFunction))
 }
 
 // features calls fn with every feature of the passage toks: the word
@@ -218,7 +244,12 @@ func features(toks []token, doc bool, fn func(h uint32)) int {
 		if !isWord(t, doc) {
 			continue
 		}
-		n += wordFeatures(t.s, t.h, fn)
+		if doc && !docCharGrams {
+			fn(t.h)
+			n++
+		} else {
+			n += wordFeatures(t.s, t.h, fn)
+		}
 		if havePrev {
 			fn(bigramHash(prev, t.h))
 			n++
@@ -238,6 +269,8 @@ type sums struct {
 	// cache of word feature sums by token hash (repeated words are common
 	// in documents).
 	cache []cacheEntry
+	// seen marks the distinct features of a short text.
+	seen []uint64
 }
 
 type cacheEntry struct {
@@ -286,7 +319,11 @@ func (h *head) prepare(toks []token, s *sums) {
 		if e.set && e.h == t.h {
 			sum, n = e.w, e.n
 		} else {
-			sum, n = wordSum(wts, t.s, t.h)
+			if docCharGrams {
+				sum, n = wordSum(wts, t.s, t.h)
+			} else {
+				sum, n = wts[t.h&(modelDim-1)], 1
+			}
 			*e = cacheEntry{h: t.h, n: n, w: sum, set: true}
 		}
 		cw += float64(sum)
@@ -343,8 +380,35 @@ func lengthNorm(n int32, mean bool) float64 {
 
 var normMean = 16.0
 
+// docCharGrams gives the document head character n-grams too.
+var docCharGrams = true
+
 // minMeanFeatures is about the features of 30 words.
 const minMeanFeatures = 400
+
+// distinctLogit returns the n-gram part of the short head's logit for a
+// whole short text: each distinct (hashed) feature counts once, so that
+// repeating a sentence does not raise its score, normalised by the square
+// root of their number. seen is scratch space of modelDim bits.
+func (h *head) distinctLogit(toks []token, seen []uint64) float64 {
+	clear(seen)
+	var sum float64
+	n := 0
+	w := h.w[:modelDim]
+	features(toks, false, func(f uint32) {
+		f &= modelDim - 1
+		if seen[f>>6]&(1<<(f&63)) != 0 {
+			return
+		}
+		seen[f>>6] |= 1 << (f & 63)
+		sum += float64(w[f])
+		n++
+	})
+	if n == 0 {
+		return 0
+	}
+	return sum * lengthNorm(int32(n), false)
+}
 
 // evidence is the rules' feature: -ln(1 - r), capped.
 func evidence(r float64) float64 { return -math.Log(max(1-r, 1e-3)) }

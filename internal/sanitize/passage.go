@@ -166,16 +166,28 @@ func (m *model) judgeDoc(d *doc, sm *sums, flagAt float64, asDoc bool) judgement
 	if len(d.toks) <= shortTokens && !asDoc {
 		h = &m.short
 	}
-	h.prepare(d.toks, sm)
+	shortLogit := 0.0
+	if h.doc {
+		h.prepare(d.toks, sm)
+	} else {
+		// A short text is one passage; each distinct feature counts once.
+		if len(sm.seen) < modelDim/64 {
+			sm.seen = make([]uint64, modelDim/64)
+		}
+		shortLogit = h.distinctLogit(d.toks, sm.seen)
+	}
 	bias := float64(h.bias)
 	best := judgement{score: -1}
 	bestZ := math.Inf(-1) // logit of best.score
 	d.forPassages(func(i, j int) {
 		rd, ri := d.ruleScore(ms, i, j, weights)
-		lg := h.passageLogit(d.toks, sm, i, j)
+		lg := shortLogit
+		if h.doc {
+			lg = h.passageLogit(d.toks, sm, i, j)
+		}
 		li := 0.0
 		if ri > 0 {
-			li = float64(h.alpha) * evidence(ri)
+			li = h.indirectLogit(weights)
 		}
 		if rd == 0 && bias+lg+li <= bestZ {
 			return // most passages: no rule, and no better than the best

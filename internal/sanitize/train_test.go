@@ -17,9 +17,9 @@ import (
 const trainSeed = 20240611
 
 var (
-	trainEpochs = int(envFloat("AGENTBUS_TRAIN_EPOCHS", 30))
+	trainEpochs = int(envFloat("AGENTBUS_TRAIN_EPOCHS", 60))
 	trainLR     = envFloat("AGENTBUS_TRAIN_LR", 0.2)
-	trainL2     = envFloat("AGENTBUS_TRAIN_L2", 1e-3)
+	trainL2     = envFloat("AGENTBUS_TRAIN_L2", 3e-3)
 )
 
 const (
@@ -48,6 +48,13 @@ func featurize(d *doc, ms []match, i, j int, ngrams, mean bool) vec {
 			v.idx = append(v.idx, k)
 		}
 		slices.Sort(v.idx)
+		if !mean {
+			// The short head: each distinct feature once.
+			n = len(counts)
+			for k := range counts {
+				counts[k] = 1
+			}
+		}
 		scale := float32(1)
 		if n > 0 {
 			scale = float32(lengthNorm(int32(n), mean))
@@ -56,10 +63,13 @@ func featurize(d *doc, ms []match, i, j int, ngrams, mean bool) vec {
 			v.val = append(v.val, counts[k]*scale)
 		}
 	}
-	_, ri := d.ruleScore(ms, i, j, make([]float64, len(ruleIDs)))
-	if e := evidence(ri); e > 0 {
-		v.idx = append(v.idx, featIndirect)
-		v.val = append(v.val, float32(e))
+	weights := make([]float64, len(ruleIDs))
+	d.ruleScore(ms, i, j, weights)
+	for k, w := range weights {
+		if w > 0 && ruleIndirect[k] {
+			v.idx = append(v.idx, uint32(featRules+k))
+			v.val = append(v.val, float32(evidence(w)))
+		}
 	}
 	return v
 }
@@ -69,7 +79,7 @@ func featurize(d *doc, ms []match, i, j int, ngrams, mean bool) vec {
 func fit(xs []vec, ys []int, ws []float64) head {
 	m := head{w: make([]float32, modelDim)}
 	var pos, neg float64
-	// w[featIndirect] is the scale of the indirect rules' evidence.
+	// w[featRules+k] is the scale of rule id k's evidence.
 	for i, y := range ys {
 		if y == 1 {
 			pos += ws[i]
@@ -83,8 +93,10 @@ func fit(xs []vec, ys []int, ws []float64) head {
 	for i := range order {
 		order[i] = i
 	}
-	w := make([]float64, numFeatures)
-	w[featIndirect] = 1
+	w := make([]float64, featRules+len(ruleIDs))
+	for k := range ruleIDs {
+		w[featRules+k] = 1
+	}
 	bias := 0.0
 	for ep := 0; ep < trainEpochs; ep++ {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
@@ -113,7 +125,10 @@ func fit(xs []vec, ys []int, ws []float64) head {
 	for i := range m.w {
 		m.w[i] = float32(w[i])
 	}
-	m.alpha = float32(w[featIndirect])
+	m.alpha = make([]float32, len(ruleIDs))
+	for k := range ruleIDs {
+		m.alpha[k] = float32(w[featRules+k])
+	}
 	m.bias = float32(bias)
 	return m
 }
@@ -135,10 +150,10 @@ var (
 	// Weights of the short texts and the payloads in the long head.
 	shortLongWeight = envFloat("AGENTBUS_TRAIN_SHORTW", 1)
 	payWeight       = envFloat("AGENTBUS_TRAIN_PAYW", 2)
-	shortDocWeight  = envFloat("AGENTBUS_TRAIN_SDOC", 0.2)
+	shortDocWeight  = envFloat("AGENTBUS_TRAIN_SDOC", 0)
 	shortPayWeight  = envFloat("AGENTBUS_TRAIN_SPAY", 0)
-	proseWeight     = envFloat("AGENTBUS_TRAIN_PROSEW", 0.3)
-	proseDocs       = int(envFloat("AGENTBUS_TRAIN_PROSEN", 400))
+	proseWeight     = envFloat("AGENTBUS_TRAIN_PROSEW", 1)
+	proseDocs       = int(envFloat("AGENTBUS_TRAIN_PROSEN", 800))
 )
 
 func envFloat(name string, def float64) float64 {
@@ -445,8 +460,13 @@ func trainModel(t *testing.T, dir string) *model {
 		}
 		return float64(n) / float64(max(len(xs), 1))
 	}
-	t.Logf("rows: %d (%d positive); short head: bias %.2f, alpha %.2f; long head: bias %.2f, alpha %.2f (calibration shift %.2f)",
-		len(ts.xs), countPos(ts.ys), m.short.bias, m.short.alpha, m.long.bias, m.long.alpha, delta)
+	t.Logf("rows: %d (%d positive); short head bias %.2f, long head bias %.2f (calibration shift %.2f)",
+		len(ts.xs), countPos(ts.ys), m.short.bias, m.long.bias, delta)
+	for k, id := range ruleIDs {
+		if ruleIndirect[k] {
+			t.Logf("  %-26s alpha short %.2f long %.2f", id, m.short.alpha[k], m.long.alpha[k])
+		}
+	}
 	t.Logf("input thresholds: flag %.3f, block %.3f; result thresholds: flag %.3f, block %.3f", flag, block, rflag, rblock)
 	t.Logf("out of fold, short texts: benign flagged %.3f blocked %.3f; attacks caught %.3f blocked %.3f (%d/%d)",
 		rate(sb, flag), rate(sb, block), rate(sa, flag), rate(sa, block), len(sb), len(sa))
@@ -464,6 +484,21 @@ func trainModel(t *testing.T, dir string) *model {
 	t.Logf("out of fold, short texts longer than %d tokens: benign flagged %.3f (%d); attacks caught %.3f (%d)", shortTokens, rate(lb, flag), len(lb), rate(la, flag), len(la))
 	t.Logf("out of fold, tune documents as tool results: benign flagged %.3f blocked %.3f; attacked caught %.3f blocked %.3f",
 		rate(resBenign, rflag), rate(resBenign, rblock), rate(resAttack, rflag), rate(resAttack, rblock))
+	{
+		var sm sums
+		fb, fa := 0, 0
+		for _, r := range ts.docs {
+			if m.judgeDoc(analyze(r.text), &sm, 1, false).score >= flag {
+				fb++
+			}
+		}
+		for _, r := range ts.attacks {
+			if m.judgeDoc(analyze(r.text), &sm, 1, false).score >= flag {
+				fa++
+			}
+		}
+		t.Logf("final model, in sample, tune documents: benign flagged %.3f; attacked caught %.3f", ratio(fb, len(ts.docs)), ratio(fa, len(ts.attacks)))
+	}
 	t.Logf("out of fold, tune documents: benign flagged %.3f blocked %.3f; attacked caught %.3f blocked %.3f (%d/%d)",
 		rate(db, flag), rate(db, block), rate(da, flag), rate(da, block), len(db), len(da))
 	return m
@@ -523,6 +558,9 @@ func TestTrainSweep(t *testing.T) {
 // embedded model.bin exactly.
 func TestTrainModel(t *testing.T) {
 	normMean = envFloat("AGENTBUS_NORMK", normMean)
+	if v := os.Getenv("AGENTBUS_DOCCHAR"); v != "" {
+		docCharGrams = v == "1"
+	}
 	if v, err := strconv.Atoi(os.Getenv("AGENTBUS_SHORT")); err == nil {
 		shortTokens = v
 	}
