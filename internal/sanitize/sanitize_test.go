@@ -305,7 +305,7 @@ func ExampleSanitizer_Check() {
 	// Output:
 	// allow []
 	// block [injection.ignore_previous injection.reveal_prompt model.injection]
-	// block [injection.ignore_previous obfuscation.leetspeak model.injection]
+	// flag [injection.ignore_previous obfuscation.leetspeak]
 }
 
 func FuzzCheck(f *testing.F) {

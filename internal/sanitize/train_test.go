@@ -435,6 +435,8 @@ func trainModel(t *testing.T, dir string) *model {
 		return out
 	}
 	sb, sa, db, da := shift(shortBenign), shift(shortAttack), shift(docBenign), shift(docAttack)
+	// The block threshold keeps 0.5% of the benign short texts and 0.5% of
+	// the benign documents.
 	tBlock := math.Max(math.Max(logitThreshold(sb, blockFPR), logitThreshold(db, docBlockFPR)), tFlag)
 	// Tool results: every result is a document for the long head, whose
 	// bias now carries delta.
