@@ -248,8 +248,12 @@ func (tk *tokenizer) run() {
 	i := 0
 	for i < len(f) {
 		c := f[i]
+		if c == ' ' {
+			i++
+			continue
+		}
 		if c < utf8.RuneSelf {
-			if !isWordByte(c) {
+			if wordByte[c] == 0 {
 				if c == '<' || c == '[' || c == '#' {
 					if lit, cls, ok := matchSpecial(f[i:]); ok {
 						tk.flushSingle()

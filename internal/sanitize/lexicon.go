@@ -239,7 +239,7 @@ func init() {
 		hinweis nachricht achtung nota mensaje aviso messaggio attenzione bericht opmerking remarque avis
 		примечание сообщение внимание 提示 注意 注意事項`)
 	addWords(kToFor, `to for an au à a al all alla ao aos pour para per voor для 给 致 へ`)
-	addWords(kReading, `reading processing parsing summarizing summarising ingesting analyzing analysing reviewing
+	addWords(kReading, `reads processes parses ingests summarizes summarises analyzes analyses reviews crawls scans indexes handles sees processed parsed read reading processing parsing summarizing summarising ingesting analyzing analysing reviewing
 		working helping answering crawling browsing scanning using handling indexing`)
 	addWords(kModal, `must should shall required needs ought have muss müssen sollst solltest doit dois devez
 		debe debes deve devi moet moeten должен должна обязан 必须 ください`)
@@ -259,7 +259,7 @@ func init() {
 		ответ ответе`)
 	addWords(kWhen, `when while whenever before wenn bevor quand lorsque cuando mientras quando mentre wanneer
 		когда 在`)
-	addWords(kAnswering, `总结 概括 answer summarize summarizing summarising answering responding replying summarize summarise summarises
+	addWords(kAnswering, `asked 总结 概括 answer summarize summarizing summarising answering responding replying summarize summarise summarises
 		summarizes zusammenfasst beantwortest résumes resumas resumir riassumi resumires resumir samenvat
 		резюмируешь 总结`)
 	addWords(kIn, `in within dans en im`)
@@ -438,6 +438,10 @@ var rules = []rule{
 	{"injection.role_override", 0.35, []step{ss(0, kAct), s(0, kAs)}},
 	{"injection.ignore_previous", 0.85, []step{s(0, kIgnore), s(3, kInstr), s(2, kYou), s(2, kGiven)}},
 	{"injection.reveal_prompt", 0.5, []step{s(0, kNew), s(0, kSystem), s(0, kPromptW, kMessageW)}},
+	{"indirect.answer_control", 0.2, []step{s(0, kTell), s(0, kThat)}},
+	{"indirect.answer_control", 0.3, []step{s(0, kAnswerV), s(2, kUserObj)}},
+	{"indirect.answer_control", 0.3, []step{s(0, kRate), s(3, kTop), s(1, kGradeN)}},
+	{"indirect.answer_control", 0.4, []step{s(0, kNeg), s(1, kFollow), s(3, kUserObj, kInstr)}},
 	// Fake chat turns and delimiters: "</document> <system>", "[SYSTEM]:",
 	// "Assistant: Sure!".
 	{"indirect.fake_turn", 0.45, []step{s(0, kBracketed)}},
@@ -461,6 +465,9 @@ const (
 	kEmailW
 	kDanger
 	kWhenPost // 时, とき: "when" after the verb (Chinese, Japanese)
+	kRate     // give, rate, score, grade, rank, mark
+	kTop      // highest, best, top, maximum, perfect, full
+	kGradeN   // grade, score, rating, marks, review
 	kAutomated
 	kAgentN
 	// kFunction marks function words the document head gives no weight
@@ -484,6 +491,9 @@ func init() {
 	addWords(kEmailW, `email emails mail mails e`)
 	addWords(kDanger, `rm curl wget sudo chmod powershell`)
 	addWords(kWhenPost, `时 时候 的时候 とき 際`)
+	addWords(kRate, `give rate score grade rank mark award assign`)
+	addWords(kTop, `highest best top maximum maximal perfect full strongest excellent`)
+	addWords(kGradeN, `grade grades score scores rating ratings marks mark review evaluation candidate applicant submission`)
 	addWords(kAutomated, `automated automatic autonomous ai`)
 	addWords(kAgentN, `agent agents reviewer reviewers crawler crawlers scraper scrapers bot bots assistant assistants`)
 	addWords(kFunction, `a an the and or but of to in on at by for with from about as is are was were be been

@@ -80,6 +80,11 @@ func newModel() *model {
 // indirectLogit is the rules' part of head h's logit: weights holds the
 // strongest weight of each rule id that fired in the passage.
 func (h *head) indirectLogit(weights []float64) float64 {
+	if !h.doc {
+		// The short head judges prompts, a user's own words: the rules
+		// for instructions hidden in documents are not its evidence.
+		return 0
+	}
 	z := 0.0
 	for k, w := range weights {
 		if w > 0 && ruleIndirect[k] {

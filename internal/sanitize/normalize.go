@@ -226,8 +226,9 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 				if c >= utf8.RuneSelf || c == '\b' || c == 0x1b || c == '_' && k+1 < to && src[k+1] == '\b' {
 					break
 				}
+				info := asciiInfo[c]
 				if exact {
-					if b64Byte[c] {
+					if info&infoB64 != 0 {
 						if run0 < 0 {
 							run0 = k
 						}
@@ -237,7 +238,7 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 						run0 = -1
 					}
 				}
-				cc := asciiClass[c]
+				cc := info & infoClass
 				if cc == 0 {
 					if wOpen {
 						n.out = out
@@ -627,6 +628,22 @@ var asciiClass = func() (t [128]uint8) {
 	}
 	return t
 }()
+
+// asciiInfo packs asciiClass (infoClass) and b64Byte (infoB64) for ASCII.
+var asciiInfo = func() (t [128]uint8) {
+	for c := range t {
+		t[c] = asciiClass[c]
+		if b64Byte[c] {
+			t[c] |= infoB64
+		}
+	}
+	return t
+}()
+
+const (
+	infoClass = 3
+	infoB64   = 4
+)
 
 // b64Byte reports the bytes of base64 and hex runs.
 var b64Byte = func() (t [256]bool) {

@@ -66,7 +66,9 @@ func featurize(d *doc, ms []match, i, j int, ngrams, mean bool) vec {
 	weights := make([]float64, len(ruleIDs))
 	d.ruleScore(ms, i, j, weights)
 	for k, w := range weights {
-		if w > 0 && ruleIndirect[k] {
+		// The short head judges prompts: the rules for instructions
+		// hidden in documents are not its evidence.
+		if w > 0 && ruleIndirect[k] && mean {
 			v.idx = append(v.idx, uint32(featRules+k))
 			v.val = append(v.val, float32(evidence(w)))
 		}
