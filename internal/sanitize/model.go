@@ -81,8 +81,8 @@ func newModel() *model {
 // strongest weight of each rule id that fired in the passage.
 func (h *head) indirectLogit(weights []float64) float64 {
 	if !h.doc {
-		// The short head judges prompts, a user's own words: the rules
-		// for instructions hidden in documents are not its evidence.
+		// The short head's n-grams are trained without them: in a prompt
+		// the document rules count by their hand-set weights (judgeDoc).
 		return 0
 	}
 	z := 0.0

@@ -189,11 +189,16 @@ func (m *model) judgeDoc(d *doc, sm *sums, flagAt float64, asDoc bool) judgement
 		if ri > 0 {
 			li = h.indirectLogit(weights)
 		}
-		if rd == 0 && bias+lg+li <= bestZ {
+		if rd == 0 && (ri == 0 || h.doc) && bias+lg+li <= bestZ {
 			return // most passages: no rule, and no better than the best
 		}
 		p := sigmoid(bias + lg + li)
 		score := 1 - (1-rd)*(1-p)
+		if !h.doc {
+			// In a prompt the document rules count with their hand-set
+			// weights, as every rule did in the first model.
+			score = 1 - (1-rd)*(1-ri)*(1-p)
+		}
 		if score > best.score {
 			bestZ = logit(score)
 			best = judgement{score: score, p: sigmoid(bias + lg), r: 1 - (1-rd)*(1-ri), i: i, j: j,
