@@ -15,7 +15,7 @@ const (
 // shipped model was trained (see the package doc).
 const (
 	DefaultMaxBytes       = 32 << 10
-	DefaultMaxChars       = 16_000
+	DefaultMaxChars       = 32_000
 	DefaultMaxMessages    = 256
 	DefaultMaxTotalBytes  = 256 << 10
 	DefaultResultMaxBytes = 1 << 20
@@ -29,7 +29,8 @@ var ErrConfig = errors.New("sanitize: invalid config")
 type Config struct {
 	// MaxBytes is the largest message in bytes. Default 32 KiB.
 	MaxBytes int
-	// MaxChars is the largest message in runes. Default 16,000.
+	// MaxChars is the largest message in runes. Default 32,000 (a pasted
+	// document of 30 KB is judged, not refused for its size).
 	MaxChars int
 	// MaxMessages is the most messages CheckMessages accepts. Default 256.
 	MaxMessages int
