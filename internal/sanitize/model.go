@@ -249,12 +249,7 @@ func features(toks []token, doc bool, fn func(h uint32)) int {
 		if !isWord(t, doc) {
 			continue
 		}
-		if doc && !docCharGrams {
-			fn(t.h)
-			n++
-		} else {
-			n += wordFeatures(t.s, t.h, fn)
-		}
+		n += wordFeatures(t.s, t.h, fn)
 		if havePrev {
 			fn(bigramHash(prev, t.h))
 			n++
@@ -324,11 +319,7 @@ func (h *head) prepare(toks []token, s *sums) {
 		if e.set && e.h == t.h {
 			sum, n = e.w, e.n
 		} else {
-			if docCharGrams {
-				sum, n = wordSum(wts, t.s, t.h)
-			} else {
-				sum, n = wts[t.h&(modelDim-1)], 1
-			}
+			sum, n = wordSum(wts, t.s, t.h)
 			*e = cacheEntry{h: t.h, n: n, w: sum, set: true}
 		}
 		cw += float64(sum)
@@ -383,10 +374,9 @@ func lengthNorm(n int32, mean bool) float64 {
 	return 1 / math.Sqrt(float64(n))
 }
 
-var normMean = 16.0
-
-// docCharGrams gives the document head character n-grams too.
-var docCharGrams = true
+// normMean scales the document head's average to the range of the short
+// head's sum over sqrt(count).
+const normMean = 16
 
 // minMeanFeatures is about the features of 30 words.
 const minMeanFeatures = 400

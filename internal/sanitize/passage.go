@@ -12,7 +12,7 @@ import (
 // most shortTokens tokens (a prompt) is one passage; a longer one (a
 // document) is cut into passages of passageTokens consecutive tokens
 // starting at sentence or line starts.
-var shortTokens = 128
+const shortTokens = 128
 
 const (
 	passageTokens = 64

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -17,9 +16,9 @@ import (
 const trainSeed = 20240611
 
 var (
-	trainEpochs = int(envFloat("AGENTBUS_TRAIN_EPOCHS", 60))
-	trainLR     = envFloat("AGENTBUS_TRAIN_LR", 0.2)
-	trainL2     = envFloat("AGENTBUS_TRAIN_L2", 3e-3)
+	trainEpochs = 60
+	trainLR     = 0.2
+	trainL2     = 3e-3
 )
 
 const (
@@ -135,39 +134,27 @@ func fit(xs []vec, ys []int, ws []float64) head {
 	return m
 }
 
-// Document training data (tune split only): benign passages, and passages
-// holding an injection of inject_tune.tsv inserted with a different seed
-// than the evaluation's.
+// Document training data comes from the tune split only: benign passages,
+// and passages holding an injection of inject_tune.tsv inserted with other
+// seeds than the evaluation's.
+//
 // The model learns English and German (the languages of deepset and of
-// most of the tune payloads); payloads in other languages are left to the
-// rules, so that the model does not learn that a script means an attack.
+// most of the tune payloads); payloads in other languages train only the
+// rules' scales, so that the model does not learn that a script means an
+// attack.
 var modelLangs = map[string]bool{"en": true, "de": true}
 
-var (
-	trainDocPositives = true
-	// Row weights of the document passages (short texts weigh 1).
-	docNegWeight = envFloat("AGENTBUS_TRAIN_DOCNEG", 0.3)
-	docPosWeight = envFloat("AGENTBUS_TRAIN_DOCPOS", 0.2)
-	augWeight    = envFloat("AGENTBUS_TRAIN_AUGW", 1)
-	// Weights of the short texts and the payloads in the long head.
-	shortLongWeight = envFloat("AGENTBUS_TRAIN_SHORTW", 1)
-	payWeight       = envFloat("AGENTBUS_TRAIN_PAYW", 2)
-	shortDocWeight  = envFloat("AGENTBUS_TRAIN_SDOC", 0)
-	shortPayWeight  = envFloat("AGENTBUS_TRAIN_SPAY", 0)
-	proseWeight     = envFloat("AGENTBUS_TRAIN_PROSEW", 1)
-	proseDocs       = int(envFloat("AGENTBUS_TRAIN_PROSEN", 800))
-)
-
-func envFloat(name string, def float64) float64 {
-	if v, err := strconv.ParseFloat(os.Getenv(name), 64); err == nil {
-		return v
-	}
-	return def
-}
-
+// Training data and row weights. A row weighs wShort in the short head and
+// wLong in the long head. deepset_train.jsonl and train_benign.txt weigh 1 in
+// both; the rest trains the long head only:
 const (
-	passagesPerDoc = 12
-	attackRounds   = 2
+	wDocPassage    = 0.3 // a benign passage of a tune document
+	passagesPerDoc = 12  // passages drawn from each tune document
+	wInjected      = 0.2 // a passage holding an injection inserted into a tune document
+	attackRounds   = 2   // injections inserted into each tune document
+	wPayload       = 2   // an injection of inject_tune.tsv alone
+	wProse         = 1   // a passage of benign prompts run together
+	proseDocs      = 800 // such runs
 	// Threshold targets on out-of-fold scores of whole tune documents.
 	docFlagFPR  = 0.03
 	docBlockFPR = 0.005
@@ -192,7 +179,6 @@ type scored struct {
 	text  string
 	label int
 	fold  int
-	aug   bool // train_benign.txt
 }
 
 func foldOf(project string) int {
@@ -206,22 +192,15 @@ func foldOf(project string) int {
 func buildTrainSet(t *testing.T, dir string) *trainSet {
 	t.Helper()
 	ts := &trainSet{}
-	// weight is the row's weight in the long head; short texts (short)
-	// weigh 1 in the short head, document passages 0.
-	weight := 1.0
-	short := true
-	ngrams := true
-	add := func(d *doc, i, j, y, fold int) {
+	// add adds the passage d.toks[i:j]; without ngrams only the rules'
+	// evidence is a feature.
+	add := func(d *doc, i, j, y, fold int, wShort, wLong float64, ngrams bool) {
 		ms := d.ruleMatches()
 		ts.xs = append(ts.xs, featurize(d, ms, i, j, ngrams, false))
 		ts.xl = append(ts.xl, featurize(d, ms, i, j, ngrams, true))
 		ts.ys = append(ts.ys, y)
-		ts.wl = append(ts.wl, weight)
-		if short {
-			ts.ws = append(ts.ws, 1)
-		} else {
-			ts.ws = append(ts.ws, 0)
-		}
+		ts.ws = append(ts.ws, wShort)
+		ts.wl = append(ts.wl, wLong)
 		ts.folds = append(ts.folds, fold)
 	}
 	rng := rand.New(rand.NewPCG(trainSeed, 1))
@@ -232,26 +211,19 @@ func buildTrainSet(t *testing.T, dir string) *trainSet {
 	for _, l := range readLines(t, "train_benign.txt") {
 		rows = append(rows, sample{l, 0})
 	}
-	nAug := countLines(t, "train_benign.txt")
-	for i, r := range rows {
-		weight = shortLongWeight
-		if i >= len(rows)-nAug {
-			weight = shortLongWeight * augWeight
-		}
+	for _, r := range rows {
 		fold := rng.IntN(trainFolds)
 		a := analyze(r.text)
-		add(a, 0, len(a.toks), r.label, fold)
+		add(a, 0, len(a.toks), r.label, fold, 1, 1, true)
 		if len(a.toks) > shortTokens {
 			// The long head judges a long prompt by its passages: learn
 			// them too.
-			short = false
-			a.forPassages(func(i, j int) { add(a, i, j, r.label, fold) })
-			short = true
+			a.forPassages(func(i, j int) { add(a, i, j, r.label, fold, 0, 1, true) })
 		}
-		ts.short = append(ts.short, scored{r.text, r.label, fold, i >= len(rows)-countLines(t, "train_benign.txt")})
+		ts.short = append(ts.short, scored{r.text, r.label, fold})
 	}
 	// Prose for the long head: runs of the benign short texts above, one
-	// after another, as a document is. Without them the document corpus
+	// after another, as in a document. Without them the document corpus
 	// (much of it code and markup) teaches the long head that plain
 	// sentences are what injections look like.
 	var benignShort []string
@@ -260,8 +232,6 @@ func buildTrainSet(t *testing.T, dir string) *trainSet {
 			benignShort = append(benignShort, r.text)
 		}
 	}
-	short = false
-	weight = proseWeight
 	crng := rand.New(rand.NewPCG(trainSeed, 3))
 	for k := 0; k < proseDocs; k++ {
 		var b strings.Builder
@@ -274,68 +244,45 @@ func buildTrainSet(t *testing.T, dir string) *trainSet {
 		n := 0
 		a.forPassages(func(i, j int) {
 			if n < 4 {
-				add(a, i, j, 0, fold)
+				add(a, i, j, 0, fold, 0, wProse, true)
 				n++
 			}
 		})
 	}
-	short = true
-	docs := loadCorpus(t)
+	// Benign passages of the tune documents; the fold is the project's, so
+	// that no project is both trained on and scored out of fold.
 	prng := rand.New(rand.NewPCG(trainSeed, 2))
-	weight = docNegWeight
-	short = false
 	var tune []corpusDoc
-	for _, d := range docs {
+	for _, d := range loadCorpus(t) {
 		if d.Split != "tune" {
 			continue
 		}
 		tune = append(tune, d)
 		fold := foldOf(d.Project)
-		ts.docs = append(ts.docs, scored{d.Text, 0, fold, false})
+		ts.docs = append(ts.docs, scored{d.Text, 0, fold})
 		a := analyze(d.Text)
 		var ps [][2]int
 		a.forPassages(func(i, j int) { ps = append(ps, [2]int{i, j}) })
 		prng.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
 		for _, p := range ps[:min(len(ps), passagesPerDoc)] {
-			add(a, p[0], p[1], 0, fold)
-		}
-		if shortDocWeight > 0 {
-			// The start of the document as a short text of its own, for
-			// the short head (a pasted snippet is a prompt).
-			short, weight = true, 0
-			add(a, 0, min(len(a.toks), shortTokens), 0, fold)
-			ts.ws[len(ts.ws)-1] = shortDocWeight
-			short, weight = false, docNegWeight
+			add(a, p[0], p[1], 0, fold, 0, wDocPassage, true)
 		}
 	}
-	// The payloads alone train the long head only: a prompt that is only a
+	// The payloads alone, for the long head: a prompt that is only a
 	// payload is a direct injection the short head learns from deepset.
-	weight = payWeight
 	for _, p := range loadPayloads(t, "tune") {
-		ngrams = modelLangs[p.lang]
 		text := strings.NewReplacer("{url}", attackURLs[0], "{email}", attackEmails[0]).Replace(p.text)
 		a := analyze(text)
-		add(a, 0, len(a.toks), 1, foldOf(p.text))
-		// Direct overrides and fake turns are prompt injections in a
-		// prompt too: the short head learns them (the indirect styles
-		// address a model reading a document, not a user's prompt).
-		if shortPayWeight > 0 && ngrams && (p.style == "direct" || p.style == "role") {
-			ts.ws[len(ts.ws)-1] = shortPayWeight
-		}
+		add(a, 0, len(a.toks), 1, foldOf(p.text), 0, wPayload, modelLangs[p.lang])
 	}
-	weight = docPosWeight
-	short = false
+	// Injected tune documents (seeds other than the evaluation's): the
+	// passages that hold the whole injection (or, for an injection longer
+	// than a passage, its first one).
 	for round := 0; round < attackRounds; round++ {
 		for _, at := range makeAttacksSeed(t, tune, "tune", trainSeed+uint64(round)) {
 			fold := foldOf(at.doc.Project)
-			ts.attacks = append(ts.attacks, scored{at.text, 1, fold, false})
-			if docPosWeight == 0 {
-				continue
-			}
-			ngrams = modelLangs[at.p.lang]
+			ts.attacks = append(ts.attacks, scored{at.text, 1, fold})
 			a := analyze(at.text)
-			// The passages that hold the whole injection (or, for an
-			// injection longer than a passage, its first one).
 			pi, pj := -1, -1
 			for k, tk := range a.toks {
 				if int(tk.start) >= at.off && int(tk.end) <= at.off+at.size {
@@ -351,17 +298,15 @@ func buildTrainSet(t *testing.T, dir string) *trainSet {
 			n := 0
 			a.forPassages(func(i, j int) {
 				if n < 2 && i <= pi && (j >= pj || i == pi) {
-					add(a, i, j, 1, fold)
+					add(a, i, j, 1, fold, 0, wInjected, modelLangs[at.p.lang])
 					n++
 				}
 			})
 		}
 	}
-	ngrams = true
 	return ts
 }
 
-func countLines(t *testing.T, name string) int { return len(readLines(t, name)) }
 
 // trainModel trains on deepset_train.jsonl, train_benign.txt and the tune
 // split of the document corpus, and chooses the thresholds from out-of-fold
@@ -561,13 +506,6 @@ func TestTrainSweep(t *testing.T) {
 // model.bin; with AGENTBUS_TRAIN=1 it checks that training reproduces the
 // embedded model.bin exactly.
 func TestTrainModel(t *testing.T) {
-	normMean = envFloat("AGENTBUS_NORMK", normMean)
-	if v := os.Getenv("AGENTBUS_DOCCHAR"); v != "" {
-		docCharGrams = v == "1"
-	}
-	if v, err := strconv.Atoi(os.Getenv("AGENTBUS_SHORT")); err == nil {
-		shortTokens = v
-	}
 	mode := os.Getenv("AGENTBUS_TRAIN")
 	if mode == "" {
 		t.Skip("set AGENTBUS_TRAIN=1 to check, AGENTBUS_TRAIN=write to rewrite model.bin")
