@@ -273,11 +273,12 @@ type sums struct {
 	seen []uint64
 }
 
+// cacheEntry caches a word's feature sum; h == 0 marks an empty slot (a
+// word whose hash is 0 is never cached).
 type cacheEntry struct {
-	h   uint32
-	n   int32
-	w   float32
-	set bool
+	h uint32
+	n int32
+	w float32
 }
 
 // prepare fills the prefix sums of head h's weights for toks.
@@ -287,8 +288,10 @@ func (h *head) prepare(toks []token, s *sums) {
 	s.n = grow(s.n, k)
 	s.bw = grow(s.bw, k)
 	s.bn = grow(s.bn, k)
+	// Distinct words are a fraction of the tokens; a collision only costs
+	// a recomputation.
 	size := 64
-	for size < 2*len(toks) && size < 1<<14 {
+	for size < len(toks)/2 && size < 1<<13 {
 		size <<= 1
 	}
 	if cap(s.cache) < size {
@@ -316,11 +319,11 @@ func (h *head) prepare(toks []token, s *sums) {
 		var sum float32
 		var n int32
 		e := &s.cache[t.h&mask]
-		if e.set && e.h == t.h {
+		if e.h == t.h && t.h != 0 {
 			sum, n = e.w, e.n
 		} else {
 			sum, n = wordSum(wts, t.s, t.h)
-			*e = cacheEntry{h: t.h, n: n, w: sum, set: true}
+			*e = cacheEntry{h: t.h, n: n, w: sum}
 		}
 		cw += float64(sum)
 		cn += n

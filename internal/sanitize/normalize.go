@@ -349,7 +349,7 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 			if n.wStart < 0 {
 				n.startWord(o)
 			}
-			if _, ok := confusables[r]; ok {
+			if _, ok := confusable(r); ok {
 				n.wFlags |= wConfuse
 				// 'μ' is the micro sign after NFKC ("10µs"): folded, but
 				// not a second script.
@@ -391,7 +391,7 @@ func (n *normalizer) lastLatin() bool {
 	if r < utf8.RuneSelf {
 		return asciiClass[r] == 2
 	}
-	_, conf := confusables[r]
+	_, conf := confusable(r)
 	return conf || unicode.Is(unicode.Latin, r)
 }
 
@@ -469,7 +469,7 @@ func (n *normalizer) endWord(next int) {
 	}
 	n.sync(n.wOrig)
 	for _, r := range word {
-		if c, ok := confusables[r]; ok {
+		if c, ok := confusable(r); ok {
 			r = c
 		}
 		n.out = utf8.AppendRune(n.out, r)
@@ -494,7 +494,7 @@ func genuineNext(s string, i int) bool {
 			return false
 		}
 		r = unicode.ToLower(r)
-		if _, ok := confusables[r]; !ok && unicode.In(r, unicode.Cyrillic, unicode.Greek) {
+		if _, ok := confusable(r); !ok && unicode.In(r, unicode.Cyrillic, unicode.Greek) {
 			return true
 		}
 		i += size
@@ -603,6 +603,25 @@ var confusables = map[rune]rune{
 	'χ': 'x', 'ω': 'w', 'ϲ': 'c', 'ϳ': 'j', 'γ': 'y', 'μ': 'u',
 	// Latin extensions and symbols that NFKC keeps
 	'ı': 'i', 'ȷ': 'j', 'ł': 'l', 'ø': 'o', 'ß': 's', 'ſ': 's', 'ǀ': 'l', 'ɑ': 'a', 'ɩ': 'i', 'ʟ': 'l',
+}
+
+// confusableTab is confusables as a table (all its keys are below 0x600).
+var confusableTab = func() (t [0x600]rune) {
+	for k, v := range confusables {
+		if k >= 0x600 {
+			panic("sanitize: confusable beyond the table")
+		}
+		t[k] = v
+	}
+	return t
+}()
+
+// confusable returns the Latin letter r looks like.
+func confusable(r rune) (rune, bool) {
+	if r < 0 || r >= 0x600 || confusableTab[r] == 0 {
+		return 0, false
+	}
+	return confusableTab[r], true
 }
 
 func isASCIILetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }

@@ -55,20 +55,35 @@ func init() {
 func (d *doc) matches(out []match) []match {
 	for k := range d.toks {
 		t := &d.toks[k]
+		var cands []int16
 		if t.lex >= 0 {
-			for _, ri := range lexSlots[t.lex].rules {
-				if rules[ri].steps[0].start && !t.cls.has(kSentStart) {
+			cands = lexSlots[t.lex].rules
+		}
+		tok := t.cls.any(tokenFirst)
+		if len(cands) == 0 && !tok {
+			continue
+		}
+		// The classes of the next nearWindow tokens: a rule whose second
+		// step is not among them cannot match here.
+		var near cset
+		for _, n := range d.toks[k+1 : min(k+1+nearWindow, len(d.toks))] {
+			near[0] |= n.cls[0]
+			near[1] |= n.cls[1]
+		}
+		for pass := 0; pass < 2; pass++ {
+			if pass == 1 {
+				if !tok {
+					break
+				}
+				cands = tokenRules
+			}
+			for _, ri := range cands {
+				r := &rules[ri]
+				st := &r.steps[0]
+				if pass == 1 && !t.cls.any(st.class) || st.start && !t.cls.has(kSentStart) {
 					continue
 				}
-				if e := d.matchFrom(rules[ri].steps[1:], k+1, k); e >= 0 {
-					out = append(out, match{int32(ri), int32(k), int32(e)})
-				}
-			}
-		}
-		if t.cls.any(tokenFirst) {
-			for _, ri := range tokenRules {
-				r := &rules[ri]
-				if !t.cls.any(r.steps[0].class) || r.steps[0].start && !t.cls.has(kSentStart) {
+				if len(r.steps) > 1 && r.steps[1].gap < nearWindow && !near.any(r.steps[1].class) {
 					continue
 				}
 				if e := d.matchFrom(r.steps[1:], k+1, k); e >= 0 {
@@ -79,6 +94,9 @@ func (d *doc) matches(out []match) []match {
 	}
 	return out
 }
+
+// nearWindow is how far matches looks ahead to rule out a rule.
+const nearWindow = 8
 
 // matchFrom matches steps from token pos on and returns the index of the
 // last token matched (last when there are no steps), or -1.
@@ -179,8 +197,18 @@ func (m *model) judgeDoc(d *doc, sm *sums, flagAt float64, asDoc bool) judgement
 	bias := float64(h.bias)
 	best := judgement{score: -1}
 	bestZ := math.Inf(-1) // logit of best.score
+	mi, ei := 0, 0 // first match and event at or after the passage start
 	d.forPassages(func(i, j int) {
-		rd, ri := d.ruleScore(ms, i, j, weights)
+		for mi < len(ms) && int(ms[mi].i) < i {
+			mi++
+		}
+		for ei < len(d.events) && int(d.events[ei].tok) < i {
+			ei++
+		}
+		var rd, ri float64
+		if mi < len(ms) && int(ms[mi].i) < j || ei < len(d.events) && int(d.events[ei].tok) < j || d.flood {
+			rd, ri = d.ruleScore(ms, i, j, weights)
+		}
 		lg := shortLogit
 		if h.doc {
 			lg = h.passageLogit(d.toks, sm, i, j)
