@@ -197,7 +197,7 @@ func (m *model) judgeDoc(d *doc, sm *sums, flagAt float64, asDoc bool) judgement
 	bias := float64(h.bias)
 	best := judgement{score: -1}
 	bestZ := math.Inf(-1) // logit of best.score
-	mi, ei := 0, 0 // first match and event at or after the passage start
+	mi, ei := 0, 0        // first match and event at or after the passage start
 	d.forPassages(func(i, j int) {
 		for mi < len(ms) && int(ms[mi].i) < i {
 			mi++

@@ -307,7 +307,6 @@ func buildTrainSet(t *testing.T, dir string) *trainSet {
 	return ts
 }
 
-
 // trainModel trains on deepset_train.jsonl, train_benign.txt and the tune
 // split of the document corpus, and chooses the thresholds from out-of-fold
 // scores (model + rules, whole texts), so they are not fitted in-sample.
