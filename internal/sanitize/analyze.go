@@ -20,12 +20,13 @@ type token struct {
 
 // doc is one text prepared for judging.
 type doc struct {
-	folded string
-	toks   []token
-	events []event // obfuscation signals (original offsets)
-	stats  normStats
-	flood  bool // one token repeated to fill the text
-	n      normalizer
+	folded  string
+	toks    []token
+	events  []event // obfuscation signals (original offsets)
+	stats   normStats
+	flood   bool // one token repeated to fill the text
+	textLen int  // length of the original text
+	n       normalizer
 	// Scratch space reused between checks.
 	votes  []uint32
 	ms     []match
@@ -40,6 +41,7 @@ func analyze(text string) *doc {
 }
 
 func (d *doc) analyze(text string) {
+	d.textLen = len(text)
 	d.n.run(text)
 	// The folded text aliases the normalizer's buffer: it and the tokens
 	// cut from it are valid until the next analyze with this doc, and
@@ -136,11 +138,14 @@ func (d *doc) tokenize(f string, cps []checkpoint, p *probe, fl *flood) {
 		for i := range toks {
 			toks[i].start, toks[i].end = int32(p.start), int32(p.end)
 		}
-	case len(cps) > 0:
+	default:
+		// Inside a normalised segment ("⒀" became "(13)") offsets are
+		// approximate: keep them within the original text and in order.
 		cur := 0
 		for i := range toks {
-			toks[i].start = int32(origOffset(cps, int(toks[i].start), &cur))
-			toks[i].end = int32(origOffset(cps, int(toks[i].end), &cur))
+			s := min(max(origOffset(cps, int(toks[i].start), &cur), 0), d.textLen)
+			e := min(max(origOffset(cps, int(toks[i].end), &cur), s), d.textLen)
+			toks[i].start, toks[i].end = int32(s), int32(e)
 		}
 		// Events recorded by the tokenizer carry folded offsets too.
 		for i := range d.events {
