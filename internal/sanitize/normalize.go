@@ -87,7 +87,6 @@ type normalizer struct {
 	st     normStats
 	events []event
 	runs   [][2]int // base64/hex runs of at least minProbe bytes (original offsets)
-	run0   int      // start of the current base64/hex run, -1: none
 
 	// The current word (a run of letters, digits and marks) that holds a
 	// non-ASCII letter; words of ASCII letters only are not tracked.
@@ -123,7 +122,6 @@ func (n *normalizer) reset(size int) {
 	n.st = normStats{}
 	n.events = n.events[:0]
 	n.runs = n.runs[:0]
-	n.run0 = -1
 	n.wStart = -1
 	n.prevGenuine = false
 	n.pendInv = n.pendInv[:0]
@@ -143,14 +141,6 @@ func (n *normalizer) sync(orig int) {
 	}
 }
 
-// endRun closes a base64/hex run at original offset k.
-func (n *normalizer) endRun(k int) {
-	if n.run0 >= 0 && k-n.run0 >= minProbe && len(n.runs) < 4*maxProbes {
-		n.runs = append(n.runs, [2]int{n.run0, k})
-	}
-	n.run0 = -1
-}
-
 // run normalises s into n.out.
 func (n *normalizer) run(s string) {
 	n.reset(len(s))
@@ -165,18 +155,10 @@ func (n *normalizer) run(s string) {
 		// Fast path: printable ASCII needs only lower-casing.
 		out := n.out
 		for i := 0; i < len(s); i++ {
-			c := s[i]
-			if b64Byte[c] {
-				if n.run0 < 0 {
-					n.run0 = i
-				}
-			} else if n.run0 >= 0 {
-				n.endRun(i)
-			}
-			out = append(out, lowerASCII[c])
+			out = append(out, lowerASCII[s[i]])
 		}
 		n.out = out
-		n.endRun(len(s))
+		n.runs = findRuns(s, n.runs)
 		return
 	}
 	for i := 0; i < len(s); {
@@ -190,14 +172,44 @@ func (n *normalizer) run(s string) {
 			_, sz := utf8.DecodeRuneInString(s[e:])
 			j = e + sz
 		}
-		n.endRun(e)
 		n.fold(norm.NFKC.String(s[e:j]), 0, -1, e, false)
 		i = j
 	}
 	n.endWord(-1)
 	n.flushTags()
-	n.endRun(len(s))
+	n.runs = findRuns(s, n.runs)
 }
+
+// findRuns appends the base64/hex runs of at least minProbe bytes of s (at
+// most 4*maxProbes) to runs. The loop has no branch that depends on the
+// text but the rare end of a long run.
+func findRuns(s string, runs [][2]int) [][2]int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		next := (n + 1) & b64Mask[s[i]]
+		if n >= minProbe && next == 0 {
+			if len(runs) >= 4*maxProbes {
+				return runs
+			}
+			runs = append(runs, [2]int{i - n, i})
+		}
+		n = next
+	}
+	if n >= minProbe && len(runs) < 4*maxProbes {
+		runs = append(runs, [2]int{len(s) - n, len(s)})
+	}
+	return runs
+}
+
+// b64Mask is all ones for the bytes of base64 and hex runs, 0 otherwise.
+var b64Mask = func() (t [256]int) {
+	for c := range t {
+		if b64Byte[c] {
+			t[c] = -1
+		}
+	}
+	return t
+}()
 
 // fold appends the folded runes of src[from:to] (to < 0: all of src). With
 // exact, src is the original text; otherwise it is a normalised segment
@@ -218,25 +230,13 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 				n.sync(base)
 			}
 			out := n.out
-			run0 := n.run0
 			wOpen := n.wStart >= 0
 			pend := len(n.pendInv) > 0
 			for ; k < to; k++ {
 				c := src[k]
-				if c >= utf8.RuneSelf || c == '\b' || c == 0x1b || c == '_' && k+1 < to && src[k+1] == '\b' {
-					break
-				}
 				info := asciiInfo[c]
-				if exact {
-					if info&infoB64 != 0 {
-						if run0 < 0 {
-							run0 = k
-						}
-					} else if run0 >= 0 {
-						n.run0 = run0
-						n.endRun(k)
-						run0 = -1
-					}
+				if info&infoSpecial != 0 && (c != '_' || k+1 < to && src[k+1] == '\b') {
+					break
 				}
 				cc := info & infoClass
 				if cc == 0 {
@@ -268,7 +268,6 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 				out = append(out, lowerASCII[c])
 			}
 			n.out = out
-			n.run0 = run0
 			continue
 		}
 		o := base
@@ -276,7 +275,6 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 			o = k
 		}
 		if c < utf8.RuneSelf {
-			n.endRun(k)
 			switch {
 			case c == '_':
 				// Underline overstrike "_\bX": keep X only ("_\b_" is
@@ -315,7 +313,6 @@ func (n *normalizer) fold(src string, from, to, base int, exact bool) {
 			k++
 			continue
 		}
-		n.endRun(k)
 		r, size := utf8.DecodeRuneInString(src[k:])
 		k += size
 		if r >= 0xE0000 && r <= 0xE007F {
@@ -648,20 +645,24 @@ var asciiClass = func() (t [128]uint8) {
 	return t
 }()
 
-// asciiInfo packs asciiClass (infoClass) and b64Byte (infoB64) for ASCII.
-var asciiInfo = func() (t [128]uint8) {
+// asciiInfo packs asciiClass (infoClass) and the bytes that leave the plain
+// ASCII loop (infoSpecial: non-ASCII, backspace, escape, and '_', which
+// may start an underline) for every byte.
+var asciiInfo = func() (t [256]uint8) {
 	for c := range t {
-		t[c] = asciiClass[c]
-		if b64Byte[c] {
-			t[c] |= infoB64
+		if c < 128 {
+			t[c] = asciiClass[c]
+		}
+		if c >= 128 || c == '\b' || c == 0x1b || c == '_' {
+			t[c] |= infoSpecial
 		}
 	}
 	return t
 }()
 
 const (
-	infoClass = 3
-	infoB64   = 4
+	infoClass   = 3
+	infoSpecial = 4
 )
 
 // b64Byte reports the bytes of base64 and hex runs.

@@ -63,13 +63,6 @@ func (d *doc) matches(out []match) []match {
 		if len(cands) == 0 && !tok {
 			continue
 		}
-		// The classes of the next nearWindow tokens: a rule whose second
-		// step is not among them cannot match here.
-		var near cset
-		for _, n := range d.toks[k+1 : min(k+1+nearWindow, len(d.toks))] {
-			near[0] |= n.cls[0]
-			near[1] |= n.cls[1]
-		}
 		for pass := 0; pass < 2; pass++ {
 			if pass == 1 {
 				if !tok {
@@ -83,9 +76,6 @@ func (d *doc) matches(out []match) []match {
 				if pass == 1 && !t.cls.any(st.class) || st.start && !t.cls.has(kSentStart) {
 					continue
 				}
-				if len(r.steps) > 1 && r.steps[1].gap < nearWindow && !near.any(r.steps[1].class) {
-					continue
-				}
 				if e := d.matchFrom(r.steps[1:], k+1, k); e >= 0 {
 					out = append(out, match{int32(ri), int32(k), int32(e)})
 				}
@@ -95,21 +85,21 @@ func (d *doc) matches(out []match) []match {
 	return out
 }
 
-// nearWindow is how far matches looks ahead to rule out a rule.
-const nearWindow = 8
-
 // matchFrom matches steps from token pos on and returns the index of the
 // last token matched (last when there are no steps), or -1.
 func (d *doc) matchFrom(steps []step, pos, last int) int {
 	if len(steps) == 0 {
 		return last
 	}
-	st := steps[0]
-	for j := pos; j < len(d.toks) && j <= pos+st.gap; j++ {
-		if c := d.toks[j].cls; c.any(st.class) && (!st.start || c.has(kSentStart)) {
-			if e := d.matchFrom(steps[1:], j+1, j); e >= 0 {
-				return e
-			}
+	st := &steps[0]
+	end := min(pos+st.gap+1, len(d.toks))
+	for j := pos; j < end; j++ {
+		c := &d.toks[j].cls
+		if c[0]&st.class[0]|c[1]&st.class[1] == 0 || st.start && !c.has(kSentStart) {
+			continue
+		}
+		if e := d.matchFrom(steps[1:], j+1, j); e >= 0 {
+			return e
 		}
 	}
 	return -1
