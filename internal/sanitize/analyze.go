@@ -225,26 +225,40 @@ func (tk *tokenizer) flushSingle() {
 }
 
 func (tk *tokenizer) stop(c byte, i int) {
-	var cls cset
-	cls.add(kStop)
-	switch c {
-	case ':':
-		cls.add(kColon)
-	case '"':
-		cls.add(kQuote)
-	}
-	if c == '.' || c == '!' || c == '?' || c == ':' || c == ';' || c == '\n' {
+	cls := stopClasses[c]
+	if sentenceEnd[c] {
 		tk.sentStart = true
 	}
 	d := tk.d
-	if n := len(d.toks); n > tk.base && d.toks[n-1].s == stopToken {
+	if n := len(d.toks); n > tk.base && d.toks[n-1].lex == lexStop {
 		d.toks[n-1].cls = d.toks[n-1].cls.or(cls)
 		return
 	}
 	if len(d.toks) == 0 {
 		return
 	}
-	d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: int32(i), end: int32(i + 1), cls: cls, lex: -1})
+	d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: int32(i), end: int32(i + 1), cls: cls, lex: lexStop})
+}
+
+// lexStop marks a stop token in token.lex (it has no lexicon entry).
+const lexStop = -2
+
+// stopClasses are the classes of the stop token of each punctuation byte;
+// sentenceEnd marks the bytes after which a sentence starts.
+var (
+	stopClasses [256]cset
+	sentenceEnd [256]bool
+)
+
+func init() {
+	for c := range stopClasses {
+		stopClasses[c].add(kStop)
+	}
+	stopClasses[':'].add(kColon)
+	stopClasses['"'].add(kQuote)
+	for _, c := range ".!?:;\n" {
+		sentenceEnd[c] = true
+	}
 }
 
 func (tk *tokenizer) run() {
@@ -398,7 +412,7 @@ func (tk *tokenizer) run() {
 	if n := len(d.toks); n > tk.base && d.toks[n-1].s != stopToken && d.toks[n-1].s != boundaryToken {
 		var cls cset
 		cls.add(kStop)
-		d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: int32(len(f)), end: int32(len(f)), cls: cls, lex: -1})
+		d.toks = append(d.toks, token{s: stopToken, h: stopHash, start: int32(len(f)), end: int32(len(f)), cls: cls, lex: lexStop})
 	}
 }
 
