@@ -155,12 +155,10 @@ func (d *doc) forPassages(fn func(i, j int)) {
 
 // judgement is the score of a text's most suspicious passage.
 type judgement struct {
-	score, p, r float64 // the passage's score, its n-gram part alone, the rules' noisy-OR
-	i, j        int     // its token range
-	// The parts of the logit: n-grams and rules.
-	ngramLogit, ruleLogit float64
-	rules                 []string // rules that fired in it, in report order
-	strongest             string   // the rule with the largest weight, or RuleModel
+	score, p, r float64  // the passage's score, its n-gram part alone, the rules' noisy-OR
+	i, j        int      // its token range
+	rules       []string // rules that fired in it, in report order
+	strongest   string   // the rule with the largest weight, or RuleModel
 }
 
 // judgeDoc scores every passage of d and returns the worst. A text of at
@@ -219,8 +217,7 @@ func (m *model) judgeDoc(d *doc, sm *sums, flagAt float64, asDoc bool) judgement
 		}
 		if score > best.score {
 			bestZ = logit(score)
-			best = judgement{score: score, p: sigmoid(bias + lg), r: 1 - (1-rd)*(1-ri), i: i, j: j,
-				ngramLogit: lg, ruleLogit: max(logit(rd), li)}
+			best = judgement{score: score, p: sigmoid(bias + lg), r: 1 - (1-rd)*(1-ri), i: i, j: j}
 		}
 	})
 	if best.score < 0 {
@@ -321,7 +318,9 @@ func (d *doc) passageRules(ms []match, jd judgement, flagAt float64) ([]string, 
 	if jd.p >= flagAt {
 		ids = append(ids, RuleModel)
 	}
-	if jd.ngramLogit > jd.ruleLogit || strongest == "" {
+	// The model is the strongest signal when its probability alone beats
+	// the rules' noisy-OR.
+	if jd.p > jd.r || strongest == "" {
 		strongest = RuleModel
 	}
 	if ids == nil {
