@@ -316,12 +316,31 @@ type Turn struct {
 	Deadline time.Time `json:"deadline,omitzero"`
 }
 
+// Passage locates the part of a message that decided a sanitizer verdict,
+// for the audit record and the logs. It never reaches the client's error
+// body, and it holds offsets, never text.
+type Passage struct {
+	// Message is the index of the message in the turn's messages (-1 for a
+	// tool result judged in the toolexec stage).
+	Message int `json:"message"`
+	// Start and End are byte offsets into that message's content, [Start,
+	// End).
+	Start int `json:"start"`
+	End   int `json:"end"`
+	// Rule is the strongest signal in the passage: a rule id, or
+	// "model.injection".
+	Rule  string  `json:"rule"`
+	Score float64 `json:"score"`
+}
+
 // Verdict is the guard's judgement of a turn's input.
 type Verdict struct {
 	// Action is "allow" or "flag" (admitted but suspicious).
 	Action string   `json:"action"`
 	Score  float64  `json:"score"`
 	Rules  []string `json:"rules,omitempty"`
+	// Passage is the passage that decided a "flag".
+	Passage *Passage `json:"passage,omitempty"`
 	// EstimatedTokens is the prompt size estimated at admission.
 	EstimatedTokens int `json:"estimated_tokens,omitempty"`
 }
@@ -352,7 +371,10 @@ type ToolVerdict struct {
 	Rule       string `json:"rule,omitempty"`
 	// ResultVerdict is the sanitizer's verdict on the tool's result.
 	ResultVerdict string `json:"result_verdict,omitempty"`
-	DurationMS    int64  `json:"duration_ms,omitempty"`
+	// ResultPassage is the passage of the result that decided a "flag" or
+	// "block" result verdict.
+	ResultPassage *Passage `json:"result_passage,omitempty"`
+	DurationMS    int64    `json:"duration_ms,omitempty"`
 }
 
 // Generation is a turn on its way through the model and tool loop. It is
@@ -447,6 +469,9 @@ type Rejected struct {
 	Reason string   `json:"reason"`
 	Rules  []string `json:"rules,omitempty"`
 	Score  float64  `json:"score,omitempty"`
+	// Passage is the passage that decided a sanitizer rejection (audit
+	// only: the HTTP error body carries code and reason).
+	Passage *Passage `json:"passage,omitempty"`
 	// RetryAfterMS tells a rate-limited caller when to try again.
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 	// RateLimit carries x-ratelimit-* values for the caller, if any.

@@ -257,7 +257,9 @@ func serverFromConfig(t testing.TB, file string, mod func(*server.Options)) *ser
 		t.Fatal(err)
 	}
 	go s.Start()
-	if !s.ReadyForConnections(15 * time.Second) {
+	// A cluster node is ready once its routes and JetStream are: slow on
+	// a loaded CI machine.
+	if !s.ReadyForConnections(45 * time.Second) {
 		t.Fatal("server from " + file + " not ready")
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })

@@ -15,6 +15,7 @@ import (
 	"github.com/agentbus/agentbus/internal/sanitize"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
+	"github.com/agentbus/agentbus/stage/guard"
 	"github.com/agentbus/agentbus/stage/ingest"
 	"github.com/agentbus/agentbus/stage/llm"
 	"github.com/agentbus/agentbus/stage/persist"
@@ -23,9 +24,13 @@ import (
 // sanitizerAdapter lets the guard stage use the sanitizer.
 type sanitizerAdapter struct{ s *sanitize.Sanitizer }
 
-func (a sanitizerAdapter) Check(msgs []messages.Message) (string, float64, []string, string) {
-	v, _ := a.s.CheckMessages(asClientInput(msgs))
-	return v.Verdict, v.Score, v.Rules, v.Reason
+func (a sanitizerAdapter) Check(msgs []messages.Message) guard.Judgement {
+	v, i := a.s.CheckMessages(asClientInput(msgs))
+	j := guard.Judgement{Verdict: v.Verdict, Score: v.Score, Rules: v.Rules, Reason: v.Reason}
+	if v.Verdict != sanitize.VerdictAllow {
+		j.Passage = passage(v.Passage, i)
+	}
+	return j
 }
 
 // asClientInput returns a turn's messages as the guard judges them. The
@@ -51,15 +56,28 @@ func asClientInput(msgs []messages.Message) []messages.Message {
 	return out
 }
 
-// resultScanner scans tool results with the same sanitizer.
+// passage converts the sanitizer's deciding passage of message i (-1: a
+// tool result).
+func passage(p *sanitize.Passage, i int) *messages.Passage {
+	if p == nil {
+		return nil
+	}
+	return &messages.Passage{Message: i, Start: p.Start, End: p.End, Rule: p.Rule, Score: p.Score}
+}
+
+// resultScanner scans tool results with the same sanitizer, with the tool
+// result thresholds and size limit.
 type resultScanner struct{ s *sanitize.Sanitizer }
 
-func (r resultScanner) ScanResult(text string) (string, []string) {
+func (r resultScanner) ScanResult(text string) (string, []string, *messages.Passage) {
 	if r.s == nil {
-		return sanitize.VerdictAllow, nil
+		return sanitize.VerdictAllow, nil, nil
 	}
-	v := r.s.Check(text)
-	return v.Verdict, v.Rules
+	v := r.s.CheckResult(text)
+	if v.Verdict == sanitize.VerdictAllow {
+		return v.Verdict, v.Rules, nil
+	}
+	return v.Verdict, v.Rules, passage(v.Passage, -1)
 }
 
 // limiterAdapter charges a turn against the shared limiter, with the API

@@ -30,6 +30,7 @@ import (
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/firewall"
+	"github.com/agentbus/agentbus/internal/sanitize"
 	"github.com/agentbus/agentbus/pipeline"
 )
 
@@ -209,6 +210,37 @@ func (f *flags) boolean(name string, def bool, help string) *bool {
 	return f.Bool(name, def, help+" ($"+envName(name)+")")
 }
 
+func (f *flags) float(name string, def float64, help string) *float64 {
+	if v, err := strconv.ParseFloat(f.env.Getenv(envName(name)), 64); err == nil {
+		def = v
+	}
+	return f.Float64(name, def, help+" ($"+envName(name)+")")
+}
+
+// sanitizeFlags are the sanitizer's thresholds; 0 means the value chosen
+// when the model was trained.
+type sanitizeFlags struct {
+	action                             *string
+	blockAt, flagAt, resBlock, resFlag *float64
+}
+
+func addSanitizeFlags(f *flags) sanitizeFlags {
+	return sanitizeFlags{
+		action:   f.str("sanitize-action", "block", "what a prompt-injection score at or above the block threshold does: block (reject) or flag (admit, record the verdict)"),
+		blockAt:  f.float("sanitize-block-at", 0, "prompt-injection score (0..1) at which client input is blocked; 0 = the trained default"),
+		flagAt:   f.float("sanitize-flag-at", 0, "prompt-injection score (0..1) at which client input is flagged; 0 = the trained default"),
+		resBlock: f.float("sanitize-result-block-at", 0, "prompt-injection score (0..1) at which a tool result is withheld from the model; 0 = the trained default"),
+		resFlag:  f.float("sanitize-result-flag-at", 0, "prompt-injection score (0..1) at which a tool result is passed on with a warning; 0 = the trained default"),
+	}
+}
+
+// config applies the flags to c.
+func (sf sanitizeFlags) config(c *sanitize.Config) {
+	c.Action = *sf.action
+	c.BlockThreshold, c.FlagThreshold = *sf.blockAt, *sf.flagAt
+	c.ResultBlockThreshold, c.ResultFlagThreshold = *sf.resBlock, *sf.resFlag
+}
+
 func (f *flags) duration(name string, def time.Duration, help string) *time.Duration {
 	if v, err := time.ParseDuration(f.env.Getenv(envName(name))); err == nil {
 		def = v
@@ -358,7 +390,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	ackWait := f.duration("ack-wait", o.Pipeline.Consumer.AckWait, "JetStream ack wait: how soon a crashed replica's messages are redelivered (running handlers keep theirs with in-progress acks)")
 	llmTimeout := f.duration("llm-timeout", o.LLMTimeout, "bound of one llm handler run (provider timeouts, retries, failover)")
 	failOpen := f.boolean("ratelimit-fail-open", false, "admit requests when the shared rate-limit state is unreachable (default: reject with 503)")
-	sanitizeAction := f.str("sanitize-action", "block", "what a prompt-injection score above the block threshold does: block (reject) or flag (admit, record the verdict)")
+	sanitizeOpts := addSanitizeFlags(f)
 	quotaUserReq := f.integer("quota-user-requests", 0, "requests per user per UTC day (0 = unlimited)")
 	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
@@ -411,7 +443,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Getenv = env.Getenv
 	o.Limits = app.LimitsFrom(*globalRPM, *userRPM, *userTPM)
 	o.Limits.FailOpen = *failOpen
-	o.Sanitizer.Action = *sanitizeAction
+	sanitizeOpts.config(&o.Sanitizer)
 	o.Quota.PerUserRequests = int64(*quotaUserReq)
 	o.Quota.PerUserTokens = int64(*quotaUserTok)
 	o.Quota.PerModelTokens = int64(*quotaModelTok)

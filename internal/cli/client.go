@@ -309,17 +309,21 @@ func keys(env Env, args []string) error {
 
 func sanitizeCmd(env Env, args []string) error {
 	f := newFlags(env, "sanitize")
-	action := f.str("sanitize-action", "block", "what a high score does: block or flag")
+	sf := addSanitizeFlags(f)
+	explain := f.boolean("explain", false, "add the text of the passage that decided each verdict (passage.text)")
+	results := f.boolean("results", false, "judge each text as a tool result (the --sanitize-result-* thresholds and the tool result size limit)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	s, err := sanitize.New(sanitize.Config{Action: *action})
+	var cfg sanitize.Config
+	sf.config(&cfg)
+	s, err := sanitize.New(cfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	w := bufio.NewWriter(env.Stdout)
 	defer w.Flush()
-	return sanitize.RunJSONL(context.Background(), s, env.Stdin, w)
+	return sanitize.RunJSONL(context.Background(), s, env.Stdin, w, sanitize.JSONLOptions{Explain: *explain, Results: *results})
 }
 
 // firewallCmd checks a JSONL table of calls offline against the real

@@ -34,7 +34,7 @@ func init() { // a var initializer would refer to itself through help and comple
 			{name: "list", args: "[flags]", summary: "list keys: ids, users, limits, status (never the secrets)"},
 			{name: "revoke", args: "KEY_ID [flags]", summary: "revoke a key"},
 		}},
-		{name: "sanitize", args: "[flags]", summary: `JSONL {"text": ...} on stdin -> verdicts on stdout`, run: sanitizeCmd},
+		{name: "sanitize", args: "[--explain] [--results] [flags]", summary: `JSONL {"text": ...} on stdin -> verdicts (and the deciding passage) on stdout`, run: sanitizeCmd},
 		{name: "firewall", args: "[flags]", summary: `JSONL {"tool": ..., "arguments": {...}} on stdin -> verdicts`, run: firewallCmd},
 		{name: "history", args: "CONVERSATION_ID [--json] [--pruned --budget N --strategy S] | --list | --delete", summary: "print, list or delete stored conversations", run: history},
 		{name: "replay", args: "[--conversation ID] [--since TIME | --from-seq N] [--json]", summary: "print the turn events of the stream", run: replayCmd},

@@ -11,13 +11,14 @@ const (
 	ActionFlag  = "flag"
 )
 
-// Defaults of Config. The thresholds default to the values chosen on
-// deepset_train.jsonl when the shipped model was trained.
+// Defaults of Config. The thresholds default to the values chosen when the
+// shipped model was trained (see the package doc).
 const (
-	DefaultMaxBytes      = 32 << 10
-	DefaultMaxChars      = 16_000
-	DefaultMaxMessages   = 256
-	DefaultMaxTotalBytes = 256 << 10
+	DefaultMaxBytes       = 32 << 10
+	DefaultMaxChars       = 32_000
+	DefaultMaxMessages    = 256
+	DefaultMaxTotalBytes  = 256 << 10
+	DefaultResultMaxBytes = 1 << 20
 )
 
 // ErrConfig is wrapped by every Config.Validate error.
@@ -28,18 +29,30 @@ var ErrConfig = errors.New("sanitize: invalid config")
 type Config struct {
 	// MaxBytes is the largest message in bytes. Default 32 KiB.
 	MaxBytes int
-	// MaxChars is the largest message in runes. Default 16,000.
+	// MaxChars is the largest message in runes. Default 32,000 (a pasted
+	// document of 30 KB is judged, not refused for its size).
 	MaxChars int
 	// MaxMessages is the most messages CheckMessages accepts. Default 256.
 	MaxMessages int
 	// MaxTotalBytes bounds the checked messages together. Default 256 KiB.
 	MaxTotalBytes int
-	// FlagThreshold: a score at or above it is at least "flag". Default:
-	// chosen on the training data (see the package doc), about 0.5.
+	// FlagThreshold: a score at or above it is at least "flag" (input a
+	// client supplied). Default: chosen when the model was trained (see the
+	// package doc).
 	FlagThreshold float64
-	// BlockThreshold: a score at or above it triggers Action. Default: chosen
-	// on the training data, about 0.75. Must be >= FlagThreshold.
+	// BlockThreshold: a score at or above it triggers Action (input a client
+	// supplied). Default: chosen when the model was trained. Must be >=
+	// FlagThreshold.
 	BlockThreshold float64
+	// ResultFlagThreshold and ResultBlockThreshold are the thresholds for
+	// tool results (CheckResult) and for "tool" messages in a client's turn.
+	// Default: chosen when the model was trained. ResultBlockThreshold must
+	// be >= ResultFlagThreshold.
+	ResultFlagThreshold  float64
+	ResultBlockThreshold float64
+	// ResultMaxBytes is the largest tool result CheckResult judges; a larger
+	// one is blocked. Default 1 MiB.
+	ResultMaxBytes int
 	// Action is what a score >= BlockThreshold does: "block" (default) or
 	// "flag" (admit, but mark). Encoding and limit violations always block.
 	Action string
@@ -63,11 +76,12 @@ func (c Config) withDefaults(m *model) Config {
 	if c.MaxTotalBytes == 0 {
 		c.MaxTotalBytes = DefaultMaxTotalBytes
 	}
-	if c.FlagThreshold == 0 && m != nil {
-		c.FlagThreshold = float64(m.flagThreshold)
+	if m != nil {
+		c.FlagThreshold, c.BlockThreshold = thresholds(c.FlagThreshold, c.BlockThreshold, float64(m.flagThreshold), float64(m.blockThreshold))
+		c.ResultFlagThreshold, c.ResultBlockThreshold = thresholds(c.ResultFlagThreshold, c.ResultBlockThreshold, float64(m.resultFlag), float64(m.resultBlock))
 	}
-	if c.BlockThreshold == 0 && m != nil {
-		c.BlockThreshold = float64(m.blockThreshold)
+	if c.ResultMaxBytes == 0 {
+		c.ResultMaxBytes = DefaultResultMaxBytes
 	}
 	if c.Action == "" {
 		c.Action = ActionBlock
@@ -76,6 +90,22 @@ func (c Config) withDefaults(m *model) Config {
 		c.Roles = []string{"user", "system", "developer", "tool"}
 	}
 	return c
+}
+
+// thresholds fills unset (zero) thresholds with the trained ones, keeping
+// flag <= block when only one was set: a block threshold set below the
+// trained flag threshold lowers the flag threshold with it, and a flag
+// threshold set above the trained block threshold raises it.
+func thresholds(flag, block, tFlag, tBlock float64) (float64, float64) {
+	switch {
+	case flag == 0 && block == 0:
+		return tFlag, tBlock
+	case flag == 0:
+		return min(tFlag, block), block
+	case block == 0:
+		return flag, max(tBlock, flag)
+	}
+	return flag, block
 }
 
 // Validate reports every invalid field, joined. Zero fields are valid (they
@@ -105,6 +135,18 @@ func (c Config) Validate() error {
 	}
 	if c.FlagThreshold > 0 && c.BlockThreshold > 0 && c.BlockThreshold < c.FlagThreshold {
 		bad("BlockThreshold %v is below FlagThreshold %v", c.BlockThreshold, c.FlagThreshold)
+	}
+	if c.ResultFlagThreshold < 0 || c.ResultFlagThreshold > 1 {
+		bad("ResultFlagThreshold %v is outside [0, 1]", c.ResultFlagThreshold)
+	}
+	if c.ResultBlockThreshold < 0 || c.ResultBlockThreshold > 1 {
+		bad("ResultBlockThreshold %v is outside [0, 1]", c.ResultBlockThreshold)
+	}
+	if c.ResultFlagThreshold > 0 && c.ResultBlockThreshold > 0 && c.ResultBlockThreshold < c.ResultFlagThreshold {
+		bad("ResultBlockThreshold %v is below ResultFlagThreshold %v", c.ResultBlockThreshold, c.ResultFlagThreshold)
+	}
+	if c.ResultMaxBytes < 0 {
+		bad("ResultMaxBytes %d is negative", c.ResultMaxBytes)
 	}
 	switch c.Action {
 	case "", ActionBlock, ActionFlag:

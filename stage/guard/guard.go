@@ -40,10 +40,22 @@ var Contract = pipeline.Contract{
 	KV:       []pipeline.KVUse{{Bucket: RateLimitBucket, Write: true}, {Bucket: apikv.Bucket}},
 }
 
-// Sanitizer judges a turn's messages. The verdict is "allow", "flag" or
-// "block"; worst is the index of the worst message.
+// Sanitizer judges a turn's messages.
 type Sanitizer interface {
-	Check(msgs []messages.Message) (verdict string, score float64, rules []string, reason string)
+	Check(msgs []messages.Message) Judgement
+}
+
+// Judgement is a sanitizer's verdict on a turn.
+type Judgement struct {
+	Verdict string // "allow", "flag" or "block"
+	Score   float64
+	Rules   []string
+	// Reason is for the client: it never echoes the input and holds no
+	// offsets.
+	Reason string
+	// Passage locates what decided a "flag" or "block" (message index,
+	// byte offsets, rule), for the audit event and the log; nil if none.
+	Passage *messages.Passage
 }
 
 // Limiter takes rate-limit tokens for a turn.
@@ -143,17 +155,21 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		}
 	}
 	if h.Sanitizer != nil {
-		verdict, score, rules, reason := h.Sanitizer.Check(t.Messages)
-		v.Score, v.Rules = score, rules
-		switch verdict {
+		j := h.Sanitizer.Check(t.Messages)
+		v.Score, v.Rules = j.Score, j.Rules
+		switch j.Verdict {
 		case "block":
 			code := messages.CodeInjectionDetected
-			if !isInjection(rules) {
+			if !isInjection(j.Rules) {
 				code = messages.CodeInvalidRequest
 			}
-			return h.reject(&t, code, http.StatusBadRequest, reason, rules, score, nil)
+			return h.rejectSanitized(&t, code, j)
 		case "flag":
 			v.Action = "flag"
+			v.Passage = j.Passage
+			if h.Log != nil {
+				h.Log.Info("turn flagged", append([]any{"request_id", t.RequestID, "user", t.User, "score", j.Score, "rules", j.Rules}, passageAttrs(j.Passage)...)...)
+			}
 		}
 	}
 	out, err := pipeline.NewEvent(messages.EventAdmitted, t.RequestID, 0, messages.Admitted{Turn: t, Guard: v})
@@ -172,30 +188,42 @@ func isInjection(rules []string) bool {
 	return false
 }
 
+// rejectSanitized rejects a turn the sanitizer blocked: the deciding
+// passage goes to the audit event and the log, never to the reason.
+func (h *Handler) rejectSanitized(t *messages.Turn, code string, j Judgement) ([]*message.Message, error) {
+	return h.rejectWith(t, messages.Rejected{Code: code, Status: http.StatusBadRequest, Reason: j.Reason, Rules: j.Rules, Score: j.Score, Passage: j.Passage})
+}
+
+// passageAttrs are the log attributes of a deciding passage.
+func passageAttrs(p *messages.Passage) []any {
+	if p == nil {
+		return nil
+	}
+	return []any{"passage_message", p.Message, "passage_start", p.Start, "passage_end", p.End, "passage_rule", p.Rule}
+}
+
 func (h *Handler) rejectRate(t *messages.Turn, tier string, retry time.Duration, headers map[string]string) ([]*message.Message, error) {
 	reason := fmt.Sprintf("rate limit exceeded (%s); retry after %.1fs", tier, retry.Seconds())
 	return h.reject(t, messages.CodeRateLimited, http.StatusTooManyRequests, reason, []string{"ratelimit." + tier}, 0, headers, retry)
 }
 
 func (h *Handler) reject(t *messages.Turn, code string, status int, reason string, rules []string, score float64, headers map[string]string, retry ...time.Duration) ([]*message.Message, error) {
-	r := messages.Rejected{
-		SchemaVersion:  messages.SchemaVersion,
-		RequestID:      t.RequestID,
-		ConversationID: t.ConversationID,
-		User:           t.User,
-		Code:           code,
-		Status:         status,
-		Reason:         pipeline.Redact(reason),
-		Rules:          rules,
-		Score:          score,
-		RateLimit:      headers,
-		At:             h.now().UTC(),
-	}
+	r := messages.Rejected{Code: code, Status: status, Reason: reason, Rules: rules, Score: score, RateLimit: headers}
 	if len(retry) > 0 {
 		r.RetryAfterMS = retry[0].Milliseconds()
 	}
+	return h.rejectWith(t, r)
+}
+
+// rejectWith publishes r, the turn's identifiers, time and schema version
+// filled in and its reason redacted, and logs it.
+func (h *Handler) rejectWith(t *messages.Turn, r messages.Rejected) ([]*message.Message, error) {
+	r.SchemaVersion = messages.SchemaVersion
+	r.RequestID, r.ConversationID, r.User = t.RequestID, t.ConversationID, t.User
+	r.Reason = pipeline.Redact(r.Reason)
+	r.At = h.now().UTC()
 	if h.Log != nil {
-		h.Log.Info("turn rejected", "request_id", t.RequestID, "user", t.User, "code", code, "rules", rules)
+		h.Log.Info("turn rejected", append([]any{"request_id", t.RequestID, "user", t.User, "code", r.Code, "rules", r.Rules}, passageAttrs(r.Passage)...)...)
 	}
 	out, err := pipeline.NewEvent(messages.EventRejected, t.RequestID, 0, r)
 	if err != nil {

@@ -60,9 +60,10 @@ type Executor interface {
 }
 
 // ResultScanner judges a tool result before it enters the model's context
-// (indirect prompt injection): "allow", "flag" or "block".
+// (indirect prompt injection): "allow", "flag" or "block", the rules that
+// fired, and the passage that decided (nil for "allow").
 type ResultScanner interface {
-	ScanResult(text string) (verdict string, rules []string)
+	ScanResult(text string) (verdict string, rules []string, passage *messages.Passage)
 }
 
 // Config configures the stage.
@@ -245,8 +246,16 @@ func (h *Handler) run(ctx context.Context, calls []messages.ToolCall, args []str
 			verdicts[i].DurationMS = time.Since(start).Milliseconds()
 			verdicts[i].ResultVerdict = "allow"
 			if h.scanner != nil {
-				v, rules := h.scanner.ScanResult(out)
+				v, rules, passage := h.scanner.ScanResult(out)
 				verdicts[i].ResultVerdict = v
+				if v != "allow" {
+					verdicts[i].ResultPassage = passage
+					attrs := []any{"tool", tc.Function.Name, "tool_call_id", tc.ID, "verdict", v, "rules", rules}
+					if passage != nil {
+						attrs = append(attrs, "passage_start", passage.Start, "passage_end", passage.End, "passage_rule", passage.Rule)
+					}
+					h.log.Warn("tool result looks like a prompt injection", attrs...)
+				}
 				switch {
 				case v == "block" && h.cfg.FlaggedResults == "withhold":
 					out = fmt.Sprintf("[tool result withheld: it looks like a prompt injection (%s)]", strings.Join(rules, ", "))
