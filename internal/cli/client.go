@@ -250,6 +250,7 @@ func keys(env Env, args []string) error {
 	user := f.String("user", "", "user the key authenticates as (create)")
 	rpm := f.Int("rpm", 0, "the key's own requests per minute (create; 0 = the user's limit)")
 	tpm := f.Int("tpm", 0, "the key's own tokens per minute (create; 0 = the user's limit)")
+	models := f.String("models", "", "comma-separated models the key may use (create; empty = every model)")
 	lead, args := leadingArgs(args)
 	if err := f.parse(args); err != nil {
 		return err
@@ -271,7 +272,13 @@ func keys(env Env, args []string) error {
 		if *user == "" {
 			return fmt.Errorf("%w: keys create --user NAME", ErrUsage)
 		}
-		plain, rec, err := apikey.Issue(ctx, store, *user, *rpm, *tpm)
+		var allowed []string
+		for _, m := range strings.Split(*models, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				allowed = append(allowed, m)
+			}
+		}
+		plain, rec, err := apikey.IssueModels(ctx, store, *user, *rpm, *tpm, allowed)
 		if err != nil {
 			return err
 		}
@@ -284,13 +291,17 @@ func keys(env Env, args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tUSER\tRPM\tTPM\tCREATED\tSTATUS")
+		fmt.Fprintln(tw, "ID\tUSER\tRPM\tTPM\tMODELS\tCREATED\tSTATUS")
 		for _, r := range recs {
 			st := "active"
 			if r.Revoked {
 				st = "revoked"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.ID, r.User, r.RPM, r.TPM, r.CreatedAt.Format(time.RFC3339), st)
+			ms := "*"
+			if len(r.Models) > 0 {
+				ms = strings.Join(r.Models, ",")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.User, r.RPM, r.TPM, ms, r.CreatedAt.Format(time.RFC3339), st)
 		}
 		return tw.Flush()
 	case "revoke":

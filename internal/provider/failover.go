@@ -18,9 +18,21 @@ type Entry struct {
 	Provider Provider
 	// Breaker guards the provider; nil means none.
 	Breaker *breaker.Breaker
-	// Models the provider serves; empty means any. A request for a model
-	// not listed skips the entry.
+	// Models the provider serves, by the names clients use; empty or "*"
+	// means any name (forwarded as is). A request for a model the entry
+	// does not serve skips it.
 	Models []string
+	// Aliases maps a name clients use to the provider's own name for the
+	// model (e.g. "gpt-4o-mini" -> "openai/gpt-4o-mini" on OpenRouter).
+	Aliases map[string]string
+	// Default is the model (a client name) a request naming none gets;
+	// also listed. Default: the provider's own default.
+	Default string
+	// Kind is the provider kind (the catalog's owned_by). Optional.
+	Kind string
+	// Caps are the parameters the provider honours; nil means all (no
+	// check).
+	Caps *Capabilities
 	// Timeout bounds one attempt; for a streamed call, the wait for the
 	// first delta. Default: the breaker's CallTimeout, or no timeout
 	// (beyond ctx) without a breaker.
@@ -161,6 +173,7 @@ func (e *FailoverError) onlyRateLimited() bool {
 // ErrAllProvidersUnavailable with the shortest RetryAfter.
 type Failover struct {
 	entries []Entry
+	created time.Time
 	retry   RetryConfig
 	sleep   func(context.Context, time.Duration) error
 	rand    func() float64
@@ -190,7 +203,7 @@ func NewFailover(entries []Entry, cfg FailoverConfig) (*Failover, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	f := &Failover{entries: slices.Clone(entries), retry: cfg.Retry.WithDefaults(), sleep: cfg.Sleep, rand: cfg.Rand}
+	f := &Failover{entries: slices.Clone(entries), retry: cfg.Retry.WithDefaults(), sleep: cfg.Sleep, rand: cfg.Rand, created: now().UTC()}
 	if f.sleep == nil {
 		f.sleep = sleepCtx
 	}
@@ -227,10 +240,6 @@ func (f *Failover) Backoff(attempt int) time.Duration {
 	return time.Duration(f.rand() * ceil)
 }
 
-func serves(e Entry, model string) bool {
-	return model == "" || len(e.Models) == 0 || slices.Contains(e.Models, model)
-}
-
 // Complete tries the providers in order; see Failover. Response.Provider
 // names the provider that answered.
 func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(string)) (Response, error) {
@@ -247,12 +256,28 @@ func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(strin
 		deltaFn = func(s string) { sent = true; onDelta(s) }
 	}
 	matched := false
+	var unsupported error
 	for _, e := range f.entries {
-		if !serves(e, req.Model) {
+		upstream, ok := serves(e, req.Model)
+		if !ok {
 			continue
 		}
 		matched = true
 		name := e.Provider.Name()
+		if e.Caps != nil {
+			model := req.Model
+			if model == "" {
+				model = e.Default
+			}
+			if err := e.Caps.Check(name, model, &req); err != nil {
+				if unsupported == nil {
+					unsupported = err
+				}
+				continue
+			}
+		}
+		ereq := req
+		ereq.Model = upstream
 	attempts:
 		for attempt := 0; attempt < f.retry.MaxAttempts; attempt++ {
 			if attempt > 0 {
@@ -268,7 +293,7 @@ func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(strin
 					break attempts
 				}
 			}
-			resp, err := f.call(ctx, e, req, deltaFn)
+			resp, err := f.call(ctx, e, ereq, deltaFn)
 			done := func(failure bool) {
 				if e.Breaker != nil {
 					e.Breaker.Done(t, failure)
@@ -312,8 +337,10 @@ func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(strin
 		}
 	}
 	if !matched {
-		return Response{}, &Error{Provider: f.Name(), Status: 404, Code: "model_not_found",
-			Message: fmt.Sprintf("no configured provider serves model %q", truncate(req.Model, 128)), kind: ErrBadRequest}
+		return Response{}, &ModelNotFoundError{Model: req.Model, Served: f.Catalog().IDs()}
+	}
+	if len(fe.Errors) == 0 && unsupported != nil {
+		return Response{}, unsupported
 	}
 	return Response{}, fe
 }
@@ -355,6 +382,20 @@ func (f *Failover) Available() bool {
 		}
 	}
 	return false
+}
+
+// serves reports whether e serves model, and the name to send the
+// provider ("" for its default).
+func serves(e Entry, model string) (string, bool) {
+	switch {
+	case model == "":
+		return "", true
+	case e.Aliases[model] != "":
+		return e.Aliases[model], true
+	case len(e.Models) == 0, slices.Contains(e.Models, model), slices.Contains(e.Models, AnyModel), model == e.Default:
+		return model, true
+	}
+	return "", false
 }
 
 // Status is one provider's health in a Failover snapshot.

@@ -30,6 +30,8 @@ func (s *Server) natsChat(req micro.Request) {
 	if out.subject == "" {
 		return // nobody to answer
 	}
+	ctx, rid := withRequestID(context.Background())
+	out.setHeader("X-Request-Id", rid)
 	select {
 	case s.inflight <- struct{}{}:
 	default:
@@ -40,7 +42,7 @@ func (s *Server) natsChat(req micro.Request) {
 	body := req.Data()
 	go func() {
 		defer func() { <-s.inflight }()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReplyTimeout)
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ReplyTimeout)
 		defer cancel()
 		var id Identity
 		if s.auth == nil {
