@@ -198,7 +198,48 @@ func chatNATS(ctx context.Context, env Env, nc *nats.Conn, key, conv, model, tex
 	return nil
 }
 
+// firstModel asks the HTTP API's /v1/models for the model a request
+// naming none should use (the HTTP API, like OpenAI's, requires one).
+func firstModel(ctx context.Context, base, key string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/models", nil)
+	if err != nil {
+		return "", err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+		Error *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return "", fmt.Errorf("GET /v1/models: HTTP %d: %w", resp.StatusCode, err)
+	}
+	if list.Error != nil {
+		return "", fmt.Errorf("GET /v1/models: HTTP %d: %s", resp.StatusCode, list.Error.Message)
+	}
+	if len(list.Data) == 0 {
+		return "", errors.New("GET /v1/models: no model is served; name one with --model")
+	}
+	return list.Data[0].ID, nil
+}
+
 func chatHTTP(ctx context.Context, env Env, base, key, conv, model, text string) error {
+	if model == "" {
+		var err error
+		if model, err = firstModel(ctx, base, key); err != nil {
+			return err
+		}
+	}
 	body, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": text}}})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/")+"/v1/chat/completions", bytes.NewReader(body))
 	if err != nil {

@@ -123,12 +123,11 @@ func yes() *bool { b := true; return &b }
 func no() *bool  { b := false; return &b }
 
 type suite struct {
-	t       *testing.T
-	spec    *openAISpec
-	base    string
-	docs    int
-	cases   int
-	failLog []string
+	t     *testing.T
+	spec  *openAISpec
+	base  string
+	docs  int
+	cases int
 }
 
 func (s *suite) do(t *testing.T, c conformanceCase) *response {
@@ -428,7 +427,7 @@ func TestOpenAIConformance(t *testing.T) {
 	s.run(conformanceCase{name: "offline max_tokens truncates", key: key, body: body("agentbus-offline", "tell me about rivers and lakes", `"max_tokens":2`),
 		specValid: yes(), status: 200, check: finishIs("length")})
 	s.run(conformanceCase{name: "offline max_completion_tokens and stop", key: key,
-		body: body("agentbus-offline", "one two three", `"max_completion_tokens":100`, `"stop":["three"]`, `"temperature":0.2`, `"top_p":1`, `"n":1`, `"seed":7`, `"user":"u-1"`),
+		body:      body("agentbus-offline", "one two three", `"max_completion_tokens":100`, `"stop":["three"]`, `"temperature":0.2`, `"top_p":1`, `"n":1`, `"seed":7`, `"user":"u-1"`),
 		specValid: yes(), status: 200, check: finishIs("stop", func(t *testing.T, msg map[string]any) {
 			if c := msg["content"].(string); strings.Contains(c, "three") || !strings.Contains(c, "two") {
 				t.Fatalf("stop not honoured: %q", c)

@@ -80,7 +80,7 @@ func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 
 	type answer struct {
 		content, refusal, finish string
-		toolCall               bool
+		toolCall                 bool
 	}
 	a := answer{content: "fake says: " + text, finish: "stop"}
 	switch {
