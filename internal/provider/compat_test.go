@@ -179,6 +179,18 @@ func TestRoutingByModel(t *testing.T) {
 	if _, err := fo.Complete(ctx, Request{Model: "whatever", Params: messages.Params{Logprobs: true, Seed: &seed}}, nil); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("unsupported: %v", err)
 	}
+	// A tool_choice the offered tools cannot satisfy is refused, naming
+	// tool_choice, before any call.
+	for _, tc := range []messages.ToolChoice{{Mode: "function", Function: "get_weather"}, {Mode: "required"}} {
+		_, err := fo.Complete(ctx, Request{Model: "small", Params: messages.Params{ToolChoice: &tc}}, nil)
+		var ue *UnsupportedError
+		if !errors.As(err, &ue) || ue.Param != "tool_choice" || !strings.Contains(ue.Reason, "(none)") {
+			t.Fatalf("tool_choice %+v: %v", tc, err)
+		}
+	}
+	if _, err := fo.Complete(ctx, Request{Model: "small", Tools: []ToolSpec{calcTool}, Params: messages.Params{ToolChoice: &messages.ToolChoice{Mode: "function", Function: "calculator"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
 	cat := fo.Catalog()
 	if got := strings.Join(cat.IDs(), ","); got != "small,big,large,any-model" || cat.Default != "small" || len(cat.Open) != 1 {
 		t.Fatalf("catalog %s default %s open %v", got, cat.Default, cat.Open)

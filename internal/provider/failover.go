@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/breaker"
+	"github.com/agentbus/agentbus/messages"
 )
 
 // Entry is one provider in a Failover, in priority order.
@@ -255,6 +256,9 @@ func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(strin
 	if onDelta != nil {
 		deltaFn = func(s string) { sent = true; onDelta(s) }
 	}
+	if err := checkToolChoice(&req); err != nil {
+		return Response{}, err
+	}
 	matched := false
 	var unsupported error
 	for _, e := range f.entries {
@@ -382,6 +386,33 @@ func (f *Failover) Available() bool {
 		}
 	}
 	return false
+}
+
+// checkToolChoice refuses a tool_choice the offered tools cannot satisfy
+// (a function that is not offered, "required" without tools), as OpenAI
+// refuses it, instead of letting a provider ignore it.
+func checkToolChoice(req *Request) error {
+	tc := req.Params.ToolChoice
+	if tc == nil || tc.Mode == messages.ToolChoiceAuto || tc.Mode == messages.ToolChoiceNone {
+		return nil
+	}
+	names := make([]string, 0, len(req.Tools))
+	for _, t := range req.Tools {
+		if tc.Mode == messages.ToolChoiceRequired || t.Name == tc.Function {
+			return nil
+		}
+		names = append(names, t.Name)
+	}
+	what := "tool_choice required"
+	if tc.Mode == messages.ToolChoiceFunction {
+		what = fmt.Sprintf("tool_choice names function '%s'", truncate(tc.Function, 64))
+	}
+	offered := "(none)"
+	if len(names) > 0 {
+		offered = strings.Join(names, ", ")
+	}
+	return &UnsupportedError{Provider: "failover", Param: "tool_choice",
+		Reason: fmt.Sprintf("%s, but the tools offered are: %s", what, offered)}
 }
 
 // serves reports whether e serves model, and the name to send the
