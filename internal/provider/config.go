@@ -88,7 +88,8 @@ type ProviderConfig struct {
 	// compatible.
 	BaseURL string `json:"base_url,omitempty"`
 	// APIKeyEnv names the environment variable holding the API key (the
-	// file never holds the key itself). Required for openai, openrouter.
+	// file never holds the key itself). Required for openai, openrouter,
+	// anthropic.
 	APIKeyEnv string `json:"api_key_env,omitempty"`
 	// Model is the default model; default Models[0], else the kind's
 	// default (gpt-4o-mini; agentbus-offline for offline; required for
