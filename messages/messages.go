@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -116,6 +117,11 @@ const (
 	// not, or when it does not exist); ingest asks it for every request
 	// that continues a conversation.
 	SubjectOwner = "agentbus.persist.owner"
+	// SubjectModels answers the llm stage's model catalog: the models its
+	// providers serve and the parameters each honours (served by every llm
+	// instance; ingest lists it on /v1/models and checks requests against
+	// it).
+	SubjectModels = "agentbus.llm.models"
 	// ToolsService is the NATS micro service name remote tools register
 	// under; each endpoint is one tool, served on ToolSubject(name).
 	ToolsService = "agentbus-tools"
@@ -197,14 +203,74 @@ const (
 
 // Message is one chat message in the OpenAI Chat Completions format.
 //
-// Content is a string on the wire; an array of content parts is accepted on
-// input and its text parts are joined.
+// Content is a string or an array of content parts on the wire. An array
+// is kept as Parts (and written back as the same array, so a provider gets
+// the parts exactly as the client sent them); Content then holds the text
+// parts joined with "\n", which is what the guard scans, token counts
+// measure and stores index.
 type Message struct {
-	Role       string     `json:"role"`
-	Content    string     `json:"content"`
+	Role    string `json:"role"`
+	Content string `json:"content"`
+	// Parts is the array form of content, when the client sent one (text
+	// and image_url parts). Content is derived from it, never set apart.
+	Parts []ContentPart `json:"-"`
+	// Refusal is the model's refusal message, when it refused (assistant
+	// messages only).
+	Refusal    string     `json:"refusal,omitempty"`
 	Name       string     `json:"name,omitempty"`
 	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
 	ToolCallID string     `json:"tool_call_id,omitempty"`
+}
+
+// ContentPart is one part of an array-form message content, as in the
+// OpenAI API: {"type":"text","text":...} or {"type":"image_url",
+// "image_url":{"url":...,"detail":...}}. Other types are kept by type only
+// and refused by Validate.
+type ContentPart struct {
+	Type     string    `json:"type"`
+	Text     string    `json:"text,omitempty"`
+	ImageURL *ImageURL `json:"image_url,omitempty"`
+}
+
+// ImageURL is an image part's image: an https URL or a data: URL
+// (base64), and the detail the model should look at it in.
+type ImageURL struct {
+	URL    string `json:"url"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Content part types.
+const (
+	PartText  = "text"
+	PartImage = "image_url"
+)
+
+// PartsText joins the text parts of parts with "\n" (the text of an
+// array-form content).
+func PartsText(parts []ContentPart) string {
+	var b []byte
+	n := 0
+	for _, p := range parts {
+		if p.Type != PartText {
+			continue
+		}
+		if n > 0 {
+			b = append(b, '\n')
+		}
+		b = append(b, p.Text...)
+		n++
+	}
+	return string(b)
+}
+
+// HasImages reports whether the message carries an image part.
+func (m *Message) HasImages() bool {
+	for _, p := range m.Parts {
+		if p.Type == PartImage {
+			return true
+		}
+	}
+	return false
 }
 
 // ToolCall is an assistant's request to call a tool.
@@ -220,11 +286,6 @@ type FunctionCall struct {
 	Arguments string `json:"arguments"`
 }
 
-type contentPart struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
-}
-
 // UnmarshalJSON accepts content as a string, null, or an array of parts.
 func (m *Message) UnmarshalJSON(b []byte) error {
 	type plain Message
@@ -236,7 +297,7 @@ func (m *Message) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*m = Message(raw.plain)
-	m.Content = ""
+	m.Content, m.Parts = "", nil
 	c := raw.Content
 	if len(c) == 0 || string(c) == "null" {
 		return nil
@@ -245,27 +306,33 @@ func (m *Message) UnmarshalJSON(b []byte) error {
 	case '"':
 		return json.Unmarshal(c, &m.Content)
 	case '[':
-		var parts []contentPart
+		var parts []ContentPart
 		if err := json.Unmarshal(c, &parts); err != nil {
-			return fmt.Errorf("content: %w", err)
+			return fmt.Errorf("%w: content: %w", ErrInvalid, err)
 		}
-		for _, p := range parts {
-			if p.Type != "text" {
-				return fmt.Errorf("%w: content part type %q is not supported (only text)", ErrInvalid, p.Type)
-			}
-			m.Content += p.Text
+		if parts == nil {
+			parts = []ContentPart{}
 		}
+		m.Parts = parts
+		m.Content = PartsText(parts)
 		return nil
 	default:
-		return fmt.Errorf("%w: content must be a string or an array of text parts", ErrInvalid)
+		return fmt.Errorf("%w: content must be a string, an array of content parts or null", ErrInvalid)
 	}
 }
 
-// MarshalJSON writes content as null for an assistant message that only
-// carries tool calls, as the OpenAI API does.
+// MarshalJSON writes content as the parts array when the message has
+// parts, and as null for an assistant message that only carries tool calls
+// (as the OpenAI API does).
 func (m Message) MarshalJSON() ([]byte, error) {
 	type plain Message
-	if m.Content == "" && len(m.ToolCalls) > 0 {
+	switch {
+	case m.Parts != nil:
+		return json.Marshal(struct {
+			plain
+			Content []ContentPart `json:"content"`
+		}{plain: plain(m), Content: m.Parts})
+	case m.Content == "" && len(m.ToolCalls) > 0:
 		return json.Marshal(struct {
 			plain
 			Content *string `json:"content"`
@@ -274,13 +341,73 @@ func (m Message) MarshalJSON() ([]byte, error) {
 	return json.Marshal(plain(m))
 }
 
-// Params are the model parameters of a turn, as in the OpenAI API.
+// Params are the model parameters of a turn, as in the OpenAI API. A
+// provider that cannot honour one refuses the turn (400, naming the
+// parameter) rather than dropping it.
 type Params struct {
 	Temperature *float64 `json:"temperature,omitempty"`
 	TopP        *float64 `json:"top_p,omitempty"`
-	MaxTokens   *int     `json:"max_tokens,omitempty"`
-	Stop        []string `json:"stop,omitempty"`
+	// MaxTokens and MaxCompletionTokens bound the answer's tokens; each is
+	// forwarded as the client named it (OpenAI's reasoning models take
+	// only max_completion_tokens).
+	MaxTokens           *int     `json:"max_tokens,omitempty"`
+	MaxCompletionTokens *int     `json:"max_completion_tokens,omitempty"`
+	Stop                []string `json:"stop,omitempty"`
+	Seed                *int64   `json:"seed,omitempty"`
+	// ResponseFormat asks for JSON output (json_object or json_schema).
+	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
+	// ToolChoice constrains the model's use of tools in the turn's first
+	// model call.
+	ToolChoice        *ToolChoice `json:"tool_choice,omitempty"`
+	ParallelToolCalls *bool       `json:"parallel_tool_calls,omitempty"`
+	// User is the client's end-user id (OpenAI's "user"), forwarded to the
+	// provider; not the authenticated agentbus user.
+	User        string `json:"user,omitempty"`
+	Logprobs    bool   `json:"logprobs,omitempty"`
+	TopLogprobs *int   `json:"top_logprobs,omitempty"`
+	// OpenAI holds OpenAI request parameters agentbus does not model
+	// (frequency_penalty, reasoning_effort, store, ...), with non-default
+	// values, verbatim: forwarded to OpenAI-compatible providers only.
+	OpenAI map[string]json.RawMessage `json:"openai,omitempty"`
+	// Extra holds parameters OpenAI does not define, let through by the
+	// operator (ingest's AllowUnknownParams), verbatim: forwarded to every
+	// provider as top-level request fields.
+	Extra map[string]json.RawMessage `json:"extra,omitempty"`
 }
+
+// ResponseFormat is OpenAI's response_format: Type "text", "json_object"
+// or "json_schema" (with JSONSchema).
+type ResponseFormat struct {
+	Type       string            `json:"type"`
+	JSONSchema *JSONSchemaFormat `json:"json_schema,omitempty"`
+}
+
+// JSONSchemaFormat is the json_schema of a json_schema response format.
+type JSONSchemaFormat struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Schema      json.RawMessage `json:"schema,omitempty"`
+	Strict      *bool           `json:"strict,omitempty"`
+}
+
+// ToolChoice is OpenAI's tool_choice in one form: Mode "auto", "none",
+// "required", or "function" with the Function's name.
+type ToolChoice struct {
+	Mode     string `json:"mode"`
+	Function string `json:"function,omitempty"`
+}
+
+// Response formats and tool choice modes.
+const (
+	FormatText       = "text"
+	FormatJSONObject = "json_object"
+	FormatJSONSchema = "json_schema"
+
+	ToolChoiceAuto     = "auto"
+	ToolChoiceNone     = "none"
+	ToolChoiceRequired = "required"
+	ToolChoiceFunction = "function"
+)
 
 // Turn is one chat turn entering the pipeline: published on
 // Subject(EventReceived, RequestID).
@@ -394,6 +521,12 @@ type Generation struct {
 	// Provider and ResolvedModel name who answered the last model call.
 	Provider      string `json:"provider,omitempty"`
 	ResolvedModel string `json:"resolved_model,omitempty"`
+	// FinishReason is the last model call's, as OpenAI names them: "stop",
+	// "length", "tool_calls" or "content_filter".
+	FinishReason string `json:"finish_reason,omitempty"`
+	// Logprobs is the last model call's log probabilities (OpenAI's
+	// choices[].logprobs object), when the turn asked for them.
+	Logprobs json.RawMessage `json:"logprobs,omitempty"`
 }
 
 // Final returns the last step (the answer on a generated event).
@@ -420,8 +553,11 @@ type Completed struct {
 	ToolVerdicts   []ToolVerdict `json:"tool_verdicts,omitempty"`
 	Guard          Verdict       `json:"guard"`
 	Usage          Usage         `json:"usage"`
-	CreatedAt      time.Time     `json:"created_at"`
-	CompletedAt    time.Time     `json:"completed_at"`
+	// FinishReason and Logprobs are the final answer's (see Generation).
+	FinishReason string          `json:"finish_reason,omitempty"`
+	Logprobs     json.RawMessage `json:"logprobs,omitempty"`
+	CreatedAt    time.Time       `json:"created_at"`
+	CompletedAt  time.Time       `json:"completed_at"`
 	// ChainSeq is the turn's link in the persist store's hash chain: its
 	// commit order, from 1 (0 from builds before this field). Rebuilding
 	// the store from the stream appends turns in this order, which is not
@@ -455,6 +591,12 @@ const (
 	// CodeUnavailable: a dependency of the pipeline itself (the shared
 	// rate-limit state, the store) could not be reached; retry later.
 	CodeUnavailable = "service_unavailable"
+	// CodeModelNotFound: no provider serves the requested model (or the
+	// API key may not use it); HTTP 404, as OpenAI answers.
+	CodeModelNotFound = "model_not_found"
+	// CodeUnsupportedParameter: the provider chosen for the model cannot
+	// honour a request parameter (Param names it); HTTP 400.
+	CodeUnsupportedParameter = "unsupported_parameter"
 )
 
 // Rejected is the guard's terminal refusal of a turn.
@@ -464,11 +606,14 @@ type Rejected struct {
 	ConversationID string `json:"conversation_id"`
 	User           string `json:"user"`
 	// Code is one of the Code* constants; Status the matching HTTP status.
-	Code   string   `json:"code"`
-	Status int      `json:"status"`
-	Reason string   `json:"reason"`
-	Rules  []string `json:"rules,omitempty"`
-	Score  float64  `json:"score,omitempty"`
+	Code   string `json:"code"`
+	Status int    `json:"status"`
+	Reason string `json:"reason"`
+	// Param names the request parameter at fault, in OpenAI's form
+	// ("temperature", "messages.[0].content"), if one is.
+	Param string   `json:"param,omitempty"`
+	Rules []string `json:"rules,omitempty"`
+	Score float64  `json:"score,omitempty"`
 	// Passage is the passage that decided a sanitizer rejection (audit
 	// only: the HTTP error body carries code and reason).
 	Passage *Passage `json:"passage,omitempty"`
@@ -488,8 +633,13 @@ type Failed struct {
 	Stage          string `json:"stage"`
 	Code           string `json:"code"`
 	Status         int    `json:"status"`
-	Reason         string `json:"reason"`
-	RetryAfterMS   int64  `json:"retry_after_ms,omitempty"`
+	// Reason is shown to the client: it never carries a provider's URL or
+	// other internal detail.
+	Reason string `json:"reason"`
+	// Param names the request parameter at fault, in OpenAI's form, if one
+	// is (a parameter the provider cannot honour).
+	Param        string `json:"param,omitempty"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 	// Steps made before the failure (e.g. a blocked tool call).
 	Steps        []Message     `json:"steps,omitempty"`
 	ToolVerdicts []ToolVerdict `json:"tool_verdicts,omitempty"`
@@ -569,8 +719,42 @@ func (t *Turn) Validate() error {
 		if p.MaxTokens != nil && *p.MaxTokens < 1 {
 			errs = append(errs, fieldErr("params.max_tokens", "must be at least 1"))
 		}
+		if p.MaxCompletionTokens != nil && *p.MaxCompletionTokens < 1 {
+			errs = append(errs, fieldErr("params.max_completion_tokens", "must be at least 1"))
+		}
 		if len(p.Stop) > MaxStopSequences {
 			errs = append(errs, fieldErr("params.stop", "at most %d sequences", MaxStopSequences))
+		}
+		if p.TopLogprobs != nil && (*p.TopLogprobs < 0 || *p.TopLogprobs > 20) {
+			errs = append(errs, fieldErr("params.top_logprobs", "must be between 0 and 20"))
+		}
+		if rf := p.ResponseFormat; rf != nil {
+			switch {
+			case rf.Type != FormatText && rf.Type != FormatJSONObject && rf.Type != FormatJSONSchema:
+				errs = append(errs, fieldErr("params.response_format.type", "must be text, json_object or json_schema"))
+			case rf.Type == FormatJSONSchema && (rf.JSONSchema == nil || rf.JSONSchema.Name == ""):
+				errs = append(errs, fieldErr("params.response_format.json_schema.name", "required for type json_schema"))
+			case rf.Type == FormatJSONSchema && len(rf.JSONSchema.Schema) > 0 && !json.Valid(rf.JSONSchema.Schema):
+				errs = append(errs, fieldErr("params.response_format.json_schema.schema", "is not valid JSON"))
+			}
+		}
+		if tc := p.ToolChoice; tc != nil {
+			switch {
+			case tc.Mode != ToolChoiceAuto && tc.Mode != ToolChoiceNone && tc.Mode != ToolChoiceRequired && tc.Mode != ToolChoiceFunction:
+				errs = append(errs, fieldErr("params.tool_choice.mode", "must be auto, none, required or function"))
+			case (tc.Mode == ToolChoiceFunction) != (tc.Function != ""):
+				errs = append(errs, fieldErr("params.tool_choice.function", "names the function exactly when mode is function"))
+			}
+		}
+		if len(p.User) > 256 || !utf8.ValidString(p.User) {
+			errs = append(errs, fieldErr("params.user", "must be at most 256 bytes of UTF-8"))
+		}
+		for name, m := range map[string]map[string]json.RawMessage{"params.openai": p.OpenAI, "params.extra": p.Extra} {
+			for k, v := range m {
+				if k == "" || !json.Valid(v) {
+					errs = append(errs, fieldErr(name, "parameter %q is not valid JSON", k))
+				}
+			}
 		}
 	}
 	switch {
@@ -584,7 +768,7 @@ func (t *Turn) Validate() error {
 		if len(errs) > 16 {
 			break
 		}
-		total += len(t.Messages[i].Content)
+		total += t.Messages[i].size()
 		errs = append(errs, t.Messages[i].validate(fmt.Sprintf("messages[%d]", i)))
 	}
 	if total > MaxTurnBytes {
@@ -606,11 +790,30 @@ func (m *Message) validate(field string) error {
 	default:
 		errs = append(errs, fieldErr(field+".role", "unknown role %q", m.Role))
 	}
-	if len(m.Content) > MaxContentBytes {
-		errs = append(errs, fieldErr(field+".content", "%d bytes exceeds %d", len(m.Content), MaxContentBytes))
+	if n := m.size(); n > MaxContentBytes {
+		errs = append(errs, fieldErr(field+".content", "%d bytes exceeds %d", n, MaxContentBytes))
 	}
-	if !utf8.ValidString(m.Content) {
+	if !utf8.ValidString(m.Content) || !utf8.ValidString(m.Refusal) {
 		errs = append(errs, fieldErr(field+".content", "is not valid UTF-8"))
+	}
+	for j, p := range m.Parts {
+		pf := fmt.Sprintf("%s.content[%d]", field, j)
+		switch {
+		case p.Type == PartText:
+		case p.Type == PartImage && (m.Role == RoleUser):
+			if p.ImageURL == nil || p.ImageURL.URL == "" {
+				errs = append(errs, fieldErr(pf+".image_url.url", "required for an image_url part"))
+			} else if !validImageURL(p.ImageURL.URL) {
+				errs = append(errs, fieldErr(pf+".image_url.url", "must be an http(s) URL or a data:image/...;base64, URL"))
+			}
+			if d := p.ImageURL; d != nil && d.Detail != "" && d.Detail != "auto" && d.Detail != "low" && d.Detail != "high" {
+				errs = append(errs, fieldErr(pf+".image_url.detail", "must be auto, low or high"))
+			}
+		case p.Type == PartImage:
+			errs = append(errs, fieldErr(pf+".type", "image_url parts are only allowed in user messages"))
+		default:
+			errs = append(errs, fieldErr(pf+".type", "content part type %q is not supported (text and image_url are)", truncateString(p.Type, 32)))
+		}
 	}
 	if len(m.ToolCalls) > 0 && m.Role != RoleAssistant {
 		errs = append(errs, fieldErr(field+".tool_calls", "only assistant messages carry tool calls"))
@@ -623,10 +826,43 @@ func (m *Message) validate(field string) error {
 			errs = append(errs, fieldErr(fmt.Sprintf("%s.tool_calls[%d]", field, j), "id and function.name are required"))
 		}
 	}
-	if m.Role == RoleUser && m.Content == "" {
+	if m.Role == RoleUser && m.Content == "" && len(m.Parts) == 0 {
 		errs = append(errs, fieldErr(field+".content", "a user message needs content"))
 	}
 	return errors.Join(errs...)
+}
+
+// size is the bytes a message's content takes: its text, refusal and
+// image URLs.
+func (m *Message) size() int {
+	n := len(m.Content) + len(m.Refusal)
+	for _, p := range m.Parts {
+		if p.ImageURL != nil {
+			n += len(p.ImageURL.URL)
+		}
+	}
+	return n
+}
+
+func validImageURL(u string) bool {
+	l := strings.ToLower(u)
+	if strings.HasPrefix(l, "https://") || strings.HasPrefix(l, "http://") {
+		return len(u) > len("https://") && !strings.ContainsAny(u, " \t\r\n")
+	}
+	if rest, ok := strings.CutPrefix(l, "data:image/"); ok {
+		return strings.Contains(rest, ";base64,")
+	}
+	return false
+}
+
+func truncateString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 // DeadLetter is a message a stage could not process, published on

@@ -153,7 +153,7 @@ func constraints() map[string]obj {
 		"Params.max_tokens":    {{"minimum", 1}},
 		"Params.stop":          {{"maxItems", messages.MaxStopSequences}},
 		"Message.role":         {{"enum", []string{messages.RoleSystem, messages.RoleDeveloper, messages.RoleUser, messages.RoleAssistant, messages.RoleTool}}},
-		"Message.content": {{"description", "The text of the message. Stages write a string, or null for an assistant message that only carries tool_calls (as the OpenAI API does). On input an array of text parts is also accepted; their texts are joined."},
+		"Message.content": {{"description", "The content of the message: a string, null for an assistant message that only carries tool_calls (as the OpenAI API does), or an array of content parts (text and image_url), kept as sent."},
 			{"type", []string{"string", "null", "array"}}, {"items", obj{{"$ref", "#/$defs/ContentPart"}}}},
 		"Message.tool_calls":        {{"maxItems", messages.MaxToolCalls}},
 		"Generation.round":          nonNeg,
@@ -179,10 +179,12 @@ func constraints() map[string]obj {
 // extraDefs are definitions referenced only from constraints.
 var extraDefs = map[string]obj{
 	"ContentPart": {
-		{"description", "One part of an array-form content (input only). Only text parts are supported."},
-		{"type", "object"},
-		{"required", []string{"type"}},
-		{"properties", obj{{"type", obj{{"const", "text"}}}, {"text", obj{{"type", "string"}}}}},
+		{"description", "One part of an array-form content, as in the OpenAI API: a text part, or an image_url part (user messages only)."},
+		{"anyOf", []obj{
+			{{"type", "object"}, {"required", []string{"type", "text"}}, {"properties", obj{{"type", obj{{"const", messages.PartText}}}, {"text", obj{{"type", "string"}}}}}},
+			{{"type", "object"}, {"required", []string{"type", "image_url"}}, {"properties", obj{{"type", obj{{"const", messages.PartImage}}},
+				{"image_url", obj{{"type", "object"}, {"required", []string{"url"}}, {"properties", obj{{"url", obj{{"type", "string"}}}, {"detail", obj{{"enum", []string{"auto", "low", "high"}}}}}}}}}}},
+		}},
 	},
 }
 
@@ -192,7 +194,10 @@ var customJSON = map[reflect.Type]string{
 	reflect.TypeFor[messages.Message](): "Message.content",
 }
 
-var timeType = reflect.TypeFor[time.Time]()
+var (
+	timeType = reflect.TypeFor[time.Time]()
+	rawType  = reflect.TypeFor[json.RawMessage]()
+)
 
 type gen struct {
 	t     testing.TB
@@ -327,6 +332,9 @@ func nullable(typ string, null bool) any {
 func (g *gen) typeSchema(t reflect.Type, optional bool, field string) obj {
 	if t == timeType {
 		return obj{{"type", "string"}, {"format", "date-time"}}
+	}
+	if t == rawType {
+		return obj{} // any JSON value, carried verbatim
 	}
 	marshaler := reflect.TypeFor[json.Marshaler]()
 	if t.Implements(marshaler) || reflect.PointerTo(t).Implements(marshaler) {
@@ -687,9 +695,12 @@ func TestSchemaRejectsInvalid(t *testing.T) {
 		{"messages null", "turn.json", edit(func(m map[string]any) { m["messages"] = nil }), "want array"},
 		{"unknown role", "turn.json", edit(func(m map[string]any) { msg(m)["role"] = "robot" }), "not one of"},
 		{"content a number", "turn.json", edit(func(m map[string]any) { msg(m)["content"] = 7 }), "want string, null or array"},
-		{"image content part", "turn.json", edit(func(m map[string]any) {
+		{"image part without its image", "turn.json", edit(func(m map[string]any) {
 			msg(m)["content"] = []any{map[string]any{"type": "image_url"}}
-		}), "want const"},
+		}), "matches no alternative"},
+		{"audio content part", "turn.json", edit(func(m map[string]any) {
+			msg(m)["content"] = []any{map[string]any{"type": "input_audio"}}
+		}), "matches no alternative"},
 		{"tool call without id", "turn.json", edit(func(m map[string]any) {
 			msg(m)["tool_calls"] = []any{map[string]any{"type": "function", "function": map[string]any{"name": "f", "arguments": "{}"}}}
 		}), `missing required property "id"`},

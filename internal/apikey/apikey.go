@@ -76,6 +76,9 @@ type Record struct {
 	// (0: only the user's limits apply).
 	RPM int `json:"rpm,omitempty"`
 	TPM int `json:"tpm,omitempty"`
+	// Models, when set, are the only models the key may use (and list);
+	// empty: every model.
+	Models []string `json:"models,omitempty"`
 	// CreatedAt is when the key was generated (UTC).
 	CreatedAt time.Time `json:"created_at"`
 	// Revoked keys are refused; RevokedAt says since when.
@@ -96,7 +99,7 @@ func (r Record) Matches(plaintext string) bool {
 func (r Record) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("id", r.ID), slog.String("user", r.User),
-		slog.Int("rpm", r.RPM), slog.Int("tpm", r.TPM), slog.Bool("revoked", r.Revoked),
+		slog.Int("rpm", r.RPM), slog.Int("tpm", r.TPM), slog.Any("models", r.Models), slog.Bool("revoked", r.Revoked),
 	)
 }
 
@@ -115,7 +118,36 @@ func (r Record) Validate() error {
 	if r.RPM < 0 || r.TPM < 0 {
 		errs = append(errs, fmt.Errorf("%w record: rpm and tpm must not be negative", ErrInvalid))
 	}
+	errs = append(errs, validModels(r.Models))
 	return errors.Join(errs...)
+}
+
+// MaxModels bounds a key's model list.
+const MaxModels = 64
+
+func validModels(models []string) error {
+	if len(models) > MaxModels {
+		return fmt.Errorf("%w: at most %d models per key", ErrInvalid, MaxModels)
+	}
+	for _, m := range models {
+		if m == "" || len(m) > 128 || !utf8.ValidString(m) {
+			return fmt.Errorf("%w: a model name must be 1-128 bytes of UTF-8", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Allows reports whether the key may use model.
+func (r Record) Allows(model string) bool {
+	if len(r.Models) == 0 {
+		return true
+	}
+	for _, m := range r.Models {
+		if m == model {
+			return true
+		}
+	}
+	return false
 }
 
 func validUser(user string) error {

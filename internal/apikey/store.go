@@ -125,11 +125,20 @@ func clone(r Record) Record {
 // Issue generates a key for user (see Generate) and stores its record,
 // retrying on the (unlikely) id collision.
 func Issue(ctx context.Context, s Store, user string, rpm, tpm int) (plaintext string, rec Record, err error) {
+	return IssueModels(ctx, s, user, rpm, tpm, nil)
+}
+
+// IssueModels is Issue for a key limited to models (nil: every model).
+func IssueModels(ctx context.Context, s Store, user string, rpm, tpm int, models []string) (plaintext string, rec Record, err error) {
+	if err := validModels(models); err != nil {
+		return "", Record{}, err
+	}
 	for range 3 {
 		plaintext, rec, err = Generate(user, rpm, tpm)
 		if err != nil {
 			return "", Record{}, err
 		}
+		rec.Models = models
 		if err = s.Put(ctx, rec); err == nil || !errors.Is(err, ErrExists) {
 			break
 		}

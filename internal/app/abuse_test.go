@@ -172,7 +172,7 @@ func TestOversizedEventsFailCleanly(t *testing.T) {
 	t.Run("escaping growth refused at ingest", func(t *testing.T) {
 		before := streamMsgs()
 		// 150 KB of '<' is 900 KB once Go escapes it for the bus.
-		r := post(t, sys, key, "", `{"messages":[{"role":"user","content":"`+strings.Repeat("<", 150<<10)+`"}]}`)
+		r := post(t, sys, key, "", `{"model":"big-1","messages":[{"role":"user","content":"`+strings.Repeat("<", 150<<10)+`"}]}`)
 		if r.status != 413 || errCode(r) != messages.CodePayloadTooLarge {
 			t.Fatalf("%d %s", r.status, r.raw)
 		}
@@ -181,7 +181,7 @@ func TestOversizedEventsFailCleanly(t *testing.T) {
 		}
 	})
 	t.Run("answer larger than the bus", func(t *testing.T) {
-		r := post(t, sys, key, "", chatBody("big 1500000"))
+		r := post(t, sys, key, "", chatBodyFor("big-1", "big 1500000"))
 		if r.status != 413 || errCode(r) != messages.CodePayloadTooLarge {
 			t.Fatalf("%d %.300s", r.status, r.raw)
 		}
@@ -193,7 +193,7 @@ func TestOversizedEventsFailCleanly(t *testing.T) {
 		// A prompt just under the ingest limit, echoed back: the generated
 		// event carries both.
 		prompt := "long " + strings.Repeat("y", 522_000)
-		r := post(t, sys, key, "", chatBody(prompt))
+		r := post(t, sys, key, "", chatBodyFor("big-1", prompt))
 		if r.status != 413 || errCode(r) != messages.CodePayloadTooLarge {
 			t.Fatalf("%d %.300s", r.status, r.raw)
 		}
@@ -220,7 +220,7 @@ func TestOversizedEventsFailCleanly(t *testing.T) {
 	if dlq, _ := js.StreamInfo(messages.StreamDLQ); dlq.State.Msgs != 0 {
 		t.Fatalf("%d dead letters", dlq.State.Msgs)
 	}
-	if r := post(t, sys, key, "", chatBody("hello after the big ones")); r.status != 200 || !strings.Contains(content(t, r), "hello after") {
+	if r := post(t, sys, key, "", chatBodyFor("big-1", "hello after the big ones")); r.status != 200 || !strings.Contains(content(t, r), "hello after") {
 		t.Fatalf("a normal turn: %d %s", r.status, r.raw)
 	}
 }

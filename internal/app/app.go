@@ -565,7 +565,6 @@ func (p *parts) ingest(context.Context) error {
 	}
 	icfg := p.o.Ingest
 	icfg.Addr = p.o.HTTPAddr
-	icfg.Models = p.o.models()
 	limits, err := p.limits(js)
 	if err != nil {
 		return err
@@ -705,28 +704,6 @@ func (o *Options) providers() (*provider.Failover, error) {
 		fc = provider.FromEnv(o.Getenv)
 	}
 	return provider.Build(fc, o.Getenv)
-}
-
-func (o *Options) models() []string {
-	fo, err := o.providers()
-	if err != nil {
-		return []string{provider.OfflineName}
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, st := range fo.Snapshot() {
-		ms := st.Models
-		if len(ms) == 0 {
-			ms = []string{st.Name}
-		}
-		for _, m := range ms {
-			if !seen[m] {
-				seen[m] = true
-				out = append(out, m)
-			}
-		}
-	}
-	return out
 }
 
 func (o *Options) openStore(ctx context.Context) (memory.Store, error) {

@@ -92,6 +92,7 @@ func TestFetchedPageWithInjectionIsWithheld(t *testing.T) {
 	sys := startSystem(t, func(o *app.Options) {
 		o.Pipeline.NATSURL = srv.ClientURL()
 		o.Tools.Remote = true
+		o.Tools.RemoteAllow = []string{"fetch_page"}
 	})
 	nc := sys.Runtime.Conn()
 	js, _ := nc.JetStream()

@@ -162,7 +162,7 @@ func TestCallLongerThanAckWaitIsNotRedelivered(t *testing.T) {
 		o.LLMTimeout = 10 * time.Second
 	})
 	key := newKey(t, sys, "patient")
-	r := post(t, sys, key, "", chatBody("take your time"))
+	r := post(t, sys, key, "", chatBodyFor("slow-1", "take your time"))
 	if r.status != 200 || !strings.Contains(content(t, r), "slow answer") {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
@@ -193,7 +193,7 @@ func TestDeadlineAndIdempotencyKey(t *testing.T) {
 	key := newKey(t, sys, "impatient")
 	send := func(t *testing.T, idem, timeout, text string) httpResult {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, "http://"+sys.HTTPAddr+"/v1/chat/completions", strings.NewReader(chatBody(text)))
+		req, _ := http.NewRequest(http.MethodPost, "http://"+sys.HTTPAddr+"/v1/chat/completions", strings.NewReader(chatBodyFor("slow-1", text)))
 		req.Header.Set("Authorization", "Bearer "+key)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", idem)

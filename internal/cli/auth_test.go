@@ -52,6 +52,11 @@ func TestReadmeCommandsFindTheOperatorCredential(t *testing.T) {
 	if code, out, errOut := runEnv("chat", "--api-key", strings.TrimSpace(key), "What is 2+2?"); code != 0 || !strings.Contains(out, "4") {
 		t.Fatalf("chat --api-key: %d %q %q", code, out, errOut)
 	}
+	// And over HTTP, which (like OpenAI's API) needs a model: without
+	// --model the CLI takes the first one /v1/models lists.
+	if code, out, errOut := runEnv("chat", "--http-url", "http://"+sys.HTTPAddr, "--api-key", strings.TrimSpace(key), "What is 3+3?"); code != 0 || !strings.Contains(out, "6") {
+		t.Fatalf("chat --http-url: %d %q %q", code, out, errOut)
+	}
 	// Without the credential nothing connects.
 	code, _, errOut = runWith(t, map[string]string{"AGENTBUS_DATA": t.TempDir(), "AGENTBUS_NATS": sys.Runtime.URL()}, "keys", "list")
 	if code == 0 || !strings.Contains(errOut, "Authorization") {

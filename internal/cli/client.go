@@ -198,7 +198,48 @@ func chatNATS(ctx context.Context, env Env, nc *nats.Conn, key, conv, model, tex
 	return nil
 }
 
+// firstModel asks the HTTP API's /v1/models for the model a request
+// naming none should use (the HTTP API, like OpenAI's, requires one).
+func firstModel(ctx context.Context, base, key string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/models", nil)
+	if err != nil {
+		return "", err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+		Error *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return "", fmt.Errorf("GET /v1/models: HTTP %d: %w", resp.StatusCode, err)
+	}
+	if list.Error != nil {
+		return "", fmt.Errorf("GET /v1/models: HTTP %d: %s", resp.StatusCode, list.Error.Message)
+	}
+	if len(list.Data) == 0 {
+		return "", errors.New("GET /v1/models: no model is served; name one with --model")
+	}
+	return list.Data[0].ID, nil
+}
+
 func chatHTTP(ctx context.Context, env Env, base, key, conv, model, text string) error {
+	if model == "" {
+		var err error
+		if model, err = firstModel(ctx, base, key); err != nil {
+			return err
+		}
+	}
 	body, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": text}}})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/")+"/v1/chat/completions", bytes.NewReader(body))
 	if err != nil {
@@ -250,6 +291,7 @@ func keys(env Env, args []string) error {
 	user := f.String("user", "", "user the key authenticates as (create)")
 	rpm := f.Int("rpm", 0, "the key's own requests per minute (create; 0 = the user's limit)")
 	tpm := f.Int("tpm", 0, "the key's own tokens per minute (create; 0 = the user's limit)")
+	models := f.String("models", "", "comma-separated models the key may use (create; empty = every model)")
 	lead, args := leadingArgs(args)
 	if err := f.parse(args); err != nil {
 		return err
@@ -271,7 +313,13 @@ func keys(env Env, args []string) error {
 		if *user == "" {
 			return fmt.Errorf("%w: keys create --user NAME", ErrUsage)
 		}
-		plain, rec, err := apikey.Issue(ctx, store, *user, *rpm, *tpm)
+		var allowed []string
+		for _, m := range strings.Split(*models, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				allowed = append(allowed, m)
+			}
+		}
+		plain, rec, err := apikey.IssueModels(ctx, store, *user, *rpm, *tpm, allowed)
 		if err != nil {
 			return err
 		}
@@ -284,13 +332,17 @@ func keys(env Env, args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tUSER\tRPM\tTPM\tCREATED\tSTATUS")
+		fmt.Fprintln(tw, "ID\tUSER\tRPM\tTPM\tMODELS\tCREATED\tSTATUS")
 		for _, r := range recs {
 			st := "active"
 			if r.Revoked {
 				st = "revoked"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.ID, r.User, r.RPM, r.TPM, r.CreatedAt.Format(time.RFC3339), st)
+			ms := "*"
+			if len(r.Models) > 0 {
+				ms = strings.Join(r.Models, ",")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.User, r.RPM, r.TPM, ms, r.CreatedAt.Format(time.RFC3339), st)
 		}
 		return tw.Flush()
 	case "revoke":

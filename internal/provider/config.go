@@ -11,11 +11,13 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/breaker"
+	"github.com/agentbus/agentbus/messages"
 )
 
 // Duration is a time.Duration that reads JSON "30s" (a Go duration) or a
@@ -86,13 +88,26 @@ type ProviderConfig struct {
 	// compatible.
 	BaseURL string `json:"base_url,omitempty"`
 	// APIKeyEnv names the environment variable holding the API key (the
-	// file never holds the key itself). Required for openai, openrouter.
+	// file never holds the key itself). Required for openai, openrouter,
+	// anthropic.
 	APIKeyEnv string `json:"api_key_env,omitempty"`
 	// Model is the default model; default Models[0], else the kind's
-	// default (gpt-4o-mini).
+	// default (gpt-4o-mini; agentbus-offline for offline; required for
+	// anthropic).
 	Model string `json:"model,omitempty"`
-	// Models this provider serves; empty means any.
+	// Models this provider serves (by the names clients use), besides
+	// Model; ["*"] forwards any name. Default: only Model. Requests are
+	// routed by model: a model's providers are tried in file order.
 	Models []string `json:"models,omitempty"`
+	// Aliases are more names clients may use, each mapped to the
+	// provider's own name for the model (sent upstream). Default none.
+	Aliases map[string]string `json:"aliases,omitempty"`
+	// Capabilities override what the kind honours (KindCapabilities):
+	// {"images": true, "logprobs": false, ...}; keys in CapabilityNames.
+	Capabilities map[string]bool `json:"capabilities,omitempty"`
+	// MaxTokens bounds an answer when the request sets no bound and the
+	// API needs one (anthropic). Default 4096.
+	MaxTokens int `json:"max_tokens,omitempty"`
 	// Timeout bounds one attempt (streams: the first delta). Default:
 	// breaker.call_timeout.
 	Timeout Duration `json:"timeout,omitempty"`
@@ -156,7 +171,7 @@ func (c FileConfig) Validate() error {
 			}
 		}
 		switch {
-		case p.APIKeyEnv == "" && (p.Kind == KindOpenAI || p.Kind == KindOpenRouter):
+		case p.APIKeyEnv == "" && keyRequired(p.Kind):
 			bad("api_key_env is required for kind %q", p.Kind)
 		case strings.HasPrefix(p.APIKeyEnv, "sk-"):
 			bad("api_key_env must name an environment variable, not hold the key")
@@ -164,9 +179,25 @@ func (c FileConfig) Validate() error {
 			bad("api_key_env must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
 		}
 		for j, m := range p.Models {
-			if m == "" {
-				bad("models[%d] is empty", j)
+			if m == "" || len(m) > messages.MaxModelLen {
+				bad("models[%d] must be 1-%d bytes", j, messages.MaxModelLen)
 			}
+		}
+		for a, m := range p.Aliases {
+			if a == "" || a == AnyModel || len(a) > messages.MaxModelLen || m == "" {
+				bad("aliases: %q -> %q: both names must be non-empty (and the alias not \"*\")", truncate(a, 32), truncate(m, 32))
+			}
+		}
+		for c := range p.Capabilities {
+			if !slices.Contains(CapabilityNames, c) {
+				bad("capabilities: %q is unknown (want one of %s)", truncate(c, 32), strings.Join(CapabilityNames, ", "))
+			}
+		}
+		if p.Kind == KindAnthropic && p.Model == "" && !slices.ContainsFunc(p.Models, func(m string) bool { return m != AnyModel }) {
+			bad("kind anthropic needs a model (e.g. \"claude-sonnet-4-5\")")
+		}
+		if p.MaxTokens < 0 {
+			bad("max_tokens must not be negative")
 		}
 		if p.Timeout < 0 {
 			bad("timeout must not be negative")
@@ -258,40 +289,80 @@ func BuildWith(cfg FileConfig, getenv func(string) string, opts BuildOptions) (*
 			errs = append(errs, err)
 			continue
 		}
+		model := pc.Model
+		if model == "" {
+			for _, m := range pc.Models {
+				if m != AnyModel {
+					model = m
+					break
+				}
+			}
+		}
 		var p Provider
-		if pc.Kind == KindOffline {
+		switch pc.Kind {
+		case KindOffline:
 			p = NewOffline()
 			if pc.Name != OfflineName {
 				p = renamed{p, pc.Name}
 			}
-		} else {
+			if model == "" {
+				model = OfflineName
+			}
+		default:
 			key := ""
 			if pc.APIKeyEnv != "" && getenv != nil {
 				key = getenv(pc.APIKeyEnv)
 			}
-			if pc.APIKeyEnv != "" && key == "" && (pc.Kind == KindOpenAI || pc.Kind == KindOpenRouter) {
+			if pc.APIKeyEnv != "" && key == "" && keyRequired(pc.Kind) {
 				errs = append(errs, fmt.Errorf("%w: provider %q: environment variable %s is empty", ErrInvalidKey, pc.Name, pc.APIKeyEnv))
 				continue
 			}
-			model := pc.Model
-			if model == "" && len(pc.Models) > 0 {
-				model = pc.Models[0]
+			if pc.Kind == KindAnthropic {
+				p, err = NewAnthropic(AnthropicConfig{
+					Name: pc.Name, BaseURL: pc.BaseURL, APIKey: key, Model: model, MaxTokens: pc.MaxTokens,
+					HTTPClient: client, StreamIdleTimeout: time.Duration(pc.StreamIdleTimeout), Headers: pc.Headers,
+				})
+			} else {
+				if model == "" {
+					model = DefaultOpenAIModel
+				}
+				p, err = NewOpenAI(OpenAIConfig{
+					Name: pc.Name, Kind: pc.Kind, BaseURL: pc.BaseURL, APIKey: key, Model: model,
+					HTTPClient: client, StreamIdleTimeout: time.Duration(pc.StreamIdleTimeout), Headers: pc.Headers,
+				})
 			}
-			p, err = NewOpenAI(OpenAIConfig{
-				Name: pc.Name, Kind: pc.Kind, BaseURL: pc.BaseURL, APIKey: key, Model: model,
-				HTTPClient: client, StreamIdleTimeout: time.Duration(pc.StreamIdleTimeout), Headers: pc.Headers,
-			})
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
 		}
-		entries = append(entries, Entry{Provider: p, Breaker: br, Models: pc.Models, Timeout: time.Duration(pc.Timeout)})
+		caps := KindCapabilities(pc.Kind)
+		names := make([]string, 0, len(pc.Capabilities))
+		for c := range pc.Capabilities {
+			names = append(names, c)
+		}
+		sort.Strings(names)
+		for _, c := range names {
+			caps.set(c, pc.Capabilities[c])
+		}
+		models := []string{model}
+		for _, m := range pc.Models {
+			if !slices.Contains(models, m) {
+				models = append(models, m)
+			}
+		}
+		entries = append(entries, Entry{Provider: p, Breaker: br, Models: models, Aliases: pc.Aliases, Default: model, Kind: pc.Kind,
+			Caps: &caps, Timeout: time.Duration(pc.Timeout)})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return NewFailover(entries, FailoverConfig{Retry: cfg.Retry.config(), Sleep: opts.Sleep, Rand: opts.Rand})
+}
+
+// keyRequired reports whether a kind cannot work without an API key.
+func keyRequired(kind string) bool {
+	return kind == KindOpenAI || kind == KindOpenRouter || kind == KindAnthropic
 }
 
 // renamed gives a provider another name.
@@ -310,7 +381,9 @@ const (
 )
 
 // FromEnv returns a one-provider config from OPENAI_BASE_URL,
-// OPENAI_API_KEY and AGENTBUS_MODEL (the provider is named "primary"):
+// OPENAI_API_KEY and AGENTBUS_MODEL (the provider is named "primary";
+// AGENTBUS_MODEL may list several models, comma-separated, the first being
+// the default; without it the provider serves gpt-4o-mini):
 //
 //	nothing set (or AGENTBUS_MODEL=agentbus-offline)  -> the Offline provider
 //	only OPENAI_API_KEY                               -> kind openai
@@ -325,7 +398,15 @@ func FromEnv(getenv func(string) string) FileConfig {
 	if (base == "" && key == "") || model == OfflineName {
 		return FileConfig{Providers: []ProviderConfig{{Name: OfflineName, Kind: KindOffline}}}
 	}
-	pc := ProviderConfig{Name: "primary", Kind: KindOpenAI, BaseURL: base, Model: model}
+	pc := ProviderConfig{Name: "primary", Kind: KindOpenAI, BaseURL: base}
+	for _, m := range strings.Split(model, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			pc.Models = append(pc.Models, m)
+		}
+	}
+	if len(pc.Models) > 0 {
+		pc.Model, pc.Models = pc.Models[0], pc.Models[1:]
+	}
 	if key != "" {
 		pc.APIKeyEnv = EnvAPIKey
 	}

@@ -58,9 +58,13 @@ func TestLoadConfigAndBuild(t *testing.T) {
 	if got := f.headers[0].Get("Authorization"); got != "Bearer "+testKey {
 		t.Fatalf("auth %q", got)
 	}
-	resp, err = fo.Complete(context.Background(), Request{Model: "other-model"}, nil)
+	resp, err = fo.Complete(context.Background(), Request{Model: "agentbus-offline"}, nil)
 	if err != nil || resp.Provider != "fallback" {
 		t.Fatalf("model routing: %+v %v", resp, err)
+	}
+	// Requests are routed by model: one no provider declares is refused.
+	if _, err = fo.Complete(context.Background(), Request{Model: "other-model"}, nil); !errors.Is(err, ErrModelNotFound) {
+		t.Fatalf("unknown model: %v", err)
 	}
 	snap := fo.Snapshot()
 	if len(snap) != 2 || snap[0].Timeout != "5s" || snap[1].Name != "fallback" || snap[1].Timeout != "30s" {
@@ -116,7 +120,7 @@ func TestFileConfigValidate(t *testing.T) {
 			`providers[2] ("a"): base_url is required for kind "local"`,
 			`providers[3] ("o"): kind offline takes no base_url or api_key_env`,
 			`providers[4] ("r"): api_key_env must be an environment variable name`,
-			`providers[4] ("r"): models[0] is empty`,
+			`providers[4] ("r"): models[0] must be 1-128 bytes`,
 			`providers[4] ("r"): headers must not set Authorization`,
 			`providers[4] ("r"): breaker: invalid breaker config: failure_threshold must not be negative`,
 			`retry.max_attempts must not be negative`,

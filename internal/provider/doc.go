@@ -20,9 +20,29 @@
 // [OpenAI] speaks Chat Completions over net/http (no SDK, so no hidden
 // retries) to OpenAI, OpenRouter, Ollama, vLLM, llama.cpp or any compatible
 // server: tool calling, usage, SSE streaming with tool-call deltas
-// accumulated by index. [Offline] ("agentbus-offline") needs no network and
-// answers deterministically in microseconds; it is the default when nothing
-// is configured. [Failover] tries an ordered list of providers.
+// accumulated by index, refusals, logprobs, every request parameter as
+// OpenAI names it. [Anthropic] speaks Anthropic's Messages API over
+// net/http, mapping system prompts, tool use and tool results, images,
+// streaming events, stop reasons and usage both ways. [Offline]
+// ("agentbus-offline") needs no network and answers deterministically in
+// microseconds; it is the default when nothing is configured. [Failover]
+// tries an ordered list of providers.
+//
+// # Models, routing and capabilities
+//
+// Every provider declares the models it serves (its default model, its
+// "models" and its "aliases"; "*" forwards any name). A request is routed
+// by its model: only the providers serving it are tried, in configuration
+// order, each behind its own breaker; a model nobody serves is a
+// [*ModelNotFoundError] (404 model_not_found). Each provider also has
+// [Capabilities] (by kind, see [KindCapabilities], overridable in the
+// file): a provider that cannot honour a request parameter (seed for
+// Anthropic, images for a local text model, ...) is skipped, and when no
+// provider of the model can, the request is refused with an
+// [*UnsupportedError] naming the parameter (400 unsupported_parameter),
+// never sent with the parameter dropped. [Failover.Catalog] lists all of
+// it; the llm stage serves it to ingest, which lists it on /v1/models and
+// checks requests against it.
 //
 // # Errors
 //
@@ -46,18 +66,22 @@
 //	  "providers": [
 //	    {
 //	      "name": "primary",                  // required, unique
-//	      "kind": "openai",                   // openai openrouter ollama vllm llamacpp local compatible offline
+//	      "kind": "openai",                   // openai openrouter ollama vllm llamacpp local compatible anthropic offline
 //	      "base_url": "https://api.openai.com/v1", // default per kind; required for local, compatible
-//	      "api_key_env": "OPENAI_API_KEY",    // the variable holding the key; required for openai, openrouter
-//	      "model": "gpt-4o-mini",             // default model: models[0], else gpt-4o-mini
-//	      "models": ["gpt-4o-mini"],          // models served; empty = any
+//	      "api_key_env": "OPENAI_API_KEY",    // the variable holding the key; required for openai, openrouter, anthropic
+//	      "model": "gpt-4o-mini",             // default model: models[0], else gpt-4o-mini (agentbus-offline for offline; required for anthropic)
+//	      "models": ["gpt-4o"],               // more models served; ["*"] forwards any name; default: only model
+//	      "aliases": {"fast": "gpt-4o-mini"}, // more names clients may use -> the provider's own name
+//	      "capabilities": {"images": true},   // override what the kind honours (KindCapabilities)
+//	      "max_tokens": 4096,                 // answer bound when the API needs one and the request sets none (anthropic)
 //	      "timeout": "30s",                   // per attempt (streams: first delta); default breaker.call_timeout
 //	      "stream_idle_timeout": "60s",
 //	      "headers": {"HTTP-Referer": "https://example.org"},
 //	      "breaker": {"failure_threshold": 5, "success_threshold": 2, "open_timeout": "60s",
 //	                  "half_open_max_probes": 1, "call_timeout": "30s"}
 //	    },
-//	    {"name": "local", "kind": "ollama", "model": "llama3.2"}
+//	    {"name": "claude", "kind": "anthropic", "api_key_env": "ANTHROPIC_API_KEY", "model": "claude-sonnet-4-5"},
+//	    {"name": "local", "kind": "ollama", "model": "llama3.2", "aliases": {"gpt-4o-mini": "llama3.2"}}
 //	  ],
 //	  "retry": {"max_attempts": 2, "base_delay": "200ms", "max_delay": "5s"}
 //	}
@@ -65,7 +89,8 @@
 // The file never holds a key: api_key_env names an environment variable and
 // [Build] reads it through the getenv it is given. [FromEnv] builds a
 // one-provider config from OPENAI_BASE_URL, OPENAI_API_KEY and
-// AGENTBUS_MODEL; with none set it selects the Offline provider.
+// AGENTBUS_MODEL (a comma-separated list of models, the first the
+// default); with none set it selects the Offline provider.
 //
 // # Guarantees
 //

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/breaker"
+	"github.com/agentbus/agentbus/messages"
 )
 
 // Entry is one provider in a Failover, in priority order.
@@ -18,9 +19,21 @@ type Entry struct {
 	Provider Provider
 	// Breaker guards the provider; nil means none.
 	Breaker *breaker.Breaker
-	// Models the provider serves; empty means any. A request for a model
-	// not listed skips the entry.
+	// Models the provider serves, by the names clients use; empty or "*"
+	// means any name (forwarded as is). A request for a model the entry
+	// does not serve skips it.
 	Models []string
+	// Aliases maps a name clients use to the provider's own name for the
+	// model (e.g. "gpt-4o-mini" -> "openai/gpt-4o-mini" on OpenRouter).
+	Aliases map[string]string
+	// Default is the model (a client name) a request naming none gets;
+	// also listed. Default: the provider's own default.
+	Default string
+	// Kind is the provider kind (the catalog's owned_by). Optional.
+	Kind string
+	// Caps are the parameters the provider honours; nil means all (no
+	// check).
+	Caps *Capabilities
 	// Timeout bounds one attempt; for a streamed call, the wait for the
 	// first delta. Default: the breaker's CallTimeout, or no timeout
 	// (beyond ctx) without a breaker.
@@ -161,6 +174,7 @@ func (e *FailoverError) onlyRateLimited() bool {
 // ErrAllProvidersUnavailable with the shortest RetryAfter.
 type Failover struct {
 	entries []Entry
+	created time.Time
 	retry   RetryConfig
 	sleep   func(context.Context, time.Duration) error
 	rand    func() float64
@@ -190,7 +204,7 @@ func NewFailover(entries []Entry, cfg FailoverConfig) (*Failover, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	f := &Failover{entries: slices.Clone(entries), retry: cfg.Retry.WithDefaults(), sleep: cfg.Sleep, rand: cfg.Rand}
+	f := &Failover{entries: slices.Clone(entries), retry: cfg.Retry.WithDefaults(), sleep: cfg.Sleep, rand: cfg.Rand, created: now().UTC()}
 	if f.sleep == nil {
 		f.sleep = sleepCtx
 	}
@@ -227,10 +241,6 @@ func (f *Failover) Backoff(attempt int) time.Duration {
 	return time.Duration(f.rand() * ceil)
 }
 
-func serves(e Entry, model string) bool {
-	return model == "" || len(e.Models) == 0 || slices.Contains(e.Models, model)
-}
-
 // Complete tries the providers in order; see Failover. Response.Provider
 // names the provider that answered.
 func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(string)) (Response, error) {
@@ -246,13 +256,32 @@ func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(strin
 	if onDelta != nil {
 		deltaFn = func(s string) { sent = true; onDelta(s) }
 	}
+	if err := checkToolChoice(&req); err != nil {
+		return Response{}, err
+	}
 	matched := false
+	var unsupported error
 	for _, e := range f.entries {
-		if !serves(e, req.Model) {
+		upstream, ok := serves(e, req.Model)
+		if !ok {
 			continue
 		}
 		matched = true
 		name := e.Provider.Name()
+		if e.Caps != nil {
+			model := req.Model
+			if model == "" {
+				model = e.Default
+			}
+			if err := e.Caps.Check(name, model, &req); err != nil {
+				if unsupported == nil {
+					unsupported = err
+				}
+				continue
+			}
+		}
+		ereq := req
+		ereq.Model = upstream
 	attempts:
 		for attempt := 0; attempt < f.retry.MaxAttempts; attempt++ {
 			if attempt > 0 {
@@ -268,7 +297,7 @@ func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(strin
 					break attempts
 				}
 			}
-			resp, err := f.call(ctx, e, req, deltaFn)
+			resp, err := f.call(ctx, e, ereq, deltaFn)
 			done := func(failure bool) {
 				if e.Breaker != nil {
 					e.Breaker.Done(t, failure)
@@ -312,8 +341,10 @@ func (f *Failover) Complete(ctx context.Context, req Request, onDelta func(strin
 		}
 	}
 	if !matched {
-		return Response{}, &Error{Provider: f.Name(), Status: 404, Code: "model_not_found",
-			Message: fmt.Sprintf("no configured provider serves model %q", truncate(req.Model, 128)), kind: ErrBadRequest}
+		return Response{}, &ModelNotFoundError{Model: req.Model, Served: f.Catalog().IDs()}
+	}
+	if len(fe.Errors) == 0 && unsupported != nil {
+		return Response{}, unsupported
 	}
 	return Response{}, fe
 }
@@ -355,6 +386,47 @@ func (f *Failover) Available() bool {
 		}
 	}
 	return false
+}
+
+// checkToolChoice refuses a tool_choice the offered tools cannot satisfy
+// (a function that is not offered, "required" without tools), as OpenAI
+// refuses it, instead of letting a provider ignore it.
+func checkToolChoice(req *Request) error {
+	tc := req.Params.ToolChoice
+	if tc == nil || tc.Mode == messages.ToolChoiceAuto || tc.Mode == messages.ToolChoiceNone {
+		return nil
+	}
+	names := make([]string, 0, len(req.Tools))
+	for _, t := range req.Tools {
+		if tc.Mode == messages.ToolChoiceRequired || t.Name == tc.Function {
+			return nil
+		}
+		names = append(names, t.Name)
+	}
+	what := "tool_choice required"
+	if tc.Mode == messages.ToolChoiceFunction {
+		what = fmt.Sprintf("tool_choice names function '%s'", truncate(tc.Function, 64))
+	}
+	offered := "(none)"
+	if len(names) > 0 {
+		offered = strings.Join(names, ", ")
+	}
+	return &UnsupportedError{Provider: "failover", Param: "tool_choice",
+		Reason: fmt.Sprintf("%s, but the tools offered are: %s", what, offered)}
+}
+
+// serves reports whether e serves model, and the name to send the
+// provider ("" for its default).
+func serves(e Entry, model string) (string, bool) {
+	switch {
+	case model == "":
+		return "", true
+	case e.Aliases[model] != "":
+		return e.Aliases[model], true
+	case len(e.Models) == 0, slices.Contains(e.Models, model), slices.Contains(e.Models, AnyModel), model == e.Default:
+		return model, true
+	}
+	return "", false
 }
 
 // Status is one provider's health in a Failover snapshot.

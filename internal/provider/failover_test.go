@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,7 +343,8 @@ func TestFailoverModels(t *testing.T) {
 		}
 	}
 	_, err = fo.Complete(context.Background(), Request{Model: "huge"}, nil)
-	if s, _ := Classify(err); !errors.Is(err, ErrBadRequest) || s != 400 {
+	if s, code := Classify(err); !errors.Is(err, ErrModelNotFound) || !errors.Is(err, ErrBadRequest) || s != 404 || code != "model_not_found" ||
+		!strings.Contains(err.Error(), "Models served: small, large") {
 		t.Fatalf("unknown model: %v", err)
 	}
 }

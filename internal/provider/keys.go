@@ -15,11 +15,12 @@ const (
 	KindLlamaCpp   = "llamacpp"   // llama.cpp server; key optional
 	KindLocal      = "local"      // any local OpenAI-compatible server; key optional
 	KindCompatible = "compatible" // any other OpenAI-compatible API; key optional, any format
+	KindAnthropic  = "anthropic"  // Anthropic's Messages API; key "sk-ant-..." required
 	KindOffline    = "offline"    // the built-in deterministic Offline provider; no key
 )
 
 // Kinds lists every provider kind.
-var Kinds = []string{KindOpenAI, KindOpenRouter, KindOllama, KindVLLM, KindLlamaCpp, KindLocal, KindCompatible, KindOffline}
+var Kinds = []string{KindOpenAI, KindOpenRouter, KindOllama, KindVLLM, KindLlamaCpp, KindLocal, KindCompatible, KindAnthropic, KindOffline}
 
 // DefaultBaseURL returns the base URL a kind uses when none is configured
 // ("" for local, compatible and offline, which need one or none).
@@ -35,6 +36,8 @@ func DefaultBaseURL(kind string) string {
 		return "http://localhost:8000/v1"
 	case KindLlamaCpp:
 		return "http://localhost:8080/v1"
+	case KindAnthropic:
+		return "https://api.anthropic.com/v1"
 	}
 	return ""
 }
@@ -46,6 +49,7 @@ const MinKeyLen = 20
 //
 //	openai       required, starts with "sk-", at least MinKeyLen characters
 //	openrouter   required, starts with "sk-or-", at least MinKeyLen characters
+//	anthropic    required, starts with "sk-ant-", at least MinKeyLen characters
 //	ollama, vllm, llamacpp, local, compatible
 //	             optional (any non-empty key is sent as a Bearer token)
 //	offline      ignored
@@ -63,6 +67,8 @@ func ValidateKey(kind, key string) error {
 		prefix = "sk-"
 	case KindOpenRouter:
 		prefix = "sk-or-"
+	case KindAnthropic:
+		prefix = "sk-ant-"
 	case KindOllama, KindVLLM, KindLlamaCpp, KindLocal, KindCompatible:
 	case KindOffline:
 		return nil

@@ -32,7 +32,12 @@ const CalculatorTool = "calculator"
 //     containing them ("17*23 = 391").
 //   - Otherwise: "You said: <first 200 characters of the last user message>".
 //
-// Usage is estimated as bytes/4. Streaming sends the answer word by word.
+// It honours tool_choice (none: no tool call; required or a named
+// function: a call even without an expression, with the user's text as
+// the argument), stop (the answer ends before the first stop sequence)
+// and max_tokens / max_completion_tokens (the answer is cut at that many
+// estimated tokens, finish reason "length"). Usage is estimated as
+// bytes/4. Streaming sends the answer word by word.
 type Offline struct{}
 
 // NewOffline returns the Offline provider.
@@ -47,6 +52,9 @@ func (o *Offline) Complete(ctx context.Context, req Request, onDelta func(string
 		return Response{}, fmt.Errorf("provider %s: %w", OfflineName, err)
 	}
 	msg, finish := offlineAnswer(req)
+	if msg.Content != "" {
+		msg.Content, finish = offlineLimits(req.Params, msg.Content, finish)
+	}
 	prompt := 0
 	for _, m := range req.Messages {
 		prompt += len(m.Content)
@@ -97,14 +105,31 @@ func offlineAnswer(req Request) (messages.Message, string) {
 		return answer(summariseToolResults(ms))
 	case messages.RoleUser:
 		expr := findExpression(last.Content)
+		tc := req.Params.ToolChoice
+		tool := CalculatorTool
+		forced := false
+		switch {
+		case tc != nil && tc.Mode == messages.ToolChoiceNone:
+			tool = ""
+		case tc != nil && tc.Mode == messages.ToolChoiceFunction && hasTool(req.Tools, tc.Function):
+			tool, forced = tc.Function, true
+		case tc != nil && tc.Mode == messages.ToolChoiceRequired && len(req.Tools) > 0:
+			forced = true
+			if !hasTool(req.Tools, CalculatorTool) {
+				tool = req.Tools[0].Name
+			}
+		}
+		if forced && expr == "" {
+			expr = firstRunes(strings.TrimSpace(last.Content), maxExprLen)
+		}
 		if expr != "" {
-			if hasTool(req.Tools, CalculatorTool) {
+			if tool != "" && hasTool(req.Tools, tool) {
 				args, _ := json.Marshal(map[string]string{"expression": expr})
 				h := fnv.New64a()
 				fmt.Fprintf(h, "%d/%s", len(ms), expr)
 				return messages.Message{Role: messages.RoleAssistant, ToolCalls: []messages.ToolCall{{
 					ID: fmt.Sprintf("call_%016x", h.Sum64()), Type: "function",
-					Function: messages.FunctionCall{Name: CalculatorTool, Arguments: string(args)},
+					Function: messages.FunctionCall{Name: tool, Arguments: string(args)},
 				}}}, "tool_calls"
 			}
 			if v, err := evalArithmetic(expr); err == nil {
@@ -116,6 +141,27 @@ func offlineAnswer(req Request) (messages.Message, string) {
 		return answer("You said: " + firstRunes(last.Content, 200))
 	}
 	return answer("You said: " + firstRunes(last.Content, 200))
+}
+
+// offlineLimits applies stop sequences and the token bound to an answer.
+func offlineLimits(p messages.Params, content, finish string) (string, string) {
+	for _, s := range p.Stop {
+		if i := strings.Index(content, s); s != "" && i >= 0 {
+			content = content[:i]
+		}
+	}
+	limit := p.MaxCompletionTokens
+	if limit == nil {
+		limit = p.MaxTokens
+	}
+	if limit != nil && estimateTokens(len(content)) > *limit {
+		n := *limit * 4
+		for n > 0 && !utf8.RuneStart(content[n]) {
+			n--
+		}
+		return content[:n], "length"
+	}
+	return content, finish
 }
 
 func hasTool(tools []ToolSpec, name string) bool {

@@ -163,16 +163,23 @@ type streamOptions struct {
 }
 
 type chatRequest struct {
-	Model         string             `json:"model"`
-	Messages      []messages.Message `json:"messages"`
-	Tools         []chatTool         `json:"tools,omitempty"`
-	Temperature   *float64           `json:"temperature,omitempty"`
-	TopP          *float64           `json:"top_p,omitempty"`
-	MaxTokens     *int               `json:"max_tokens,omitempty"`
-	Stop          []string           `json:"stop,omitempty"`
-	User          string             `json:"user,omitempty"`
-	Stream        bool               `json:"stream,omitempty"`
-	StreamOptions *streamOptions     `json:"stream_options,omitempty"`
+	Model               string             `json:"model"`
+	Messages            []messages.Message `json:"messages"`
+	Tools               []chatTool         `json:"tools,omitempty"`
+	ToolChoice          any                `json:"tool_choice,omitempty"`
+	ParallelToolCalls   *bool              `json:"parallel_tool_calls,omitempty"`
+	Temperature         *float64           `json:"temperature,omitempty"`
+	TopP                *float64           `json:"top_p,omitempty"`
+	MaxTokens           *int               `json:"max_tokens,omitempty"`
+	MaxCompletionTokens *int               `json:"max_completion_tokens,omitempty"`
+	Stop                []string           `json:"stop,omitempty"`
+	Seed                *int64             `json:"seed,omitempty"`
+	ResponseFormat      any                `json:"response_format,omitempty"`
+	Logprobs            bool               `json:"logprobs,omitempty"`
+	TopLogprobs         *int               `json:"top_logprobs,omitempty"`
+	User                string             `json:"user,omitempty"`
+	Stream              bool               `json:"stream,omitempty"`
+	StreamOptions       *streamOptions     `json:"stream_options,omitempty"`
 }
 
 type chatResponse struct {
@@ -180,8 +187,31 @@ type chatResponse struct {
 	Choices []struct {
 		Message      messages.Message `json:"message"`
 		FinishReason string           `json:"finish_reason"`
+		Logprobs     json.RawMessage  `json:"logprobs"`
 	} `json:"choices"`
 	Usage *messages.Usage `json:"usage"`
+}
+
+// openAIToolChoice is tool_choice as OpenAI takes it.
+func openAIToolChoice(tc *messages.ToolChoice) any {
+	if tc == nil {
+		return nil
+	}
+	if tc.Mode == messages.ToolChoiceFunction {
+		return map[string]any{"type": "function", "function": map[string]string{"name": tc.Function}}
+	}
+	return tc.Mode
+}
+
+// openAIResponseFormat is response_format as OpenAI takes it.
+func openAIResponseFormat(rf *messages.ResponseFormat) any {
+	if rf == nil {
+		return nil
+	}
+	if rf.Type != messages.FormatJSONSchema || rf.JSONSchema == nil {
+		return map[string]string{"type": rf.Type}
+	}
+	return map[string]any{"type": rf.Type, "json_schema": rf.JSONSchema}
 }
 
 func (p *OpenAI) body(req Request, stream bool) ([]byte, string, error) {
@@ -189,10 +219,12 @@ func (p *OpenAI) body(req Request, stream bool) ([]byte, string, error) {
 	if model == "" {
 		model = p.cfg.Model
 	}
+	pa := req.Params
 	cr := chatRequest{
 		Model: model, Messages: req.Messages,
-		Temperature: req.Params.Temperature, TopP: req.Params.TopP, MaxTokens: req.Params.MaxTokens,
-		Stop: req.Params.Stop, User: req.User, Stream: stream,
+		Temperature: pa.Temperature, TopP: pa.TopP, MaxTokens: pa.MaxTokens, MaxCompletionTokens: pa.MaxCompletionTokens,
+		Stop: pa.Stop, Seed: pa.Seed, ResponseFormat: openAIResponseFormat(pa.ResponseFormat),
+		Logprobs: pa.Logprobs, TopLogprobs: pa.TopLogprobs, User: req.EndUser(), Stream: stream,
 	}
 	if stream {
 		cr.StreamOptions = &streamOptions{IncludeUsage: true}
@@ -200,11 +232,36 @@ func (p *OpenAI) body(req Request, stream bool) ([]byte, string, error) {
 	for _, t := range req.Tools {
 		cr.Tools = append(cr.Tools, chatTool{Type: "function", Function: t})
 	}
+	if len(cr.Tools) > 0 {
+		// OpenAI refuses both without tools.
+		cr.ToolChoice, cr.ParallelToolCalls = openAIToolChoice(pa.ToolChoice), pa.ParallelToolCalls
+	}
 	b, err := json.Marshal(cr)
+	if err == nil && len(pa.OpenAI)+len(pa.Extra) > 0 {
+		b, err = mergeParams(b, pa.OpenAI, pa.Extra)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: provider %s: encoding request: %w", ErrBadRequest, p.cfg.Name, err)
 	}
 	return b, model, nil
+}
+
+// mergeParams adds verbatim top-level fields to an encoded request body;
+// a field the body already has is kept (a passed-through parameter never
+// overrides one agentbus sets).
+func mergeParams(body []byte, extra ...map[string]json.RawMessage) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, err
+	}
+	for _, e := range extra {
+		for k, v := range e {
+			if _, set := m[k]; !set {
+				m[k] = v
+			}
+		}
+	}
+	return json.Marshal(m)
 }
 
 // Complete calls POST {BaseURL}/chat/completions. With onDelta it streams
@@ -295,8 +352,12 @@ func (p *OpenAI) readJSON(ctx context.Context, r io.Reader) (Response, error) {
 	c := cr.Choices[0]
 	msg := c.Message
 	msg.Role = messages.RoleAssistant
+	msg.Parts = nil
 	fixToolCalls(msg.ToolCalls)
-	out := Response{Message: msg, Model: cr.Model, FinishReason: c.FinishReason, Provider: p.cfg.Name}
+	out := Response{Message: msg, Model: cr.Model, FinishReason: NormalizeFinishReason(c.FinishReason, len(msg.ToolCalls) > 0), Provider: p.cfg.Name}
+	if l := bytes.TrimSpace(c.Logprobs); len(l) > 0 && string(l) != "null" {
+		out.Logprobs = l
+	}
 	if cr.Usage != nil {
 		out.Usage = *cr.Usage
 	}
@@ -322,6 +383,7 @@ type streamChunk struct {
 		Index int `json:"index"`
 		Delta struct {
 			Content   string `json:"content"`
+			Refusal   string `json:"refusal"`
 			ToolCalls []struct {
 				Index    *int   `json:"index"`
 				ID       string `json:"id"`
@@ -415,6 +477,7 @@ func (p *OpenAI) readStream(ctx context.Context, cancel context.CancelCauseFunc,
 	var (
 		out      = Response{Provider: p.cfg.Name}
 		content  strings.Builder
+		refusal  strings.Builder
 		tools    toolAcc
 		finished bool
 	)
@@ -456,6 +519,7 @@ func (p *OpenAI) readStream(ctx context.Context, cancel context.CancelCauseFunc,
 				content.WriteString(c.Delta.Content)
 				onDelta(c.Delta.Content)
 			}
+			refusal.WriteString(c.Delta.Refusal)
 			for _, tc := range c.Delta.ToolCalls {
 				tools.add(tc.Index, tc.ID, tc.Type, tc.Function.Name, tc.Function.Arguments)
 			}
@@ -465,7 +529,8 @@ func (p *OpenAI) readStream(ctx context.Context, cancel context.CancelCauseFunc,
 			}
 		}
 	}
-	out.Message = messages.Message{Role: messages.RoleAssistant, Content: content.String(), ToolCalls: tools.result()}
+	out.Message = messages.Message{Role: messages.RoleAssistant, Content: content.String(), Refusal: refusal.String(), ToolCalls: tools.result()}
+	out.FinishReason = NormalizeFinishReason(out.FinishReason, len(out.Message.ToolCalls) > 0)
 	return out, nil
 }
 
@@ -547,6 +612,8 @@ func classifyStatus(status int, code, msg string) error {
 	switch {
 	case status == http.StatusTooManyRequests || code == "rate_limit_exceeded":
 		return ErrRateLimited
+	case code == "model_not_found" && (status == 0 || status/100 == 4):
+		return ErrModelNotFound
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return ErrAuth
 	case isCtx && (status == 0 || status/100 == 4):

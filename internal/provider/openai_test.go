@@ -430,7 +430,7 @@ func TestValidateKey(t *testing.T) {
 		{"llamacpp", "", ""},
 		{"local", "has space", `invalid API key: local: API key contains whitespace or control characters`},
 		{"offline", "whatever", ""},
-		{"azure", "k", `invalid API key: unknown provider kind "azure" (want one of openai, openrouter, ollama, vllm, llamacpp, local, compatible, offline)`},
+		{"azure", "k", `invalid API key: unknown provider kind "azure" (want one of openai, openrouter, ollama, vllm, llamacpp, local, compatible, anthropic, offline)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.want, func(t *testing.T) {

@@ -28,8 +28,18 @@ type Request struct {
 	Tools    []ToolSpec         `json:"tools,omitempty"`
 	Params   messages.Params    `json:"params,omitzero"`
 	// User is an opaque end-user id forwarded to the provider (abuse
-	// tracking), never a secret.
+	// tracking), never a secret: the client's Params.User when it sent
+	// one.
 	User string `json:"user,omitempty"`
+}
+
+// EndUser is the end-user id to forward: the client's own (Params.User),
+// else User.
+func (r *Request) EndUser() string {
+	if r.Params.User != "" {
+		return r.Params.User
+	}
+	return r.User
 }
 
 // Response is a model's answer.
@@ -39,8 +49,12 @@ type Response struct {
 	Usage   messages.Usage   `json:"usage"`
 	// Model is the model that answered, as the provider reports it.
 	Model string `json:"model"`
-	// FinishReason is "stop", "length", "tool_calls", ...
+	// FinishReason is OpenAI's: "stop", "length", "tool_calls" or
+	// "content_filter" (see NormalizeFinishReason).
 	FinishReason string `json:"finish_reason"`
+	// Logprobs is the answer's log probabilities as OpenAI's
+	// choices[].logprobs object, when the request asked for them.
+	Logprobs json.RawMessage `json:"logprobs,omitempty"`
 	// Provider names the provider that answered (set by Failover and by
 	// every provider of this package).
 	Provider string `json:"provider,omitempty"`
@@ -55,6 +69,23 @@ type Provider interface {
 	// is still returned at the end. onDelta is called on the caller's
 	// goroutine and must not block for long.
 	Complete(ctx context.Context, req Request, onDelta func(delta string)) (Response, error)
+}
+
+// NormalizeFinishReason maps a provider's finish reason to one of
+// OpenAI's ("stop", "length", "tool_calls", "content_filter"): those pass
+// unchanged; "function_call" and anything unknown become "tool_calls" when
+// the answer calls tools, else "stop".
+func NormalizeFinishReason(reason string, toolCalls bool) string {
+	switch reason {
+	case "stop", "length", "content_filter":
+		return reason
+	case "tool_calls":
+		return reason
+	}
+	if toolCalls {
+		return "tool_calls"
+	}
+	return "stop"
 }
 
 // Sentinel errors; test with errors.Is.
@@ -164,6 +195,8 @@ func RetryAfter(err error) (time.Duration, bool) {
 // client should see:
 //
 //	ErrContextLength            400 context_length_exceeded
+//	ErrModelNotFound            404 model_not_found
+//	ErrUnsupported              400 unsupported_parameter
 //	ErrBadRequest               400 invalid_request
 //	ErrRateLimited (all)        429 rate_limit_exceeded
 //	ErrUnavailable / all open   503 provider_unavailable
@@ -179,6 +212,10 @@ func Classify(err error) (status int, code string) {
 		return http.StatusOK, ""
 	case errors.Is(err, ErrContextLength):
 		return http.StatusBadRequest, messages.CodeContextLength
+	case errors.Is(err, ErrModelNotFound):
+		return http.StatusNotFound, messages.CodeModelNotFound
+	case errors.Is(err, ErrUnsupported):
+		return http.StatusBadRequest, messages.CodeUnsupportedParameter
 	case errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest, messages.CodeInvalidRequest
 	case errors.As(err, &fe):

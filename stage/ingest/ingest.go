@@ -26,7 +26,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
@@ -50,7 +49,7 @@ var Contract = pipeline.Contract{
 	Stage:         Stage,
 	Produces:      []string{messages.EventReceived, messages.EventFailed},
 	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}, {Bucket: rlkv.Bucket}, {Bucket: IdempotencyBucket, Write: true}},
-	Requests:      []string{"agentbus.health.>", messages.SubjectOwner, "$JS.API.STREAM.MSG.GET." + messages.StreamTurns},
+	Requests:      []string{"agentbus.health.>", messages.SubjectOwner, "$JS.API.STREAM.MSG.GET." + messages.StreamTurns, messages.SubjectModels},
 	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubject("*"), messages.SubjectChat},
 	ManyResponses: true,
 	ResponseTTL:   15 * time.Minute,
@@ -71,8 +70,17 @@ type Config struct {
 	// ReplyTimeout bounds the wait for a turn's outcome (then 504).
 	// Default 120s.
 	ReplyTimeout time.Duration
-	// Models are listed by GET /v1/models. Default ["agentbus-offline"].
-	Models []string
+	// AllowUnknownParams lets request parameters OpenAI does not define
+	// through to the providers (verbatim, as top-level request fields)
+	// instead of answering 400 unknown_parameter as OpenAI does. Default
+	// false.
+	AllowUnknownParams bool
+	// CatalogTTL is how long the llm stage's model catalog (what
+	// /v1/models lists and requests are checked against) is kept before
+	// it is asked again. Default 5s.
+	CatalogTTL time.Duration
+	// CatalogTimeout bounds one catalog request. Default 2s.
+	CatalogTimeout time.Duration
 	// Stages are the stages /health expects. Default all five.
 	Stages []string
 	// HealthTimeout bounds the scatter-gather of stage health. Default 300ms.
@@ -95,13 +103,14 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Addr:          "127.0.0.1:8080",
-		MaxBodyBytes:  1 << 20,
-		MaxTurnBytes:  512 << 10,
-		ReplyTimeout:  120 * time.Second,
-		Models:        []string{"agentbus-offline"},
-		Stages:        []string{"guard", "llm", "toolexec", "persist"},
-		HealthTimeout: 300 * time.Millisecond,
+		Addr:           "127.0.0.1:8080",
+		MaxBodyBytes:   1 << 20,
+		MaxTurnBytes:   512 << 10,
+		ReplyTimeout:   120 * time.Second,
+		CatalogTTL:     5 * time.Second,
+		CatalogTimeout: 2 * time.Second,
+		Stages:         []string{"guard", "llm", "toolexec", "persist"},
+		HealthTimeout:  300 * time.Millisecond,
 
 		MaxNATSInFlight: 1024,
 		ReadTimeout:     30 * time.Second,
@@ -138,6 +147,9 @@ func (c Config) Validate() error {
 	if c.HealthTimeout <= 0 {
 		errs = append(errs, errors.New("ingest.health_timeout must be positive"))
 	}
+	if c.CatalogTTL <= 0 || c.CatalogTimeout <= 0 {
+		errs = append(errs, errors.New("ingest: catalog ttl and timeout must be positive"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -145,6 +157,9 @@ func (c Config) Validate() error {
 type Identity struct {
 	User  string
 	KeyID string
+	// Models, when set, are the only models the caller may use (and
+	// list); empty: every model.
+	Models []string
 }
 
 // Authenticator checks the Authorization header. Its errors are shown to
@@ -215,6 +230,8 @@ type Server struct {
 	mux   *http.ServeMux
 	// inflight bounds the NATS entry's waiting requests.
 	inflight chan struct{}
+	// catalog is the llm stage's model catalog.
+	catalog *catalog
 }
 
 // New builds the server.
@@ -225,22 +242,14 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 	if cfg.MaxNATSInFlight == 0 {
 		cfg.MaxNATSInFlight = 1024
 	}
-	s := &Server{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, rate: d.Limits, idem: d.Idempotency, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight)}
+	s := &Server{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, rate: d.Limits, idem: d.Idempotency, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight),
+		catalog: &catalog{nc: d.NC, ttl: cfg.CatalogTTL, timeout: cfg.CatalogTimeout}}
 	if d.Outcomes != nil {
 		s.terms = d.Outcomes
 	}
-	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
-	s.mux.HandleFunc("GET /v1/models", s.models)
-	s.mux.HandleFunc("GET /health", s.health)
-	s.mux.HandleFunc("GET /health/live", s.live)
-	s.mux.HandleFunc("GET /health/ready", s.ready)
-	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), nil)
-	})
+	s.routes()
 	return s, nil
 }
-
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Serve serves HTTP on ln until Shutdown, with the configured timeouts and
 // at most MaxConns connections at once. It returns the http.Server (for
@@ -287,18 +296,6 @@ func (s *Server) authenticate(r *http.Request) (Identity, error) {
 	return s.auth.Authenticate(r.Context(), r.Header.Get("Authorization"))
 }
 
-func (s *Server) models(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authenticate(r); err != nil {
-		writeError(w, http.StatusUnauthorized, "invalid_api_key", err.Error(), nil)
-		return
-	}
-	list := modelList{Object: "list"}
-	for _, m := range s.cfg.Models {
-		list.Data = append(list.Data, model{ID: m, Object: "model", Created: 1700000000, OwnedBy: "agentbus"})
-	}
-	writeJSON(w, http.StatusOK, list)
-}
-
 // chat serves POST /v1/chat/completions.
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	id, err := s.authenticate(r)
@@ -338,21 +335,15 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		return
 	}
 	deadline := time.Now().Add(timeout)
-	var req chatRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		out.error(http.StatusBadRequest, "invalid_json", "request body is not valid JSON: "+err.Error(), nil)
+	req, perr := parseChat(body, parseOptions{allowUnknown: s.cfg.AllowUnknownParams, requireModel: endpoint == "chat.completions"})
+	if perr == nil {
+		perr = s.checkModel(ctx, id, &req)
+	}
+	if perr != nil {
+		out.error(perr.status, perr.code, perr.msg, paramOrNil(perr.param))
 		return
 	}
-	if req.N != nil && *req.N != 1 {
-		out.error(http.StatusBadRequest, "unsupported_parameter", "n must be 1", strp("n"))
-		return
-	}
-	if len(req.Tools) > 0 && string(req.Tools) != "null" && string(req.Tools) != "[]" {
-		out.error(http.StatusBadRequest, "unsupported_parameter",
-			"client-side tools are not supported: agentbus runs the tools registered with its toolexec stage", strp("tools"))
-		return
-	}
-	rid := NewID("req_")
+	rid := requestID(ctx)
 	useHistory := conv != ""
 	if !useHistory {
 		// New conversations get server-issued ids.
@@ -363,10 +354,6 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 	} else if !s.owns(ctx, out, conv, id.User) {
 		return
 	}
-	maxTokens := req.MaxTokens
-	if req.MaxCompletionTokens != nil {
-		maxTokens = req.MaxCompletionTokens
-	}
 	turn := messages.Turn{
 		SchemaVersion:  messages.SchemaVersion,
 		RequestID:      rid,
@@ -376,14 +363,15 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		KeyID:          id.KeyID,
 		Endpoint:       endpoint,
 		Model:          req.Model,
-		Params:         messages.Params{Temperature: req.Temperature, TopP: req.TopP, MaxTokens: maxTokens, Stop: req.Stop},
+		Params:         req.Params,
 		Messages:       req.Messages,
 		Stream:         req.Stream,
 		CreatedAt:      time.Now().UTC(),
 		Deadline:       deadline.UTC(),
 	}
 	if err := turn.Validate(); err != nil {
-		out.error(http.StatusBadRequest, "invalid_request", strings.ReplaceAll(err.Error(), "\n", "; "), nil)
+		e := validationError(err)
+		out.error(e.status, e.code, e.msg, paramOrNil(e.param))
 		return
 	}
 	encoded, err := json.Marshal(&turn)
@@ -411,7 +399,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		}
 	}
 
-	usage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	usage := req.IncludeUsage
 	if opt.IdempotencyKey != "" {
 		prior, fresh, err := s.reserve(ctx, id.User, opt.IdempotencyKey, idemEntry{RequestID: rid, ConversationID: conv, Model: turn.Model, CreatedAt: turn.CreatedAt, Deadline: turn.Deadline})
 		if err != nil {
@@ -520,7 +508,7 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 			return true
 		}
 		setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
-		out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, nil)
+		out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, paramOrNil(rj.Param))
 	case messages.EventFailed:
 		var f messages.Failed
 		if err := json.Unmarshal(m.Data, &f); err != nil {
@@ -528,7 +516,7 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 			return true
 		}
 		setRetryHeaders(out, f.RetryAfterMS, nil)
-		out.error(statusOr(f.Status, 500), f.Code, f.Reason, nil)
+		out.error(statusOr(f.Status, 500), f.Code, f.Reason, paramOrNil(f.Param))
 	}
 	return true
 }
@@ -551,18 +539,16 @@ func setRetryHeaders(out reply, retryMS int64, rl map[string]string) {
 }
 
 func completionResponse(c *messages.Completed) chatResponse {
-	finish := "stop"
-	if len(c.Message.ToolCalls) > 0 {
-		finish = "tool_calls"
+	logprobs := c.Logprobs
+	if len(logprobs) == 0 {
+		logprobs = json.RawMessage("null")
 	}
-	msg := c.Message
-	msg.Role = messages.RoleAssistant
 	return chatResponse{
 		ID:      "chatcmpl-" + c.RequestID,
 		Object:  "chat.completion",
 		Created: c.CreatedAt.Unix(),
 		Model:   c.Model,
-		Choices: []choice{{Index: 0, Message: msg, FinishReason: finish}},
+		Choices: []choice{{Index: 0, Message: toResponseMessage(c.Message), FinishReason: finishReason(c), Logprobs: logprobs}},
 		Usage:   c.Usage,
 	}
 }

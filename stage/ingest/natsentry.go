@@ -31,6 +31,8 @@ func (s *Server) natsChat(req micro.Request) {
 	if out.subject == "" {
 		return // nobody to answer
 	}
+	ctx, rid := withRequestID(context.Background())
+	out.setHeader("X-Request-Id", rid)
 	select {
 	case s.inflight <- struct{}{}:
 	default:
@@ -41,7 +43,7 @@ func (s *Server) natsChat(req micro.Request) {
 	body := req.Data()
 	go func() {
 		defer func() { <-s.inflight }()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReplyTimeout+10*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ReplyTimeout+10*time.Second)
 		defer cancel()
 		var id Identity
 		if s.auth == nil {

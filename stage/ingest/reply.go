@@ -18,7 +18,8 @@ type reply interface {
 	// json answers a plain request (a completion).
 	json(status int, body any)
 	// error answers with an OpenAI-style error body; once a stream has
-	// started it ends the stream with an error event.
+	// started it ends the stream with an error event (the last event, as
+	// in OpenAI's failing streams: no [DONE] follows).
 	error(status int, code, msg string, param *string)
 	// chunk sends one streamed chunk (the first one starts the stream).
 	chunk(b []byte)
@@ -45,7 +46,6 @@ func (h *httpReply) error(status int, code, msg string, param *string) {
 	}
 	b, _ := json.Marshal(apiError{Error: errorBody{Message: msg, Type: errorType(status), Param: param, Code: code}})
 	h.event(b)
-	h.done()
 }
 
 func (h *httpReply) chunk(b []byte) {

@@ -11,9 +11,12 @@ import (
 )
 
 // sse turns a turn's deltas and outcome into OpenAI chat.completion.chunk
-// events on a reply (server-sent events over HTTP, messages over NATS). The
-// stream starts with the first content, so an error before any content is
-// still a plain error.
+// events on a reply (server-sent events over HTTP, messages over NATS).
+// The stream starts with the first content, so an error before any
+// content is still a plain error with the status a plain request gets;
+// an error after it ends the stream with an error event, as OpenAI's
+// streams end when they fail (no finish chunk, no usage chunk, no
+// [DONE]).
 type sse struct {
 	usage bool // stream_options.include_usage
 	out   reply
@@ -26,12 +29,15 @@ func (s *sse) start() {
 	if s.out.streaming() {
 		return
 	}
-	s.chunk(chunkDelta{Role: messages.RoleAssistant}, nil, nil)
+	empty := ""
+	s.chunk(chunkDelta{Role: messages.RoleAssistant, Content: &empty}, nil, nil)
 }
+
+var nullJSON = json.RawMessage("null")
 
 func (s *sse) chunk(d chunkDelta, finish *string, usage *messages.Usage) {
 	c := chunk{ID: "chatcmpl-" + s.t.RequestID, Object: "chat.completion.chunk", Created: s.t.CreatedAt.Unix(), Model: s.model,
-		Choices: []chunkChoice{{Index: 0, Delta: d, FinishReason: finish}}, Usage: usage}
+		Choices: []chunkChoice{{Index: 0, Delta: d, Logprobs: nullJSON, FinishReason: finish}}, Usage: usage}
 	if usage != nil {
 		c.Choices = []chunkChoice{}
 	}
@@ -45,24 +51,20 @@ func (s *sse) content(text string) {
 	}
 	s.start()
 	s.sent.WriteString(text)
-	s.chunk(chunkDelta{Content: text}, nil, nil)
+	s.chunk(chunkDelta{Content: &text}, nil, nil)
 }
 
-// delta writes one streamed chunk; false means the stream ended with an
-// error event.
-func (s *sse) delta(m *nats.Msg) bool {
+// delta writes one streamed chunk. A delta reporting a failed model call
+// is not written: the turn's failed event follows and carries the status
+// and code the client gets (the same as for a plain request).
+func (s *sse) delta(m *nats.Msg) {
 	var d messages.Delta
-	if json.Unmarshal(m.Data, &d) != nil {
-		return true
-	}
-	if d.Error != "" {
-		s.out.error(http.StatusBadGateway, messages.CodeProviderError, "the model stream failed: "+d.Error, nil)
-		return false
+	if json.Unmarshal(m.Data, &d) != nil || d.Error != "" {
+		return
 	}
 	// Core NATS keeps the order of one publisher, and the model calls of a
 	// turn follow each other: write in arrival order.
 	s.content(d.Content)
-	return true
 }
 
 func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg, settle func() *nats.Msg) {
@@ -76,9 +78,7 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 				return
 			}
 		case d := <-deltas:
-			if !s.delta(d) {
-				return
-			}
+			s.delta(d)
 			continue
 		case m = <-events:
 		}
@@ -93,9 +93,7 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 			for drained := false; !drained; {
 				select {
 				case d := <-deltas:
-					if !s.delta(d) {
-						return
-					}
+					s.delta(d)
 				default:
 					drained = true
 				}
@@ -114,8 +112,11 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 				if final := c.Message.Content; strings.HasPrefix(final, s.sent.String()) {
 					s.content(final[s.sent.Len():])
 				}
-				stop := "stop"
-				s.chunk(chunkDelta{}, &stop, nil)
+				if r := c.Message.Refusal; r != "" {
+					s.chunk(chunkDelta{Refusal: &r}, nil, nil)
+				}
+				finish := finishReason(&c)
+				s.chunk(chunkDelta{}, &finish, nil)
 				if s.usage {
 					u := c.Usage
 					s.chunk(chunkDelta{}, nil, &u)
@@ -127,14 +128,14 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 				if !out.streaming() {
 					setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
 				}
-				out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, nil)
+				out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, paramOrNil(rj.Param))
 			case messages.EventFailed:
 				var f messages.Failed
 				_ = json.Unmarshal(m.Data, &f)
 				if !out.streaming() {
 					setRetryHeaders(out, f.RetryAfterMS, nil)
 				}
-				out.error(statusOr(f.Status, 500), f.Code, f.Reason, nil)
+				out.error(statusOr(f.Status, 500), f.Code, f.Reason, paramOrNil(f.Param))
 			}
 			return
 		}

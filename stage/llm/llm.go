@@ -47,11 +47,12 @@ const QuotaBucket = "agentbus_quota"
 // publishes streaming deltas, reads conversation history from persist,
 // discovers remote tools, and writes its step records and quota counters.
 var Contract = pipeline.Contract{
-	Stage:    Stage,
-	Consumes: []string{messages.EventAdmitted, messages.EventTooled},
-	Produces: []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
-	KV:       []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}},
-	Requests: []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
+	Stage:      Stage,
+	Consumes:   []string{messages.EventAdmitted, messages.EventTooled},
+	Produces:   []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
+	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}},
+	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
+	Subscribes: []string{messages.SubjectModels},
 }
 
 // ErrConversationNotFound is wrapped by History errors for a conversation
@@ -77,7 +78,8 @@ type Quota interface {
 
 // Config configures the llm stage.
 type Config struct {
-	// DefaultModel is used when a turn names none. Default "agentbus-offline".
+	// DefaultModel is used when a turn names none. Default "": the first
+	// provider's default model.
 	DefaultModel string
 	// MaxRounds bounds model calls per turn (the tool loop). Default 6.
 	MaxRounds int
@@ -102,7 +104,7 @@ func (c Config) Validate() error {
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{DefaultModel: provider.OfflineName, MaxRounds: 6, ResultTTL: 24 * time.Hour}
+	return Config{MaxRounds: 6, ResultTTL: 24 * time.Hour}
 }
 
 // Handler holds the llm stage's dependencies.
@@ -143,6 +145,11 @@ func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	if cfg.DefaultModel == "" {
+		if c, ok := d.Provider.(cataloger); ok {
+			cfg.DefaultModel = c.Catalog().Default
+		}
+	}
 	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota,
 		nc: nc, steps: steps, log: log, health: d.ProviderHealth}
 	h.SetTools(d.Tools)
@@ -166,6 +173,7 @@ func (h *Handler) Stage() pipeline.Stage {
 			messages.EventAdmitted: h.Handle,
 			messages.EventTooled:   h.Handle,
 		},
+		Endpoints: h.endpoints,
 		Health: func(context.Context) (map[string]pipeline.Check, map[string]any) {
 			checks := map[string]pipeline.Check{}
 			var detail map[string]any
@@ -194,6 +202,7 @@ type stepFailure struct {
 	Code         string `json:"code"`
 	Status       int    `json:"status"`
 	Reason       string `json:"reason"`
+	Param        string `json:"param,omitempty"`
 	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 }
 
@@ -245,7 +254,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		return nil, err // KV unreachable: retry, never call the provider blind
 	}
 	if f := res.Failure; f != nil {
-		return h.fail(&g, f.Code, f.Status, f.Reason, time.Duration(f.RetryAfterMS)*time.Millisecond)
+		return h.failParam(&g, f.Code, f.Status, f.Reason, f.Param, time.Duration(f.RetryAfterMS)*time.Millisecond)
 	}
 	return h.route(&g, round, res.Response)
 }
@@ -295,16 +304,25 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	resp, err := h.provider.Complete(ctx, req, onDelta)
 	if err != nil {
 		if g.Stream {
-			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq + 1, Done: true, Error: pipeline.Redact(err.Error())})
+			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq + 1, Done: true, Error: provider.ClientMessage(err)})
 			_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
 		}
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			return stepResult{}, err // shutting down: redeliver
 		}
+		if !g.Deadline.IsZero() && !time.Now().Before(g.Deadline) {
+			// Cut by the turn's deadline: the turn ends as the client's
+			// wait does.
+			return failed(messages.CodeDeadlineExceeded, http.StatusGatewayTimeout, "the turn's deadline passed during the model call; it is not stored", 0)
+		}
 		status, code := provider.Classify(err)
 		retry, _ := provider.RetryAfter(err)
 		h.log.Warn("model call failed", "request_id", g.RequestID, "status", status, "code", code, "err", pipeline.Redact(err.Error()))
-		return failed(code, status, err.Error(), retry)
+		// The client sees a plain sentence, never the provider's URL or a
+		// network error; the log above has the detail.
+		r, _ := failed(code, status, provider.ClientMessage(err), retry)
+		r.Failure.Param = errParam(err)
+		return r, nil
 	}
 	if h.quota != nil {
 		if err := h.quota.AddTokens(ctx, g.User, model, int64(resp.Usage.TotalTokens)); err != nil {
@@ -322,6 +340,8 @@ func (h *Handler) route(g *messages.Generation, round int, resp provider.Respons
 	out.Usage = g.Usage.Add(resp.Usage)
 	out.Provider = resp.Provider
 	out.ResolvedModel = resp.Model
+	out.FinishReason = provider.NormalizeFinishReason(resp.FinishReason, len(resp.Message.ToolCalls) > 0)
+	out.Logprobs = resp.Logprobs
 	event := messages.EventGenerated
 	if len(resp.Message.ToolCalls) > 0 {
 		event = messages.EventToolCalls
@@ -353,7 +373,13 @@ func (h *Handler) request(ctx context.Context, g *messages.Generation, model str
 	}
 	msgs = append(msgs, g.Messages...)
 	msgs = append(msgs, g.Steps...)
-	return provider.Request{Model: model, Messages: msgs, Tools: *h.tools.Load(), Params: g.Params, User: g.User}, nil
+	params := g.Params
+	if len(g.Steps) > 0 {
+		// tool_choice is for the turn's first model call: once the tools
+		// ran, the model answers freely (else "required" would loop).
+		params.ToolChoice = nil
+	}
+	return provider.Request{Model: model, Messages: msgs, Tools: *h.tools.Load(), Params: params, User: g.User}, nil
 }
 
 func (h *Handler) fail(g *messages.Generation, code string, status int, reason string, retry time.Duration) ([]*message.Message, error) {

@@ -291,6 +291,8 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		ToolVerdicts:   g.ToolVerdicts,
 		Guard:          g.Guard,
 		Usage:          g.Usage,
+		FinishReason:   g.FinishReason,
+		Logprobs:       g.Logprobs,
 		CreatedAt:      g.CreatedAt,
 	}
 	if c.Model == "" {
