@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,15 +94,29 @@ func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger)
 			Discard:     nats.DiscardOld,
 		},
 	}
+	// Retried while a cluster forms: every process may start at once.
+	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+	defer cancel()
 	for _, sc := range streams {
-		info, err := js.StreamInfo(sc.Name)
-		if errors.Is(err, nats.ErrStreamNotFound) {
-			if _, err := js.AddStream(sc); err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
-				return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		var info *nats.StreamInfo
+		created := false
+		err := retryProvisioning(ctx, func() error {
+			var err error
+			info, err = js.StreamInfo(sc.Name)
+			if errors.Is(err, nats.ErrStreamNotFound) {
+				if _, err := js.AddStream(sc); err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+					return fmt.Errorf("create stream %s: %w", sc.Name, err)
+				}
+				created = true
+				return nil
 			}
-			continue
-		} else if err != nil {
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+		if created {
+			continue
 		}
 		diff := streamDiff(info.Config, *sc)
 		if diff == "" {
@@ -198,4 +213,27 @@ func EnsureConsumer(js nats.JetStreamManager, stage, event string, cc ConsumerCo
 		return fmt.Errorf("update consumer %s: %w", cfg.Durable, err)
 	}
 	return nil
+}
+
+// EnsureKV opens the KV bucket cfg names, creating it when it is missing,
+// retrying while a cluster forms (every process may start at once).
+func EnsureKV(js nats.JetStreamContext, cfg nats.KeyValueConfig) (nats.KeyValue, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+	defer cancel()
+	var kv nats.KeyValue
+	err := retryProvisioning(ctx, func() error {
+		var err error
+		kv, err = js.KeyValue(cfg.Bucket)
+		if errors.Is(err, nats.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(&cfg)
+			if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+				kv, err = js.KeyValue(cfg.Bucket) // created meanwhile by another process
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kv bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }

@@ -34,19 +34,9 @@ func (c *StepCache) limit() int { return MaxPayload - eventHeadroom }
 
 // NewStepCache opens (or creates) the bucket.
 func NewStepCache(js nats.JetStreamContext, bucket string, ttl time.Duration, replicas int) (*StepCache, error) {
-	var kv nats.KeyValue
-	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
-	defer cancel()
-	err := retryProvisioning(ctx, func() error {
-		var err error
-		kv, err = js.KeyValue(bucket)
-		if errors.Is(err, nats.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: bucket, Description: "agentbus step results for idempotent redelivery", TTL: ttl, History: 1, Replicas: max(replicas, 1)})
-		}
-		return err
-	})
+	kv, err := EnsureKV(js, nats.KeyValueConfig{Bucket: bucket, Description: "agentbus step results for idempotent redelivery", TTL: ttl, History: 1, Replicas: max(replicas, 1)})
 	if err != nil {
-		return nil, fmt.Errorf("step cache %s: %w", bucket, err)
+		return nil, err
 	}
 	host, _ := os.Hostname()
 	return &StepCache{kv: kv, id: host + "/" + strconv.Itoa(os.Getpid())}, nil

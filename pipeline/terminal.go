@@ -26,20 +26,10 @@ type Terminals struct{ kv nats.KeyValue }
 
 // OpenTerminals opens (or creates) the outcomes bucket.
 func OpenTerminals(js nats.JetStreamContext, replicas int) (*Terminals, error) {
-	var kv nats.KeyValue
-	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
-	defer cancel()
-	err := retryProvisioning(ctx, func() error {
-		var err error
-		kv, err = js.KeyValue(TerminalsBucket)
-		if errors.Is(err, nats.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: TerminalsBucket, Description: "agentbus turn outcomes (one terminal event per turn)",
-				TTL: TerminalTTL, History: 1, Replicas: max(replicas, 1)})
-		}
-		return err
-	})
+	kv, err := EnsureKV(js, nats.KeyValueConfig{Bucket: TerminalsBucket, Description: "agentbus turn outcomes (one terminal event per turn)",
+		TTL: TerminalTTL, History: 1, Replicas: max(replicas, 1)})
 	if err != nil {
-		return nil, fmt.Errorf("terminals bucket: %w", err)
+		return nil, err
 	}
 	return &Terminals{kv: kv}, nil
 }

@@ -654,14 +654,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 }
 
 func kvBucket(js nats.JetStreamContext, name, desc string, ttl time.Duration, replicas int) (nats.KeyValue, error) {
-	kv, err := js.KeyValue(name)
-	if errors.Is(err, nats.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: name, Description: desc, TTL: ttl, History: 1, Replicas: max(replicas, 1)})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kv bucket %s: %w", name, err)
-	}
-	return kv, nil
+	return pipeline.EnsureKV(js, nats.KeyValueConfig{Bucket: name, Description: desc, TTL: ttl, History: 1, Replicas: max(replicas, 1)})
 }
 
 func (o *Options) limiter(js nats.JetStreamContext, replicas int) (*ratelimit.Limiter, error) {
