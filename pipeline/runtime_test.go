@@ -1,9 +1,11 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -164,7 +166,8 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	var calls atomic.Int64
 	// First runtime: takes load, then shuts down while slow turns run.
 	ctx1, cancel1 := context.WithCancel(context.Background())
-	rt1 := startRuntimeCtx(t, srv.ClientURL(), &calls, ctx1)
+	var logs syncBuffer
+	rt1 := startRuntimeLog(t, srv.ClientURL(), &calls, ctx1, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	completed := make(map[string]bool)
 	var mu sync.Mutex
 	csub, _ := nc.Subscribe(messages.EventFilter(messages.EventCompleted), func(m *nats.Msg) {
@@ -185,6 +188,15 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	cancel1()
 	<-rt1
+	// A graceful drain is not an error: nothing it does logs at ERROR.
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `"level":"ERROR"`) {
+			t.Errorf("graceful shutdown logged an error: %s", line)
+		}
+	}
+	if !strings.Contains(logs.String(), "shutdown complete") {
+		t.Fatal("the shutdown was not logged at all")
+	}
 	// Second runtime picks up whatever the first did not finish.
 	var calls2 atomic.Int64
 	startRuntime(t, srv.ClientURL(), &calls2)
@@ -200,7 +212,12 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 
 func startRuntimeCtx(t *testing.T, url string, calls *atomic.Int64, ctx context.Context) chan struct{} {
 	t.Helper()
-	rt, err := pipeline.New(context.Background(), testConfig(url), testutil.Logger(t))
+	return startRuntimeLog(t, url, calls, ctx, testutil.Logger(t))
+}
+
+func startRuntimeLog(t *testing.T, url string, calls *atomic.Int64, ctx context.Context, log *slog.Logger) chan struct{} {
+	t.Helper()
+	rt, err := pipeline.New(context.Background(), testConfig(url), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,4 +372,22 @@ func TestPushConsumerIsReplacedAfterItsAckFloor(t *testing.T) {
 	if strings.Join(got, ",") != "p2,p3,p4" {
 		t.Fatalf("handled %v, want p2,p3,p4", got)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
