@@ -126,13 +126,20 @@ type lease struct {
 	Expires time.Time `json:"expires"`
 }
 
-// Lease takes the right to run key's work for ttl. It returns ErrStepBusy
-// (with how long the holder's lease still runs) when another runner holds
-// a live lease; an expired lease (its holder died) is taken over. Call
-// release when the step's result is recorded.
-func (c *StepCache) Lease(ctx context.Context, key string, ttl time.Duration) (release func(), err error) {
+// leaseTTL is how long a lease lives without renewal: a holder renews it
+// every leaseTTL/3 while it works, so a holder that died (kill -9) loses
+// it within leaseTTL, before its message is redelivered (the default ack
+// wait is 30s).
+const leaseTTL = 20 * time.Second
+
+// Lease takes the right to run key's work. It returns ErrStepBusy (with
+// how long the holder's lease still runs) when another runner holds a live
+// lease; an expired lease (its holder died) is taken over. The lease is
+// renewed while held, for at most max; call release when the step's
+// result is recorded.
+func (c *StepCache) Lease(ctx context.Context, key string, max time.Duration) (release func(), err error) {
 	lk := key + ".lease"
-	mine, _ := json.Marshal(lease{Holder: c.id, Expires: time.Now().Add(ttl)})
+	mine, _ := json.Marshal(lease{Holder: c.id, Expires: time.Now().Add(leaseTTL)})
 	var rev uint64
 	err = retryKV(ctx, func() error {
 		r, err := c.kv.Create(lk, mine)
@@ -164,7 +171,33 @@ func (c *StepCache) Lease(ctx context.Context, key string, ttl time.Duration) (r
 	if err != nil {
 		return func() {}, err
 	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(leaseTTL / 3)
+		defer t.Stop()
+		until := time.Now().Add(max)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if time.Now().After(until) {
+					return
+				}
+				b, _ := json.Marshal(lease{Holder: c.id, Expires: time.Now().Add(leaseTTL)})
+				r, err := c.kv.Update(lk, b, rev)
+				if err != nil {
+					return // lost it (taken over): the holder's record decides
+				}
+				rev = r
+			}
+		}
+	}()
 	return func() {
+		close(stop)
+		<-done
 		// Released even when the caller's context ended.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

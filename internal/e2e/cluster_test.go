@@ -78,6 +78,7 @@ func (n *node) stop() {
 // countingModel answers every prompt (after a short delay) and counts its
 // calls per prompt.
 type countingModel struct {
+	delay time.Duration // default 20ms
 	mu    sync.Mutex
 	calls map[string]int
 }
@@ -91,7 +92,15 @@ func (m *countingModel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.mu.Lock()
 	m.calls[last]++
 	m.mu.Unlock()
-	time.Sleep(20 * time.Millisecond)
+	d := m.delay
+	if d == 0 {
+		d = 20 * time.Millisecond
+	}
+	select {
+	case <-time.After(d):
+	case <-r.Context().Done():
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	b, _ := json.Marshal(map[string]any{"id": "x", "object": "chat.completion", "model": "count-1",
 		"choices": []map[string]any{{"index": 0, "message": map[string]string{"role": "assistant", "content": "answer to " + last}, "finish_reason": "stop"}},

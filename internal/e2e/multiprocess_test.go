@@ -41,7 +41,7 @@ var buildErr error
 func build(t *testing.T) {
 	t.Helper()
 	buildOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/guard", "./cmd/llm", "./cmd/toolexec", "./cmd/persist")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/ingest", "./cmd/guard", "./cmd/llm", "./cmd/toolexec", "./cmd/persist")
 		cmd.Dir = "../.."
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -61,12 +61,17 @@ type proc struct {
 
 func start(t *testing.T, stage, url, data string, extra ...string) *proc {
 	t.Helper()
+	return startArgs(t, stage, append([]string{"--nats", url, "--data", data, "--log-format", "json", "--log-level", "warn",
+		"--handler-timeout", "1s", "--ack-wait", "4s", "--llm-timeout", "1s"}, extra...))
+}
+
+// startArgs starts a stage binary with exactly these flags.
+func startArgs(t *testing.T, stage string, args []string) *proc {
+	t.Helper()
 	logf, err := os.Create(filepath.Join(t.TempDir(), stage+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--nats", url, "--data", data, "--log-format", "json", "--log-level", "warn",
-		"--handler-timeout", "1s", "--ack-wait", "4s", "--llm-timeout", "1s"}, extra...)
 	cmd := exec.Command(filepath.Join(binDir, stage), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
