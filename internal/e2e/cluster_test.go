@@ -30,13 +30,12 @@ import (
 
 // node is one server of an in-process 3-node JetStream cluster.
 type node struct {
-	name         string
-	port, cport  int
-	dir          string
-	srv          *server.Server
-	routes       []*url.URL
-	authority    *natsauth.Authority
-	clusterNames []string
+	name        string
+	port, cport int
+	dir         string
+	srv         *server.Server
+	routes      []*url.URL
+	authority   *natsauth.Authority
 }
 
 func freePort(t *testing.T) int {
