@@ -127,6 +127,10 @@ const (
 	ToolsService = "agentbus-tools"
 )
 
+// CancelSubject carries (core NATS, no payload needed) the cancellation of
+// a request whose client went away: the llm stage aborts its model call.
+func CancelSubject(requestID string) string { return "agentbus.cancel." + requestID }
+
 // ToolSubject is where calls of the remote tool name are sent.
 func ToolSubject(name string) string { return "agentbus.tool." + name }
 
@@ -441,6 +445,20 @@ type Turn struct {
 	// turn once, with deadline_exceeded. Every event of the turn carries
 	// it in the HeaderDeadline header too. Zero: no deadline.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// ClientTools are tools the client declared in its request: offered
+	// to the model next to the server's own; a call to one (allowed by the
+	// tool firewall against the schema given here) ends the turn with the
+	// call, for the client to run and answer in its next request.
+	ClientTools []ToolDef `json:"client_tools,omitempty"`
+}
+
+// ToolDef declares a function tool (OpenAI's tools[].function).
+type ToolDef struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
+	// Strict is OpenAI's structured-outputs flag, passed to the provider.
+	Strict *bool `json:"strict,omitempty"`
 }
 
 // Passage locates the part of a message that decided a sanitizer verdict,
@@ -527,6 +545,12 @@ type Generation struct {
 	// Logprobs is the last model call's log probabilities (OpenAI's
 	// choices[].logprobs object), when the turn asked for them.
 	Logprobs json.RawMessage `json:"logprobs,omitempty"`
+	// ClientCalls, on a generated event, are the calls of the last model
+	// call to the client's own tools (Turn.ClientTools), allowed by the
+	// firewall: the turn ends with them as its answer (finish_reason
+	// tool_calls). Calls to server tools in the same model call ran
+	// server-side and are in Steps.
+	ClientCalls []ToolCall `json:"client_calls,omitempty"`
 }
 
 // Final returns the last step (the answer on a generated event).
@@ -588,6 +612,9 @@ const (
 	// CodeDeadlineExceeded: the turn's deadline passed before it completed;
 	// it is not stored.
 	CodeDeadlineExceeded = "deadline_exceeded"
+	// CodeClientCancelled: the client went away before the answer; the
+	// turn was cancelled (its model call too) and is not stored.
+	CodeClientCancelled = "client_cancelled"
 	// CodeUnavailable: a dependency of the pipeline itself (the shared
 	// rate-limit state, the store) could not be reached; retry later.
 	CodeUnavailable = "service_unavailable"
@@ -774,7 +801,40 @@ func (t *Turn) Validate() error {
 	if total > MaxTurnBytes {
 		errs = append(errs, fieldErr("messages", "total content %d bytes exceeds %d", total, MaxTurnBytes))
 	}
+	if len(t.ClientTools) > MaxClientTools {
+		errs = append(errs, fieldErr("client_tools", "at most %d tools, got %d", MaxClientTools, len(t.ClientTools)))
+	}
+	seen := map[string]bool{}
+	for i, d := range t.ClientTools {
+		f := fmt.Sprintf("client_tools[%d]", i)
+		switch {
+		case !validToolName(d.Name):
+			errs = append(errs, fieldErr(f+".name", "must be 1-64 characters of [A-Za-z0-9_-]"))
+		case seen[d.Name]:
+			errs = append(errs, fieldErr(f+".name", "%q is declared twice", d.Name))
+		case len(d.Parameters) > 0 && !json.Valid(d.Parameters):
+			errs = append(errs, fieldErr(f+".parameters", "is not valid JSON"))
+		}
+		seen[d.Name] = true
+	}
 	return errors.Join(errs...)
+}
+
+// MaxClientTools bounds the tools a client may declare in one request.
+const MaxClientTools = 128
+
+// validToolName is OpenAI's rule for function names.
+func validToolName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *Message) validate(field string) error {

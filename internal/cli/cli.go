@@ -381,6 +381,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	maxTurn := f.size("max-turn-bytes", int64(o.Ingest.MaxTurnBytes), "largest turn once encoded for the bus (413 payload_too_large beyond; at most 512KiB, half the bus's max payload)")
 	readTimeout := f.duration("http-read-timeout", o.Ingest.ReadTimeout, "bound of reading a whole HTTP request: slower clients are disconnected")
 	maxConns := f.integer("http-max-conns", o.Ingest.MaxConns, "most open HTTP connections at once")
+	completeOnDisconnect := f.boolean("complete-on-disconnect", false, "let a turn whose HTTP client went away run to the end and be stored (default: cancel it and its model call)")
 	allowUnknown := f.boolean("allow-unknown-params", false, "pass request parameters OpenAI does not define through to the providers (default: 400 unknown_parameter, as OpenAI answers)")
 	replicas := f.integer("replicas", 1, "stream replicas (3 in a cluster)")
 	concurrency := f.integer("concurrency", o.Pipeline.Consumer.Concurrency, "parallel handler runs per stage instance")
@@ -430,6 +431,7 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Ingest.MaxTurnBytes = int(*maxTurn)
 	o.Ingest.ReadTimeout = *readTimeout
 	o.Ingest.MaxConns = *maxConns
+	o.Ingest.CompleteOnDisconnect = *completeOnDisconnect
 	o.Ingest.AllowUnknownParams = *allowUnknown
 	o.Pipeline.Consumer.Concurrency = *concurrency
 	o.Pipeline.Consumer.HandlerTimeout = *handlerTimeout

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -408,4 +409,45 @@ func set(xs ...string) map[string]bool {
 		m[x] = true
 	}
 	return m
+}
+
+// WithClientTools returns a firewall that also knows a request's
+// client-side tools (the tools a client declares in its request and runs
+// itself): same configuration, deny rules and policies; each client tool
+// is checked against the JSON Schema the client sent (no schema: the
+// checks a tool without a policy gets) and against any policy the operator
+// declared for its name. A client tool may not take the name of a server
+// tool. The receiver is unchanged.
+func (f *Firewall) WithClientTools(schemas map[string]json.RawMessage) (*Firewall, error) {
+	g := *f
+	g.schemas = maps.Clone(f.schemas)
+	g.names = maps.Clone(f.names)
+	var errs []error
+	for _, name := range sortedKeys(schemas) {
+		key := NormalizeName(name)
+		if key == "" {
+			errs = append(errs, fmt.Errorf("%w: client tool name %q is empty after normalisation", ErrInvalidConfig, name))
+			continue
+		}
+		if _, dup := g.schemas[key]; dup {
+			errs = append(errs, fmt.Errorf("%w: client tool %q has the name of a server tool", ErrInvalidConfig, name))
+			continue
+		}
+		raw := strings.TrimSpace(string(schemas[name]))
+		if raw == "" || raw == "null" {
+			g.schemas[key] = nil
+		} else {
+			s, err := compileSchema([]byte(raw))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("client tool %q: %w", name, err))
+				continue
+			}
+			g.schemas[key] = s
+		}
+		g.names[name] = g.nameInfo(name)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &g, nil
 }

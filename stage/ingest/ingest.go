@@ -49,7 +49,7 @@ var Contract = pipeline.Contract{
 	Stage:         Stage,
 	Produces:      []string{messages.EventReceived, messages.EventFailed},
 	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}, {Bucket: rlkv.Bucket}, {Bucket: IdempotencyBucket, Write: true}},
-	Requests:      []string{"agentbus.health.>", messages.SubjectOwner, "$JS.API.STREAM.MSG.GET." + messages.StreamTurns, messages.SubjectModels},
+	Requests:      []string{"agentbus.health.>", messages.SubjectOwner, messages.CancelSubject("*"), "$JS.API.STREAM.MSG.GET." + messages.StreamTurns, messages.SubjectModels},
 	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubject("*"), messages.SubjectChat},
 	ManyResponses: true,
 	ResponseTTL:   15 * time.Minute,
@@ -88,6 +88,10 @@ type Config struct {
 	// MaxNATSInFlight bounds the NATS entry's requests waiting for their
 	// outcome; more are answered 503 at once. Default 1024.
 	MaxNATSInFlight int
+	// CompleteOnDisconnect lets a turn whose HTTP client went away run to
+	// the end and be stored. Default false: the turn is cancelled (its
+	// model call aborted) and recorded as client_cancelled.
+	CompleteOnDisconnect bool
 	// ReadTimeout bounds reading a whole request, body included: a client
 	// that sends its body slower than this is disconnected. Default 30s.
 	ReadTimeout time.Duration
@@ -364,6 +368,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		Endpoint:       endpoint,
 		Model:          req.Model,
 		Params:         req.Params,
+		ClientTools:    req.Tools,
 		Messages:       req.Messages,
 		Stream:         req.Stream,
 		CreatedAt:      time.Now().UTC(),

@@ -25,6 +25,8 @@ type chatRequest struct {
 	Stream       bool
 	IncludeUsage bool
 	Params       messages.Params
+	// Tools are the client's own function tools (OpenAI's tools).
+	Tools []messages.ToolDef
 }
 
 // requestError is a refused request, as OpenAI words it: status, code,
@@ -452,16 +454,55 @@ func (req *chatRequest) parseParams(f map[string]json.RawMessage) *requestError 
 		return err
 	}
 	if t, ok := f["tools"]; ok && !isNull(t) {
-		var tools []json.RawMessage
-		if json.Unmarshal(t, &tools) != nil {
-			return typeErr("tools", "an array", t)
-		}
-		if len(tools) > 0 {
-			return badRequest(codeUnsupportedParam, "tools",
-				"Unsupported parameter: 'tools': client-side tools are not supported yet; agentbus runs the tools registered with its toolexec stage.")
+		if req.Tools, err = parseTools(t); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// parseTools reads the client's function tools (OpenAI's tools array).
+func parseTools(v json.RawMessage) ([]messages.ToolDef, *requestError) {
+	var raw []json.RawMessage
+	if json.Unmarshal(v, &raw) != nil {
+		return nil, typeErr("tools", "an array", v)
+	}
+	if len(raw) > messages.MaxClientTools {
+		return nil, badRequest(codeInvalidValue, "tools", "Invalid 'tools': array too long. Expected an array with maximum length %d, but got an array with length %d instead.", messages.MaxClientTools, len(raw))
+	}
+	out := make([]messages.ToolDef, 0, len(raw))
+	seen := map[string]bool{}
+	for i, r := range raw {
+		param := fmt.Sprintf("tools.[%d]", i)
+		var t struct {
+			Type     string `json:"type"`
+			Function *struct {
+				Name        string          `json:"name"`
+				Description string          `json:"description"`
+				Parameters  json.RawMessage `json:"parameters"`
+				Strict      *bool           `json:"strict"`
+			} `json:"function"`
+		}
+		if err := json.Unmarshal(r, &t); err != nil {
+			return nil, typeErr(param, "an object", r)
+		}
+		if t.Type != "function" {
+			return nil, badRequest(codeInvalidValue, param+".type", "Invalid value: '%s'. Supported values are: 'function'.", truncate(t.Type, 64))
+		}
+		if t.Function == nil || t.Function.Name == "" {
+			return nil, badRequest(codeMissing, param+".function.name", "Missing required parameter: '%s.function.name'.", param)
+		}
+		d := messages.ToolDef{Name: t.Function.Name, Description: t.Function.Description, Parameters: t.Function.Parameters, Strict: t.Function.Strict}
+		if isNull(d.Parameters) {
+			d.Parameters = nil
+		}
+		if seen[d.Name] {
+			return nil, badRequest(codeInvalidValue, param+".function.name", "Invalid 'tools': the function name '%s' is declared twice.", truncate(d.Name, 64))
+		}
+		seen[d.Name] = true
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 func parseStop(v json.RawMessage) ([]string, *requestError) {
@@ -850,9 +891,19 @@ type chunkChoice struct {
 }
 
 type chunkDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
-	Refusal *string `json:"refusal,omitempty"`
+	Role      string          `json:"role,omitempty"`
+	Content   *string         `json:"content,omitempty"`
+	Refusal   *string         `json:"refusal,omitempty"`
+	ToolCalls []chunkToolCall `json:"tool_calls,omitempty"`
+}
+
+// chunkToolCall is one tool call in a stream (OpenAI's
+// choices[].delta.tool_calls[]); agentbus sends each whole, in one chunk.
+type chunkToolCall struct {
+	Index    int                   `json:"index"`
+	ID       string                `json:"id"`
+	Type     string                `json:"type"`
+	Function messages.FunctionCall `json:"function"`
 }
 
 type modelList struct {

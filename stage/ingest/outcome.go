@@ -138,7 +138,8 @@ func (s *Server) await(ctx context.Context, out reply, t *messages.Turn, usage b
 	defer cancel()
 	settle := func() *nats.Msg {
 		if ctx.Err() != nil {
-			return nil // the client went away
+			s.cancel(t) // the client went away
+			return nil
 		}
 		return s.settle(t, events)
 	}
@@ -211,6 +212,35 @@ func (s *Server) settle(t *messages.Turn, events chan *nats.Msg) *nats.Msg {
 			return s.stored(ctx, t.RequestID, outcome)
 		}
 	}
+}
+
+// cancel ends the turn of a client that went away (unless the operator
+// lets such turns complete): the outcome is claimed as client_cancelled,
+// recorded on the stream, and the llm stage is told to abort the model
+// call. A turn that already ended keeps its outcome.
+func (s *Server) cancel(t *messages.Turn) {
+	if s.cfg.CompleteOnDisconnect || s.terms == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, created, err := s.terms.ClaimNew(ctx, t.RequestID, messages.EventFailed)
+	if err != nil || !created {
+		return
+	}
+	f := messages.Failed{SchemaVersion: messages.SchemaVersion, RequestID: t.RequestID, ConversationID: t.ConversationID, User: t.User,
+		Stage: Stage, Code: messages.CodeClientCancelled, Status: 499, Reason: "the client went away before the answer; the turn was cancelled and is not stored", At: time.Now().UTC()}
+	b, _ := json.Marshal(f)
+	m := nats.NewMsg(messages.Subject(messages.EventFailed, t.RequestID))
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, messages.MsgID(t.RequestID, messages.EventFailed, 0))
+	m.Header.Set(messages.HeaderCorrelationID, t.RequestID)
+	m.Header.Set(messages.HeaderEvent, messages.EventFailed)
+	if _, err := s.js.PublishMsg(m, nats.Context(ctx)); err != nil {
+		s.log.Warn("cancellation not recorded", "request_id", t.RequestID, "err", err)
+	}
+	_ = s.nc.Publish(messages.CancelSubject(t.RequestID), nil)
+	s.log.Info("client went away; turn cancelled", "request_id", t.RequestID)
 }
 
 // stored reads a turn's terminal event back from the stream.

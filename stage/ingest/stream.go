@@ -115,6 +115,14 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 				if r := c.Message.Refusal; r != "" {
 					s.chunk(chunkDelta{Refusal: &r}, nil, nil)
 				}
+				if len(c.Message.ToolCalls) > 0 {
+					// Calls to the client's own tools end the turn.
+					calls := make([]chunkToolCall, len(c.Message.ToolCalls))
+					for i, tc := range c.Message.ToolCalls {
+						calls[i] = chunkToolCall{Index: i, ID: tc.ID, Type: "function", Function: tc.Function}
+					}
+					s.chunk(chunkDelta{ToolCalls: calls}, nil, nil)
+				}
 				finish := finishReason(&c)
 				s.chunk(chunkDelta{}, &finish, nil)
 				if s.usage {

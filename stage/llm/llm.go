@@ -21,7 +21,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,7 +55,7 @@ var Contract = pipeline.Contract{
 	Produces:   []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
 	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}},
 	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
-	Subscribes: []string{messages.SubjectModels},
+	Subscribes: []string{messages.SubjectModels, messages.CancelSubject("*")},
 }
 
 // ErrConversationNotFound is wrapped by History errors for a conversation
@@ -119,7 +122,14 @@ type Handler struct {
 	log      *slog.Logger
 	// Health reports provider health (breaker states); may be nil.
 	health func() (string, map[string]any)
+	// calls are the model calls in flight, by request id: a client that
+	// went away cancels its turn's (messages.CancelSubject).
+	calls sync.Map // string -> context.CancelCauseFunc
 }
+
+// errClientCancelled is the cause of a model call aborted because its
+// client went away.
+var errClientCancelled = errors.New("the client went away")
 
 // Deps are the llm stage's collaborators.
 type Deps struct {
@@ -153,6 +163,18 @@ func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.
 	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota,
 		nc: nc, steps: steps, log: log, health: d.ProviderHealth}
 	h.SetTools(d.Tools)
+	if nc != nil {
+		// Every replica hears every cancellation; the one running the
+		// call aborts it.
+		if _, err := nc.Subscribe(messages.CancelSubject("*"), func(m *nats.Msg) {
+			rid := strings.TrimPrefix(m.Subject, messages.CancelSubject(""))
+			if c, ok := h.calls.Load(rid); ok {
+				c.(context.CancelCauseFunc)(errClientCancelled)
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -285,6 +307,12 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 		}
 	}
 	req, err := h.request(ctx, g, model)
+	var clash *toolClashError
+	if errors.As(err, &clash) {
+		r, _ := failed(messages.CodeInvalidRequest, http.StatusBadRequest, clash.Error(), 0)
+		r.Failure.Param = "tools"
+		return r, nil
+	}
 	if errors.Is(err, ErrConversationNotFound) {
 		return failed(messages.CodeConversationNotFound, http.StatusNotFound, "conversation "+g.ConversationID+" not found", 0)
 	}
@@ -301,7 +329,14 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 			_ = h.nc.Publish(subj, b)
 		}
 	}
-	resp, err := h.provider.Complete(ctx, req, onDelta)
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	h.calls.Store(g.RequestID, cancel)
+	defer h.calls.Delete(g.RequestID)
+	resp, err := h.provider.Complete(cctx, req, onDelta)
+	if err != nil && errors.Is(context.Cause(cctx), errClientCancelled) {
+		return failed(messages.CodeClientCancelled, 499, "the client went away; the model call was cancelled", 0)
+	}
 	if err != nil {
 		if g.Stream {
 			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq + 1, Done: true, Error: provider.ClientMessage(err)})
@@ -379,7 +414,26 @@ func (h *Handler) request(ctx context.Context, g *messages.Generation, model str
 		// ran, the model answers freely (else "required" would loop).
 		params.ToolChoice = nil
 	}
-	return provider.Request{Model: model, Messages: msgs, Tools: *h.tools.Load(), Params: params, User: g.User}, nil
+	tools := *h.tools.Load()
+	if len(g.ClientTools) > 0 {
+		// The client's own tools, offered next to the server's.
+		all := slices.Clone(tools)
+		for _, d := range g.ClientTools {
+			if slices.ContainsFunc(tools, func(t provider.ToolSpec) bool { return t.Name == d.Name }) {
+				return provider.Request{}, &toolClashError{name: d.Name}
+			}
+			all = append(all, provider.ToolSpec{Name: d.Name, Description: d.Description, Parameters: d.Parameters})
+		}
+		tools = all
+	}
+	return provider.Request{Model: model, Messages: msgs, Tools: tools, Params: params, User: g.User}, nil
+}
+
+// toolClashError: a client tool has the name of a server tool.
+type toolClashError struct{ name string }
+
+func (e *toolClashError) Error() string {
+	return fmt.Sprintf("Invalid 'tools': '%s' is the name of a tool this server runs; rename yours.", e.name)
 }
 
 func (h *Handler) fail(g *messages.Generation, code string, status int, reason string, retry time.Duration) ([]*message.Message, error) {

@@ -274,6 +274,10 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		return nil, err
 	}
 	final, ok := g.Final()
+	if len(g.ClientCalls) > 0 {
+		// The turn ends with calls to the client's own tools: its answer.
+		final, ok = messages.Message{Role: messages.RoleAssistant, ToolCalls: g.ClientCalls}, true
+	}
 	if !ok {
 		return nil, pipeline.Permanent(errors.New("generated event without an answer"))
 	}

@@ -48,7 +48,7 @@ const ResultsBucket = "agentbus_tool_results"
 var Contract = pipeline.Contract{
 	Stage:    Stage,
 	Consumes: []string{messages.EventToolCalls},
-	Produces: []string{messages.EventTooled, messages.EventFailed},
+	Produces: []string{messages.EventTooled, messages.EventGenerated, messages.EventFailed},
 	KV:       []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}},
 	Requests: []string{"$SRV.INFO." + messages.ToolsService, messages.ToolSubject(">")},
 }
@@ -130,6 +130,19 @@ func (h *Handler) Stage() pipeline.Stage {
 type stepResult struct {
 	Results  []messages.Message     `json:"results"`
 	Verdicts []messages.ToolVerdict `json:"verdicts"`
+	// ClientCalls are the calls to the client's own tools, which end the
+	// turn.
+	ClientCalls []messages.ToolCall `json:"client_calls,omitempty"`
+}
+
+// isClientTool reports whether name is one of the request's own tools.
+func isClientTool(defs []messages.ToolDef, name string) bool {
+	for _, d := range defs {
+		if d.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Handle runs one round of tool calls.
@@ -171,7 +184,22 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		for i, tc := range last.ToolCalls {
 			calls[i] = firewall.Call{Name: tc.Function.Name, Arguments: tc.Function.Arguments}
 		}
-		verdicts := h.firewall.Load().CheckTurn(calls, g.Round)
+		fw := h.firewall.Load()
+		if len(g.ClientTools) > 0 {
+			// The client's own tools, checked against the schemas it sent.
+			schemas := make(map[string]json.RawMessage, len(g.ClientTools))
+			for _, d := range g.ClientTools {
+				schemas[d.Name] = d.Parameters
+			}
+			if fw, err = fw.WithClientTools(schemas); err != nil {
+				m, ferr := pipeline.FailedEvent(Stage, &g.Turn, messages.CodeInvalidRequest, http.StatusBadRequest, "the request's tools cannot be used: "+err.Error(), 0)
+				if ferr != nil {
+					return nil, ferr
+				}
+				return []*message.Message{m}, nil
+			}
+		}
+		verdicts := fw.CheckTurn(calls, g.Round)
 		res.Verdicts = make([]messages.ToolVerdict, len(calls))
 		blocked := -1
 		for i, v := range verdicts {
@@ -198,11 +226,30 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			}
 			return []*message.Message{out}, nil
 		}
-		args := make([]string, len(verdicts))
-		for i, v := range verdicts {
-			args[i] = v.Arguments
+		// Server tools run here; calls to the client's tools end the turn
+		// (with the arguments as the firewall checked them) for the client
+		// to run.
+		var sCalls []messages.ToolCall
+		var sArgs []string
+		var sIdx []int
+		for i, tc := range last.ToolCalls {
+			if isClientTool(g.ClientTools, tc.Function.Name) {
+				c := tc
+				c.Function.Arguments = verdicts[i].Arguments
+				res.ClientCalls = append(res.ClientCalls, c)
+				res.Verdicts[i].ResultVerdict = "client"
+				continue
+			}
+			sCalls, sArgs, sIdx = append(sCalls, tc), append(sArgs, verdicts[i].Arguments), append(sIdx, i)
 		}
-		res.Results = h.run(ctx, last.ToolCalls, args, res.Verdicts)
+		sVerdicts := make([]messages.ToolVerdict, len(sIdx))
+		for j, i := range sIdx {
+			sVerdicts[j] = res.Verdicts[i]
+		}
+		res.Results = h.run(ctx, sCalls, sArgs, sVerdicts)
+		for j, i := range sIdx {
+			res.Verdicts[i] = sVerdicts[j]
+		}
 		if err := h.steps.Put(ctx, key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
 			return h.tooLarge(&g, err) // recorded: the tools do not run again
 		} else if err != nil {
@@ -212,7 +259,12 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	out := g
 	out.Steps = append(append([]messages.Message(nil), g.Steps...), res.Results...)
 	out.ToolVerdicts = append(append([]messages.ToolVerdict(nil), g.ToolVerdicts...), res.Verdicts...)
-	m, err := pipeline.NewEvent(messages.EventTooled, g.RequestID, g.Round, out)
+	event := messages.EventTooled
+	if len(res.ClientCalls) > 0 {
+		// The turn ends with the client's calls as its answer.
+		event, out.ClientCalls, out.FinishReason = messages.EventGenerated, res.ClientCalls, "tool_calls"
+	}
+	m, err := pipeline.NewEvent(event, g.RequestID, g.Round, out)
 	if err != nil {
 		return nil, err
 	}
