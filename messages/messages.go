@@ -624,6 +624,10 @@ const (
 	// CodeUnsupportedParameter: the provider chosen for the model cannot
 	// honour a request parameter (Param names it); HTTP 400.
 	CodeUnsupportedParameter = "unsupported_parameter"
+	// CodeInvalidValue: a request parameter has a value this server refuses
+	// (Param names it), such as a client tool named like one of the
+	// server's tools; HTTP 400.
+	CodeInvalidValue = "invalid_value"
 )
 
 // Rejected is the guard's terminal refusal of a turn.

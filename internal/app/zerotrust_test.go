@@ -140,7 +140,7 @@ func TestStageIdentitiesStayInTheirLane(t *testing.T) {
 			messages.Subject(messages.EventReceived, "r"), "$KV." + app.KeysBucket + ".k", messages.DLQSubject("llm")}},
 		{app.StageLLM, []string{messages.Subject(messages.EventAdmitted, "r"), messages.Subject(messages.EventCompleted, "r"),
 			messages.Subject(messages.EventTooled, "r"), messages.ToolSubject("x"), messages.SubjectTurns}},
-		{app.StageToolexec, []string{messages.Subject(messages.EventGenerated, "r"), messages.Subject(messages.EventCompleted, "r"),
+		{app.StageToolexec, []string{messages.Subject(messages.EventAdmitted, "r"), messages.Subject(messages.EventCompleted, "r"),
 			messages.SubjectHistory, "$KV." + app.RateLimitBucket + ".u"}},
 		{app.StagePersist, []string{messages.Subject(messages.EventGenerated, "r"), messages.Subject(messages.EventAdmitted, "r"),
 			messages.StreamSubject("r"), "$JS.API.CONSUMER.DELETE." + messages.StreamTurns + ".agentbus-llm-admitted"}},

@@ -457,6 +457,31 @@ func TestOpenAIConformance(t *testing.T) {
 		})})
 	s.run(conformanceCase{name: "upstream tool round", key: key, body: body("fake-1", "use a tool"), specValid: yes(), status: 200,
 		check: finishIs("stop", contentHas("the tool said"))})
+	weather := `"tools":[{"type":"function","function":{"name":"get_weather","description":"Weather for a city","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]`
+	s.run(conformanceCase{name: "client tools offered, not called", key: key, body: body("agentbus-offline", "hi", weather), specValid: yes(), status: 200,
+		check: finishIs("stop")})
+	s.run(conformanceCase{name: "client tool call returned to the client", key: key, body: body("fake-1", "call my client tool", weather), specValid: yes(), status: 200,
+		check: func(t *testing.T, r *response) {
+			finishIs("tool_calls")(t, r)
+			msg, _, _ := message(t, r)
+			calls, _ := msg["tool_calls"].([]any)
+			if len(calls) != 1 {
+				t.Fatalf("tool_calls %v", msg["tool_calls"])
+			}
+			fn, _ := calls[0].(map[string]any)["function"].(map[string]any)
+			if fn["name"] != "get_weather" || fn["arguments"] != `{"city":"Paris"}` {
+				t.Fatalf("call %v", fn)
+			}
+			tools, _ := f.last(t, "call my client tool")["tools"].([]any)
+			if len(tools) < 2 { // the server's calculator and the client's get_weather
+				t.Fatalf("the provider was offered %v", tools)
+			}
+		}})
+	s.run(conformanceCase{name: "client tool result sent back", key: key, specValid: yes(), status: 200,
+		body: `{"model":"fake-1","messages":[{"role":"user","content":"call my client tool"},` +
+			`{"role":"assistant","content":null,"tool_calls":[{"id":"call_fake1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},` +
+			`{"role":"tool","tool_call_id":"call_fake1","content":"sunny, 21C"}],` + weather + `}`,
+		check: finishIs("stop", contentHas("the tool said sunny, 21C"))})
 	s.run(conformanceCase{name: "logprobs passed through", key: key, body: body("fake-1", "logprobs please", `"logprobs":true`, `"top_logprobs":2`), specValid: yes(), status: 200,
 		check: func(t *testing.T, r *response) {
 			_, _, choice := message(t, r)
@@ -535,6 +560,27 @@ func TestOpenAIConformance(t *testing.T) {
 			t.Fatalf("error event %v", e)
 		}
 	}
+	s.run(conformanceCase{name: "upstream stream client tool call", key: key, body: body("fake-1", "stream my client tool", `"stream":true`, weather),
+		specValid: yes(), status: 200, check: func(t *testing.T, r *response) {
+			streamOK("tool_calls", false)(t, r)
+			var name, args string
+			for _, c := range chunks(t, r) {
+				ch, _ := c["choices"].([]any)
+				for _, x := range ch {
+					d, _ := x.(map[string]any)["delta"].(map[string]any)
+					tcs, _ := d["tool_calls"].([]any)
+					for _, tc := range tcs {
+						fn, _ := tc.(map[string]any)["function"].(map[string]any)
+						n, _ := fn["name"].(string)
+						a, _ := fn["arguments"].(string)
+						name, args = name+n, args+a
+					}
+				}
+			}
+			if name != "get_weather" || args != `{"city":"Paris"}` {
+				t.Fatalf("streamed call %q(%s)", name, args)
+			}
+		}})
 	s.run(conformanceCase{name: "upstream fails mid-stream", key: key, body: body("fake-1", "break please", `"stream":true`), specValid: yes(), status: 200, check: failedMidStream})
 	s.run(conformanceCase{name: "upstream fails mid-stream with usage", key: key, body: body("fake-1", "break again", `"stream":true`, `"stream_options":{"include_usage":true}`),
 		specValid: yes(), status: 200, check: failedMidStream})
@@ -610,8 +656,12 @@ func TestOpenAIConformance(t *testing.T) {
 		specValid: no(), status: 400, code: "invalid_type", param: "messages.[0].content"})
 	s.run(conformanceCase{name: "n above 1", key: key, body: body("agentbus-offline", "hi", `"n":2`), specValid: yes(), status: 400,
 		code: "unsupported_value", param: "n"})
-	s.run(conformanceCase{name: "client tools", key: key, specValid: yes(), status: 400, code: "unsupported_parameter", param: "tools",
-		body: body("agentbus-offline", "hi", `"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{}}}}]`)})
+	s.run(conformanceCase{name: "client tool named like a server tool", key: key, specValid: yes(), status: 400, code: "invalid_value", param: "tools",
+		body: body("fake-1", "hi", `"tools":[{"type":"function","function":{"name":"calculator","parameters":{"type":"object","properties":{}}}}]`)})
+	s.run(conformanceCase{name: "client tool of another type", key: key, specValid: no(), status: 400, code: "invalid_value", param: "tools.[0].type",
+		body: body("fake-1", "hi", `"tools":[{"type":"retrieval","function":{"name":"get_weather"}}]`)})
+	s.run(conformanceCase{name: "tools not an array", key: key, specValid: no(), status: 400, code: "invalid_type", param: "tools",
+		body: body("fake-1", "hi", `"tools":{"type":"function"}`)})
 	s.run(conformanceCase{name: "stream_options without stream", key: key, body: body("agentbus-offline", "hi", `"stream_options":{"include_usage":true}`),
 		specValid: yes(), status: 400, code: "invalid_value", param: "stream_options"})
 	s.run(conformanceCase{name: "unknown model", key: key, body: body("gpt-nope", "hi"), specValid: yes(), status: 404, code: "model_not_found", param: "model"})

@@ -23,6 +23,7 @@ import (
 //
 //	finish:length, finish:content_filter   that finish reason
 //	refuse                                 a refusal (content null)
+//	client tool                            a call to the request's last tool (a client tool), {"city":"Paris"}
 //	tool                                   a calculator call, then (after the tool result) an answer
 //	fail:500, fail:429, fail:400           that HTTP error (the 500 names an internal URL)
 //	break                                  a stream that dies after two chunks
@@ -82,6 +83,7 @@ func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 		content, refusal, finish string
 		toolCall                 bool
 	}
+	callName, callArgs := "calculator", `{\"expression\":\"6*7\"}`
 	a := answer{content: "fake says: " + text, finish: "stop"}
 	switch {
 	case role == "tool":
@@ -108,6 +110,15 @@ func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 		a = answer{content: "", finish: "content_filter"}
 	case strings.Contains(text, "refuse"):
 		a = answer{refusal: "I can't help with that.", finish: "stop"}
+	case strings.Contains(text, "client tool"):
+		tools, _ := req["tools"].([]any)
+		if len(tools) == 0 {
+			break
+		}
+		fn, _ := tools[len(tools)-1].(map[string]any)["function"].(map[string]any)
+		callName, _ = fn["name"].(string)
+		callArgs = `{\"city\":\"Paris\"}`
+		a = answer{toolCall: true, finish: "tool_calls"}
 	case strings.Contains(text, "tool"):
 		a = answer{toolCall: true, finish: "tool_calls"}
 	}
@@ -116,7 +127,7 @@ func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 		logprobs = `{"content":[{"token":"fake","logprob":-0.01,"bytes":[102,97,107,101],"top_logprobs":[]}],"refusal":null}`
 	}
 	usage := `{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}`
-	call := `{"index":0,"id":"call_fake1","type":"function","function":{"name":"calculator","arguments":"{\"expression\":\"6*7\"}"}}`
+	call := fmt.Sprintf(`{"index":0,"id":"call_fake1","type":"function","function":{"name":%q,"arguments":"%s"}}`, callName, callArgs)
 	if !stream {
 		msg := map[string]any{"role": "assistant", "content": a.content, "refusal": nil}
 		if a.refusal != "" {

@@ -309,7 +309,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	req, err := h.request(ctx, g, model)
 	var clash *toolClashError
 	if errors.As(err, &clash) {
-		r, _ := failed(messages.CodeInvalidRequest, http.StatusBadRequest, clash.Error(), 0)
+		r, _ := failed(messages.CodeInvalidValue, http.StatusBadRequest, clash.Error(), 0)
 		r.Failure.Param = "tools"
 		return r, nil
 	}
