@@ -1,5 +1,6 @@
 // What agent code sends, through the official openai npm package: JSON mode,
-// structured output (json_schema), image parts, models.list and
+// structured output (json_schema), image parts, client-side tools run by
+// the SDK's own tool loop (runTools, plain and streaming), models.list and
 // models.retrieve, and the 404 of an unknown model.
 //
 //   BASE_URL=http://127.0.0.1:8080/v1 API_KEY=ab-... MODEL=gpt-4o-mini node compat.mjs
@@ -68,6 +69,41 @@ for await (const chunk of stream) {
   streamContent += chunk.choices[0]?.delta?.content ?? "";
 }
 
+// Client-side tools: the SDK declares get_weather, runs the model's calls
+// itself and sends the whole conversation back (no X-Conversation-Id), as
+// agent frameworks do. The streaming runner accumulates tool_calls deltas.
+const weatherCalls = [];
+const weatherTool = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    description: "Current weather for a city",
+    parameters: {
+      type: "object",
+      properties: { city: { type: "string" } },
+      required: ["city"],
+    },
+    parse: JSON.parse,
+    function: async ({ city }) => {
+      weatherCalls.push(city);
+      return `sunny in ${city}`;
+    },
+  },
+};
+const toolRun = client.chat.completions.runTools({
+  model,
+  messages: [{ role: "user", content: "node client tool, please" }],
+  tools: [weatherTool],
+});
+const toolAnswer = await toolRun.finalContent();
+const toolStream = client.chat.completions.runTools({
+  model,
+  stream: true,
+  messages: [{ role: "user", content: "node client tool, streamed" }],
+  tools: [weatherTool],
+});
+const toolStreamAnswer = await toolStream.finalContent();
+
 const models = [];
 for await (const m of client.models.list()) models.push(m.id);
 const retrieved = await client.models.retrieve(model);
@@ -87,6 +123,9 @@ console.log(
     retrieved: retrieved.id,
     image_answer: image.choices[0]?.message?.content ?? "",
     stream_content: streamContent,
+    tool_answer: toolAnswer,
+    tool_stream_answer: toolStreamAnswer,
+    weather_calls: weatherCalls,
     unknown_status: unknown.status,
     unknown_code: unknown.code,
   }),

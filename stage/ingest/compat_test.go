@@ -394,7 +394,8 @@ func TestAnthropicBehindThePipeline(t *testing.T) {
 }
 
 // The official Node SDK: JSON mode and json_schema reaching the provider,
-// image parts, models.list and models.retrieve, an unknown model's 404.
+// image parts, a client tool round by the SDK's own runTools loop (plain
+// and streaming), models.list and models.retrieve, an unknown model's 404.
 func TestOpenAINodeSDKRequestFidelity(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -424,6 +425,9 @@ func TestOpenAINodeSDKRequestFidelity(t *testing.T) {
 		Status      int      `json:"unknown_status"`
 		Image       string   `json:"image_answer"`
 		Stream      string   `json:"stream_content"`
+		ToolAnswer  string   `json:"tool_answer"`
+		ToolStream  string   `json:"tool_stream_answer"`
+		Weather     []string `json:"weather_calls"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -443,5 +447,16 @@ func TestOpenAINodeSDKRequestFidelity(t *testing.T) {
 	}
 	if !strings.Contains(got.Stream, "fake says") {
 		t.Fatalf("stream %q", got.Stream)
+	}
+	// The SDK ran get_weather twice (once per round) and the model saw its
+	// result: the provider's answer quotes it.
+	if strings.Join(got.Weather, ",") != "Paris,Paris" || got.ToolAnswer != "the tool said sunny in Paris" || got.ToolStream != "the tool said sunny in Paris" {
+		t.Fatalf("client tools: calls %v, answers %q and %q", got.Weather, got.ToolAnswer, got.ToolStream)
+	}
+	// The second round carried the assistant's tool_calls and the tool
+	// result, as the SDK sends them.
+	msgs = f.last(t, "sunny in Paris")["messages"].([]any)
+	if g := jsonOf(t, msgs[len(msgs)-2:]); !strings.Contains(g, `"tool_calls"`) || !strings.Contains(g, `"tool_call_id":"call_fake1"`) {
+		t.Fatalf("tool round as sent upstream: %s", g)
 	}
 }
