@@ -450,6 +450,68 @@ type Turn struct {
 	// tool firewall against the schema given here) ends the turn with the
 	// call, for the client to run and answer in its next request.
 	ClientTools []ToolDef `json:"client_tools,omitempty"`
+	// Cache, when set, lets the llm stage answer the turn's model calls
+	// from the response cache (see CacheRequest). Nil: never cached.
+	Cache *CacheRequest `json:"cache,omitempty"`
+}
+
+// CacheRequest is a turn's use of the response cache. A model call is
+// answered from the cache only when the call is deterministic (an explicit
+// temperature of 0) or the client asked for the cache explicitly.
+type CacheRequest struct {
+	// Explicit: the client asked for the cache ("cache": true); calls are
+	// cached whatever their temperature.
+	Explicit bool `json:"explicit,omitempty"`
+	// Refresh: the answer is not taken from the cache but the new one is
+	// stored (Cache-Control: no-cache).
+	Refresh bool `json:"refresh,omitempty"`
+}
+
+// Cache statuses of a model call, a turn (X-Cache) and a delta.
+const (
+	CacheHit    = "hit"    // answered from the cache, no provider call
+	CacheMiss   = "miss"   // looked up, not found (or refreshed): the provider answered and the answer was stored
+	CacheBypass = "bypass" // the turn allows the cache but this call is not cacheable (temperature above 0, not asked explicitly)
+)
+
+// CacheUse is what the response cache did for a turn's model calls.
+type CacheUse struct {
+	Hits     int `json:"hits,omitempty"`
+	Misses   int `json:"misses,omitempty"`
+	Bypassed int `json:"bypassed,omitempty"`
+	// Saved is the usage of the answers served from the cache: tokens no
+	// provider was paid for in this turn.
+	Saved Usage `json:"saved,omitzero"`
+}
+
+// Add counts one model call's cache status (and the usage a hit saved).
+func (c *CacheUse) Add(status string, u Usage) {
+	switch status {
+	case CacheHit:
+		c.Hits++
+		c.Saved = c.Saved.Add(u)
+	case CacheMiss:
+		c.Misses++
+	case CacheBypass:
+		c.Bypassed++
+	}
+}
+
+// Status is the turn's X-Cache: "hit" when every model call was answered
+// from the cache, "miss" when one was looked up and not found, "bypass"
+// when none was cacheable; "" for a nil CacheUse (cache not used).
+func (c *CacheUse) Status() string {
+	switch {
+	case c == nil:
+		return ""
+	case c.Misses > 0:
+		return CacheMiss
+	case c.Bypassed > 0:
+		return CacheBypass
+	case c.Hits > 0:
+		return CacheHit
+	}
+	return ""
 }
 
 // ToolDef declares a function tool (OpenAI's tools[].function).
@@ -551,6 +613,10 @@ type Generation struct {
 	// tool_calls). Calls to server tools in the same model call ran
 	// server-side and are in Steps.
 	ClientCalls []ToolCall `json:"client_calls,omitempty"`
+	// CacheUse is what the response cache did for this turn's model calls
+	// so far (nil when the turn does not use it; Turn.Cache is the
+	// request).
+	CacheUse *CacheUse `json:"cache_use,omitempty"`
 }
 
 // Final returns the last step (the answer on a generated event).
@@ -580,8 +646,11 @@ type Completed struct {
 	// FinishReason and Logprobs are the final answer's (see Generation).
 	FinishReason string          `json:"finish_reason,omitempty"`
 	Logprobs     json.RawMessage `json:"logprobs,omitempty"`
-	CreatedAt    time.Time       `json:"created_at"`
-	CompletedAt  time.Time       `json:"completed_at"`
+	// Cache is what the response cache did for the turn's model calls
+	// (nil when the turn did not use it).
+	Cache       *CacheUse `json:"cache,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	CompletedAt time.Time `json:"completed_at"`
 	// ChainSeq is the turn's link in the persist store's hash chain: its
 	// commit order, from 1 (0 from builds before this field). Rebuilding
 	// the store from the stream appends turns in this order, which is not
@@ -687,6 +756,9 @@ type Delta struct {
 	Content   string `json:"content,omitempty"`
 	Done      bool   `json:"done,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Cache is the model call's cache status (CacheHit, CacheMiss,
+	// CacheBypass) on its first delta, when the turn uses the cache.
+	Cache string `json:"cache,omitempty"`
 }
 
 // ValidID reports whether s is a usable request or conversation id: 1 to

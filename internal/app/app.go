@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/agentbus/agentbus/internal/cache"
+	"github.com/agentbus/agentbus/internal/cache/kvstore"
 	"log/slog"
 	"net"
 	"net/http"
@@ -98,6 +100,13 @@ type Options struct {
 	// Quota sets daily request and token quotas per user and per model.
 	// Default unlimited.
 	Quota quota.Config
+	// Cache bounds the llm stage's response cache (a KV bucket). Default
+	// kvstore.DefaultConfig(): 1h, 256 MiB, 100,000 entries, 1 MiB each;
+	// a zero TTL turns the cache off. Whether a turn uses it is the key's
+	// or the request's choice (docs/operations.md, "Response cache").
+	Cache kvstore.Config
+	// CacheShared lets tenants share cache entries. Default false.
+	CacheShared bool
 	// Persist configures the persist stage.
 	Persist persist.Config
 	// Ingest configures the HTTP entry (Addr is taken from HTTPAddr).
@@ -131,6 +140,7 @@ func DefaultOptions() Options {
 		Persist:    persist.DefaultConfig(),
 		Ingest:     ingest.DefaultConfig(),
 		LLMTimeout: 120 * time.Second,
+		Cache:      kvstore.DefaultConfig(),
 		Sanitizer:  sanitize.Config{},
 		NATSAuth:   true,
 	}
@@ -164,6 +174,9 @@ func (o Options) Validate() error {
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
+	}
+	if o.Cache.TTL != 0 {
+		errs = append(errs, o.Cache.Validate())
 	}
 	errs = append(errs, o.Quota.Validate(), o.LLM.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate())
 	return errors.Join(errs...)
@@ -460,8 +473,19 @@ func (p *parts) llmStage(context.Context) error {
 	if err != nil {
 		return err
 	}
+	var rc *cache.Cache
+	if p.o.Cache.TTL > 0 {
+		cc := p.o.Cache
+		cc.Replicas = p.o.Pipeline.Streams.Replicas
+		st, err := kvstore.Open(js, cc, p.log.With("stage", StageLLM))
+		if err != nil {
+			return err
+		}
+		rc = cache.New(st, cache.Config{Shared: p.o.CacheShared}, p.log.With("stage", StageLLM))
+	}
 	p.llm, err = llm.New(p.o.LLM, llm.Deps{
 		Quota:          q,
+		Cache:          rc,
 		Provider:       fo,
 		Tools:          p.tools.specs(),
 		History:        conversations{&persist.Client{NC: nc}},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	cachekv "github.com/agentbus/agentbus/internal/cache/kvstore"
 	"net/http"
 	"strings"
 	"testing"
@@ -144,6 +145,13 @@ func TestStageIdentitiesStayInTheirLane(t *testing.T) {
 			messages.SubjectHistory, "$KV." + app.RateLimitBucket + ".u"}},
 		{app.StagePersist, []string{messages.Subject(messages.EventGenerated, "r"), messages.Subject(messages.EventAdmitted, "r"),
 			messages.StreamSubject("r"), "$JS.API.CONSUMER.DELETE." + messages.StreamTurns + ".agentbus-llm-admitted"}},
+	}
+	// The response cache is the llm identity's alone: nobody else may
+	// read an answer from it or plant one.
+	for i := range cases {
+		if cases[i].role != app.StageLLM {
+			cases[i].forbids = append(cases[i].forbids, "$KV."+cachekv.Bucket+".k", "$JS.API.DIRECT.GET.KV_"+cachekv.Bucket+".$KV."+cachekv.Bucket+".k")
+		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.role, func(t *testing.T) {

@@ -396,6 +396,11 @@ func serve(env Env, args []string, stages []string, name string) error {
 	quotaUserReq := f.integer("quota-user-requests", 0, "requests per user per UTC day (0 = unlimited)")
 	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
+	cacheTTL := f.duration("cache-ttl", o.Cache.TTL, "how long the llm stage's response cache keeps an answer (0: cache off; keys and requests opt in, see docs/operations.md)")
+	cacheMaxBytes := f.size("cache-max-bytes", o.Cache.MaxBytes, "bound of the response cache (oldest entries dropped first)")
+	cacheMaxEntries := f.integer("cache-max-entries", int(o.Cache.MaxEntries), "most answers in the response cache (oldest dropped first)")
+	cacheMaxEntry := f.size("cache-max-entry-bytes", int64(o.Cache.MaxEntryBytes), "largest answer the response cache keeps")
+	cacheShared := f.boolean("cache-shared", false, "let all users share response cache entries (default: each user's own)")
 	fetchHosts := f.str("fetch-allow-hosts", "", "comma-separated hosts the http_fetch tool may reach (empty: tool disabled)")
 	remoteTools := f.str("remote-tools", "", "comma-separated names of remote tools (NATS micro service agentbus-tools) the model may be offered; discovery alone allows none")
 	natsCreds := f.str("nats-creds", "", "NATS credentials file for every connection of this process (see agentbus nats creds); default: with the embedded server or an authority in --data, one identity per stage")
@@ -451,6 +456,8 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Quota.PerUserRequests = int64(*quotaUserReq)
 	o.Quota.PerUserTokens = int64(*quotaUserTok)
 	o.Quota.PerModelTokens = int64(*quotaModelTok)
+	o.Cache.TTL, o.Cache.MaxBytes, o.Cache.MaxEntries, o.Cache.MaxEntryBytes = *cacheTTL, *cacheMaxBytes, int64(*cacheMaxEntries), int32(min(*cacheMaxEntry, 1<<30))
+	o.CacheShared = *cacheShared
 	if *fetchHosts != "" {
 		o.Tools.FetchAllowHosts = strings.Split(*fetchHosts, ",")
 	}

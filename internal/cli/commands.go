@@ -30,7 +30,7 @@ func init() { // a var initializer would refer to itself through help and comple
 			run: func(env Env, args []string) error { return serve(env, args, app.AllStages, "agentbus") }},
 		{name: "chat", args: `[flags] "text"`, summary: "send a chat turn, print the answer", run: chat},
 		{name: "keys", args: "create|list|revoke", summary: "manage API keys in the running system", run: keys, subs: []command{
-			{name: "create", args: "--user NAME [--rpm N] [--tpm N] [--models a,b] [flags]", summary: "issue a key for a user; the key is printed once"},
+			{name: "create", args: "--user NAME [--rpm N] [--tpm N] [--models a,b] [--cache] [flags]", summary: "issue a key for a user; the key is printed once"},
 			{name: "list", args: "[flags]", summary: "list keys: ids, users, limits, status (never the secrets)"},
 			{name: "revoke", args: "KEY_ID [flags]", summary: "revoke a key"},
 		}},

@@ -164,6 +164,9 @@ type Identity struct {
 	// Models, when set, are the only models the caller may use (and
 	// list); empty: every model.
 	Models []string
+	// Cache lets the caller's turns use the response cache (for
+	// deterministic calls, unless a request asks for it explicitly).
+	Cache bool
 }
 
 // Authenticator checks the Authorization header. Its errors are shown to
@@ -369,6 +372,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		Model:          req.Model,
 		Params:         req.Params,
 		ClientTools:    req.Tools,
+		Cache:          cacheFor(id, req.Cache, opt.CacheControl),
 		Messages:       req.Messages,
 		Stream:         req.Stream,
 		CreatedAt:      time.Now().UTC(),
@@ -504,6 +508,9 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 		if err := json.Unmarshal(m.Data, &c); err != nil {
 			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
 			return true
+		}
+		if st := c.Cache.Status(); st != "" {
+			out.setHeader(HeaderCache, st)
 		}
 		out.json(http.StatusOK, completionResponse(&c))
 	case messages.EventRejected:

@@ -38,10 +38,36 @@ type requestOptions struct {
 	Conversation   string
 	IdempotencyKey string
 	Timeout        string
+	CacheControl   string
 }
 
 func optionsFrom(get func(string) string) requestOptions {
-	return requestOptions{Conversation: get(HeaderConversation), IdempotencyKey: get(HeaderIdempotencyKey), Timeout: get(HeaderRequestTimeout)}
+	return requestOptions{Conversation: get(HeaderConversation), IdempotencyKey: get(HeaderIdempotencyKey), Timeout: get(HeaderRequestTimeout),
+		CacheControl: get(HeaderCacheControl)}
+}
+
+// cacheFor is the turn's use of the response cache: the request's "cache"
+// field when present, else the key's setting; Cache-Control no-store
+// turns it off, no-cache makes it refresh.
+func cacheFor(id Identity, body *bool, cacheControl string) *messages.CacheRequest {
+	var c *messages.CacheRequest
+	switch {
+	case body != nil && *body:
+		c = &messages.CacheRequest{Explicit: true}
+	case body == nil && id.Cache:
+		c = &messages.CacheRequest{}
+	}
+	for d := range strings.SplitSeq(strings.ToLower(cacheControl), ",") {
+		switch strings.TrimSpace(d) {
+		case "no-store":
+			return nil
+		case "no-cache":
+			if c != nil {
+				c.Refresh = true
+			}
+		}
+	}
+	return c
 }
 
 // timeout is how long the request may take: X-Request-Timeout when set

@@ -62,6 +62,10 @@ func (s *sse) delta(m *nats.Msg) {
 	if json.Unmarshal(m.Data, &d) != nil || d.Error != "" {
 		return
 	}
+	if d.Cache != "" && !s.out.streaming() {
+		// The stream's headers describe its first model call.
+		s.out.setHeader(HeaderCache, d.Cache)
+	}
 	// Core NATS keeps the order of one publisher, and the model calls of a
 	// turn follow each other: write in arrival order.
 	s.content(d.Content)
@@ -106,6 +110,9 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 					return
 				}
 				s.model = c.Model
+				if st := c.Cache.Status(); st != "" && !out.streaming() {
+					out.setHeader(HeaderCache, st)
+				}
 				s.start()
 				// Whatever the deltas did not carry (a tool round, a
 				// reused result after redelivery, a lost core message).

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/internal/cache"
+	"github.com/agentbus/agentbus/internal/cache/kvstore"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
 	"github.com/agentbus/agentbus/messages"
@@ -48,12 +50,13 @@ const QuotaBucket = "agentbus_quota"
 // Contract is what the llm stage does on the bus: it consumes admitted
 // turns and tool results, produces tool calls, answers and failures,
 // publishes streaming deltas, reads conversation history from persist,
-// discovers remote tools, and writes its step records and quota counters.
+// discovers remote tools, and writes its step records, quota counters and
+// response cache (no other identity may read or write the cache).
 var Contract = pipeline.Contract{
 	Stage:      Stage,
 	Consumes:   []string{messages.EventAdmitted, messages.EventTooled},
 	Produces:   []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
-	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}},
+	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}, {Bucket: kvstore.Bucket, Write: true}},
 	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
 	Subscribes: []string{messages.SubjectModels, messages.CancelSubject("*")},
 }
@@ -117,6 +120,7 @@ type Handler struct {
 	tools    atomic.Pointer[[]provider.ToolSpec]
 	history  History
 	quota    Quota
+	cache    *cache.Cache
 	nc       *nats.Conn
 	steps    *pipeline.StepCache
 	log      *slog.Logger
@@ -137,6 +141,9 @@ type Deps struct {
 	Tools    []provider.ToolSpec
 	History  History // nil: turns with use_history fail clearly
 	Quota    Quota   // nil: no quotas
+	// Cache is the response cache (nil: off; turns that ask for it are
+	// answered by the provider, X-Cache: bypass).
+	Cache *cache.Cache
 	// ProviderHealth reports the providers' health for /health.
 	ProviderHealth func() (status string, detail map[string]any)
 	// Replicas of the result bucket (match the streams). Default 1.
@@ -160,7 +167,7 @@ func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.
 			cfg.DefaultModel = c.Catalog().Default
 		}
 	}
-	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota,
+	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota, cache: d.Cache,
 		nc: nc, steps: steps, log: log, health: d.ProviderHealth}
 	h.SetTools(d.Tools)
 	if nc != nil {
@@ -217,7 +224,10 @@ func (h *Handler) Stage() pipeline.Stage {
 type stepResult struct {
 	Response provider.Response `json:"response"`
 	Failure  *stepFailure      `json:"failure,omitempty"`
-	At       time.Time         `json:"at"`
+	// Cache is the call's cache status (messages.CacheHit, ...), "" when
+	// the turn does not use the cache.
+	Cache string    `json:"cache,omitempty"`
+	At    time.Time `json:"at"`
 }
 
 type stepFailure struct {
@@ -278,7 +288,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	if f := res.Failure; f != nil {
 		return h.failParam(&g, f.Code, f.Status, f.Reason, f.Param, time.Duration(f.RetryAfterMS)*time.Millisecond)
 	}
-	return h.route(&g, round, res.Response)
+	return h.route(&g, round, res)
 }
 
 // leaseTTL is how long a step's lease lasts: the handler's deadline, so a
@@ -297,15 +307,6 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	failed := func(code string, status int, reason string, retry time.Duration) (stepResult, error) {
 		return stepResult{Failure: &stepFailure{Code: code, Status: status, Reason: pipeline.Redact(reason), RetryAfterMS: retry.Milliseconds()}, At: time.Now().UTC()}, nil
 	}
-	if h.quota != nil {
-		if err := h.quota.Admit(ctx, g.User, model); err != nil {
-			var ex *quota.ExceededError
-			if !errors.As(err, &ex) {
-				return stepResult{}, err // shared state unreachable: retry
-			}
-			return failed(messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
-		}
-	}
 	req, err := h.request(ctx, g, model)
 	var clash *toolClashError
 	if errors.As(err, &clash) {
@@ -319,13 +320,39 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	if err != nil {
 		return stepResult{}, err
 	}
+	status, key := h.lookup(g, req)
+	if status == messages.CacheHit {
+		if resp, ok := h.cache.Get(ctx, key); ok {
+			if g.Stream && resp.Message.Content != "" {
+				// Answered from the cache as a stream: the whole content
+				// in one delta.
+				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: 1, Content: resp.Message.Content, Cache: messages.CacheHit})
+				_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
+			}
+			return stepResult{Response: resp, Cache: messages.CacheHit, At: time.Now().UTC()}, nil
+		}
+		status = messages.CacheMiss
+	}
+	if h.quota != nil {
+		if err := h.quota.Admit(ctx, g.User, model); err != nil {
+			var ex *quota.ExceededError
+			if !errors.As(err, &ex) {
+				return stepResult{}, err // shared state unreachable: retry
+			}
+			return failed(messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
+		}
+	}
 	var onDelta func(string)
 	seq := 0
 	if g.Stream {
 		subj := messages.StreamSubject(g.RequestID)
 		onDelta = func(d string) {
 			seq++
-			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq, Content: d})
+			dl := messages.Delta{RequestID: g.RequestID, Seq: seq, Content: d}
+			if seq == 1 {
+				dl.Cache = status
+			}
+			b, _ := json.Marshal(dl)
 			_ = h.nc.Publish(subj, b)
 		}
 	}
@@ -365,11 +392,47 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 			h.log.Warn("quota tokens not recorded", "request_id", g.RequestID, "err", err)
 		}
 	}
-	return stepResult{Response: resp, At: time.Now().UTC()}, nil
+	if status == messages.CacheMiss && cache.Cacheable(resp) {
+		h.cache.Put(ctx, key, resp)
+	}
+	return stepResult{Response: resp, Cache: status, At: time.Now().UTC()}, nil
 }
 
-func (h *Handler) route(g *messages.Generation, round int, resp provider.Response) ([]*message.Message, error) {
+// lookup says what the cache may do for the call req of turn g: "" (the
+// turn does not use it), CacheBypass (not cacheable), CacheMiss (call the
+// provider and store the answer: a refresh) or CacheHit (look it up
+// first), with the entry's key.
+func (h *Handler) lookup(g *messages.Generation, req provider.Request) (status, key string) {
+	if g.Cache == nil {
+		return "", ""
+	}
+	if h.cache == nil {
+		return messages.CacheBypass, ""
+	}
+	read, write := cache.Decide(g.Cache, req.Params)
+	if !write {
+		return messages.CacheBypass, ""
+	}
+	if key = h.cache.Key(g.User, req); key == "" {
+		return messages.CacheBypass, ""
+	}
+	if !read {
+		return messages.CacheMiss, key
+	}
+	return messages.CacheHit, key
+}
+
+func (h *Handler) route(g *messages.Generation, round int, res stepResult) ([]*message.Message, error) {
+	resp := res.Response
 	out := *g
+	if res.Cache != "" {
+		cu := messages.CacheUse{}
+		if g.CacheUse != nil {
+			cu = *g.CacheUse
+		}
+		cu.Add(res.Cache, resp.Usage)
+		out.CacheUse = &cu
+	}
 	out.Round = round
 	out.Steps = append(append([]messages.Message(nil), g.Steps...), resp.Message)
 	out.Usage = g.Usage.Add(resp.Usage)

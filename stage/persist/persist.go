@@ -297,6 +297,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		Usage:          g.Usage,
 		FinishReason:   g.FinishReason,
 		Logprobs:       g.Logprobs,
+		Cache:          g.CacheUse,
 		CreatedAt:      g.CreatedAt,
 	}
 	if c.Model == "" {
