@@ -55,19 +55,27 @@ func TestKeyCoversWhatDeterminesTheAnswer(t *testing.T) {
 	}
 	seven, other := 7, int64(3)
 	changes := map[string]func(r *provider.Request){
-		"model":           func(r *provider.Request) { r.Model = "gpt-y" },
-		"a message":       func(r *provider.Request) { r.Messages[1].Content = "hi!" },
-		"system prompt":   func(r *provider.Request) { r.Messages[0].Content = "be long" },
-		"history":         func(r *provider.Request) { r.Messages = append([]messages.Message{{Role: messages.RoleUser, Content: "earlier"}}, r.Messages...) },
-		"tools":           func(r *provider.Request) { r.Tools = nil },
-		"tool schema":     func(r *provider.Request) { r.Tools[0].Parameters = json.RawMessage(`{"type":"object","properties":{}}`) },
-		"temperature":     func(r *provider.Request) { r.Params.Temperature = f64(0.5) },
-		"max_tokens":      func(r *provider.Request) { r.Params.MaxTokens = &seven },
-		"seed":            func(r *provider.Request) { r.Params.Seed = &other },
-		"stop":            func(r *provider.Request) { r.Params.Stop = []string{"\n"} },
-		"response_format": func(r *provider.Request) { r.Params.ResponseFormat = &messages.ResponseFormat{Type: messages.FormatJSONObject} },
-		"forwarded param": func(r *provider.Request) { r.Params.OpenAI = map[string]json.RawMessage{"frequency_penalty": json.RawMessage(`0.5`)} },
-		"end user":        func(r *provider.Request) { r.Params.User = "end-user-7" },
+		"model":         func(r *provider.Request) { r.Model = "gpt-y" },
+		"a message":     func(r *provider.Request) { r.Messages[1].Content = "hi!" },
+		"system prompt": func(r *provider.Request) { r.Messages[0].Content = "be long" },
+		"history": func(r *provider.Request) {
+			r.Messages = append([]messages.Message{{Role: messages.RoleUser, Content: "earlier"}}, r.Messages...)
+		},
+		"tools": func(r *provider.Request) { r.Tools = nil },
+		"tool schema": func(r *provider.Request) {
+			r.Tools[0].Parameters = json.RawMessage(`{"type":"object","properties":{}}`)
+		},
+		"temperature": func(r *provider.Request) { r.Params.Temperature = f64(0.5) },
+		"max_tokens":  func(r *provider.Request) { r.Params.MaxTokens = &seven },
+		"seed":        func(r *provider.Request) { r.Params.Seed = &other },
+		"stop":        func(r *provider.Request) { r.Params.Stop = []string{"\n"} },
+		"response_format": func(r *provider.Request) {
+			r.Params.ResponseFormat = &messages.ResponseFormat{Type: messages.FormatJSONObject}
+		},
+		"forwarded param": func(r *provider.Request) {
+			r.Params.OpenAI = map[string]json.RawMessage{"frequency_penalty": json.RawMessage(`0.5`)}
+		},
+		"end user": func(r *provider.Request) { r.Params.User = "end-user-7" },
 	}
 	for name, change := range changes {
 		r := base()
