@@ -29,10 +29,12 @@ import (
 	"time"
 
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
+	"github.com/agentbus/agentbus/internal/obs"
 	rlkv "github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Stage is the stage name.
@@ -206,6 +208,8 @@ type Deps struct {
 	// is refused here with 429 and never reaches the stream. Nil: the
 	// guard alone decides.
 	Limits RateCheck
+	// Observe is the entry's metrics, tracing and access log.
+	Observe Observe
 }
 
 // RateCheck reads the shared rate-limit state without spending it.
@@ -232,6 +236,8 @@ type Server struct {
 	inflight chan struct{}
 	// catalog is the llm stage's model catalog.
 	catalog *catalog
+	observe Observe
+	tracer  trace.Tracer
 }
 
 // New builds the server.
@@ -246,6 +252,10 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 		catalog: &catalog{nc: d.NC, ttl: cfg.CatalogTTL, timeout: cfg.CatalogTimeout}}
 	if d.Outcomes != nil {
 		s.terms = d.Outcomes
+	}
+	s.observe = d.Observe
+	if d.Observe.Tracer != nil {
+		s.tracer = d.Observe.Tracer.Tracer("github.com/agentbus/agentbus/stage/ingest")
 	}
 	s.routes()
 	return s, nil
@@ -324,6 +334,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 // identity, publishes it and answers out with the outcome (a completion, a
 // stream of chunks, or an OpenAI-style error).
 func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt requestOptions, endpoint string, out reply) {
+	out = s.observed(ctx, out)
 	conv := opt.Conversation
 	timeout, err := s.timeoutFor(opt)
 	if err != nil {
@@ -374,6 +385,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		out.error(e.status, e.code, e.msg, paramOrNil(e.param))
 		return
 	}
+	noteTurn(ctx, out, &turn)
 	encoded, err := json.Marshal(&turn)
 	if err != nil {
 		out.error(http.StatusBadRequest, "invalid_request", "the request cannot be encoded", nil)
@@ -393,6 +405,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 			// The guard decides (and fails closed or open as configured).
 			s.log.Debug("rate-limit pre-check unavailable", "request_id", rid, "err", err)
 		case !ok:
+			s.observe.Metrics.LimitRejected(Stage, obs.LimitRate, tier)
 			setRetryHeaders(out, retry.Milliseconds(), headers)
 			out.error(http.StatusTooManyRequests, messages.CodeRateLimited, "rate limit exceeded ("+tier+"); retry after "+retry.Round(time.Millisecond).String(), nil)
 			return
@@ -474,6 +487,7 @@ func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b
 	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
 	m.Header.Set(messages.HeaderCorrelationID, rid)
 	m.Header.Set(messages.HeaderEvent, messages.EventReceived)
+	pipeline.InjectTrace(ctx, m.Header)
 	if !deadline.IsZero() {
 		m.Header.Set(messages.HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
 	}
@@ -500,6 +514,7 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
 			return true
 		}
+		noteCompleted(out, &c)
 		out.json(http.StatusOK, completionResponse(&c))
 	case messages.EventRejected:
 		var rj messages.Rejected
@@ -507,6 +522,7 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable rejection", nil)
 			return true
 		}
+		noteRejected(out, &rj)
 		setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
 		out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, paramOrNil(rj.Param))
 	case messages.EventFailed:

@@ -105,6 +105,7 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 					out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
 					return
 				}
+				noteCompleted(out, &c)
 				s.model = c.Model
 				s.start()
 				// Whatever the deltas did not carry (a tool round, a
@@ -125,6 +126,7 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 			case messages.EventRejected:
 				var rj messages.Rejected
 				_ = json.Unmarshal(m.Data, &rj)
+				noteRejected(out, &rj)
 				if !out.streaming() {
 					setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
 				}

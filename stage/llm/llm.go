@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
 	"github.com/agentbus/agentbus/messages"
@@ -118,7 +119,9 @@ type Handler struct {
 	steps    *pipeline.StepCache
 	log      *slog.Logger
 	// Health reports provider health (breaker states); may be nil.
-	health func() (string, map[string]any)
+	health  func() (string, map[string]any)
+	spend   *Spend
+	metrics *obs.Metrics
 }
 
 // Deps are the llm stage's collaborators.
@@ -131,6 +134,11 @@ type Deps struct {
 	ProviderHealth func() (status string, detail map[string]any)
 	// Replicas of the result bucket (match the streams). Default 1.
 	Replicas int
+	// Spend prices calls, records them and enforces the daily budget;
+	// nil: no cost.
+	Spend *Spend
+	// Metrics records tokens, cost and limit rejections; nil: none.
+	Metrics *obs.Metrics
 }
 
 // New builds the handler and its result bucket.
@@ -151,7 +159,7 @@ func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.
 		}
 	}
 	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota,
-		nc: nc, steps: steps, log: log, health: d.ProviderHealth}
+		nc: nc, steps: steps, log: log, health: d.ProviderHealth, spend: d.Spend, metrics: d.Metrics}
 	h.SetTools(d.Tools)
 	return h, nil
 }
@@ -253,6 +261,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	if err != nil {
 		return nil, err // KV unreachable: retry, never call the provider blind
 	}
+	annotate(ctx, model, &res)
 	if f := res.Failure; f != nil {
 		return h.failParam(&g, f.Code, f.Status, f.Reason, f.Param, time.Duration(f.RetryAfterMS)*time.Millisecond)
 	}
@@ -275,12 +284,16 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	failed := func(code string, status int, reason string, retry time.Duration) (stepResult, error) {
 		return stepResult{Failure: &stepFailure{Code: code, Status: status, Reason: pipeline.Redact(reason), RetryAfterMS: retry.Milliseconds()}, At: time.Now().UTC()}, nil
 	}
+	if f, err := h.checkBudget(g); f != nil || err != nil {
+		return stepResult{Failure: f, At: time.Now().UTC()}, err
+	}
 	if h.quota != nil {
 		if err := h.quota.Admit(ctx, g.User, model); err != nil {
 			var ex *quota.ExceededError
 			if !errors.As(err, &ex) {
 				return stepResult{}, err // shared state unreachable: retry
 			}
+			h.metrics.LimitRejected(Stage, obs.LimitQuota, string(ex.Limit))
 			return failed(messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
 		}
 	}
@@ -324,6 +337,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 		r.Failure.Param = errParam(err)
 		return r, nil
 	}
+	h.account(ctx, g, model, resp)
 	if h.quota != nil {
 		if err := h.quota.AddTokens(ctx, g.User, model, int64(resp.Usage.TotalTokens)); err != nil {
 			// The call is made and paid for: record the result anyway.
@@ -338,6 +352,7 @@ func (h *Handler) route(g *messages.Generation, round int, resp provider.Respons
 	out.Round = round
 	out.Steps = append(append([]messages.Message(nil), g.Steps...), resp.Message)
 	out.Usage = g.Usage.Add(resp.Usage)
+	out.CostUSD = g.CostUSD + h.cost(g.Model, resp)
 	out.Provider = resp.Provider
 	out.ResolvedModel = resp.Model
 	out.FinishReason = provider.NormalizeFinishReason(resp.FinishReason, len(resp.Message.ToolCalls) > 0)
