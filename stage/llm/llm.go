@@ -29,6 +29,7 @@ import (
 	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
+	"github.com/agentbus/agentbus/internal/spend"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
@@ -51,7 +52,7 @@ var Contract = pipeline.Contract{
 	Stage:      Stage,
 	Consumes:   []string{messages.EventAdmitted, messages.EventTooled},
 	Produces:   []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
-	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}},
+	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}, {Bucket: spend.Bucket, Write: true}},
 	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
 	Subscribes: []string{messages.SubjectModels},
 }
