@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -13,12 +14,15 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/spend"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go/micro"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // Prices of the observability tests: easy arithmetic.
@@ -341,4 +345,153 @@ func TestBudgetStopsNextTurn(t *testing.T) {
 	if r := post(t, sys, newKey(t, sys, "carol"), "", chatBody("hello")); r.status != 200 {
 		t.Fatalf("another key: %d %s", r.status, r.raw)
 	}
+}
+
+// One turn is one trace across processes: ingest and persist in one
+// process, guard, llm and toolexec in another, each with its own tracer
+// (an in-memory exporter); the trace context travels only in the NATS
+// headers. The client's own traceparent is the root.
+func TestTraceAcrossProcesses(t *testing.T) {
+	expA, expB := tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()
+	tpA, err := obs.NewTracerProvider(context.Background(), sdktrace.NewSimpleSpanProcessor(expA), "agentbus-ingest-persist", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpB, err := obs.NewTracerProvider(context.Background(), sdktrace.NewSimpleSpanProcessor(expB), "agentbus-guard-llm-toolexec", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startSystem(t, func(o *app.Options) {
+		o.Stages = []string{app.StageIngest, app.StagePersist}
+		o.NATSAuth = false
+		o.Auth = false
+		o.Observe.Tracer = tpA
+	})
+	startSystem(t, func(o *app.Options) {
+		o.Stages = []string{app.StageGuard, app.StageLLM, app.StageToolexec}
+		o.Pipeline.NATSURL = a.Runtime.URL()
+		o.NATSAuth = false
+		o.Auth = false
+		o.Observe.Tracer = tpB
+	})
+	const traceID, clientSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.HTTPAddr+"/v1/chat/completions", strings.NewReader(chatBody("What is 17*23?")))
+	req.Header.Set("traceparent", "00-"+traceID+"-"+clientSpan+"-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var spans tracetest.SpanStubs
+	waitUntil(t, 10*time.Second, func() bool {
+		spans = append(expA.GetSpans(), expB.GetSpans()...)
+		return len(spans) >= 9 // with guard's reconciliation of the completed turn
+	})
+	byName := map[string][]tracetest.SpanStub{}
+	for _, s := range spans {
+		if s.SpanContext.TraceID().String() != traceID {
+			t.Errorf("span %q in trace %s, want %s", s.Name, s.SpanContext.TraceID(), traceID)
+		}
+		for _, kv := range s.Attributes {
+			if kv.Key == "gen_ai.input.messages" || kv.Key == "gen_ai.output.messages" || strings.Contains(kv.Value.Emit(), "17*23") {
+				t.Errorf("span %q carries content without --trace-content: %s", s.Name, kv.Key)
+			}
+		}
+		byName[s.Name] = append(byName[s.Name], s)
+	}
+	one := func(name string) tracetest.SpanStub {
+		t.Helper()
+		if len(byName[name]) != 1 {
+			t.Fatalf("%d spans %q; spans: %v", len(byName[name]), name, names(spans))
+		}
+		return byName[name][0]
+	}
+	parentOf := func(child, parent tracetest.SpanStub) {
+		t.Helper()
+		if child.Parent.SpanID() != parent.SpanContext.SpanID() {
+			t.Errorf("parent of %q is %s, want %q (%s)", child.Name, child.Parent.SpanID(), parent.Name, parent.SpanContext.SpanID())
+		}
+	}
+	in := one("ingest chat")
+	if in.Parent.SpanID().String() != clientSpan || !in.Parent.IsRemote() {
+		t.Errorf("ingest span's parent %s, want the client's %s", in.Parent.SpanID(), clientSpan)
+	}
+	guard, admitted, tool, tooled, persist := one("guard received"), one("llm admitted"), one("toolexec toolcalls"), one("llm tooled"), one("persist generated")
+	parentOf(guard, in)
+	parentOf(admitted, guard)
+	parentOf(tool, admitted)
+	parentOf(tooled, tool)
+	parentOf(persist, tooled)
+	parentOf(one("guard completed"), persist)
+	calls := byName["chat agentbus-offline"]
+	if len(calls) != 2 {
+		t.Fatalf("%d model call spans", len(calls))
+	}
+	parents := map[string]bool{}
+	for _, c := range calls {
+		parents[c.Parent.SpanID().String()] = true
+		if attr(c, "gen_ai.provider.name") != "agentbus-offline" || attr(c, "gen_ai.usage.input_tokens") == "" {
+			t.Errorf("model call attributes %v", c.Attributes)
+		}
+	}
+	if !parents[admitted.SpanContext.SpanID().String()] || !parents[tooled.SpanContext.SpanID().String()] {
+		t.Errorf("model calls are not children of the llm steps")
+	}
+	if attr(admitted, "gen_ai.response.finish_reasons") != `["tool_calls"]` || attr(tooled, "gen_ai.response.finish_reasons") != `["stop"]` {
+		t.Errorf("llm step attributes: %v / %v", admitted.Attributes, tooled.Attributes)
+	}
+	t.Log("\n" + spanTree(spans))
+}
+
+func names(spans tracetest.SpanStubs) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func attr(s tracetest.SpanStub, key string) string {
+	for _, kv := range s.Attributes {
+		if string(kv.Key) == key {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
+
+// spanTree draws spans as a tree with their durations.
+func spanTree(spans tracetest.SpanStubs) string {
+	children := map[string][]tracetest.SpanStub{}
+	ids := map[string]bool{}
+	for _, s := range spans {
+		ids[s.SpanContext.SpanID().String()] = true
+	}
+	var roots []tracetest.SpanStub
+	for _, s := range spans {
+		p := s.Parent.SpanID().String()
+		if ids[p] {
+			children[p] = append(children[p], s)
+		} else {
+			roots = append(roots, s)
+		}
+	}
+	var b strings.Builder
+	var walk func(s tracetest.SpanStub, depth int)
+	walk = func(s tracetest.SpanStub, depth int) {
+		svc, _ := s.Resource.Set().Value("service.name")
+		fmt.Fprintf(&b, "%-40s %10s  [%s]\n", strings.Repeat("  ", depth)+s.Name, s.EndTime.Sub(s.StartTime).Round(10*time.Microsecond), svc.Emit())
+		cs := children[s.SpanContext.SpanID().String()]
+		sort.Slice(cs, func(i, j int) bool { return cs[i].StartTime.Before(cs[j].StartTime) })
+		for _, c := range cs {
+			walk(c, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	return b.String()
 }
