@@ -45,6 +45,9 @@ type Price struct {
 
 // Prices is the price table.
 type Prices struct {
+	// Note is free text (where the prices come from, when they were
+	// checked).
+	Note string `json:"note,omitempty"`
 	// Models maps a model name (as clients name it, or as the provider
 	// reports it) to its price.
 	Models map[string]Price `json:"models"`
