@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/spend"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -396,7 +398,7 @@ func TestTraceAcrossProcesses(t *testing.T) {
 			t.Errorf("span %q in trace %s, want %s", s.Name, s.SpanContext.TraceID(), traceID)
 		}
 		for _, kv := range s.Attributes {
-			if kv.Key == "gen_ai.input.messages" || kv.Key == "gen_ai.output.messages" || strings.Contains(kv.Value.Emit(), "17*23") {
+			if kv.Key == "gen_ai.input.messages" || kv.Key == "gen_ai.output.messages" || strings.Contains(kv.Value.String(), "17*23") {
 				t.Errorf("span %q carries content without --trace-content: %s", s.Name, kv.Key)
 			}
 		}
@@ -457,7 +459,7 @@ func names(spans tracetest.SpanStubs) []string {
 func attr(s tracetest.SpanStub, key string) string {
 	for _, kv := range s.Attributes {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
@@ -483,7 +485,7 @@ func spanTree(spans tracetest.SpanStubs) string {
 	var walk func(s tracetest.SpanStub, depth int)
 	walk = func(s tracetest.SpanStub, depth int) {
 		svc, _ := s.Resource.Set().Value("service.name")
-		fmt.Fprintf(&b, "%-40s %10s  [%s]\n", strings.Repeat("  ", depth)+s.Name, s.EndTime.Sub(s.StartTime).Round(10*time.Microsecond), svc.Emit())
+		fmt.Fprintf(&b, "%-40s %10s  [%s]\n", strings.Repeat("  ", depth)+s.Name, s.EndTime.Sub(s.StartTime).Round(10*time.Microsecond), svc.String())
 		cs := children[s.SpanContext.SpanID().String()]
 		sort.Slice(cs, func(i, j int) bool { return cs[i].StartTime.Before(cs[j].StartTime) })
 		for _, c := range cs {
@@ -494,4 +496,72 @@ func spanTree(spans tracetest.SpanStubs) string {
 		walk(r, 0)
 	}
 	return b.String()
+}
+
+// One access line per HTTP request and per NATS entry request, with who
+// asked for what and how it ended; never the key or the prompt.
+func TestAccessLog(t *testing.T) {
+	var buf syncBuffer
+	o := app.DefaultOptions()
+	o.DataDir = t.TempDir()
+	o.HTTPAddr = "127.0.0.1:0"
+	o.Pipeline.Embedded.Listen = "127.0.0.1:-1"
+	o.Getenv = func(string) string { return "" }
+	o.Tools.Remote = false
+	o.Observe.PricesFile = pricesFile(t)
+	sys, err := app.Start(context.Background(), o, slog.New(slog.NewJSONHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	key := newKey(t, sys, "dora")
+	ok := post(t, sys, key, "", chatBody("What is 17*23?"))
+	if ok.status != 200 {
+		t.Fatal(ok.raw)
+	}
+	if r := post(t, sys, "sk-wrong-key-0123456789", "", chatBody("secret prompt")); r.status != 401 {
+		t.Fatal(r.raw)
+	}
+	// The NATS entry.
+	req := nats.NewMsg(messages.SubjectChat)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Data = []byte(chatBody("hello over nats"))
+	m, err := sys.Runtime.Conn().RequestMsg(req, 10*time.Second)
+	if err != nil || m.Header.Get("Agentbus-Status") != "200" {
+		t.Fatalf("nats entry: %v %v %s", err, m, m.Data)
+	}
+	var lines []map[string]any
+	waitUntil(t, 5*time.Second, func() bool {
+		lines = lines[:0]
+		for _, l := range strings.Split(buf.String(), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "access" {
+				lines = append(lines, rec)
+			}
+		}
+		return len(lines) >= 3
+	})
+	if len(lines) != 3 {
+		t.Fatalf("%d access lines: %v", len(lines), lines)
+	}
+	h, bad, n := lines[0], lines[1], lines[2]
+	u := ok.body["usage"].(map[string]any)
+	if h["entry"] != "http" || h["status"] != 200.0 || h["user"] != "dora" || h["model"] != "agentbus-offline" || h["provider"] != "agentbus-offline" ||
+		h["request_id"] != ok.header.Get("X-Request-Id") || h["conversation_id"] != ok.header.Get("X-Conversation-Id") ||
+		h["input_tokens"] != u["prompt_tokens"] || h["output_tokens"] != u["completion_tokens"] || h["guard"] != "allow" || h["cache"] != "miss" ||
+		h["cost_usd"] == nil || h["latency_ms"].(float64) <= 0 || h["key_id"] == "" || h["path"] != "/v1/chat/completions" {
+		t.Errorf("http line %v", h)
+	}
+	if bad["status"] != 401.0 || bad["user"] != nil || bad["path"] != "/v1/chat/completions" {
+		t.Errorf("401 line %v", bad)
+	}
+	if n["entry"] != "nats" || n["status"] != 200.0 || n["user"] != "dora" || n["path"] != messages.SubjectChat {
+		t.Errorf("nats line %v", n)
+	}
+	all := buf.String()
+	for _, secret := range []string{key, "sk-wrong-key-0123456789", "secret prompt"} {
+		if strings.Contains(all, secret) {
+			t.Errorf("the log contains %q", secret)
+		}
+	}
 }
