@@ -212,6 +212,10 @@ func TestMetricsAfterKnownTurns(t *testing.T) {
 			t.Errorf("%s%v = %g, want %g", w.name, w.labels, got, w.v)
 		}
 	}
+	// Scrapes are not requests: scraping again changes no request count.
+	if again := scrape(t, sys.HTTPAddr); value(again, "agentbus_requests_total", "entry", "http", "code", "200") != 1 {
+		t.Errorf("a scrape counted as a request: %v", series(again, "agentbus_requests_total"))
+	}
 	// Nothing failed, was retried or dead-lettered; no limit refused.
 	for _, name := range []string{"agentbus_stage_failed_total", "agentbus_stage_dead_lettered_total", "agentbus_stage_retries_total", "agentbus_limit_rejections_total"} {
 		if s := series(fams, name); len(s) != 0 {

@@ -197,7 +197,7 @@ func New(c Config) (*Metrics, error) {
 		commitBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "agentbus_persist_commit_batch_size",
 			Help: "Turns per persist group commit.", Buckets: BatchBuckets}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentbus_requests_total",
-			Help: "Requests answered by the entry (http, nats) by status code."}, []string{"entry", "code"}),
+			Help: "Chat requests answered by the entry (http, nats) by status code."}, []string{"entry", "code"}),
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentbus_request_duration_seconds",
 			Help: "Duration of entry requests (chat completions) until answered.", Buckets: RequestBuckets}, []string{"entry"}),
 		breakerCollector: &breakerCollector{},
@@ -290,15 +290,14 @@ func (m *Metrics) Commit(d time.Duration, turns int) {
 	m.commitBatch.Observe(float64(turns))
 }
 
-// Request records one answered entry request.
-func (m *Metrics) Request(entry string, status int, d time.Duration, chat bool) {
+// Request records one answered chat request (probes, scrapes and model
+// listings are not counted).
+func (m *Metrics) Request(entry string, status int, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.requests.WithLabelValues(entry, statusText(status)).Inc()
-	if chat {
-		m.requestDuration.WithLabelValues(entry).Observe(d.Seconds())
-	}
+	m.requestDuration.WithLabelValues(entry).Observe(d.Seconds())
 }
 
 var statusTexts sync.Map

@@ -42,7 +42,7 @@ func TestNilMetricsAreOff(t *testing.T) {
 	m.LimitRejected("guard", LimitRate, "user.requests")
 	m.ToolCall("t", "allow")
 	m.Commit(0, 1)
-	m.Request("http", 200, 0, true)
+	m.Request("http", 200, 0)
 	if m.User("u") != "" {
 		t.Fatal("nil metrics label")
 	}

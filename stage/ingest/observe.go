@@ -234,7 +234,9 @@ func (s *Server) logAccess(a *access, method, path string, chat bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	d := time.Since(a.start)
-	s.observe.Metrics.Request(a.entry, a.status, d, chat)
+	if chat {
+		s.observe.Metrics.Request(a.entry, a.status, d)
+	}
 	log := s.observe.AccessLog
 	if log == nil {
 		log = s.log
