@@ -482,6 +482,9 @@ type CacheUse struct {
 	// Saved is the usage of the answers served from the cache: tokens no
 	// provider was paid for in this turn.
 	Saved Usage `json:"saved,omitzero"`
+	// SavedUSD is what those answers would have cost (the price table's
+	// arithmetic; 0 without prices).
+	SavedUSD float64 `json:"saved_usd,omitempty"`
 }
 
 // Add counts one model call's cache status (and the usage a hit saved).
@@ -598,6 +601,10 @@ type Generation struct {
 	// ToolVerdicts record every tool call's firewall decision in this turn.
 	ToolVerdicts []ToolVerdict `json:"tool_verdicts,omitempty"`
 	Usage        Usage         `json:"usage"`
+	// CostUSD is what the turn's model calls so far cost in US dollars,
+	// by the operator's price table (0 without one, or for models it does
+	// not price).
+	CostUSD float64 `json:"cost_usd,omitempty"`
 	// Provider and ResolvedModel name who answered the last model call.
 	Provider      string `json:"provider,omitempty"`
 	ResolvedModel string `json:"resolved_model,omitempty"`
@@ -643,6 +650,10 @@ type Completed struct {
 	ToolVerdicts   []ToolVerdict `json:"tool_verdicts,omitempty"`
 	Guard          Verdict       `json:"guard"`
 	Usage          Usage         `json:"usage"`
+	// CostUSD is what the turn's model calls cost in US dollars, by the
+	// operator's price table (absent without one, or for models it does
+	// not price).
+	CostUSD float64 `json:"cost_usd,omitempty"`
 	// FinishReason and Logprobs are the final answer's (see Generation).
 	FinishReason string          `json:"finish_reason,omitempty"`
 	Logprobs     json.RawMessage `json:"logprobs,omitempty"`
@@ -661,10 +672,12 @@ type Completed struct {
 
 // Error codes of Rejected and Failed events (OpenAI-style "code").
 const (
-	CodeInvalidRequest      = "invalid_request"
-	CodeInjectionDetected   = "prompt_injection_detected"
-	CodeRateLimited         = "rate_limit_exceeded"
-	CodeQuotaExceeded       = "quota_exceeded"
+	CodeInvalidRequest    = "invalid_request"
+	CodeInjectionDetected = "prompt_injection_detected"
+	CodeRateLimited       = "rate_limit_exceeded"
+	CodeQuotaExceeded     = "quota_exceeded"
+	// CodeBudgetExceeded: the API key spent its daily budget (429).
+	CodeBudgetExceeded      = "budget_exceeded"
 	CodeProviderUnavailable = "provider_unavailable"
 	CodeProviderError       = "provider_error"
 	CodeContextLength       = "context_length_exceeded"

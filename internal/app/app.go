@@ -24,6 +24,7 @@ import (
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/natsauth"
+	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
 	"github.com/agentbus/agentbus/internal/ratelimit"
@@ -121,6 +122,8 @@ type Options struct {
 	// embedded server, or an authority in DataDir, each stage gets its own
 	// identity; else connections are anonymous.
 	NATSCreds string
+	// Observe configures metrics, tracing and spend (see ObserveOptions).
+	Observe ObserveOptions
 }
 
 // DefaultOptions returns the documented defaults.
@@ -143,6 +146,7 @@ func DefaultOptions() Options {
 		Cache:      kvstore.DefaultConfig(),
 		Sanitizer:  sanitize.Config{},
 		NATSAuth:   true,
+		Observe:    DefaultObserveOptions(),
 	}
 	// The llm stage calls providers with retries and failover: give its
 	// handler more time than the pipeline default.
@@ -178,7 +182,7 @@ func (o Options) Validate() error {
 	if o.Cache.TTL != 0 {
 		errs = append(errs, o.Cache.Validate())
 	}
-	errs = append(errs, o.Quota.Validate(), o.LLM.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate())
+	errs = append(errs, o.Quota.Validate(), o.LLM.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate(), o.Observe.Validate())
 	return errors.Join(errs...)
 }
 
@@ -196,6 +200,9 @@ type System struct {
 	Authority *natsauth.Authority
 	// DataDir is the process's data directory.
 	DataDir string
+	// MetricsAddr is the address serving GET /metrics apart from the
+	// HTTP listener ("" without Observe.MetricsListen).
+	MetricsAddr string
 
 	log      *slog.Logger
 	httpSrv  *http.Server
@@ -302,6 +309,7 @@ type parts struct {
 	tools *toolset
 	llm   *llm.Handler
 	tool  *toolexec.Handler
+	ob    *observability
 }
 
 // conn returns a stage's connection and JetStream context.
@@ -351,13 +359,19 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		release()
 		return nil, fmt.Errorf("nats auth: %w", err)
 	}
-	rt, err := pipeline.New(ctx, o.Pipeline, log)
+	ob, flush, err := o.setupObserve(ctx)
 	if err != nil {
 		release()
 		return nil, err
 	}
+	rt, err := pipeline.New(ctx, o.Pipeline, log)
+	if err != nil {
+		flush()
+		release()
+		return nil, err
+	}
 	sys := &System{Runtime: rt, log: log, runDone: make(chan struct{}), Authority: authority, DataDir: o.DataDir}
-	sys.closers = append(sys.closers, release)
+	sys.closers = append(sys.closers, release, flush)
 	fail := func(err error) (*System, error) {
 		rt.Close()
 		sys.closeParts()
@@ -370,7 +384,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		}
 		sys.Keys = apikv.New(kv)
 	}
-	p := &parts{o: &o, rt: rt, sys: sys, log: log}
+	p := &parts{o: &o, rt: rt, sys: sys, log: log, ob: ob}
 	if o.has(StageGuard) || o.has(StageToolexec) {
 		if p.san, err = sanitize.New(o.Sanitizer); err != nil {
 			return fail(err)
@@ -412,6 +426,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		}
 	}
 	p.watchTools()
+	if err := ob.serveMetrics(o.Observe.MetricsListen, sys); err != nil {
+		return fail(err)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	sys.cancel = cancel
 	go func() {
@@ -455,7 +472,7 @@ func (p *parts) guard(context.Context) error {
 		return err
 	}
 	h := &guard.Handler{Sanitizer: sanitizerAdapter{p.san}, Limiter: limits, Reconcile: hasTokenLimits(p.o.Limits) || p.o.Auth,
-		Log: p.log.With("stage", StageGuard)}
+		Log: p.log.With("stage", StageGuard), Metrics: p.ob.metrics}
 	_, err = p.rt.AddStage(h.Stage())
 	return err
 }
@@ -483,6 +500,11 @@ func (p *parts) llmStage(context.Context) error {
 		}
 		rc = cache.New(st, cache.Config{Shared: p.o.CacheShared}, p.log.With("stage", StageLLM))
 	}
+	p.ob.metrics.InstrumentProviders(fo, p.ob.tracerFor("github.com/agentbus/agentbus/provider"), p.o.Observe.TraceContent)
+	sp, err := p.llmSpend(js)
+	if err != nil {
+		return err
+	}
 	p.llm, err = llm.New(p.o.LLM, llm.Deps{
 		Quota:          q,
 		Cache:          rc,
@@ -491,6 +513,8 @@ func (p *parts) llmStage(context.Context) error {
 		History:        conversations{&persist.Client{NC: nc}},
 		ProviderHealth: providerHealth(fo),
 		Replicas:       p.o.Pipeline.Streams.Replicas,
+		Spend:          sp,
+		Metrics:        p.ob.metrics,
 	}, nc, js, p.log.With("stage", StageLLM))
 	if err != nil {
 		return err
@@ -519,6 +543,7 @@ func (p *parts) toolexec(context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.tool.SetMetrics(p.ob.metrics)
 	_, err = p.rt.AddStage(p.tool.Stage())
 	return err
 }
@@ -555,7 +580,11 @@ func (p *parts) persist(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gc := memory.NewGroupCommitter(store, 256)
+	var committed memory.Store = store
+	if p.ob.metrics != nil {
+		committed = obs.Store{Store: store, Metrics: p.ob.metrics}
+	}
+	gc := memory.NewGroupCommitter(committed, 256)
 	p.sys.closers = append(p.sys.closers, func() { _ = gc.Close(); _ = store.Close() })
 	outcomes, err := p.rt.Terminals(StagePersist)
 	if err != nil {
@@ -602,7 +631,8 @@ func (p *parts) ingest(context.Context) error {
 		return err
 	}
 	srv, err := ingest.New(icfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: conversations{&persist.Client{NC: nc}}, Limits: limits,
-		Outcomes: outcomes, Idempotency: idem}, p.log.With("stage", StageIngest))
+		Outcomes: outcomes, Idempotency: idem,
+		Observe: ingest.Observe{Metrics: p.ob.metrics, MetricsHandler: p.ob.handler(), Tracer: p.ob.tracer}}, p.log.With("stage", StageIngest))
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	cachekv "github.com/agentbus/agentbus/internal/cache/kvstore"
+	"github.com/nats-io/nkeys"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -341,5 +343,26 @@ func TestRedriveRefusesForgedDeadLetters(t *testing.T) {
 				t.Fatalf("ok=%v err=%v", tc.ok, err)
 			}
 		})
+	}
+}
+
+// Every role's user JWT fits in a CONNECT line of the server's
+// max_control_line with room for the rest of CONNECT (name, version,
+// signature of the nonce): a role whose contract grows past it would be
+// refused at connect.
+func TestCredentialsFitTheControlLine(t *testing.T) {
+	sys := startSystem(t, nil)
+	for _, r := range app.Roles {
+		b, err := os.ReadFile(apptest.CredsFile(t, sys, r, r+"-with-a-long-instance-name-0123456789", app.GrantOptions{Tools: []string{"weather", "forecast"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		jwt, err := nkeys.ParseDecoratedJWT(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(jwt) + 1024; n > pipeline.MaxControlLine/2 {
+			t.Errorf("role %s: a JWT of %d bytes leaves too little room in a %d-byte control line (keep it under half)", r, len(jwt), pipeline.MaxControlLine)
+		}
 	}
 }

@@ -21,7 +21,14 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/stage/ingest"
 	"github.com/nats-io/nats.go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
+
+// discard is a span exporter that drops what it gets.
+type discard struct{}
+
+func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
 
 // Config configures a run.
 type Config struct {
@@ -43,6 +50,10 @@ type Config struct {
 	// NoNATSAuth runs the embedded server without authentication, to
 	// measure what authentication costs. Default false (auth on, as serve).
 	NoNATSAuth bool
+	// Observe turns metrics and tracing on (every span recorded and
+	// handed to a batch exporter that discards it), to measure what
+	// observability costs. Default false.
+	Observe bool
 }
 
 // Stats summarises one measured run.
@@ -106,6 +117,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 		o.Store = cfg.Store
 	}
 	o.SQLite.Synchronous = cfg.SQLiteSync
+	if cfg.Observe {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discard{}))
+		defer func() { _ = tp.Shutdown(context.Background()) }()
+		o.Observe.Metrics = true
+		o.Observe.Tracer = tp
+	}
 	sys, err := app.Start(ctx, o, log)
 	if err != nil {
 		return Result{}, err

@@ -18,12 +18,13 @@ func benchCmd(env Env, args []string) error {
 	sync := f.String("sqlite-sync", "", "SQLite synchronous setting: FULL or NORMAL (default: NORMAL, as serve without --sync-always)")
 	asJSON := f.Bool("json", false, "print one JSON object")
 	noAuth := f.Bool("no-nats-auth", false, "run the embedded server without authentication (to measure its cost)")
+	observe := f.Bool("observe", false, "metrics and tracing on (spans recorded, exported to nowhere), to measure their cost")
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	res, err := bench.Run(ctx, bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc, Store: *store, SQLiteSync: *sync, NoNATSAuth: *noAuth}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	res, err := bench.Run(ctx, bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc, Store: *store, SQLiteSync: *sync, NoNATSAuth: *noAuth, Observe: *observe}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}
@@ -31,7 +32,11 @@ func benchCmd(env Env, args []string) error {
 		return json.NewEncoder(env.Stdout).Encode(res)
 	}
 	p, b := res.Pipeline, res.Baseline
-	fmt.Fprintf(env.Stdout, "agentbus bench: %d turns, concurrency %d, %d JetStream hops, offline model\n", p.Turns, res.Concurrency, res.Hops)
+	obsNote := ""
+	if *observe {
+		obsNote = ", metrics and tracing on"
+	}
+	fmt.Fprintf(env.Stdout, "agentbus bench: %d turns, concurrency %d, %d JetStream hops, offline model%s\n", p.Turns, res.Concurrency, res.Hops, obsNote)
 	fmt.Fprintf(env.Stdout, "  pipeline: %8.0f turns/s   p50 %6.2f ms   p90 %6.2f ms   p99 %6.2f ms   errors %d\n", p.TurnsPerSec, p.P50ms, p.P90ms, p.P99ms, p.Errors)
 	fmt.Fprintf(env.Stdout, "  baseline: %8.0f turns/s   p50 %6.2f ms   p90 %6.2f ms   p99 %6.2f ms   (raw JetStream, same hops)\n", b.TurnsPerSec, b.P50ms, b.P90ms, b.P99ms)
 	fmt.Fprintf(env.Stdout, "  pipeline/baseline throughput: %.0f%%   baseline/pipeline p50: %.0f%%\n", res.Ratio*100, res.P50Ratio*100)

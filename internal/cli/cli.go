@@ -411,6 +411,12 @@ func serve(env Env, args []string, stages []string, name string) error {
 	natsCert := f.str("nats-cert", "", "client certificate (PEM) for an external NATS server that requires mutual TLS")
 	natsKey := f.str("nats-key", "", "client key (PEM) for --nats-cert")
 	toolsFile := toolsFlag(f)
+	metricsListen := f.str("metrics-listen", "", "extra listen address serving GET /metrics (Prometheus); default none (with ingest, /metrics is on the HTTP listener)")
+	metricsUsers := f.str("metrics-users", "", "comma-separated users that get their own label value in the metrics (default: the first --metrics-max-users seen; the rest are \"other\")")
+	metricsMaxUsers := f.integer("metrics-max-users", o.Observe.Labels.MaxUsers, "without --metrics-users: how many distinct users get their own label value (0: all \"other\")")
+	traceContent := f.boolean("trace-content", false, "put prompts and answers on the model call spans (OTEL_* configures the exporter; tracing is off when it names none)")
+	prices := f.str("prices", "", "price table (JSON: US dollars per million input and output tokens per model; see docs/operations.md): cost on completed events, the spend ledger, agentbus usage")
+	budget := f.float("budget-usd", 0, "daily spend limit of each API key in US dollars (needs --prices; 0 = none): over it a turn gets 429 budget_exceeded until 00:00 UTC")
 	lf := addLogFlags(f)
 	version := f.str("version-tag", "dev", "version reported by health")
 	if err := f.parse(args); err != nil {
@@ -471,6 +477,14 @@ func serve(env Env, args []string, stages []string, name string) error {
 	if o.Firewall, err = loadTools(*toolsFile); err != nil {
 		return err
 	}
+	o.Observe.MetricsListen = *metricsListen
+	if *metricsUsers != "" {
+		o.Observe.Labels.Users = strings.Split(*metricsUsers, ",")
+	}
+	o.Observe.Labels.MaxUsers = *metricsMaxUsers
+	o.Observe.TraceContent = *traceContent
+	o.Observe.PricesFile = *prices
+	o.Observe.BudgetUSD = *budget
 	ctx, cancel := signalContext()
 	defer cancel()
 	defer ignoreHangups(log)()

@@ -158,6 +158,18 @@ func TestResponseCache(t *testing.T) {
 		if cu == nil || cu.Hits != 1 || cu.Misses != 0 || cu.Saved.TotalTokens != 9 {
 			t.Fatalf("completed event's cache record %+v", cu)
 		}
+		resp, err := http.Get("http://" + sys.HTTPAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`agentbus_cache_lookups_total{model="fake-1",result="hit"} 1`, `agentbus_cache_lookups_total{model="fake-1",result="miss"} 1`,
+			`agentbus_cache_saved_tokens_total{model="fake-1",user="alice"} 9`} {
+			if !strings.Contains(string(m), want) {
+				t.Errorf("/metrics has no %s", want)
+			}
+		}
 	})
 	t.Run("streamed from the cache as a stream", func(t *testing.T) {
 		b := body("fake-1", "stream me from the cache", zero, `"stream":true`)

@@ -29,10 +29,12 @@ import (
 	"time"
 
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
+	"github.com/agentbus/agentbus/internal/obs"
 	rlkv "github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Stage is the stage name.
@@ -213,6 +215,8 @@ type Deps struct {
 	// is refused here with 429 and never reaches the stream. Nil: the
 	// guard alone decides.
 	Limits RateCheck
+	// Observe is the entry's metrics, tracing and access log.
+	Observe Observe
 }
 
 // RateCheck reads the shared rate-limit state without spending it.
@@ -239,6 +243,8 @@ type Server struct {
 	inflight chan struct{}
 	// catalog is the llm stage's model catalog.
 	catalog *catalog
+	observe Observe
+	tracer  trace.Tracer
 }
 
 // New builds the server.
@@ -253,6 +259,10 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 		catalog: &catalog{nc: d.NC, ttl: cfg.CatalogTTL, timeout: cfg.CatalogTimeout}}
 	if d.Outcomes != nil {
 		s.terms = d.Outcomes
+	}
+	s.observe = d.Observe
+	if d.Observe.Tracer != nil {
+		s.tracer = d.Observe.Tracer.Tracer("github.com/agentbus/agentbus/stage/ingest")
 	}
 	s.routes()
 	return s, nil
@@ -331,6 +341,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 // identity, publishes it and answers out with the outcome (a completion, a
 // stream of chunks, or an OpenAI-style error).
 func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt requestOptions, endpoint string, out reply) {
+	out = s.observed(ctx, out)
 	conv := opt.Conversation
 	timeout, err := s.timeoutFor(opt)
 	if err != nil {
@@ -383,6 +394,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		out.error(e.status, e.code, e.msg, paramOrNil(e.param))
 		return
 	}
+	noteTurn(ctx, out, &turn)
 	encoded, err := json.Marshal(&turn)
 	if err != nil {
 		out.error(http.StatusBadRequest, "invalid_request", "the request cannot be encoded", nil)
@@ -402,6 +414,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 			// The guard decides (and fails closed or open as configured).
 			s.log.Debug("rate-limit pre-check unavailable", "request_id", rid, "err", err)
 		case !ok:
+			s.observe.Metrics.LimitRejected(Stage, obs.LimitRate, tier)
 			setRetryHeaders(out, retry.Milliseconds(), headers)
 			out.error(http.StatusTooManyRequests, messages.CodeRateLimited, "rate limit exceeded ("+tier+"); retry after "+retry.Round(time.Millisecond).String(), nil)
 			return
@@ -483,6 +496,7 @@ func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b
 	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
 	m.Header.Set(messages.HeaderCorrelationID, rid)
 	m.Header.Set(messages.HeaderEvent, messages.EventReceived)
+	pipeline.InjectTrace(ctx, m.Header)
 	if !deadline.IsZero() {
 		m.Header.Set(messages.HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
 	}
@@ -512,6 +526,7 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 		if st := c.Cache.Status(); st != "" {
 			out.setHeader(HeaderCache, st)
 		}
+		noteCompleted(out, &c)
 		out.json(http.StatusOK, completionResponse(&c))
 	case messages.EventRejected:
 		var rj messages.Rejected
@@ -519,6 +534,7 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable rejection", nil)
 			return true
 		}
+		noteRejected(out, &rj)
 		setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
 		out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, paramOrNil(rj.Param))
 	case messages.EventFailed:

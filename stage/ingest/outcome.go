@@ -133,6 +133,7 @@ func (s *Server) reserve(ctx context.Context, user, key string, e idemEntry) (pr
 // that turn's outcome (waiting for it when it has none yet), never a
 // second run.
 func (s *Server) resume(ctx context.Context, out reply, prior idemEntry, stream, usage bool) {
+	noteCache(out, "idempotent_replay")
 	out.setHeader("X-Request-Id", prior.RequestID)
 	out.setHeader("X-Conversation-Id", prior.ConversationID)
 	t := messages.Turn{RequestID: prior.RequestID, ConversationID: prior.ConversationID, Model: prior.Model, CreatedAt: prior.CreatedAt, Deadline: prior.Deadline, Stream: stream}

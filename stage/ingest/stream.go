@@ -109,6 +109,7 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 					out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
 					return
 				}
+				noteCompleted(out, &c)
 				s.model = c.Model
 				if st := c.Cache.Status(); st != "" && !out.streaming() {
 					out.setHeader(HeaderCache, st)
@@ -140,6 +141,7 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 			case messages.EventRejected:
 				var rj messages.Rejected
 				_ = json.Unmarshal(m.Data, &rj)
+				noteRejected(out, &rj)
 				if !out.streaming() {
 					setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
 				}

@@ -31,8 +31,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/internal/cache"
 	"github.com/agentbus/agentbus/internal/cache/kvstore"
+	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
+	"github.com/agentbus/agentbus/internal/spend"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
@@ -53,10 +55,11 @@ const QuotaBucket = "agentbus_quota"
 // discovers remote tools, and writes its step records, quota counters and
 // response cache (no other identity may read or write the cache).
 var Contract = pipeline.Contract{
-	Stage:      Stage,
-	Consumes:   []string{messages.EventAdmitted, messages.EventTooled},
-	Produces:   []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
-	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}, {Bucket: kvstore.Bucket, Write: true}},
+	Stage:    Stage,
+	Consumes: []string{messages.EventAdmitted, messages.EventTooled},
+	Produces: []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
+	KV: []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}, {Bucket: spend.Bucket, Write: true},
+		{Bucket: kvstore.Bucket, Write: true}},
 	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
 	Subscribes: []string{messages.SubjectModels, messages.CancelSubject("*")},
 }
@@ -125,7 +128,9 @@ type Handler struct {
 	steps    *pipeline.StepCache
 	log      *slog.Logger
 	// Health reports provider health (breaker states); may be nil.
-	health func() (string, map[string]any)
+	health  func() (string, map[string]any)
+	spend   *Spend
+	metrics *obs.Metrics
 	// calls are the model calls in flight, by request id: a client that
 	// went away cancels its turn's (messages.CancelSubject).
 	calls sync.Map // string -> context.CancelCauseFunc
@@ -148,6 +153,11 @@ type Deps struct {
 	ProviderHealth func() (status string, detail map[string]any)
 	// Replicas of the result bucket (match the streams). Default 1.
 	Replicas int
+	// Spend prices calls, records them and enforces the daily budget;
+	// nil: no cost.
+	Spend *Spend
+	// Metrics records tokens, cost and limit rejections; nil: none.
+	Metrics *obs.Metrics
 }
 
 // New builds the handler and its result bucket.
@@ -168,7 +178,7 @@ func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.
 		}
 	}
 	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota, cache: d.Cache,
-		nc: nc, steps: steps, log: log, health: d.ProviderHealth}
+		nc: nc, steps: steps, log: log, health: d.ProviderHealth, spend: d.Spend, metrics: d.Metrics}
 	h.SetTools(d.Tools)
 	if nc != nil {
 		// Every replica hears every cancellation; the one running the
@@ -285,6 +295,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	if err != nil {
 		return nil, err // KV unreachable: retry, never call the provider blind
 	}
+	annotate(ctx, model, &res)
 	if f := res.Failure; f != nil {
 		return h.failParam(&g, f.Code, f.Status, f.Reason, f.Param, time.Duration(f.RetryAfterMS)*time.Millisecond)
 	}
@@ -329,9 +340,13 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: 1, Content: resp.Message.Content, Cache: messages.CacheHit})
 				_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
 			}
+			h.metrics.Cache(model, g.User, messages.CacheHit, resp.Usage.TotalTokens, h.cost(model, resp))
 			return stepResult{Response: resp, Cache: messages.CacheHit, At: time.Now().UTC()}, nil
 		}
 		status = messages.CacheMiss
+	}
+	if f, err := h.checkBudget(g); f != nil || err != nil {
+		return stepResult{Failure: f, At: time.Now().UTC()}, err
 	}
 	if h.quota != nil {
 		if err := h.quota.Admit(ctx, g.User, model); err != nil {
@@ -339,6 +354,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 			if !errors.As(err, &ex) {
 				return stepResult{}, err // shared state unreachable: retry
 			}
+			h.metrics.LimitRejected(Stage, obs.LimitQuota, string(ex.Limit))
 			return failed(messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
 		}
 	}
@@ -386,6 +402,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 		r.Failure.Param = errParam(err)
 		return r, nil
 	}
+	h.account(ctx, g, model, resp)
 	if h.quota != nil {
 		if err := h.quota.AddTokens(ctx, g.User, model, int64(resp.Usage.TotalTokens)); err != nil {
 			// The call is made and paid for: record the result anyway.
@@ -394,6 +411,9 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	}
 	if status == messages.CacheMiss && cache.Cacheable(resp) {
 		h.cache.Put(ctx, key, resp)
+	}
+	if status != "" {
+		h.metrics.Cache(model, g.User, status, 0, 0)
 	}
 	return stepResult{Response: resp, Cache: status, At: time.Now().UTC()}, nil
 }
@@ -425,17 +445,24 @@ func (h *Handler) lookup(g *messages.Generation, req provider.Request) (status, 
 func (h *Handler) route(g *messages.Generation, round int, res stepResult) ([]*message.Message, error) {
 	resp := res.Response
 	out := *g
+	cost := h.cost(g.Model, resp)
 	if res.Cache != "" {
 		cu := messages.CacheUse{}
 		if g.CacheUse != nil {
 			cu = *g.CacheUse
 		}
 		cu.Add(res.Cache, resp.Usage)
+		if res.Cache == messages.CacheHit {
+			// Nobody was billed for it: saved, not spent.
+			cu.SavedUSD += cost
+			cost = 0
+		}
 		out.CacheUse = &cu
 	}
 	out.Round = round
 	out.Steps = append(append([]messages.Message(nil), g.Steps...), resp.Message)
 	out.Usage = g.Usage.Add(resp.Usage)
+	out.CostUSD = g.CostUSD + cost
 	out.Provider = resp.Provider
 	out.ResolvedModel = resp.Model
 	out.FinishReason = provider.NormalizeFinishReason(resp.FinishReason, len(resp.Message.ToolCalls) > 0)

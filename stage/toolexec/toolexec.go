@@ -31,6 +31,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/internal/firewall"
+	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
@@ -99,6 +100,7 @@ type Handler struct {
 	scanner  ResultScanner
 	steps    *pipeline.StepCache
 	log      *slog.Logger
+	metrics  *obs.Metrics
 }
 
 // New builds the handler. scanner may be nil (results are not scanned).
@@ -204,6 +206,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		blocked := -1
 		for i, v := range verdicts {
 			res.Verdicts[i] = messages.ToolVerdict{ToolCallID: last.ToolCalls[i].ID, Tool: last.ToolCalls[i].Function.Name, Verdict: v.Verdict, Rule: v.Rule}
+			h.metrics.ToolCall(res.Verdicts[i].Tool, v.Verdict)
 			if v.Verdict != firewall.Allow && blocked < 0 {
 				blocked = i
 			}
