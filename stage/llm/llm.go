@@ -54,7 +54,7 @@ var Contract = pipeline.Contract{
 	Consumes:   []string{messages.EventAdmitted, messages.EventTooled},
 	Produces:   []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
 	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}},
-	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
+	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService, messages.SubjectToolCatalog},
 	Subscribes: []string{messages.SubjectModels, messages.CancelSubject("*")},
 }
 
