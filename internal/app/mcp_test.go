@@ -22,6 +22,7 @@ import (
 	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/mcpclient/mcptest"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
@@ -490,4 +491,40 @@ func toolexecHealth(t *testing.T, sys *app.System, key string) string {
 	t.Helper()
 	b, _ := json.Marshal(healthOf(t, sys, key).Stages["toolexec"])
 	return string(b)
+}
+
+// In a split deployment the MCP servers run in the toolexec process; the
+// llm process learns the tools it may offer from toolexec's catalog, each
+// with its own NATS identity.
+func TestMCPSplitDeployment(t *testing.T) {
+	model := &directedModel{}
+	sys := startSystem(t, func(o *app.Options) {
+		o.Stages = []string{app.StageIngest, app.StageGuard, app.StageLLM, app.StagePersist}
+		o.ProvidersFile = directedProvider(t, model)
+		o.Tools.RemoteRefresh = 100 * time.Millisecond
+	})
+	calls := filepath.Join(t.TempDir(), "calls.log")
+	argv, env := mcptest.Command(calls)
+	e := map[string]firewall.MCPSecret{}
+	for k, v := range env {
+		e[k] = firewall.MCPSecret{Value: v}
+	}
+	o := app.DefaultOptions()
+	o.Stages = []string{app.StageToolexec}
+	o.DataDir = t.TempDir()
+	o.Pipeline.NATSURL = sys.Runtime.URL()
+	o.NATSCreds = apptest.CredsFile(t, sys, app.StageToolexec, "toolexec-mcp", app.GrantOptions{})
+	o.Getenv = func(string) string { return "" }
+	o.Tools.Remote = false
+	o.Firewall = firewall.Config{MCPServers: map[string]firewall.MCPServer{"local": {Command: argv, Env: e, Allow: []string{"echo"}}}}
+	te, err := app.Start(context.Background(), o, testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(te.Close)
+	key := newKey(t, sys, "split-user")
+	waitFor(t, "the llm stage offers the toolexec's MCP tool", func() bool {
+		r := post(t, sys, key, "", chatBodyFor("directed", `call local__echo {"text":"split"}`))
+		return r.status == 200 && content(t, r) == "result: echo: split" && slices.Contains(model.lastOffer(), "local__echo")
+	})
 }
