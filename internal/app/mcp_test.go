@@ -125,7 +125,7 @@ type mcpHTTP struct {
 	srv         *http.Server
 }
 
-func (s *mcpHTTP) start(t *testing.T) {
+func (s *mcpHTTP) start(t testing.TB) {
 	t.Helper()
 	addr := s.addr
 	if addr == "" {
