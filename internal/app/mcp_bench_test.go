@@ -13,6 +13,9 @@ import (
 	"github.com/agentbus/agentbus/messages"
 )
 
+// benchSeq numbers the benchmark's turns (unique across -count runs).
+var benchSeq int
+
 // BenchmarkToolexecMCP measures one tool round through the toolexec stage
 // (toolcalls event in, firewall, step lease and record, the call, result
 // scan, tooled event out) for a built-in tool and for the same kind of
@@ -50,10 +53,9 @@ func BenchmarkToolexecMCP(b *testing.B) {
 		{"mcp_http_echo", "remote__echo", `{"text":"391"}`, "echo: 391"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			i := 0
 			for b.Loop() {
-				i++
-				rid := fmt.Sprintf("req_bench_%s_%d_%d", bc.name, b.N, i)
+				benchSeq++
+				rid := fmt.Sprintf("req_bench_%s_%d", bc.name, benchSeq)
 				sub, err := nc.SubscribeSync(messages.Subject(messages.EventTooled, rid))
 				if err != nil {
 					b.Fatal(err)

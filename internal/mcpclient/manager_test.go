@@ -377,3 +377,21 @@ func TestMissingEnv(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+func benchStdio(b *testing.B) firewall.MCPServer {
+	argv, env := mcptest.Command("")
+	e := map[string]firewall.MCPSecret{}
+	for k, v := range env {
+		e[k] = firewall.MCPSecret{Value: v}
+	}
+	return firewall.MCPServer{Command: argv, Env: e, Allow: []string{"echo"}}
+}
+
+func newBenchManager(b *testing.B, servers map[string]firewall.MCPServer) (*mcpclient.Manager, error) {
+	m, err := mcpclient.New(mcpclient.Options{Servers: servers})
+	if err != nil {
+		return nil, err
+	}
+	b.Cleanup(func() { _ = m.Close() })
+	return m, m.Start(context.Background())
+}
