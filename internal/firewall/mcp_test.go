@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -205,6 +206,37 @@ func TestMCPSchemasWithRefs(t *testing.T) {
 	for _, s := range []string{`{"$ref":"https://example.com/schema.json"}`, `{"properties":{"a":{"$ref":"other.json#/x"}}}`} {
 		if err := CheckSchema([]byte(s)); !errors.Is(err, ErrSchema) {
 			t.Errorf("%s: %v", s, err)
+		}
+	}
+}
+
+// The examples of docs/mcp.md and docs/tools.md are valid tools files.
+func TestMCPDocExamples(t *testing.T) {
+	for _, doc := range []string{"../../docs/mcp.md", "../../docs/tools.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
+			block, _, _ = strings.Cut(block, "```")
+			if !strings.Contains(block, "mcp_servers:") || strings.Contains(block, "SERVER:") {
+				continue
+			}
+			n++
+			c, err := ParseConfig([]byte(block))
+			if err != nil {
+				t.Errorf("%s: %v\n%s", doc, err, block)
+				continue
+			}
+			for name, s := range c.MCPServers {
+				if len(s.Allow) == 0 {
+					t.Errorf("%s: server %s allows nothing", doc, name)
+				}
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s: no MCP example", doc)
 		}
 	}
 }
