@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -150,6 +151,21 @@ func (s MCPSecret) LogValue() slog.Value {
 		return slog.StringValue("env:" + s.Env)
 	}
 	return slog.StringValue("[redacted]")
+}
+
+// MarshalJSON and MarshalYAML keep the value out of any dump of the
+// configuration: a literal becomes "[redacted]", an env secret keeps its
+// variable's name and prefix.
+func (s MCPSecret) MarshalJSON() ([]byte, error) { return json.Marshal(s.redacted()) }
+
+// MarshalYAML: see MarshalJSON.
+func (s MCPSecret) MarshalYAML() (any, error) { return s.redacted(), nil }
+
+func (s MCPSecret) redacted() any {
+	if s.Env != "" {
+		return map[string]string{"env": s.Env, "prefix": s.Prefix}
+	}
+	return "[redacted]"
 }
 
 // String never shows the value either.

@@ -104,6 +104,9 @@ func TestMCPConfigLogsNoSecrets(t *testing.T) {
 			t.Errorf("want %s in %s", want, out)
 		}
 	}
+	if b, err := json.Marshal(Config{MCPServers: map[string]MCPServer{"h": h}}); err != nil || strings.Contains(string(b), "header-secret") || !strings.Contains(string(b), `"env":"KEY_VAR"`) {
+		t.Errorf("JSON dump %s %v", b, err)
+	}
 	if fmt.Sprint(h.Headers["Authorization"]) != "[redacted]" || fmt.Sprintf("%v", h.Headers) == "" {
 		t.Error("String")
 	}
