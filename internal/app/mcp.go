@@ -160,6 +160,9 @@ func (t *toolset) mcpHealth(context.Context) (map[string]pipeline.Check, map[str
 			if s.LastError != "" {
 				c.Detail += ": " + s.LastError
 			}
+			if s.Retries > 0 {
+				c.Detail += fmt.Sprintf(" (retry %d in %s)", s.Retries, s.RetryIn)
+			}
 		}
 		checks["mcp "+s.Name] = c
 	}

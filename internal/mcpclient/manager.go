@@ -244,8 +244,13 @@ type ServerStatus struct {
 	// Restarts counts reconnections (command restarts) after a session
 	// ended.
 	Restarts int `json:"restarts"`
-	// LastError is why the server is down (redacted of URLs' secrets).
+	// LastError is why the server is down (without its secrets).
 	LastError string `json:"last_error,omitempty"`
+	// Retries counts the waits before reconnecting since the server was
+	// last up; RetryIn is the current wait (exponential backoff, 0 when
+	// up).
+	Retries int           `json:"retries,omitempty"`
+	RetryIn time.Duration `json:"retry_in_ns,omitempty"`
 	// Offered are the tools offered while it is up.
 	Offered []string `json:"offered"`
 	// Refused maps the server's tools that are not offered to the reason.
@@ -260,7 +265,7 @@ func (m *Manager) Status() []ServerStatus {
 	for _, s := range m.servers {
 		s.mu.Lock()
 		st := ServerStatus{Name: s.name, Transport: s.cfg.Transport(), State: s.state, Since: s.since, Restarts: s.restarts,
-			LastError: s.lastErr, Offered: []string{}, Flagged: slices.Clone(s.flagged)}
+			LastError: s.lastErr, Offered: []string{}, Flagged: slices.Clone(s.flagged), Retries: s.attemptsFailed, RetryIn: s.retryIn}
 		for n := range s.tools {
 			st.Offered = append(st.Offered, n)
 		}

@@ -275,12 +275,29 @@ func TestStdioServer(t *testing.T) {
 	}
 }
 
+// A command that cannot start is retried with exponential backoff: the
+// wait doubles from backoff_initial up to backoff_max.
 func TestStdioCommandMissing(t *testing.T) {
 	h := start(t, map[string]firewall.MCPServer{"gone": {Command: []string{filepath.Join(t.TempDir(), "no-such-server")}, Allow: []string{"*"},
-		ConnectTimeout: time.Second, BackoffInitial: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}}, nil)
+		ConnectTimeout: time.Second, BackoffInitial: 10 * time.Millisecond, BackoffMax: 80 * time.Millisecond}}, nil)
 	st := h.m.Status()[0]
 	if st.State != mcpclient.StateDown || !strings.Contains(st.LastError, "no-such-server") || len(h.m.Tools()) != 0 {
 		t.Fatalf("status %+v", st)
+	}
+	want := map[int]time.Duration{1: 10 * time.Millisecond, 2: 20 * time.Millisecond, 3: 40 * time.Millisecond, 4: 80 * time.Millisecond, 5: 80 * time.Millisecond, 6: 80 * time.Millisecond}
+	seen := map[int]bool{}
+	h.waitFor(t, "six retries", func() bool {
+		st := h.m.Status()[0]
+		if w, ok := want[st.Retries]; ok {
+			if st.RetryIn != w {
+				t.Fatalf("retry %d waits %s, want %s", st.Retries, st.RetryIn, w)
+			}
+			seen[st.Retries] = true
+		}
+		return st.Retries >= 6
+	})
+	if len(seen) < 2 {
+		t.Fatalf("saw too few retries: %v", seen)
 	}
 }
 

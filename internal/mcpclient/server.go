@@ -56,6 +56,10 @@ type server struct {
 	refused  map[string]string // server's tool name -> reason
 	flagged  []string
 	logged   map[string]string // refusals already logged (name -> reason)
+	// attemptsFailed counts the waits since the last connection; retryIn
+	// is the current wait.
+	attemptsFailed int
+	retryIn        time.Duration
 }
 
 func (s *server) up() bool {
@@ -109,6 +113,10 @@ func (s *server) run(ctx context.Context) {
 	log := s.m.opts.Log.With("mcp_server", s.name)
 	backoff := s.cfg.BackoffInitial
 	wait := func() bool {
+		s.mu.Lock()
+		s.attemptsFailed++
+		s.retryIn = backoff
+		s.mu.Unlock()
 		t := time.NewTimer(backoff)
 		defer t.Stop()
 		backoff = min(backoff*2, s.cfg.BackoffMax)
@@ -156,6 +164,7 @@ func (s *server) run(ctx context.Context) {
 		gen := s.gen
 		s.cs = cs
 		s.setState(StateUp, "")
+		s.attemptsFailed, s.retryIn = 0, 0
 		offered := len(s.tools)
 		s.mu.Unlock()
 		s.markFirst()
