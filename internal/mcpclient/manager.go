@@ -90,9 +90,18 @@ type Manager struct {
 	lastSig string
 }
 
-// New checks the configuration (every secret resolves) and returns a
-// manager; Start connects.
+// Validate reports every problem of the servers' configuration (as the
+// tools file's validation does), joined.
+func (o Options) Validate() error {
+	return firewall.Config{MCPServers: o.Servers}.Validate()
+}
+
+// New checks the configuration (valid, and every secret resolves) and
+// returns a manager; Start connects.
 func New(opts Options) (*Manager, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	if opts.Getenv == nil {
 		opts.Getenv = getenvOS
 	}
@@ -307,6 +316,11 @@ type Tool struct {
 	srv    *server
 	remote string // the server's name for it
 	spec   tools.Spec
+}
+
+// LogValue names the tool and its server.
+func (t *Tool) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", t.spec.Name), slog.String("server", t.srv.name))
 }
 
 // Spec is how the model sees the tool: name "<server>__<tool>".

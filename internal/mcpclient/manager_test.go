@@ -387,6 +387,13 @@ func TestHTTPServerDown(t *testing.T) {
 	}
 }
 
+func TestInvalidConfig(t *testing.T) {
+	_, err := mcpclient.New(mcpclient.Options{Servers: map[string]firewall.MCPServer{"a__b": {}}})
+	if !errors.Is(err, mcpclient.ErrConfig) || !errors.Is(err, firewall.ErrInvalidConfig) || !strings.Contains(err.Error(), "set command (stdio) or url") {
+		t.Fatalf("err %v", err)
+	}
+}
+
 func TestMissingEnv(t *testing.T) {
 	_, err := mcpclient.New(mcpclient.Options{Servers: map[string]firewall.MCPServer{"gh": {URL: "https://example.com/mcp",
 		Headers: map[string]firewall.MCPSecret{"Authorization": {Env: "NO_SUCH_TOKEN_VAR"}}}}, Getenv: func(string) string { return "" }})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -60,6 +61,11 @@ type server struct {
 	// is the current wait.
 	attemptsFailed int
 	retryIn        time.Duration
+}
+
+// LogValue describes the server without its secrets.
+func (s *server) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", s.name), slog.Any("config", s.cfg), slog.Any("headers", s.headers), slog.Any("env", s.env))
 }
 
 func (s *server) up() bool {
