@@ -325,8 +325,8 @@ func TestMCPServers(t *testing.T) {
 	t.Run("a crash restarts the server and fails the turn once", func(t *testing.T) {
 		modelBefore := model.modelCalls()
 		r := turn(t, `call local__crash {}`)
-		if r.status != http.StatusServiceUnavailable || errCode(r) != messages.CodeUnavailable || !strings.Contains(r.raw, "local__crash") {
-			t.Fatalf("%d %s", r.status, r.raw)
+		if r.status != http.StatusServiceUnavailable || errCode(r) != messages.CodeUnavailable || !strings.Contains(r.raw, "local__crash") || r.header.Get("Retry-After") != "5" {
+			t.Fatalf("%d %v %s", r.status, r.header, r.raw)
 		}
 		if v := verdicts(t, r, messages.EventFailed); len(v) != 1 || v[0].ResultVerdict != "unavailable" {
 			t.Fatalf("verdicts %+v", v)
