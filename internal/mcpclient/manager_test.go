@@ -156,7 +156,7 @@ func stdioServer(t *testing.T) (firewall.MCPServer, string) {
 		Allow:          []string{"echo", "fetch_page", "add", "crash", "search_issues", "sleep", "add_tool", "late_*"},
 		PingInterval:   time.Minute,
 		BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-		StopTimeout: time.Second,
+		StopTimeout: time.Second, Timeout: time.Second, MaxOutputBytes: 100,
 	}, calls
 }
 
@@ -241,6 +241,27 @@ func TestStdioServer(t *testing.T) {
 		}
 		if !h.tool("test__echo").Available() {
 			t.Fatal("a timed-out call took the server down")
+		}
+		// Behind the executor the server's own limits apply: its timeout
+		// and its output limit.
+		var all []tools.Tool
+		for _, tl := range h.m.Tools() {
+			all = append(all, tl)
+		}
+		reg, err := tools.NewRegistry(all...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec, err := tools.NewExecutor(reg, tools.ExecutorConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := exec.Execute(ctx, "test__sleep", json.RawMessage(`{"ms":10000}`)); !errors.Is(r.Err, tools.ErrTimeout) || r.Duration > 5*time.Second {
+			t.Fatalf("sleep: %+v", r)
+		}
+		long := strings.Repeat("x", 500)
+		if r := exec.Execute(ctx, "test__echo", json.RawMessage(`{"text":"`+long+`"}`)); r.Err != nil || !r.Truncated || len(r.Output) > 100 {
+			t.Fatalf("echo: %+v", r)
 		}
 	})
 
