@@ -122,6 +122,11 @@ const (
 	// instance; ingest lists it on /v1/models and checks requests against
 	// it).
 	SubjectModels = "agentbus.llm.models"
+	// SubjectToolCatalog answers the tools of MCP servers the toolexec
+	// stage offers right now (servers that are up, tools the operator
+	// allowed): the llm stage of a split deployment asks it to offer them
+	// (served by every toolexec instance; one answers).
+	SubjectToolCatalog = "agentbus.toolexec.tools"
 	// ToolsService is the NATS micro service name remote tools register
 	// under; each endpoint is one tool, served on ToolSubject(name).
 	ToolsService = "agentbus-tools"

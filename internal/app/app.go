@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
@@ -310,6 +312,10 @@ type parts struct {
 	llm   *llm.Handler
 	tool  *toolexec.Handler
 	ob    *observability
+	// toolsMu serialises rebuilds after a tool change; toolsReady is set
+	// once the stages exist (changes before it are picked up then).
+	toolsMu    sync.Mutex
+	toolsReady atomic.Bool
 }
 
 // conn returns a stage's connection and JetStream context.
@@ -410,6 +416,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 			}
 		}
 		if p.tools, err = buildTools(tc, nc, log); err != nil {
+			return fail(err)
+		}
+		if err := p.startMCP(ctx); err != nil {
 			return fail(err)
 		}
 	}
@@ -535,7 +544,7 @@ func (p *parts) toolexec(context.Context) error {
 	if err != nil {
 		return err
 	}
-	fw, err := firewall.New(p.o.Firewall, p.tools.schemas())
+	fw, err := firewall.New(p.firewallConfig(), p.tools.schemas())
 	if err != nil {
 		return err
 	}
@@ -544,6 +553,8 @@ func (p *parts) toolexec(context.Context) error {
 		return err
 	}
 	p.tool.SetMetrics(p.ob.metrics)
+	p.tool.SetHealth(p.tools.mcpHealth)
+	p.tool.SetCatalog(p.tools.mcpCatalog)
 	_, err = p.rt.AddStage(p.tool.Stage())
 	return err
 }
@@ -556,19 +567,16 @@ func (p *parts) watchTools() {
 	}
 	wctx, stop := context.WithCancel(context.Background())
 	p.sys.closers = append(p.sys.closers, stop)
-	go p.tools.watch(wctx, func() {
-		if p.llm != nil {
-			p.llm.SetTools(p.tools.specs())
-		}
-		if p.tool != nil {
-			fw, err := firewall.New(p.o.Firewall, p.tools.schemas())
-			if err != nil {
-				p.log.Error("firewall rebuild after tool discovery", "err", err)
-				return
-			}
-			p.tool.SetFirewall(fw)
-		}
-	})
+	// MCP changes made while the stages were built.
+	p.toolsReady.Store(true)
+	if p.tools.mcp != nil {
+		p.mcpChanged()
+	}
+	go p.tools.watch(wctx, p.toolsChanged)
+	if p.llm != nil && p.tool == nil {
+		// The MCP tools of a toolexec in another process.
+		go p.tools.watchCatalog(wctx, p.toolsChanged)
+	}
 }
 
 func (p *parts) persist(ctx context.Context) error {

@@ -60,7 +60,7 @@ var Contract = pipeline.Contract{
 	Produces: []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
 	KV: []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}, {Bucket: spend.Bucket, Write: true},
 		{Bucket: kvstore.Bucket, Write: true}},
-	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
+	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService, messages.SubjectToolCatalog},
 	Subscribes: []string{messages.SubjectModels, messages.CancelSubject("*")},
 }
 
