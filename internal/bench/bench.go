@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -54,6 +56,9 @@ type Config struct {
 	// handed to a batch exporter that discards it), to measure what
 	// observability costs. Default false.
 	Observe bool
+	// CPUProfile, when set, receives a CPU profile of the measured
+	// pipeline run (not the warm-up, not the baseline).
+	CPUProfile io.Writer
 }
 
 // Stats summarises one measured run.
@@ -148,7 +153,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	if _, err := drive(ctx, min(200, cfg.Turns), cfg.Concurrency, pipelineTurn(w, js, cfg.Text)); err != nil {
 		return res, err
 	}
-	if res.Pipeline, err = drive(ctx, cfg.Turns, cfg.Concurrency, pipelineTurn(w, js, cfg.Text)); err != nil {
+	if cfg.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
+			return res, err
+		}
+	}
+	res.Pipeline, err = drive(ctx, cfg.Turns, cfg.Concurrency, pipelineTurn(w, js, cfg.Text))
+	if cfg.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		return res, err
 	}
 	base, err := newBaseline(nc, js, cfg.StageConcurrency, res.Hops)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/agentbus/agentbus/internal/bench"
 )
@@ -19,12 +20,22 @@ func benchCmd(env Env, args []string) error {
 	asJSON := f.Bool("json", false, "print one JSON object")
 	noAuth := f.Bool("no-nats-auth", false, "run the embedded server without authentication (to measure its cost)")
 	observe := f.Bool("observe", false, "metrics and tracing on (spans recorded, exported to nowhere), to measure their cost")
+	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the measured pipeline run to this file (go tool pprof FILE)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	res, err := bench.Run(ctx, bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc, Store: *store, SQLiteSync: *sync, NoNATSAuth: *noAuth, Observe: *observe}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg := bench.Config{Turns: *n, Concurrency: *c, StageConcurrency: *sc, Store: *store, SQLiteSync: *sync, NoNATSAuth: *noAuth, Observe: *observe}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		cfg.CPUProfile = pf
+	}
+	res, err := bench.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}

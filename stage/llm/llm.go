@@ -270,24 +270,17 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	key := resultKey(g.RequestID, round)
 	var res stepResult
-	found, err := h.steps.Get(ctx, key, &res)
+	// One runner per step: a redelivered copy waits while another replica
+	// still calls the provider, and reuses the recorded result after.
+	claim, found, err := h.steps.Begin(ctx, key, h.leaseTTL(ctx), &res)
 	if err == nil && !found {
-		// One runner per step: a redelivered copy waits while another
-		// replica still calls the provider.
-		release, lerr := h.steps.Lease(ctx, key, h.leaseTTL(ctx))
-		if lerr != nil {
-			return nil, lerr
+		if res, err = h.call(ctx, &g, model); err != nil {
+			claim.Release()
+			return nil, err
 		}
-		defer release()
-		// It may have finished between our read and our lease.
-		if found, err = h.steps.Get(ctx, key, &res); err == nil && !found {
-			if res, err = h.call(ctx, &g, model); err != nil {
-				return nil, err
-			}
-			// Recorded whatever the outcome, before anything is published:
-			// a redelivery reuses it and never calls the provider again.
-			err = h.steps.Put(ctx, key, res)
-		}
+		// Recorded whatever the outcome, before anything is published: a
+		// redelivery reuses it and never calls the provider again.
+		err = claim.Put(ctx, res)
 	}
 	if errors.Is(err, pipeline.ErrStepTooLarge) {
 		return h.fail(&g, messages.CodePayloadTooLarge, http.StatusRequestEntityTooLarge, "the model's answer was too large for the bus: "+err.Error(), 0)

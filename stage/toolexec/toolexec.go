@@ -170,20 +170,15 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	key := fmt.Sprintf("%s.%d", g.RequestID, g.Round)
 	ctx := msg.Context()
 	var res stepResult
-	found, err := h.steps.Get(ctx, key, &res)
-	if err == nil && !found {
-		// One runner per round: a redelivered copy waits while another
-		// replica still runs the tools.
-		ttl := 2 * time.Minute
-		if dl, ok := ctx.Deadline(); ok {
-			ttl = time.Until(dl) + 5*time.Second
-		}
-		release, lerr := h.steps.Lease(ctx, key, ttl)
-		if lerr != nil {
-			return nil, lerr
-		}
-		defer release()
-		found, err = h.steps.Get(ctx, key, &res)
+	// One runner per round: a redelivered copy waits while another
+	// replica still runs the tools, and reuses the recorded result after.
+	ttl := 2 * time.Minute
+	if dl, ok := ctx.Deadline(); ok {
+		ttl = time.Until(dl) + 5*time.Second
+	}
+	claim, found, err := h.steps.Begin(ctx, key, ttl, &res)
+	if claim != nil {
+		defer claim.Release() // unless Put ran
 	}
 	if errors.Is(err, pipeline.ErrStepTooLarge) {
 		return h.tooLarge(&g, err)
@@ -263,7 +258,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		for j, i := range sIdx {
 			res.Verdicts[i] = sVerdicts[j]
 		}
-		if err := h.steps.Put(ctx, key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
+		if err := claim.Put(ctx, res); errors.Is(err, pipeline.ErrStepTooLarge) {
 			return h.tooLarge(&g, err) // recorded: the tools do not run again
 		} else if err != nil {
 			return nil, err
