@@ -53,7 +53,7 @@ func init() { // a var initializer would refer to itself through help and comple
 			{name: "permissions", args: "[--role ROLE]", summary: "print what each role may publish and subscribe to"},
 		}},
 		{name: "usage", args: "[--user U] [--since 7d] [--json] [flags]", summary: "spend per day, API key, user and model: calls, tokens, cost (serve with --prices)", run: usageCmd},
-		{name: "bench", args: "[-n N] [-c C] [--json]", summary: "measure the pipeline against raw JetStream on an embedded server", run: benchCmd},
+		{name: "bench", args: "[-n N] [-c 1,16,64] [--json] [--cpuprofile FILE]", summary: "measure the pipeline against raw JetStream on an embedded server", run: benchCmd},
 		{name: "completion", args: "bash|zsh", summary: "print a shell completion script", run: completion},
 		{name: "help", args: "[COMMAND [SUBCOMMAND]]", summary: "print this help, or a command's", run: helpCmd},
 	}
