@@ -1,5 +1,5 @@
 // An agentbus remote tool in JavaScript: "word_count", served as an endpoint
-// of the NATS micro service "agentbus-tools" (see stage/toolexec/remote.go
+// of the NATS micro service "agentbus-tools" (see internal/stage/toolexec/remote.go
 // for the contract every language follows):
 //
 //   - service name "agentbus-tools"; one endpoint per tool, the endpoint

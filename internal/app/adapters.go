@@ -13,12 +13,12 @@ import (
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/ratelimit"
 	"github.com/agentbus/agentbus/internal/sanitize"
+	"github.com/agentbus/agentbus/internal/stage/guard"
+	"github.com/agentbus/agentbus/internal/stage/ingest"
+	"github.com/agentbus/agentbus/internal/stage/llm"
+	"github.com/agentbus/agentbus/internal/stage/persist"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/agentbus/agentbus/stage/guard"
-	"github.com/agentbus/agentbus/stage/ingest"
-	"github.com/agentbus/agentbus/stage/llm"
-	"github.com/agentbus/agentbus/stage/persist"
 )
 
 // sanitizerAdapter lets the guard stage use the sanitizer.

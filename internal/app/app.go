@@ -32,12 +32,12 @@ import (
 	"github.com/agentbus/agentbus/internal/ratelimit"
 	rlkv "github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"github.com/agentbus/agentbus/internal/sanitize"
+	"github.com/agentbus/agentbus/internal/stage/guard"
+	"github.com/agentbus/agentbus/internal/stage/ingest"
+	"github.com/agentbus/agentbus/internal/stage/llm"
+	"github.com/agentbus/agentbus/internal/stage/persist"
+	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/agentbus/agentbus/stage/guard"
-	"github.com/agentbus/agentbus/stage/ingest"
-	"github.com/agentbus/agentbus/stage/llm"
-	"github.com/agentbus/agentbus/stage/persist"
-	"github.com/agentbus/agentbus/stage/toolexec"
 	"github.com/nats-io/nats.go"
 )
 

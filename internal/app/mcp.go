@@ -10,10 +10,10 @@ import (
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/mcpclient"
 	"github.com/agentbus/agentbus/internal/sanitize"
+	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/internal/tools"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/agentbus/agentbus/stage/toolexec"
 	"github.com/nats-io/nats.go"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/spend"
-	"github.com/agentbus/agentbus/stage/llm"
+	"github.com/agentbus/agentbus/internal/stage/llm"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"

@@ -6,13 +6,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentbus/agentbus/internal/stage/guard"
+	"github.com/agentbus/agentbus/internal/stage/ingest"
+	"github.com/agentbus/agentbus/internal/stage/llm"
+	"github.com/agentbus/agentbus/internal/stage/persist"
+	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/agentbus/agentbus/stage/guard"
-	"github.com/agentbus/agentbus/stage/ingest"
-	"github.com/agentbus/agentbus/stage/llm"
-	"github.com/agentbus/agentbus/stage/persist"
-	"github.com/agentbus/agentbus/stage/toolexec"
 )
 
 // NATS roles besides the five stages.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/agentbus/agentbus/internal/mcpclient"
 	"github.com/agentbus/agentbus/internal/provider"
+	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/internal/tools"
-	"github.com/agentbus/agentbus/stage/toolexec"
 	"github.com/nats-io/nats.go"
 )
 

@@ -9,9 +9,9 @@ import (
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/apptest"
+	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/agentbus/agentbus/stage/toolexec"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )

@@ -15,9 +15,9 @@ import (
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/cli"
+	"github.com/agentbus/agentbus/internal/stage/ingest"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/agentbus/agentbus/stage/ingest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )

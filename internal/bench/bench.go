@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/stage/ingest"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/agentbus/agentbus/stage/ingest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"

@@ -18,10 +18,10 @@ import (
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/sanitize"
+	"github.com/agentbus/agentbus/internal/stage/ingest"
+	"github.com/agentbus/agentbus/internal/stage/persist"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/agentbus/agentbus/stage/ingest"
-	"github.com/agentbus/agentbus/stage/persist"
 	"github.com/nats-io/nats.go"
 )
 

@@ -14,10 +14,10 @@ import (
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/natsauth"
+	"github.com/agentbus/agentbus/internal/stage/persist"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/agentbus/agentbus/stage/persist"
 	"github.com/nats-io/nats.go"
 )
 

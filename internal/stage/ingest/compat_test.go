@@ -401,7 +401,7 @@ func TestOpenAINodeSDKRequestFidelity(t *testing.T) {
 	if err != nil {
 		t.Skip("node is not on PATH")
 	}
-	dir, _ := filepath.Abs(filepath.Join("..", "..", "examples", "openai-node"))
+	dir, _ := filepath.Abs(filepath.Join("..", "..", "..", "examples", "openai-node"))
 	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
 		t.Skipf("%s/node_modules is missing: run `npm ci --prefix examples/openai-node`", dir)
 	}

@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/agentbus/agentbus/internal/memory"
+	"github.com/agentbus/agentbus/internal/stage/persist"
 	"github.com/agentbus/agentbus/internal/tokens"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/agentbus/agentbus/stage/persist"
 )
 
 // BenchmarkHistory measures serving a 200-message conversation's pruned

@@ -262,7 +262,7 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 	}
 	s.observe = d.Observe
 	if d.Observe.Tracer != nil {
-		s.tracer = d.Observe.Tracer.Tracer("github.com/agentbus/agentbus/stage/ingest")
+		s.tracer = d.Observe.Tracer.Tracer("github.com/agentbus/agentbus/internal/stage/ingest")
 	}
 	s.routes()
 	return s, nil

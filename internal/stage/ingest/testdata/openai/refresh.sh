@@ -2,10 +2,10 @@
 # Refreshes schemas.json from the official OpenAI OpenAPI specification
 # (github.com/openai/openai-openapi) and records the commit it came from.
 #
-#   stage/ingest/testdata/openai/refresh.sh            # the newest commit
-#   stage/ingest/testdata/openai/refresh.sh COMMIT     # a given commit
+#   internal/stage/ingest/testdata/openai/refresh.sh            # the newest commit
+#   internal/stage/ingest/testdata/openai/refresh.sh COMMIT     # a given commit
 #
-# Then run the conformance suite (go test ./stage/ingest -run Conformance)
+# Then run the conformance suite (go test ./internal/stage/ingest -run Conformance)
 # and update the README's "OpenAI API version" line with the commit and
 # version it prints.
 set -euo pipefail
