@@ -197,9 +197,9 @@ func consumerConfig(stage, event string, cc ConsumerConfig) *nats.ConsumerConfig
 	}
 }
 
-// EnsureConsumer creates or updates a stage's durable push consumer with
+// ensurePushConsumer creates or updates a stage's durable push consumer with
 // a deliver group, so N replicas of the stage split its messages.
-func EnsureConsumer(js nats.JetStreamManager, stage, event string, cc ConsumerConfig) error {
+func ensurePushConsumer(js nats.JetStreamManager, stage, event string, cc ConsumerConfig) error {
 	cfg := consumerConfig(stage, event, cc)
 	if _, err := js.ConsumerInfo(messages.StreamTurns, cfg.Durable); errors.Is(err, nats.ErrConsumerNotFound) {
 		if _, err := js.AddConsumer(messages.StreamTurns, cfg); err != nil && !errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {

@@ -18,10 +18,15 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// PublisherConfig is the watermill-nats publisher configuration the runtime
+// The runtime's Watermill configuration as a message.Publisher and a
+// message.Subscriber (newPubSub), so that Watermill's universal pub/sub
+// suite runs against exactly what the stages use (pubsub_test.go). Only
+// tests call newPubSub; stages go through Runtime.AddStage.
+
+// publisherConfig is the watermill-nats publisher configuration the runtime
 // uses: our marshaler, and the message id sent as Nats-Msg-Id so the
 // stream's duplicate window drops re-publishes.
-func PublisherConfig() wmnats.PublisherPublishConfig {
+func publisherConfig() wmnats.PublisherPublishConfig {
 	return wmnats.PublisherPublishConfig{
 		Marshaler:         &unmarshaler{},
 		SubjectCalculator: wmnats.DefaultSubjectCalculator,
@@ -29,14 +34,14 @@ func PublisherConfig() wmnats.PublisherPublishConfig {
 	}
 }
 
-// SubscriberConfig is the watermill-nats subscriber configuration of a
+// subscriberConfig is the watermill-nats subscriber configuration of a
 // stage's durable consumer (the one AddStage builds): our unmarshaler,
 // cc.Concurrency queue subscriptions in the consumer's deliver group,
 // ManualAck bound to stream, asynchronous acks, NAK with exponential delay,
 // and both ack clocks at cc.AckWait. The consumer itself must exist
-// (EnsureConsumer): the subscriber only attaches to it, so Unsubscribe and
+// (ensurePushConsumer): the subscriber only attaches to it, so Unsubscribe and
 // Close never delete it.
-func SubscriberConfig(stream, durable string, cc ConsumerConfig) wmnats.SubscriberSubscriptionConfig {
+func subscriberConfig(stream, durable string, cc ConsumerConfig) wmnats.SubscriberSubscriptionConfig {
 	return wmnats.SubscriberSubscriptionConfig{
 		Unmarshaler:      &unmarshaler{},
 		SubscribersCount: cc.Concurrency,
@@ -57,8 +62,8 @@ func SubscriberConfig(stream, durable string, cc ConsumerConfig) wmnats.Subscrib
 	}
 }
 
-// PubSubConfig configures NewPubSub.
-type PubSubConfig struct {
+// pubSubConfig configures newPubSub.
+type pubSubConfig struct {
 	// URL is the NATS server. Every Subscribe opens its own connection
 	// (a watermill-nats subscriber drains its connection on Close), as
 	// AddStage does for every consumer.
@@ -69,7 +74,7 @@ type PubSubConfig struct {
 	Group string
 	// Consumer configures consumers and subscribers as for a stage.
 	Consumer ConsumerConfig
-	// StreamPerTopic provisions one stream per topic (TopicStream) with
+	// StreamPerTopic provisions one stream per topic (topicStream) with
 	// the turn stream's settings (Streams), instead of using the turn
 	// stream StreamTurns (which EnsureStreams must have created). The
 	// duplicate window is per stream: in StreamTurns a message id
@@ -81,12 +86,12 @@ type PubSubConfig struct {
 	Logger *slog.Logger
 }
 
-// TopicEvent maps a Watermill topic to the event token of its subjects
+// topicEvent maps a Watermill topic to the event token of its subjects
 // and durable names: characters outside [A-Za-z0-9_-] (which includes the
 // '.', '*', '>' and whitespace NATS forbids in names) become '_', and a
 // changed or long topic gets a hash suffix so different topics never
 // collide.
-func TopicEvent(topic string) string {
+func topicEvent(topic string) string {
 	var b strings.Builder
 	changed := topic == ""
 	for _, r := range topic {
@@ -109,21 +114,21 @@ func TopicEvent(topic string) string {
 	return s
 }
 
-// TopicSubject is the subject a message published to topic is stored on
+// topicSubject is the subject a message published to topic is stored on
 // (one turn-like subject per topic: agentbus.turn.<event>.m).
-func TopicSubject(topic string) string { return messages.Subject(TopicEvent(topic), "m") }
+func topicSubject(topic string) string { return messages.Subject(topicEvent(topic), "m") }
 
-// TopicStream is the stream of topic when PubSubConfig.StreamPerTopic.
-func TopicStream(topic string) string { return "AGENTBUS_WM_" + TopicEvent(topic) }
+// topicStream is the stream of topic when pubSubConfig.StreamPerTopic.
+func topicStream(topic string) string { return "AGENTBUS_WM_" + topicEvent(topic) }
 
-// NewPubSub returns a Watermill publisher and subscriber configured as the
-// runtime's (PublisherConfig, SubscriberConfig, consumerConfig), for
-// topics mapped onto turn subjects (TopicSubject). Subscribe provisions
+// newPubSub returns a Watermill publisher and subscriber configured as the
+// runtime's (publisherConfig, subscriberConfig, consumerConfig), for
+// topics mapped onto turn subjects (topicSubject). Subscribe provisions
 // the topic's durable consumer for cfg.Group first (and, with
 // StreamPerTopic, its stream), as AddStage does at start. The publisher
 // publishes on nc and leaves it open on Close; the subscriber closes the
 // connections it opened.
-func NewPubSub(nc *nats.Conn, cfg PubSubConfig) (message.Publisher, message.Subscriber, error) {
+func newPubSub(nc *nats.Conn, cfg pubSubConfig) (message.Publisher, message.Subscriber, error) {
 	if cfg.Group == "" {
 		return nil, nil, errors.New("pubsub: group is required")
 	}
@@ -144,7 +149,7 @@ func NewPubSub(nc *nats.Conn, cfg PubSubConfig) (message.Publisher, message.Subs
 		return nil, nil, err
 	}
 	wlog := WatermillLogger(cfg.Logger)
-	wpub, err := wmnats.NewPublisherWithNatsConn(nc, PublisherConfig(), wlog)
+	wpub, err := wmnats.NewPublisherWithNatsConn(nc, publisherConfig(), wlog)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -156,12 +161,12 @@ func NewPubSub(nc *nats.Conn, cfg PubSubConfig) (message.Publisher, message.Subs
 
 type provisioner struct {
 	js  nats.JetStreamContext
-	cfg PubSubConfig
+	cfg pubSubConfig
 }
 
 func (p *provisioner) stream(topic string) string {
 	if p.cfg.StreamPerTopic {
-		return TopicStream(topic)
+		return topicStream(topic)
 	}
 	return messages.StreamTurns
 }
@@ -182,7 +187,7 @@ func (p *provisioner) ensureStream(topic string) error {
 	}
 	sc := &nats.StreamConfig{
 		Name:       name,
-		Subjects:   []string{messages.EventFilter(TopicEvent(topic))},
+		Subjects:   []string{messages.EventFilter(topicEvent(topic))},
 		Storage:    storage,
 		Replicas:   p.cfg.Streams.Replicas,
 		MaxAge:     p.cfg.Streams.MaxAge,
@@ -209,9 +214,9 @@ func (p *provisioner) ensureConsumer(topic string) (stream, durable string, err 
 	if err := p.ensureStream(topic); err != nil {
 		return "", "", err
 	}
-	event := TopicEvent(topic)
+	event := topicEvent(topic)
 	if !p.cfg.StreamPerTopic {
-		return messages.StreamTurns, DurableName(p.cfg.Group, event), EnsureConsumer(p.js, p.cfg.Group, event, p.cfg.Consumer)
+		return messages.StreamTurns, DurableName(p.cfg.Group, event), ensurePushConsumer(p.js, p.cfg.Group, event, p.cfg.Consumer)
 	}
 	stream = p.stream(topic)
 	cfg := consumerConfig(p.cfg.Group, event, p.cfg.Consumer)
@@ -242,7 +247,7 @@ func (p *topicPublisher) Publish(topic string, msgs ...*message.Message) error {
 	if p.closed {
 		return errors.New("publisher closed")
 	}
-	return p.pub.Publish(TopicSubject(topic), msgs...)
+	return p.pub.Publish(topicSubject(topic), msgs...)
 }
 
 // Close stops publishing; the connection belongs to the caller. Publish
@@ -269,7 +274,7 @@ func (p *topicPublisher) Close() error {
 // closed only after every callback has returned.
 type topicSubscriber struct {
 	prov   *provisioner
-	cfg    PubSubConfig
+	cfg    pubSubConfig
 	wlog   watermill.LoggerAdapter
 	mu     sync.Mutex
 	closed bool
@@ -318,14 +323,14 @@ func (s *topicSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	if err != nil {
 		return nil, err
 	}
-	a.sub, err = wmnats.NewSubscriberWithNatsConn(a.conn, SubscriberConfig(stream, durable, s.cfg.Consumer), s.wlog)
+	a.sub, err = wmnats.NewSubscriberWithNatsConn(a.conn, subscriberConfig(stream, durable, s.cfg.Consumer), s.wlog)
 	if err != nil {
 		a.conn.Close()
 		return nil, err
 	}
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancelInner = cancel
-	in, err := a.sub.Subscribe(inner, messages.EventFilter(TopicEvent(topic)))
+	in, err := a.sub.Subscribe(inner, messages.EventFilter(topicEvent(topic)))
 	if err != nil {
 		cancel()
 		a.conn.Close()

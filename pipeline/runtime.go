@@ -212,7 +212,7 @@ func (r *Runtime) stageConn(stage string) (*stageConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	wpub, err := wmnats.NewPublisherWithNatsConn(nc, PublisherConfig(), r.wlog)
+	wpub, err := wmnats.NewPublisherWithNatsConn(nc, publisherConfig(), r.wlog)
 	if err != nil {
 		nc.Close()
 		return nil, err

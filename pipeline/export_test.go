@@ -1,0 +1,15 @@
+package pipeline
+
+// What only tests use, exported to the external tests of this package:
+// the Watermill publisher and subscriber configured as the runtime's (for
+// Watermill's universal pub/sub suite) and the push consumer of an older
+// agentbus (replaced by a pull consumer at start).
+type PubSubConfig = pubSubConfig
+
+var (
+	NewPubSub      = newPubSub
+	TopicEvent     = topicEvent
+	TopicSubject   = topicSubject
+	TopicStream    = topicStream
+	EnsureConsumer = ensurePushConsumer
+)
