@@ -14,12 +14,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/replay"
 	"github.com/agentbus/agentbus/internal/stage/persist"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/agentbus/agentbus/pipeline"
 	"github.com/agentbus/agentbus/validation"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -372,17 +370,17 @@ var ErrRedriveRefused = errors.New("redrive refused")
 // written by a stage (stored on agentbus.dlq.<stage> for the stage it
 // names, which only that stage's identity may publish) and names a turn
 // subject agentbus.turn.<event>.<request id> of an event that stage
-// consumes: never a KV, JetStream API or any other subject.
+// consumes (messages.Routes): never a KV, JetStream API or any other
+// subject.
 func RedriveSubject(dlqSubject string, dl messages.DeadLetter) (string, error) {
-	i := slices.IndexFunc(app.Contracts, func(c pipeline.Contract) bool { return c.Stage == dl.Stage })
-	if i < 0 || dlqSubject != messages.DLQSubject(dl.Stage) {
+	if !slices.Contains(messages.Stages, dl.Stage) || dlqSubject != messages.DLQSubject(dl.Stage) {
 		return "", fmt.Errorf("%w: dead letter on %q names stage %q: not written by a stage", ErrRedriveRefused, dlqSubject, dl.Stage)
 	}
 	event, rid, err := messages.ParseSubject(dl.Subject)
 	if err != nil || !messages.ValidID(rid) || messages.Subject(event, rid) != dl.Subject {
 		return "", fmt.Errorf("%w: %q is not a turn subject", ErrRedriveRefused, dl.Subject)
 	}
-	if !slices.Contains(app.Contracts[i].Consumes, event) {
+	if r, _ := messages.RouteOf(event); !slices.Contains(r.To, dl.Stage) {
 		return "", fmt.Errorf("%w: stage %s does not consume %q events", ErrRedriveRefused, dl.Stage, event)
 	}
 	return dl.Subject, nil

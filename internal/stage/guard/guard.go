@@ -25,7 +25,7 @@ import (
 )
 
 // Stage is the stage name.
-const Stage = "guard"
+const Stage = messages.StageGuard
 
 // RateLimitBucket holds the rate-limit buckets shared by guard replicas.
 const RateLimitBucket = rlkv.Bucket
@@ -36,8 +36,8 @@ const RateLimitBucket = rlkv.Bucket
 // records (per-key limits).
 var Contract = pipeline.Contract{
 	Stage:    Stage,
-	Consumes: []string{messages.EventReceived, messages.EventCompleted},
-	Produces: []string{messages.EventAdmitted, messages.EventRejected, messages.EventFailed},
+	Consumes: messages.ConsumedBy(Stage),
+	Produces: messages.ProducedBy(Stage),
 	KV:       []pipeline.KVUse{{Bucket: RateLimitBucket, Write: true}, {Bucket: apikv.Bucket}},
 }
 

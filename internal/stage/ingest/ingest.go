@@ -38,7 +38,7 @@ import (
 )
 
 // Stage is the stage name.
-const Stage = "ingest"
+const Stage = messages.StageIngest
 
 // Contract is what the ingest stage does on the bus: it publishes received
 // turns (and the deadline_exceeded failure of a turn whose client stopped
@@ -49,7 +49,7 @@ const Stage = "ingest"
 // stages' health.
 var Contract = pipeline.Contract{
 	Stage:         Stage,
-	Produces:      []string{messages.EventReceived, messages.EventFailed},
+	Produces:      messages.ProducedBy(Stage),
 	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}, {Bucket: rlkv.Bucket}, {Bucket: IdempotencyBucket, Write: true}},
 	Requests:      []string{"agentbus.health.>", messages.SubjectOwner, messages.CancelSubject("*"), "$JS.API.STREAM.MSG.GET." + messages.StreamTurns, messages.SubjectModels},
 	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubject("*"), messages.SubjectChat},

@@ -41,7 +41,7 @@ import (
 )
 
 // Stage is the stage name.
-const Stage = "llm"
+const Stage = messages.StageLLM
 
 // ResultsBucket is the KV bucket holding each step's provider result.
 const ResultsBucket = "agentbus_llm_results"
@@ -56,8 +56,8 @@ const QuotaBucket = "agentbus_quota"
 // response cache (no other identity may read or write the cache).
 var Contract = pipeline.Contract{
 	Stage:    Stage,
-	Consumes: []string{messages.EventAdmitted, messages.EventTooled},
-	Produces: []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
+	Consumes: messages.ConsumedBy(Stage),
+	Produces: messages.ProducedBy(Stage),
 	KV: []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}, {Bucket: spend.Bucket, Write: true},
 		{Bucket: kvstore.Bucket, Write: true}},
 	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService, messages.SubjectToolCatalog},

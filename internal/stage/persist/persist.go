@@ -32,7 +32,7 @@ import (
 )
 
 // Stage is the stage name.
-const Stage = "persist"
+const Stage = messages.StagePersist
 
 // Subjects of the persist service's request-reply endpoints.
 const (
@@ -49,8 +49,8 @@ const (
 // to completed events (cache invalidation across replicas).
 var Contract = pipeline.Contract{
 	Stage:      Stage,
-	Consumes:   []string{messages.EventGenerated},
-	Produces:   []string{messages.EventCompleted, messages.EventFailed},
+	Consumes:   messages.ConsumedBy(Stage),
+	Produces:   messages.ProducedBy(Stage),
 	Subscribes: []string{"agentbus.persist.>", messages.EventFilter(messages.EventCompleted)},
 }
 

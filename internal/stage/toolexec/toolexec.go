@@ -39,7 +39,7 @@ import (
 )
 
 // Stage is the stage name.
-const Stage = "toolexec"
+const Stage = messages.StageToolexec
 
 // ResultsBucket records each step's tool results.
 const ResultsBucket = "agentbus_tool_results"
@@ -49,8 +49,8 @@ const ResultsBucket = "agentbus_tool_results"
 // tools (only on their tool subjects), and writes its step records.
 var Contract = pipeline.Contract{
 	Stage:    Stage,
-	Consumes: []string{messages.EventToolCalls},
-	Produces: []string{messages.EventTooled, messages.EventGenerated, messages.EventFailed},
+	Consumes: messages.ConsumedBy(Stage),
+	Produces: messages.ProducedBy(Stage),
 	KV:       []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}},
 	Requests: []string{"$SRV.INFO." + messages.ToolsService, messages.ToolSubject(">")},
 	// The MCP tool catalog it serves to the llm stage.
