@@ -54,7 +54,7 @@ func HealthSubject(stage string) string { return "agentbus.health." + stage }
 
 func (r *Runtime) stageHealth(ctx context.Context, st *stageRuntime, readinessOnly bool) HealthReport {
 	rep := HealthReport{
-		Stage: st.stage.Name, Version: r.cfg.Version, Status: Healthy,
+		Stage: st.stage.Name(), Version: r.cfg.Version, Status: Healthy,
 		Checks: map[string]Check{}, Stats: st.stats.Snapshot(),
 		Uptime: time.Since(r.started).Round(time.Second).String(),
 	}
@@ -73,7 +73,7 @@ func (r *Runtime) stageHealth(ctx context.Context, st *stageRuntime, readinessOn
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for ev := range st.stage.Handlers {
-		d := DurableName(st.stage.Name, ev)
+		d := DurableName(st.stage.Name(), ev)
 		if _, err := st.conn.js.ConsumerInfo(messages.StreamTurns, d, nats.Context(cctx)); err != nil {
 			add("consumer "+d, Check{Status: Unhealthy, Detail: err.Error()})
 		} else {
@@ -95,10 +95,10 @@ func (r *Runtime) stageHealth(ctx context.Context, st *stageRuntime, readinessOn
 
 func (r *Runtime) addService(st *stageRuntime) error {
 	svc, err := newStageService(st.conn.nc, micro.Config{
-		Name:        ServiceName(st.stage.Name),
+		Name:        ServiceName(st.stage.Name()),
 		Version:     semver(r.cfg.Version),
-		Description: "agentbus " + st.stage.Name + " stage",
-		Metadata:    map[string]string{"stage": st.stage.Name},
+		Description: "agentbus " + st.stage.Name() + " stage",
+		Metadata:    map[string]string{"stage": st.stage.Name()},
 	}, st.events, func() any {
 		out := map[string]any{"counters": st.stats.Snapshot()}
 		if st.stage.Health != nil {
@@ -119,15 +119,15 @@ func (r *Runtime) addService(st *stageRuntime) error {
 		}
 	}
 	noQueue := micro.WithEndpointQueueGroupDisabled()
-	if err := svc.AddEndpoint("health", reply(false), micro.WithEndpointSubject(HealthSubject(st.stage.Name)), noQueue); err != nil {
+	if err := svc.AddEndpoint("health", reply(false), micro.WithEndpointSubject(HealthSubject(st.stage.Name())), noQueue); err != nil {
 		return err
 	}
-	if err := svc.AddEndpoint("ready", reply(true), micro.WithEndpointSubject(HealthSubject(st.stage.Name)+".ready"), noQueue); err != nil {
+	if err := svc.AddEndpoint("ready", reply(true), micro.WithEndpointSubject(HealthSubject(st.stage.Name())+".ready"), noQueue); err != nil {
 		return err
 	}
 	if err := svc.AddEndpoint("live", micro.HandlerFunc(func(req micro.Request) {
 		_ = req.Respond([]byte(`{"status":"healthy"}`))
-	}), micro.WithEndpointSubject(HealthSubject(st.stage.Name)+".live"), noQueue); err != nil {
+	}), micro.WithEndpointSubject(HealthSubject(st.stage.Name())+".live"), noQueue); err != nil {
 		return err
 	}
 	if st.stage.Endpoints != nil {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,25 +21,75 @@ import (
 	"github.com/nats-io/nats.go/micro"
 )
 
-// Stage describes one pipeline stage: a handler per consumed event, plus
-// optional health checks and extra micro endpoints.
+// Stage describes one pipeline stage declaratively: what it does on the
+// bus (its Contract), a handler per consumed event, how long one handler
+// run may take, and optional health checks and micro endpoints. A stage
+// package builds it (by convention `New(Config, Deps) (*Handler, error)`
+// and `(*Handler).Stage()`); AddStage provisions and runs it.
 type Stage struct {
-	// Name is the stage name ("guard", "llm", ...): it names the durable
-	// consumers, the DLQ subject and the micro service.
-	Name string
-	// Handlers maps a consumed event (messages.Event*) to its handler.
-	// Each handler returns the events to publish (built with NewEvent).
+	// Contract declares the stage: its name (Contract.Stage: it names the
+	// durable consumers, the dead-letter subject, the micro service and
+	// the stage's NATS identity, whose permissions derive from the
+	// contract), the events it consumes and produces, its KV buckets and
+	// subjects. A message that arrives after its turn's deadline runs only
+	// to publish the turn's recorded outcome again, when it is one of
+	// Contract.Produces.
+	Contract Contract
+	// Handlers maps a consumed event (one of Contract.Consumes) to its
+	// handler. Each handler returns the events to publish (built with
+	// NewEvent). A consumed event without a handler gets no consumer in
+	// this process.
 	Handlers map[string]message.HandlerFunc
-	// Produces are the events the stage publishes. A message that arrives
-	// after its turn's deadline runs only to publish the turn's recorded
-	// outcome again, when it is one of these.
-	Produces []string
-	// Consumer overrides the runtime's consumer configuration.
-	Consumer *ConsumerConfig
+	// HandlerTimeout bounds one handler run. Default 0: the runtime's
+	// Config.Consumer.HandlerTimeout. The runtime derives the rest of the
+	// stage's ack handling from it: the consumer's ack wait stays the
+	// runtime's Config.Consumer.AckWait (how soon a crashed replica's
+	// messages move on), because a running handler keeps its message with
+	// in-progress acks every AckWait/3 for as long as this timeout (and
+	// its retries) allow; a graceful shutdown waits this long plus the ack
+	// wait for the stage's handlers in flight.
+	HandlerTimeout time.Duration
 	// Health adds stage-specific checks and details (breaker states, ...).
 	Health func(ctx context.Context) (map[string]Check, map[string]any)
 	// Endpoints adds request-reply endpoints to the stage's micro service.
 	Endpoints func(svc micro.Service) error
+}
+
+// Name is the stage's name (Contract.Stage).
+func (st Stage) Name() string { return st.Contract.Stage }
+
+// Validate reports every problem of the stage: an invalid contract, a
+// handler for an event the contract does not consume, a negative timeout,
+// nothing to run.
+func (st Stage) Validate() error {
+	var errs []error
+	if err := st.Contract.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(st.Handlers) == 0 && st.Endpoints == nil {
+		errs = append(errs, fmt.Errorf("stage %s: needs at least one handler or endpoint", st.Contract.Stage))
+	}
+	for _, ev := range slices.Sorted(maps.Keys(st.Handlers)) {
+		if !slices.Contains(st.Contract.Consumes, ev) {
+			errs = append(errs, fmt.Errorf("stage %s: handler for %q, which its contract does not consume", st.Contract.Stage, ev))
+		}
+		if st.Handlers[ev] == nil {
+			errs = append(errs, fmt.Errorf("stage %s: nil handler for %q", st.Contract.Stage, ev))
+		}
+	}
+	if st.HandlerTimeout < 0 {
+		errs = append(errs, fmt.Errorf("stage %s: negative handler timeout", st.Contract.Stage))
+	}
+	return errors.Join(errs...)
+}
+
+// consumerConfig is the stage's consumer configuration: the runtime's,
+// with the stage's handler timeout.
+func (st Stage) consumerConfig(base ConsumerConfig) ConsumerConfig {
+	if st.HandlerTimeout > 0 {
+		base.HandlerTimeout = st.HandlerTimeout
+	}
+	return base
 }
 
 type stageRuntime struct {
@@ -87,6 +137,9 @@ type Runtime struct {
 	started   time.Time
 	closed    bool
 	metrics   *stageMetrics
+	// grace is how long Run waits at shutdown for handlers in flight: the
+	// longest stage's handler timeout plus the ack wait.
+	grace time.Duration
 }
 
 // New connects to NATS (starting the embedded server when cfg.NATSURL is
@@ -245,50 +298,42 @@ func (d expDelay) WaitTime(n uint64) time.Duration {
 // handlers on the router and its micro service. It returns the stage's
 // counters.
 func (r *Runtime) AddStage(st Stage) (*Stats, error) {
-	if st.Name == "" || (len(st.Handlers) == 0 && st.Endpoints == nil) {
-		return nil, errors.New("stage needs a name and at least one handler or endpoint")
+	if err := st.Validate(); err != nil {
+		return nil, err
 	}
-	cc := r.cfg.Consumer
-	if st.Consumer != nil {
-		cc = *st.Consumer
-		if err := (Config{NATSURL: "x", Streams: r.cfg.Streams, Consumer: cc}).Validate(); err != nil {
-			return nil, fmt.Errorf("stage %s: %w", st.Name, err)
-		}
-	}
-	conn, err := r.stageConn(st.Name)
+	name := st.Name()
+	cc := st.consumerConfig(r.cfg.Consumer)
+	conn, err := r.stageConn(name)
 	if err != nil {
-		return nil, fmt.Errorf("stage %s: %w", st.Name, err)
+		return nil, fmt.Errorf("stage %s: %w", name, err)
 	}
 	srt := &stageRuntime{stage: st, stats: &Stats{}, conn: conn}
-	log := r.log.With("stage", st.Name)
-	events := make([]string, 0, len(st.Handlers))
-	for ev := range st.Handlers {
-		events = append(events, ev)
-	}
-	sort.Strings(events)
+	log := r.log.With("stage", name)
+	events := slices.Sorted(maps.Keys(st.Handlers))
 	for _, ev := range events {
 		ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
-		cons, err := ensurePullConsumer(ctx, conn.jsn, st.Name, ev, cc)
+		cons, err := ensurePullConsumer(ctx, conn.jsn, name, ev, cc)
 		cancel()
 		if err != nil {
 			return nil, err
 		}
-		durable := DurableName(st.Name, ev)
-		obs := r.newEventObs(st.Name, ev)
+		durable := DurableName(name, ev)
+		obs := r.newEventObs(name, ev)
 		srt.events = append(srt.events, obs)
-		h := r.handlerMiddleware(st.Name, st.Produces, conn, cc, srt.stats, obs, log.With("event", ev), st.Handlers[ev])
+		h := r.handlerMiddleware(name, st.Contract.Produces, conn, cc, srt.stats, obs, log.With("event", ev), st.Handlers[ev])
 		r.mu.Lock()
 		r.consumers = append(r.consumers, &consumer{durable: durable, cons: cons, handle: h, cc: cc, log: log.With("event", ev),
 			draining: r.draining.Load, slots: make(chan struct{}, cc.Concurrency), obs: obs})
 		r.mu.Unlock()
 	}
 	if err := r.addService(srt); err != nil {
-		return nil, fmt.Errorf("stage %s micro service: %w", st.Name, err)
+		return nil, fmt.Errorf("stage %s micro service: %w", name, err)
 	}
 	r.mu.Lock()
 	r.stages = append(r.stages, srt)
+	r.grace = max(r.grace, cc.HandlerTimeout+cc.AckWait)
 	r.mu.Unlock()
-	log.Info("stage added", "events", events, "concurrency", cc.Concurrency)
+	log.Info("stage added", "events", events, "concurrency", cc.Concurrency, "handler_timeout", cc.HandlerTimeout)
 	return srt.stats, nil
 }
 
@@ -306,6 +351,7 @@ func (r *Runtime) Running() chan struct{} { return r.running }
 func (r *Runtime) Run(ctx context.Context) error {
 	r.mu.Lock()
 	consumers := slices.Clone(r.consumers)
+	grace := max(r.grace, r.cfg.Consumer.AckWait+r.cfg.Consumer.HandlerTimeout)
 	r.mu.Unlock()
 	fetchCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -324,7 +370,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(r.cfg.Consumer.AckWait + r.cfg.Consumer.HandlerTimeout):
+	case <-time.After(grace):
 		r.log.Warn("handlers still running at shutdown; their messages will be redelivered")
 	}
 	r.Shutdown()

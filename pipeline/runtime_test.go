@@ -236,7 +236,7 @@ func startRuntimeLog(t *testing.T, url string, calls *atomic.Int64, ctx context.
 		out, err := pipeline.NewEvent(messages.EventCompleted, turn.RequestID, 0, messages.Completed{RequestID: turn.RequestID, Message: messages.Message{Role: "assistant", Content: "echo: " + turn.Messages[0].Content}})
 		return []*message.Message{out}, err
 	}
-	if _, err := rt.AddStage(pipeline.Stage{Name: "echo", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
+	if _, err := rt.AddStage(pipeline.Stage{Contract: pipeline.Contract{Stage: "echo", Consumes: []string{messages.EventReceived}}, Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -287,7 +287,7 @@ func TestBacklogIsSpreadOverConcurrency(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		return nil, nil
 	}
-	if _, err := rt.AddStage(pipeline.Stage{Name: "slow", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
+	if _, err := rt.AddStage(pipeline.Stage{Contract: pipeline.Contract{Stage: "slow", Consumes: []string{messages.EventReceived}}, Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -349,7 +349,7 @@ func TestPushConsumerIsReplacedAfterItsAckFloor(t *testing.T) {
 		mu.Unlock()
 		return nil, nil
 	}
-	if _, err := rt.AddStage(pipeline.Stage{Name: "old", Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
+	if _, err := rt.AddStage(pipeline.Stage{Contract: pipeline.Contract{Stage: "old", Consumes: []string{messages.EventReceived}}, Handlers: map[string]message.HandlerFunc{messages.EventReceived: h}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -8,16 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/agentbus/agentbus/internal/cache"
 	"github.com/agentbus/agentbus/internal/cache/kvstore"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
@@ -26,7 +22,6 @@ import (
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/natsauth"
-	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
 	"github.com/agentbus/agentbus/internal/ratelimit"
@@ -37,21 +32,22 @@ import (
 	"github.com/agentbus/agentbus/internal/stage/llm"
 	"github.com/agentbus/agentbus/internal/stage/persist"
 	"github.com/agentbus/agentbus/internal/stage/toolexec"
+	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
 )
 
-// Stage names.
+// Stage names (messages.Stages).
 const (
-	StageIngest   = "ingest"
-	StageGuard    = guard.Stage
-	StageLLM      = llm.Stage
-	StageToolexec = toolexec.Stage
-	StagePersist  = persist.Stage
+	StageIngest   = messages.StageIngest
+	StageGuard    = messages.StageGuard
+	StageLLM      = messages.StageLLM
+	StageToolexec = messages.StageToolexec
+	StagePersist  = messages.StagePersist
 )
 
-// AllStages lists every stage in pipeline order.
-var AllStages = []string{StageIngest, StageGuard, StageLLM, StageToolexec, StagePersist}
+// AllStages lists every stage of StageTable, in pipeline order.
+var AllStages = stageNames(StageTable)
 
 // KV buckets shared by replicas.
 const (
@@ -68,8 +64,13 @@ type Options struct {
 	// DataDir holds the embedded server's store and the conversation
 	// store. Default "./data".
 	DataDir string
-	// Stages to run in this process. Default AllStages.
+	// Stages to run in this process: names of Table's rows. Default
+	// AllStages.
 	Stages []string
+	// Table is the stage table the process may run. Default StageTable;
+	// a test (or a program embedding agentbus) adds a stage with one more
+	// row.
+	Table []StageSpec
 	// HTTPAddr is ingest's listen address. Default "127.0.0.1:8080".
 	HTTPAddr string
 	// Auth requires API keys on /v1/*. Default true.
@@ -95,11 +96,15 @@ type Options struct {
 	Firewall firewall.Config
 	// Tools configures the built-in tools.
 	Tools ToolsConfig
-	// LLM configures the llm stage.
+	// LLM configures the llm stage (its HandlerTimeout is LLMTimeout).
 	LLM llm.Config
 	// LLMTimeout bounds one run of the llm handler (the provider chain's
-	// timeouts, retries and failover together). Default 120s.
+	// timeouts, retries and failover together): the llm stage's
+	// HandlerTimeout. Default 120s.
 	LLMTimeout time.Duration
+	// Toolexec configures the toolexec stage (what a tool result the
+	// scanner blocks becomes, how long step results are kept).
+	Toolexec toolexec.Config
 	// Quota sets daily request and token quotas per user and per model.
 	// Default unlimited.
 	Quota quota.Config
@@ -142,16 +147,15 @@ func DefaultOptions() Options {
 		Firewall:   firewall.Config{},
 		Tools:      DefaultToolsConfig(),
 		LLM:        llm.DefaultConfig(),
+		Toolexec:   toolexec.DefaultConfig(),
 		Persist:    persist.DefaultConfig(),
 		Ingest:     ingest.DefaultConfig(),
-		LLMTimeout: 120 * time.Second,
+		LLMTimeout: llm.DefaultHandlerTimeout,
 		Cache:      kvstore.DefaultConfig(),
 		Sanitizer:  sanitize.Config{},
 		NATSAuth:   true,
 		Observe:    DefaultObserveOptions(),
 	}
-	// The llm stage calls providers with retries and failover: give its
-	// handler more time than the pipeline default.
 	return o
 }
 
@@ -167,11 +171,13 @@ func (o Options) Validate() error {
 	if len(o.Stages) == 0 {
 		errs = append(errs, errors.New("no stage to run"))
 	}
+	names := stageNames(o.table())
 	for _, s := range o.Stages {
-		if !slices.Contains(AllStages, s) {
-			errs = append(errs, fmt.Errorf("unknown stage %q (want one of %v)", s, AllStages))
+		if !slices.Contains(names, s) {
+			errs = append(errs, fmt.Errorf("unknown stage %q (want one of %v)", s, names))
 		}
 	}
+	errs = append(errs, validateTable(o.table()))
 	if o.Store != "sqlite" && o.Store != "files" {
 		errs = append(errs, fmt.Errorf("store %q: want sqlite or files", o.Store))
 	}
@@ -184,7 +190,7 @@ func (o Options) Validate() error {
 	if o.Cache.TTL != 0 {
 		errs = append(errs, o.Cache.Validate())
 	}
-	errs = append(errs, o.Quota.Validate(), o.LLM.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate(), o.Observe.Validate())
+	errs = append(errs, o.Quota.Validate(), o.LLM.Validate(), o.Toolexec.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate(), o.Observe.Validate())
 	return errors.Join(errs...)
 }
 
@@ -259,7 +265,7 @@ func (o *Options) setupNATSAuth(log *slog.Logger) (*natsauth.Authority, error) {
 				g, err := Grant(RoleOperator, "serve", GrantOptions{})
 				return "serve", g, err
 			}
-			g, err := Grant(role, role, GrantOptions{ResponseTTL: o.responseTTL(role)})
+			g, err := grant(o.table(), role, role, GrantOptions{ResponseTTL: o.responseTTL(role)})
 			return role, g, err
 		})
 	}
@@ -299,33 +305,6 @@ func writeOperatorCreds(a *natsauth.Authority, dataDir string) error {
 		return fmt.Errorf("operator credential: %w", err)
 	}
 	return nil
-}
-
-// parts is what Start builds, shared between the stages' builders.
-type parts struct {
-	o     *Options
-	rt    *pipeline.Runtime
-	sys   *System
-	log   *slog.Logger
-	san   *sanitize.Sanitizer
-	tools *toolset
-	llm   *llm.Handler
-	tool  *toolexec.Handler
-	ob    *observability
-	// toolsMu serialises rebuilds after a tool change; toolsReady is set
-	// once the stages exist (changes before it are picked up then).
-	toolsMu    sync.Mutex
-	toolsReady atomic.Bool
-}
-
-// conn returns a stage's connection and JetStream context.
-func (p *parts) conn(stage string) (*nats.Conn, nats.JetStreamContext, error) {
-	nc, err := p.rt.StageConn(stage)
-	if err != nil {
-		return nil, nil, err
-	}
-	js, err := nc.JetStream()
-	return nc, js, err
 }
 
 // Start builds and starts the process's stages. Stop it with Close.
@@ -390,7 +369,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		}
 		sys.Keys = apikv.New(kv)
 	}
-	p := &parts{o: &o, rt: rt, sys: sys, log: log, ob: ob}
+	p := &Parts{o: &o, table: o.table(), rt: rt, sys: sys, log: log, ob: ob}
 	if o.has(StageGuard) || o.has(StageToolexec) {
 		if p.san, err = sanitize.New(o.Sanitizer); err != nil {
 			return fail(err)
@@ -422,16 +401,22 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 			return fail(err)
 		}
 	}
-	for _, b := range []struct {
-		stage string
-		build func(context.Context) error
-	}{
-		{StageGuard, p.guard}, {StageLLM, p.llmStage}, {StageToolexec, p.toolexec}, {StagePersist, p.persist}, {StageIngest, p.ingest},
-	} {
-		if o.has(b.stage) {
-			if err := b.build(ctx); err != nil {
-				return fail(fmt.Errorf("stage %s: %w", b.stage, err))
-			}
+	for _, row := range p.table {
+		name := row.Contract.Stage
+		if !o.has(name) {
+			continue
+		}
+		st, err := row.Build(ctx, p)
+		if err == nil {
+			_, err = rt.AddStage(st)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("stage %s: %w", name, err))
+		}
+	}
+	for _, start := range p.started {
+		if err := start(); err != nil {
+			return fail(err)
 		}
 	}
 	p.watchTools()
@@ -457,111 +442,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 	return sys, nil
 }
 
-// limits is the shared rate limiter with the API keys' own limits, on a
-// stage's connection (guard spends it, ingest only reads it).
-func (p *parts) limits(js nats.JetStreamContext) (*limiterAdapter, error) {
-	limiter, err := p.o.limiter(js, p.o.Pipeline.Streams.Replicas)
-	if err != nil {
-		return nil, err
-	}
-	kv, err := kvBucket(js, KeysBucket, "agentbus API keys (hashes only)", 0, p.o.Pipeline.Streams.Replicas)
-	if err != nil {
-		return nil, err
-	}
-	return &limiterAdapter{l: limiter, keys: apikv.New(kv)}, nil
-}
-
-func (p *parts) guard(context.Context) error {
-	_, js, err := p.conn(StageGuard)
-	if err != nil {
-		return err
-	}
-	limits, err := p.limits(js)
-	if err != nil {
-		return err
-	}
-	h := &guard.Handler{Sanitizer: sanitizerAdapter{p.san}, Limiter: limits, Reconcile: hasTokenLimits(p.o.Limits) || p.o.Auth,
-		Log: p.log.With("stage", StageGuard), Metrics: p.ob.metrics}
-	_, err = p.rt.AddStage(h.Stage())
-	return err
-}
-
-func (p *parts) llmStage(context.Context) error {
-	nc, js, err := p.conn(StageLLM)
-	if err != nil {
-		return err
-	}
-	fo, err := p.o.providers()
-	if err != nil {
-		return err
-	}
-	q, err := p.o.quota(js, p.o.Pipeline.Streams.Replicas)
-	if err != nil {
-		return err
-	}
-	var rc *cache.Cache
-	if p.o.Cache.TTL > 0 {
-		cc := p.o.Cache
-		cc.Replicas = p.o.Pipeline.Streams.Replicas
-		st, err := kvstore.Open(js, cc, p.log.With("stage", StageLLM))
-		if err != nil {
-			return err
-		}
-		rc = cache.New(st, cache.Config{Shared: p.o.CacheShared}, p.log.With("stage", StageLLM))
-	}
-	p.ob.metrics.InstrumentProviders(fo, p.ob.tracerFor("github.com/agentbus/agentbus/provider"), p.o.Observe.TraceContent)
-	sp, err := p.llmSpend(js)
-	if err != nil {
-		return err
-	}
-	p.llm, err = llm.New(p.o.LLM, llm.Deps{
-		Quota:          q,
-		Cache:          rc,
-		Provider:       fo,
-		Tools:          p.tools.specs(),
-		History:        conversations{&persist.Client{NC: nc}},
-		ProviderHealth: providerHealth(fo),
-		Replicas:       p.o.Pipeline.Streams.Replicas,
-		Spend:          sp,
-		Metrics:        p.ob.metrics,
-	}, nc, js, p.log.With("stage", StageLLM))
-	if err != nil {
-		return err
-	}
-	st := p.llm.Stage()
-	cc := p.o.Pipeline.Consumer
-	// Model calls take long: the handler may use the provider chain's
-	// whole budget (timeouts x attempts x providers). In-progress acks keep
-	// the message owned meanwhile, so the ack wait stays short.
-	cc.HandlerTimeout = p.o.LLMTimeout
-	st.Consumer = &cc
-	_, err = p.rt.AddStage(st)
-	return err
-}
-
-func (p *parts) toolexec(context.Context) error {
-	_, js, err := p.conn(StageToolexec)
-	if err != nil {
-		return err
-	}
-	fw, err := firewall.New(p.firewallConfig(), p.tools.schemas())
-	if err != nil {
-		return err
-	}
-	p.tool, err = toolexec.New(toolexec.DefaultConfig(), fw, p.tools, resultScanner{p.san}, js, p.o.Pipeline.Streams.Replicas, p.log.With("stage", StageToolexec))
-	if err != nil {
-		return err
-	}
-	p.tool.SetMetrics(p.ob.metrics)
-	p.tool.SetHealth(p.tools.mcpHealth)
-	p.tool.SetCatalog(p.tools.mcpCatalog)
-	_, err = p.rt.AddStage(p.tool.Stage())
-	return err
-}
-
 // watchTools offers a remote tool service started later (and allowed by
 // the operator) without a restart.
-func (p *parts) watchTools() {
+func (p *Parts) watchTools() {
 	if p.tools == nil {
 		return
 	}
@@ -573,94 +456,10 @@ func (p *parts) watchTools() {
 		p.mcpChanged()
 	}
 	go p.tools.watch(wctx, p.toolsChanged)
-	if p.llm != nil && p.tool == nil {
+	if p.llmH != nil && p.tool == nil {
 		// The MCP tools of a toolexec in another process.
 		go p.tools.watchCatalog(wctx, p.toolsChanged)
 	}
-}
-
-func (p *parts) persist(ctx context.Context) error {
-	nc, _, err := p.conn(StagePersist)
-	if err != nil {
-		return err
-	}
-	store, err := p.o.openStore(ctx)
-	if err != nil {
-		return err
-	}
-	var committed memory.Store = store
-	if p.ob.metrics != nil {
-		committed = obs.Store{Store: store, Metrics: p.ob.metrics}
-	}
-	gc := memory.NewGroupCommitter(committed, 256)
-	p.sys.closers = append(p.sys.closers, func() { _ = gc.Close(); _ = store.Close() })
-	outcomes, err := p.rt.Terminals(StagePersist)
-	if err != nil {
-		return err
-	}
-	h, err := persist.New(p.o.Persist, persist.Deps{Store: store, Appender: gc, NC: nc, Outcomes: outcomes}, p.log.With("stage", StagePersist))
-	if err != nil {
-		return err
-	}
-	p.sys.closers = append(p.sys.closers, h.Close)
-	_, err = p.rt.AddStage(h.Stage())
-	return err
-}
-
-func (p *parts) ingest(context.Context) error {
-	nc, js, err := p.conn(StageIngest)
-	if err != nil {
-		return err
-	}
-	var auth ingest.Authenticator
-	if p.o.Auth {
-		kv, err := kvBucket(js, KeysBucket, "agentbus API keys (hashes only)", 0, p.o.Pipeline.Streams.Replicas)
-		if err != nil {
-			return err
-		}
-		v, err := apikey.NewVerifier(apikv.New(kv), apikey.VerifierConfig{})
-		if err != nil {
-			return err
-		}
-		auth = keyAuth{v}
-	}
-	icfg := p.o.Ingest
-	icfg.Addr = p.o.HTTPAddr
-	limits, err := p.limits(js)
-	if err != nil {
-		return err
-	}
-	outcomes, err := p.rt.Terminals(StageIngest)
-	if err != nil {
-		return err
-	}
-	idem, err := kvBucket(js, ingest.IdempotencyBucket, "agentbus Idempotency-Keys (user+key hash -> request)", pipeline.TerminalTTL, p.o.Pipeline.Streams.Replicas)
-	if err != nil {
-		return err
-	}
-	srv, err := ingest.New(icfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: conversations{&persist.Client{NC: nc}}, Limits: limits,
-		Outcomes: outcomes, Idempotency: idem,
-		Observe: ingest.Observe{Metrics: p.ob.metrics, MetricsHandler: p.ob.handler(), Tracer: p.ob.tracer}}, p.log.With("stage", StageIngest))
-	if err != nil {
-		return err
-	}
-	if _, err := p.rt.AddStage(srv.Stage()); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", p.o.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("ingest listen %s: %w", p.o.HTTPAddr, err)
-	}
-	p.sys.HTTPAddr = ln.Addr().String()
-	hs, errc := srv.Serve(ln)
-	p.sys.httpSrv = hs
-	go func() {
-		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			p.log.Error("http server", "err", err)
-		}
-	}()
-	p.log.Info("ingest listening", "addr", p.sys.HTTPAddr, "auth", p.o.Auth)
-	return nil
 }
 
 // Connect opens a client connection to the system's NATS server (over its

@@ -40,7 +40,7 @@ func (d descriptionScanner) ScanDescription(text string) (string, []string) {
 // startMCP connects to the tools file's MCP servers (toolexec's process
 // only) and registers their tools; changed is called after every later
 // change of their tools.
-func (p *parts) startMCP(ctx context.Context) error {
+func (p *Parts) startMCP(ctx context.Context) error {
 	if len(p.o.Firewall.MCPServers) == 0 || !p.o.has(StageToolexec) {
 		return nil
 	}
@@ -67,7 +67,7 @@ func (p *parts) startMCP(ctx context.Context) error {
 
 // mcpChanged re-registers the MCP tools and rebuilds the firewall and the
 // llm stage's offer.
-func (p *parts) mcpChanged() {
+func (p *Parts) mcpChanged() {
 	if p.tools == nil || p.tools.mcp == nil {
 		return
 	}
@@ -79,11 +79,11 @@ func (p *parts) mcpChanged() {
 
 // toolsChanged rebuilds what depends on the tool set: the tools offered
 // by the llm stage and the toolexec stage's firewall.
-func (p *parts) toolsChanged() {
+func (p *Parts) toolsChanged() {
 	p.toolsMu.Lock()
 	defer p.toolsMu.Unlock()
-	if p.llm != nil {
-		p.llm.SetTools(p.tools.specs())
+	if p.llmH != nil {
+		p.llmH.SetTools(p.tools.specs())
 	}
 	if p.tool != nil {
 		fw, err := firewall.New(p.firewallConfig(), p.tools.schemas())
@@ -91,14 +91,14 @@ func (p *parts) toolsChanged() {
 			p.log.Error("firewall rebuild after a tool change", "err", err)
 			return
 		}
-		p.tool.SetFirewall(fw)
+		p.tool.SetFirewall(toolexec.FirewallOf(fw))
 	}
 }
 
 // firewallConfig is the tools file's firewall configuration; when it
 // has an allow list, the MCP tools the servers' allow patterns admit are
 // added to it (the operator allowed them there).
-func (p *parts) firewallConfig() firewall.Config {
+func (p *Parts) firewallConfig() firewall.Config {
 	c := p.o.Firewall
 	if len(c.Allow) == 0 || p.tools == nil {
 		return c

@@ -146,7 +146,7 @@ func (ob *observability) tracerFor(name string) trace.Tracer {
 
 // llmSpend is the llm stage's price table and ledger (nil without a
 // price table).
-func (p *parts) llmSpend(js nats.JetStreamContext) (*llm.Spend, error) {
+func (p *Parts) llmSpend(js nats.JetStreamContext) (*llm.Spend, error) {
 	if p.ob.prices == nil {
 		return nil, nil
 	}

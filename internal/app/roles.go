@@ -6,11 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentbus/agentbus/internal/stage/guard"
-	"github.com/agentbus/agentbus/internal/stage/ingest"
-	"github.com/agentbus/agentbus/internal/stage/llm"
-	"github.com/agentbus/agentbus/internal/stage/persist"
-	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 )
@@ -28,11 +23,9 @@ const (
 	RoleOperator = "operator"
 )
 
-// Contracts are the stages' contracts, in pipeline order.
-var Contracts = []pipeline.Contract{ingest.Contract, guard.Contract, llm.Contract, toolexec.Contract, persist.Contract}
-
-// Roles lists every NATS role an identity can be issued for.
-var Roles = []string{StageIngest, StageGuard, StageLLM, StageToolexec, StagePersist, RoleTool, RoleClient, RoleOperator}
+// Roles lists every NATS role an identity can be issued for: the stages
+// of StageTable, then tool, client and operator.
+var Roles = append(slices.Clone(AllStages), RoleTool, RoleClient, RoleOperator)
 
 // GrantOptions refine a role's grant.
 type GrantOptions struct {
@@ -45,13 +38,19 @@ type GrantOptions struct {
 }
 
 // Grant returns the permissions of the identity name in role: a stage's
-// come from its contract; see docs/security.md for the matrix.
+// come from its contract (StageTable); see docs/security.md for the
+// matrix.
 func Grant(role, name string, opt GrantOptions) (pipeline.Grant, error) {
+	return grant(StageTable, role, name, opt)
+}
+
+// grant is Grant with the stages of table.
+func grant(table []StageSpec, role, name string, opt GrantOptions) (pipeline.Grant, error) {
 	if err := pipeline.ValidName(name); err != nil {
 		return pipeline.Grant{}, fmt.Errorf("%w: %q", err, name)
 	}
-	if i := slices.IndexFunc(Contracts, func(c pipeline.Contract) bool { return c.Stage == role }); i >= 0 {
-		c := Contracts[i]
+	if i := slices.IndexFunc(table, func(r StageSpec) bool { return r.Contract.Stage == role }); i >= 0 {
+		c := table[i].Contract
 		if opt.ResponseTTL > 0 {
 			c.ResponseTTL = opt.ResponseTTL
 		}
@@ -82,5 +81,5 @@ func Grant(role, name string, opt GrantOptions) (pipeline.Grant, error) {
 		g.Sub = append(g.Sub, pipeline.MicroSubjects(messages.ToolsService)...)
 		return g, nil
 	}
-	return pipeline.Grant{}, fmt.Errorf("unknown role %q (want one of %s)", role, strings.Join(Roles, ", "))
+	return pipeline.Grant{}, fmt.Errorf("unknown role %q (want one of %s)", role, strings.Join(append(stageNames(table), RoleTool, RoleClient, RoleOperator), ", "))
 }

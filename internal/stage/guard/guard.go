@@ -10,6 +10,7 @@ package guard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
 	rlkv "github.com/agentbus/agentbus/internal/ratelimit/kvstore"
@@ -69,29 +70,87 @@ type Limiter interface {
 	Reconcile(ctx context.Context, c *messages.Completed) error
 }
 
-// Handler holds the guard's dependencies. Nil Sanitizer or Limiter skips
-// that check.
-type Handler struct {
-	Sanitizer Sanitizer
-	Limiter   Limiter
-	// Reconcile consumes completed turns to correct token limits with the
-	// provider's usage; set it when a tokens limit is configured.
+// Config configures the guard stage. The zero value is usable.
+type Config struct {
+	// Reconcile consumes completed turns to correct the token rate limits
+	// with the provider's usage (admission only estimated it); set it when
+	// a token limit is configured or API keys may carry their own. It
+	// needs a Limiter. Default false.
 	Reconcile bool
-	Log       *slog.Logger
-	// Now is the clock (default time.Now).
-	Now func() time.Time
-	// Metrics counts verdicts by rule and rate-limit rejections by tier;
-	// nil: none.
-	Metrics *obs.Metrics
+	// HandlerTimeout bounds one handler run. Default 0: the runtime's
+	// handler timeout.
+	HandlerTimeout time.Duration
 }
 
-// Stage returns the pipeline stage.
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.HandlerTimeout < 0 {
+		errs = append(errs, errors.New("guard.handler_timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Metrics is what the guard counts (obs.Metrics).
+type Metrics interface {
+	// GuardVerdict counts a sanitizer verdict and the rules that fired.
+	GuardVerdict(verdict string, rules []string)
+	// LimitRejected counts a rejection by a limit of kind at tier.
+	LimitRejected(stage, kind, tier string)
+}
+
+// Deps are the guard's collaborators. Every field is optional.
+type Deps struct {
+	// Sanitizer judges a turn's messages; nil: no sanitizer check.
+	Sanitizer Sanitizer
+	// Limiter takes rate-limit tokens; nil: no rate limits (and nothing
+	// to reconcile).
+	Limiter Limiter
+	// Metrics counts verdicts by rule and rate-limit rejections by tier;
+	// nil: none.
+	Metrics Metrics
+	// Log gets rejections and flags (never prompts or keys); nil: discard.
+	Log *slog.Logger
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Handler is the guard stage.
+type Handler struct {
+	cfg Config
+	d   Deps
+}
+
+// New builds the guard.
+func New(cfg Config, d Deps) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Metrics == nil {
+		d.Metrics = noMetrics{}
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Handler{cfg: cfg, d: d}, nil
+}
+
+type noMetrics struct{}
+
+func (noMetrics) GuardVerdict(string, []string)        {}
+func (noMetrics) LimitRejected(string, string, string) {}
+
+// Stage returns the pipeline stage: received turns, and completed ones
+// when Config.Reconcile is set and there is a Limiter.
 func (h *Handler) Stage() pipeline.Stage {
 	handlers := map[string]message.HandlerFunc{messages.EventReceived: h.Handle}
-	if h.Limiter != nil && h.Reconcile {
+	if h.d.Limiter != nil && h.cfg.Reconcile {
 		handlers[messages.EventCompleted] = h.HandleCompleted
 	}
-	return pipeline.Stage{Name: Stage, Handlers: handlers, Produces: Contract.Produces}
+	return pipeline.Stage{Contract: Contract, Handlers: handlers, HandlerTimeout: h.cfg.HandlerTimeout}
 }
 
 // HandleCompleted reconciles the token rate limits with the usage the
@@ -103,17 +162,10 @@ func (h *Handler) HandleCompleted(msg *message.Message) ([]*message.Message, err
 	if err != nil {
 		return nil, err
 	}
-	if err := h.Limiter.Reconcile(msg.Context(), &c); err != nil {
+	if err := h.d.Limiter.Reconcile(msg.Context(), &c); err != nil {
 		return nil, fmt.Errorf("reconcile %s: %w", c.RequestID, err)
 	}
 	return nil, nil
-}
-
-func (h *Handler) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
-	}
-	return time.Now()
 }
 
 // Handle judges one received turn.
@@ -136,7 +188,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	// Clients publishing straight to NATS may leave these out.
 	if t.CreatedAt.IsZero() {
-		t.CreatedAt = h.now().UTC()
+		t.CreatedAt = h.d.Now().UTC()
 	}
 	if t.Endpoint == "" {
 		t.Endpoint = "nats"
@@ -149,8 +201,8 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	// the stream with requests that are always refused).
 	v := messages.Verdict{Action: "allow"}
 	v.EstimatedTokens = t.EstimatedTokens()
-	if h.Limiter != nil {
-		ok, retry, tier, headers, err := h.Limiter.Allow(msg.Context(), &t, v.EstimatedTokens)
+	if h.d.Limiter != nil {
+		ok, retry, tier, headers, err := h.d.Limiter.Allow(msg.Context(), &t, v.EstimatedTokens)
 		if err != nil {
 			return h.reject(&t, messages.CodeUnavailable, http.StatusServiceUnavailable, "rate limiter unavailable: "+err.Error(), nil, 0, nil)
 		}
@@ -158,9 +210,9 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			return h.rejectRate(&t, tier, retry, headers)
 		}
 	}
-	if h.Sanitizer != nil {
-		j := h.Sanitizer.Check(t.Messages)
-		h.Metrics.GuardVerdict(j.Verdict, j.Rules)
+	if h.d.Sanitizer != nil {
+		j := h.d.Sanitizer.Check(t.Messages)
+		h.d.Metrics.GuardVerdict(j.Verdict, j.Rules)
 		v.Score, v.Rules = j.Score, j.Rules
 		switch j.Verdict {
 		case "block":
@@ -172,9 +224,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		case "flag":
 			v.Action = "flag"
 			v.Passage = j.Passage
-			if h.Log != nil {
-				h.Log.Info("turn flagged", append([]any{"request_id", t.RequestID, "user", t.User, "score", j.Score, "rules", j.Rules}, passageAttrs(j.Passage)...)...)
-			}
+			h.d.Log.Info("turn flagged", append([]any{"request_id", t.RequestID, "user", t.User, "score", j.Score, "rules", j.Rules}, passageAttrs(j.Passage)...)...)
 		}
 	}
 	out, err := pipeline.NewEvent(messages.EventAdmitted, t.RequestID, 0, messages.Admitted{Turn: t, Guard: v})
@@ -208,7 +258,7 @@ func passageAttrs(p *messages.Passage) []any {
 }
 
 func (h *Handler) rejectRate(t *messages.Turn, tier string, retry time.Duration, headers map[string]string) ([]*message.Message, error) {
-	h.Metrics.LimitRejected(Stage, obs.LimitRate, tier)
+	h.d.Metrics.LimitRejected(Stage, obs.LimitRate, tier)
 	reason := fmt.Sprintf("rate limit exceeded (%s); retry after %.1fs", tier, retry.Seconds())
 	return h.reject(t, messages.CodeRateLimited, http.StatusTooManyRequests, reason, []string{"ratelimit." + tier}, 0, headers, retry)
 }
@@ -227,10 +277,8 @@ func (h *Handler) rejectWith(t *messages.Turn, r messages.Rejected) ([]*message.
 	r.SchemaVersion = messages.SchemaVersion
 	r.RequestID, r.ConversationID, r.User = t.RequestID, t.ConversationID, t.User
 	r.Reason = pipeline.Redact(r.Reason)
-	r.At = h.now().UTC()
-	if h.Log != nil {
-		h.Log.Info("turn rejected", append([]any{"request_id", t.RequestID, "user", t.User, "code", r.Code, "rules", r.Rules}, passageAttrs(r.Passage)...)...)
-	}
+	r.At = h.d.Now().UTC()
+	h.d.Log.Info("turn rejected", append([]any{"request_id", t.RequestID, "user", t.User, "code", r.Code, "rules", r.Rules}, passageAttrs(r.Passage)...)...)
 	out, err := pipeline.NewEvent(messages.EventRejected, t.RequestID, 0, r)
 	if err != nil {
 		return nil, err

@@ -26,7 +26,7 @@ type Health struct {
 
 // gather asks every instance of a stage (scatter-gather on its health
 // subject) and collects the answers that arrive within the timeout.
-func (s *Server) gather(ctx context.Context, subject string) []pipeline.HealthReport {
+func (s *Handler) gather(ctx context.Context, subject string) []pipeline.HealthReport {
 	inbox := s.nc.NewRespInbox()
 	sub, err := s.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -53,7 +53,7 @@ func (s *Server) gather(ctx context.Context, subject string) []pipeline.HealthRe
 // Aggregate collects the health of every expected stage. A stage with no
 // answering instance is unhealthy; a stage whose instances disagree is
 // degraded.
-func (s *Server) Aggregate(ctx context.Context, readiness bool) Health {
+func (s *Handler) Aggregate(ctx context.Context, readiness bool) Health {
 	h := Health{Status: pipeline.Healthy, NATS: pipeline.Healthy, Stages: map[string]StageHealth{}}
 	if !s.nc.IsConnected() {
 		h.NATS, h.Status = pipeline.Unhealthy, pipeline.Unhealthy
@@ -105,7 +105,7 @@ func (s *Server) Aggregate(ctx context.Context, readiness bool) Health {
 // health serves GET /health: the overall status to anyone (load
 // balancers, probes); the instances, consumers and providers behind it
 // only to a caller with a valid API key.
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+func (s *Handler) health(w http.ResponseWriter, r *http.Request) {
 	h := s.Aggregate(r.Context(), false)
 	status := http.StatusOK
 	if h.Status == pipeline.Unhealthy {
@@ -120,11 +120,11 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, h)
 }
 
-func (s *Server) live(w http.ResponseWriter, r *http.Request) {
+func (s *Handler) live(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": pipeline.Healthy})
 }
 
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+func (s *Handler) ready(w http.ResponseWriter, r *http.Request) {
 	h := s.Aggregate(r.Context(), true)
 	status := http.StatusOK
 	if h.Status == pipeline.Unhealthy {

@@ -4,8 +4,8 @@
 // publishes it on JetStream and answers when the turn's terminal event
 // arrives: completed (after persist committed it), rejected or failed.
 //
-//	srv, _ := ingest.New(cfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: owners}, log)
-//	http.ListenAndServe(cfg.Addr, srv)
+//	h, _ := ingest.New(cfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: owners})
+//	hs, errc := h.Serve(ln) // and rt.AddStage(h.Stage()) for the NATS entry
 //
 // Guarantees: every error is an OpenAI-style JSON body with a 4xx or 5xx
 // status (401 bad key, 400 bad input, 429 rate limited with Retry-After,
@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -106,29 +107,52 @@ type Config struct {
 	MaxHeaderBytes int
 }
 
-// DefaultConfig returns the documented defaults.
-func DefaultConfig() Config {
-	return Config{
-		Addr:           "127.0.0.1:8080",
-		MaxBodyBytes:   1 << 20,
-		MaxTurnBytes:   512 << 10,
-		ReplyTimeout:   120 * time.Second,
-		CatalogTTL:     5 * time.Second,
-		CatalogTimeout: 2 * time.Second,
-		Stages:         []string{"guard", "llm", "toolexec", "persist"},
-		HealthTimeout:  300 * time.Millisecond,
+// DefaultConfig returns the documented defaults (what the zero value
+// means).
+func DefaultConfig() Config { return Config{}.WithDefaults() }
 
-		MaxNATSInFlight: 1024,
-		ReadTimeout:     30 * time.Second,
-		IdleTimeout:     120 * time.Second,
-		MaxConns:        1024,
-		MaxHeaderBytes:  64 << 10,
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
 	}
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxTurnBytes == 0 {
+		c.MaxTurnBytes = 512 << 10
+	}
+	def(&c.ReplyTimeout, 120*time.Second)
+	def(&c.CatalogTTL, 5*time.Second)
+	def(&c.CatalogTimeout, 2*time.Second)
+	if c.Stages == nil {
+		c.Stages = slices.DeleteFunc(slices.Clone(messages.Stages), func(s string) bool { return s == Stage })
+	}
+	def(&c.HealthTimeout, 300*time.Millisecond)
+	if c.MaxNATSInFlight == 0 {
+		c.MaxNATSInFlight = 1024
+	}
+	def(&c.ReadTimeout, 30*time.Second)
+	def(&c.IdleTimeout, 120*time.Second)
+	if c.MaxConns == 0 {
+		c.MaxConns = 1024
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	return c
 }
 
-// Validate reports every problem of the configuration.
+// Validate reports every problem of the configuration (zero fields take
+// their defaults and are valid).
 func (c Config) Validate() error {
 	var errs []error
+	c = c.WithDefaults()
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, errors.New("ingest.max_body_bytes must be at least 1024"))
 	}
@@ -190,9 +214,22 @@ type Conversations interface {
 	Owns(ctx context.Context, conversationID, user string) error
 }
 
+// Outcomes are the turns' recorded outcomes (pipeline.Terminals).
+type Outcomes interface {
+	// Outcome returns the recorded outcome of request rid, if any.
+	Outcome(ctx context.Context, rid string) (event string, found bool, err error)
+	// ClaimNew records event as the outcome of rid unless it has one,
+	// returns the outcome and whether this call recorded it.
+	ClaimNew(ctx context.Context, rid, event string) (outcome string, created bool, err error)
+}
+
+var _ Outcomes = (*pipeline.Terminals)(nil)
+
 // Deps are the ingest stage's dependencies.
 type Deps struct {
-	// NC and JS are the stage's NATS connection and JetStream context.
+	// NC and JS are the stage's NATS connection and JetStream context:
+	// ingest publishes turns, follows their events and deltas, asks the
+	// llm stage's model catalog and gathers the stages' health. Required.
 	NC *nats.Conn
 	JS nats.JetStreamContext
 	// Auth checks API keys; nil means no authentication (every caller is
@@ -201,11 +238,11 @@ type Deps struct {
 	// Conversations checks that a request continuing a conversation
 	// comes from its owner. Nil refuses every X-Conversation-Id.
 	Conversations Conversations
-	// Outcomes are the turns' recorded outcomes (pipeline.Terminals): at a
-	// request's deadline ingest ends its turn there, and an
-	// Idempotency-Key retry reads its turn's outcome. Nil: a late turn is
-	// answered 504 and may still complete.
-	Outcomes *pipeline.Terminals
+	// Outcomes are the turns' recorded outcomes: at a request's deadline
+	// ingest ends its turn there, and an Idempotency-Key retry reads its
+	// turn's outcome. Nil: a late turn is answered 504 and may still
+	// complete.
+	Outcomes Outcomes
 	// Idempotency is the IdempotencyBucket; nil: Idempotency-Key is
 	// refused.
 	Idempotency nats.KeyValue
@@ -217,6 +254,9 @@ type Deps struct {
 	Limits RateCheck
 	// Observe is the entry's metrics, tracing and access log.
 	Observe Observe
+	// Log gets the entry's errors and, without Observe.AccessLog, its
+	// access log; nil: discard.
+	Log *slog.Logger
 }
 
 // RateCheck reads the shared rate-limit state without spending it.
@@ -227,15 +267,16 @@ type RateCheck interface {
 	Peek(ctx context.Context, t *messages.Turn, tokens int) (ok bool, retryAfter time.Duration, tier string, headers map[string]string, err error)
 }
 
-// Server is the HTTP entry. It implements http.Handler.
-type Server struct {
+// Handler is the ingest stage: the HTTP entry (it implements
+// http.Handler) and the NATS entry (its Stage's micro endpoint).
+type Handler struct {
 	cfg   Config
 	nc    *nats.Conn
 	js    nats.JetStreamContext
 	auth  Authenticator
 	convs Conversations
 	rate  RateCheck
-	terms outcomeStore
+	terms Outcomes
 	idem  nats.KeyValue
 	log   *slog.Logger
 	mux   *http.ServeMux
@@ -247,15 +288,20 @@ type Server struct {
 	tracer  trace.Tracer
 }
 
-// New builds the server.
-func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
+// New builds the stage.
+func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.MaxNATSInFlight == 0 {
-		cfg.MaxNATSInFlight = 1024
+	if d.NC == nil || d.JS == nil {
+		return nil, errors.New("ingest: a NATS connection and a JetStream context are required")
 	}
-	s := &Server{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, rate: d.Limits, idem: d.Idempotency, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight),
+	cfg = cfg.WithDefaults()
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Handler{cfg: cfg, nc: d.NC, js: d.JS, auth: d.Auth, convs: d.Conversations, rate: d.Limits, idem: d.Idempotency, log: log, mux: http.NewServeMux(), inflight: make(chan struct{}, cfg.MaxNATSInFlight),
 		catalog: &catalog{nc: d.NC, ttl: cfg.CatalogTTL, timeout: cfg.CatalogTimeout}}
 	if d.Outcomes != nil {
 		s.terms = d.Outcomes
@@ -271,7 +317,7 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 // Serve serves HTTP on ln until Shutdown, with the configured timeouts and
 // at most MaxConns connections at once. It returns the http.Server (for
 // Shutdown) and the error channel of its Serve.
-func (s *Server) Serve(ln net.Listener) (*http.Server, <-chan error) {
+func (s *Handler) Serve(ln net.Listener) (*http.Server, <-chan error) {
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: min(10*time.Second, s.cfg.ReadTimeout),
@@ -306,7 +352,7 @@ func writeError(w http.ResponseWriter, status int, code, msg string, param *stri
 
 func strp(s string) *string { return &s }
 
-func (s *Server) authenticate(r *http.Request) (Identity, error) {
+func (s *Handler) authenticate(r *http.Request) (Identity, error) {
 	if s.auth == nil {
 		return Identity{User: "anonymous"}, nil
 	}
@@ -314,7 +360,7 @@ func (s *Server) authenticate(r *http.Request) (Identity, error) {
 }
 
 // chat serves POST /v1/chat/completions.
-func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
+func (s *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	id, err := s.authenticate(r)
 	if err != nil {
 		// Answered without reading the body; the connection is not
@@ -340,7 +386,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 // decodes and checks the body, builds the turn with the caller's verified
 // identity, publishes it and answers out with the outcome (a completion, a
 // stream of chunks, or an OpenAI-style error).
-func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt requestOptions, endpoint string, out reply) {
+func (s *Handler) serveTurn(ctx context.Context, id Identity, body []byte, opt requestOptions, endpoint string, out reply) {
 	out = s.observed(ctx, out)
 	conv := opt.Conversation
 	timeout, err := s.timeoutFor(opt)
@@ -463,7 +509,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 // conversation conv. Another user's conversation and one that does not
 // exist get the same 404, so ids cannot be probed; a client cannot name a
 // new conversation (the server issues their ids).
-func (s *Server) owns(ctx context.Context, out reply, conv, user string) bool {
+func (s *Handler) owns(ctx context.Context, out reply, conv, user string) bool {
 	err := errors.New("no conversation store")
 	if s.convs != nil {
 		err = s.convs.Owns(ctx, conv, user)
@@ -504,14 +550,14 @@ func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b
 	return err
 }
 
-func (s *Server) timeout(out reply, rid string) {
+func (s *Handler) timeout(out reply, rid string) {
 	out.error(http.StatusGatewayTimeout, messages.CodeTimeout,
 		fmt.Sprintf("no answer within %s; the turn (request %s) may still complete and will be stored", s.cfg.ReplyTimeout, rid), nil)
 }
 
 // answer handles one event of the request; it reports whether the response
 // was written (a terminal event).
-func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
+func (s *Handler) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 	event, _, err := messages.ParseSubject(m.Subject)
 	if err != nil || !messages.Terminal(event) {
 		return false

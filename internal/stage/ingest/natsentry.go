@@ -14,11 +14,11 @@ import (
 // service "agentbus-ingest" carries health, readiness and liveness like
 // every stage's, and the NATS entry (endpoint "chat" on
 // messages.SubjectChat).
-func (s *Server) Stage() pipeline.Stage {
-	return pipeline.Stage{Name: Stage, Endpoints: s.endpoints}
+func (s *Handler) Stage() pipeline.Stage {
+	return pipeline.Stage{Contract: Contract, Endpoints: s.endpoints}
 }
 
-func (s *Server) endpoints(svc micro.Service) error {
+func (s *Handler) endpoints(svc micro.Service) error {
 	return svc.AddEndpoint("chat", micro.HandlerFunc(s.natsChat), micro.WithEndpointSubject(messages.SubjectChat),
 		micro.WithEndpointMetadata(map[string]string{"description": "OpenAI chat completions request; API key in the Authorization header; answers on the reply subject"}))
 }
@@ -26,7 +26,7 @@ func (s *Server) endpoints(svc micro.Service) error {
 // natsChat serves one NATS entry request. The wait for the outcome runs on
 // its own goroutine (a micro handler runs on the subscription's goroutine,
 // which would serialise every request), bounded by MaxNATSInFlight.
-func (s *Server) natsChat(req micro.Request) {
+func (s *Handler) natsChat(req micro.Request) {
 	out := &natsReply{nc: s.nc, subject: req.Reply()}
 	if out.subject == "" {
 		return // nobody to answer

@@ -94,7 +94,7 @@ func (o *observedReply) chunk(b []byte) {
 }
 
 // observed wraps out so that the request's access record sees its answer.
-func (s *Server) observed(ctx context.Context, out reply) reply {
+func (s *Handler) observed(ctx context.Context, out reply) reply {
 	a := accessFrom(ctx)
 	if a == nil {
 		return out
@@ -181,7 +181,7 @@ const chatPath = "/v1/chat/completions"
 
 // serveObserved serves one HTTP request with its access record, span
 // (chat requests) and metrics.
-func (s *Server) serveObserved(w http.ResponseWriter, r *http.Request, rid string) {
+func (s *Handler) serveObserved(w http.ResponseWriter, r *http.Request, rid string) {
 	a := &access{entry: "http", start: time.Now(), rid: rid}
 	ctx := context.WithValue(r.Context(), accessKey{}, a)
 	chat := r.URL.Path == chatPath
@@ -211,7 +211,7 @@ func (s *Server) serveObserved(w http.ResponseWriter, r *http.Request, rid strin
 
 // natsObserved returns the context of a NATS entry request (its access
 // record and span) and the function that ends it.
-func (s *Server) natsObserved(ctx context.Context, rid string, h http.Header) (context.Context, func()) {
+func (s *Handler) natsObserved(ctx context.Context, rid string, h http.Header) (context.Context, func()) {
 	a := &access{entry: "nats", start: time.Now(), rid: rid}
 	ctx = context.WithValue(ctx, accessKey{}, a)
 	var span trace.Span
@@ -233,7 +233,7 @@ func (s *Server) natsObserved(ctx context.Context, rid string, h http.Header) (c
 }
 
 // logAccess writes the access line and counts the request.
-func (s *Server) logAccess(a *access, method, path string, chat bool) {
+func (s *Handler) logAccess(a *access, method, path string, chat bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	d := time.Since(a.start)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/messages"
-	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
 )
 
@@ -72,7 +71,7 @@ func cacheFor(id Identity, body *bool, cacheControl string) *messages.CacheReque
 
 // timeout is how long the request may take: X-Request-Timeout when set
 // and shorter, else ReplyTimeout.
-func (s *Server) timeoutFor(o requestOptions) (time.Duration, error) {
+func (s *Handler) timeoutFor(o requestOptions) (time.Duration, error) {
 	if o.Timeout == "" {
 		return s.cfg.ReplyTimeout, nil
 	}
@@ -108,7 +107,7 @@ func idemKey(user, key string) string {
 
 // reserve records e under (user, key) unless the key was used before, and
 // returns the earlier entry then.
-func (s *Server) reserve(ctx context.Context, user, key string, e idemEntry) (prior idemEntry, fresh bool, err error) {
+func (s *Handler) reserve(ctx context.Context, user, key string, e idemEntry) (prior idemEntry, fresh bool, err error) {
 	if s.idem == nil {
 		return idemEntry{}, false, errors.New("idempotency keys are not available")
 	}
@@ -132,7 +131,7 @@ func (s *Server) reserve(ctx context.Context, user, key string, e idemEntry) (pr
 // resume answers a request whose Idempotency-Key started a turn before:
 // that turn's outcome (waiting for it when it has none yet), never a
 // second run.
-func (s *Server) resume(ctx context.Context, out reply, prior idemEntry, stream, usage bool) {
+func (s *Handler) resume(ctx context.Context, out reply, prior idemEntry, stream, usage bool) {
 	noteCache(out, "idempotent_replay")
 	out.setHeader("X-Request-Id", prior.RequestID)
 	out.setHeader("X-Conversation-Id", prior.ConversationID)
@@ -160,7 +159,7 @@ func (s *Server) resume(ctx context.Context, out reply, prior idemEntry, stream,
 
 // await answers with the turn's terminal event, streaming deltas when the
 // turn streams, until deadline; then it settles the turn's outcome.
-func (s *Server) await(ctx context.Context, out reply, t *messages.Turn, usage bool, events, deltas chan *nats.Msg, deadline time.Time) {
+func (s *Handler) await(ctx context.Context, out reply, t *messages.Turn, usage bool, events, deltas chan *nats.Msg, deadline time.Time) {
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	settle := func() *nats.Msg {
@@ -197,7 +196,7 @@ func (s *Server) await(ctx context.Context, out reply, t *messages.Turn, usage b
 // or, when the turn ended first (its claim won), it returns that event
 // (arriving, or read back from the stream). nil: unknown (the bus is
 // unreachable).
-func (s *Server) settle(t *messages.Turn, events chan *nats.Msg) *nats.Msg {
+func (s *Handler) settle(t *messages.Turn, events chan *nats.Msg) *nats.Msg {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if s.terms == nil {
@@ -245,7 +244,7 @@ func (s *Server) settle(t *messages.Turn, events chan *nats.Msg) *nats.Msg {
 // lets such turns complete): the outcome is claimed as client_cancelled,
 // recorded on the stream, and the llm stage is told to abort the model
 // call. A turn that already ended keeps its outcome.
-func (s *Server) cancel(t *messages.Turn) {
+func (s *Handler) cancel(t *messages.Turn) {
 	if s.cfg.CompleteOnDisconnect || s.terms == nil {
 		return
 	}
@@ -271,21 +270,13 @@ func (s *Server) cancel(t *messages.Turn) {
 }
 
 // stored reads a turn's terminal event back from the stream.
-func (s *Server) stored(ctx context.Context, rid, outcome string) *nats.Msg {
+func (s *Handler) stored(ctx context.Context, rid, outcome string) *nats.Msg {
 	raw, err := s.js.GetLastMsg(messages.StreamTurns, messages.Subject(outcome, rid), nats.Context(ctx))
 	if err != nil {
 		return nil
 	}
 	return &nats.Msg{Subject: raw.Subject, Data: raw.Data, Header: raw.Header}
 }
-
-// outcomeStore is the outcomes bucket ingest reads and claims.
-type outcomeStore interface {
-	Outcome(ctx context.Context, rid string) (string, bool, error)
-	ClaimNew(ctx context.Context, rid, event string) (string, bool, error)
-}
-
-var _ outcomeStore = (*pipeline.Terminals)(nil)
 
 // validIdemKey accepts what clients send (a UUID, a hash, any token).
 func validIdemKey(k string) bool {

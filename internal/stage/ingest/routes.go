@@ -33,7 +33,7 @@ func requestID(ctx context.Context) string {
 
 // ServeHTTP gives every request its id (X-Request-Id on every answer, as
 // OpenAI's) and routes it.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, rid := withRequestID(r.Context())
 	w.Header().Set("X-Request-Id", rid)
 	s.serveObserved(w, r.WithContext(ctx), rid)
@@ -42,7 +42,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // routes registers the endpoints. A known path with a method it does not
 // serve is 405 (with Allow); an unknown path is 404; both with OpenAI's
 // error body.
-func (s *Server) routes() {
+func (s *Handler) routes() {
 	s.mux.Handle("/v1/chat/completions", methods{http.MethodPost: s.chat})
 	s.mux.Handle("/v1/models", methods{http.MethodGet: s.listModels})
 	s.mux.Handle("/v1/models/{id...}", methods{http.MethodGet: s.getModel})
@@ -86,7 +86,7 @@ func allowed(id Identity, model string) bool {
 }
 
 // modelCatalog answers the llm stage's catalog, or writes 503.
-func (s *Server) modelCatalog(w http.ResponseWriter, r *http.Request) (provider.Catalog, bool) {
+func (s *Handler) modelCatalog(w http.ResponseWriter, r *http.Request) (provider.Catalog, bool) {
 	cat, err := s.catalog.get(r.Context())
 	if err != nil {
 		s.log.Warn("model catalog unavailable", "err", err)
@@ -98,7 +98,7 @@ func (s *Server) modelCatalog(w http.ResponseWriter, r *http.Request) (provider.
 
 // listModels serves GET /v1/models: the models the llm stage serves (and
 // the key may use), in OpenAI's list format.
-func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+func (s *Handler) listModels(w http.ResponseWriter, r *http.Request) {
 	id, err := s.authenticate(r)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, "invalid_api_key", err.Error(), nil)
@@ -118,7 +118,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 }
 
 // getModel serves GET /v1/models/{id}.
-func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
+func (s *Handler) getModel(w http.ResponseWriter, r *http.Request) {
 	id, err := s.authenticate(r)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, "invalid_api_key", err.Error(), nil)
@@ -145,7 +145,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
 // use), 400 unsupported_parameter naming a parameter none of the model's
 // providers honours. When the catalog is unavailable the llm stage
 // decides (it makes the same checks).
-func (s *Server) checkModel(ctx context.Context, id Identity, req *chatRequest) *requestError {
+func (s *Handler) checkModel(ctx context.Context, id Identity, req *chatRequest) *requestError {
 	notFound := func(model string, served []string) *requestError {
 		msg := fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", truncate(model, 128))
 		var ok []string

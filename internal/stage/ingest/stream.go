@@ -71,7 +71,7 @@ func (s *sse) delta(m *nats.Msg) {
 	s.content(d.Content)
 }
 
-func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg, settle func() *nats.Msg) {
+func (srv *Handler) stream(ctx interface{ Done() <-chan struct{} }, out reply, t *messages.Turn, includeUsage bool, events, deltas chan *nats.Msg, settle func() *nats.Msg) {
 	s := &sse{out: out, t: t, model: t.Model, usage: includeUsage}
 	for {
 		var m *nats.Msg

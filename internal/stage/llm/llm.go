@@ -85,52 +85,111 @@ type Quota interface {
 	Degraded() bool
 }
 
-// Config configures the llm stage.
+// Config configures the llm stage. The zero value is usable.
 type Config struct {
-	// DefaultModel is used when a turn names none. Default "": the first
-	// provider's default model.
+	// DefaultModel is used when a turn names none. Default "": the
+	// provider's default model (its catalog's).
 	DefaultModel string
-	// MaxRounds bounds model calls per turn (the tool loop). Default 6.
+	// MaxRounds bounds model calls per turn (the tool loop), 1..64.
+	// Default 6.
 	MaxRounds int
 	// SystemPrompt, if set, is prepended to every context. Default "".
 	SystemPrompt string
-	// ResultTTL is how long step results are kept for redeliveries.
-	// Default 24h.
+	// ResultTTL is how long step results are kept for redeliveries: the
+	// TTL of the step store (Deps.Steps) whoever wires the stage opens.
+	// At least 1m. Default 24h.
 	ResultTTL time.Duration
+	// HandlerTimeout bounds one run of the handler: the provider chain's
+	// timeouts, retries and failover together. The runtime keeps the
+	// message owned meanwhile (pipeline.Stage.HandlerTimeout). Default
+	// 120s.
+	HandlerTimeout time.Duration
 }
+
+// Defaults of Config.
+const (
+	DefaultMaxRounds      = 6
+	DefaultResultTTL      = 24 * time.Hour
+	DefaultHandlerTimeout = 120 * time.Second
+)
 
 // Validate reports every problem of the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if c.MaxRounds < 1 || c.MaxRounds > 64 {
+	if c.MaxRounds < 0 || c.MaxRounds > 64 {
 		errs = append(errs, fmt.Errorf("llm.max_rounds must be 1..64, got %d", c.MaxRounds))
 	}
-	if c.ResultTTL < time.Minute {
+	if c.ResultTTL != 0 && c.ResultTTL < time.Minute {
 		errs = append(errs, errors.New("llm.result_ttl must be at least 1m"))
+	}
+	if c.HandlerTimeout < 0 {
+		errs = append(errs, errors.New("llm.handler_timeout must be positive"))
 	}
 	return errors.Join(errs...)
 }
 
-// DefaultConfig returns the documented defaults.
-func DefaultConfig() Config {
-	return Config{MaxRounds: 6, ResultTTL: 24 * time.Hour}
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	if c.MaxRounds == 0 {
+		c.MaxRounds = DefaultMaxRounds
+	}
+	if c.ResultTTL == 0 {
+		c.ResultTTL = DefaultResultTTL
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = DefaultHandlerTimeout
+	}
+	return c
 }
 
-// Handler holds the llm stage's dependencies.
+// DefaultConfig returns the documented defaults (what the zero value
+// means).
+func DefaultConfig() Config { return Config{}.WithDefaults() }
+
+// Cache is the response cache (cache.Cache).
+type Cache interface {
+	// Key is the cache key of req for tenant ("" when req cannot be
+	// cached).
+	Key(tenant string, req provider.Request) string
+	Get(ctx context.Context, key string) (provider.Response, bool)
+	Put(ctx context.Context, key string, resp provider.Response)
+}
+
+// Publisher publishes on core NATS (*nats.Conn): streaming deltas.
+type Publisher interface {
+	Publish(subject string, data []byte) error
+}
+
+// Subscriber subscribes on core NATS (*nats.Conn): cancellations.
+type Subscriber interface {
+	Subscribe(subject string, cb nats.MsgHandler) (*nats.Subscription, error)
+}
+
+// Metrics is what the llm stage counts (obs.Metrics).
+type Metrics interface {
+	// Usage records a model call's tokens and cost.
+	Usage(model, user string, in, out int, costUSD float64)
+	// Cache records a response cache result and what a hit saved.
+	Cache(model, user, result string, savedTokens int, savedUSD float64)
+	// LimitRejected counts a turn refused by a limit.
+	LimitRejected(stage, kind, tier string)
+}
+
+// Handler is the llm stage.
 type Handler struct {
 	cfg      Config
 	provider provider.Provider
 	tools    atomic.Pointer[[]provider.ToolSpec]
 	history  History
 	quota    Quota
-	cache    *cache.Cache
-	nc       *nats.Conn
-	steps    *pipeline.StepCache
+	cache    Cache
+	deltas   Publisher
+	steps    pipeline.StepStore
 	log      *slog.Logger
 	// Health reports provider health (breaker states); may be nil.
 	health  func() (string, map[string]any)
 	spend   *Spend
-	metrics *obs.Metrics
+	metrics Metrics
 	// calls are the model calls in flight, by request id: a client that
 	// went away cancels its turn's (messages.CancelSubject).
 	calls sync.Map // string -> context.CancelCauseFunc
@@ -142,58 +201,93 @@ var errClientCancelled = errors.New("the client went away")
 
 // Deps are the llm stage's collaborators.
 type Deps struct {
+	// Provider calls the models. Required.
 	Provider provider.Provider
-	Tools    []provider.ToolSpec
-	History  History // nil: turns with use_history fail clearly
-	Quota    Quota   // nil: no quotas
-	// Cache is the response cache (nil: off; turns that ask for it are
+	// Steps records each model call's result (a KV bucket,
+	// ResultsBucket, opened with Config.ResultTTL). Required.
+	Steps pipeline.StepStore
+	// Tools are the server's tools offered to the model.
+	Tools []provider.ToolSpec
+	// History serves stored conversations; nil: turns with use_history
+	// fail clearly.
+	History History
+	// Quota admits calls against daily limits; nil: no quotas.
+	Quota Quota
+	// Cache is the response cache; nil: off (turns that ask for it are
 	// answered by the provider, X-Cache: bypass).
-	Cache *cache.Cache
+	Cache Cache
+	// Deltas publishes streaming deltas on messages.StreamSubject; nil:
+	// a streaming turn gets its answer in one piece.
+	Deltas Publisher
+	// Cancels delivers messages.CancelSubject (a client went away: its
+	// model call is aborted); nil: calls run to the end.
+	Cancels Subscriber
 	// ProviderHealth reports the providers' health for /health.
 	ProviderHealth func() (status string, detail map[string]any)
-	// Replicas of the result bucket (match the streams). Default 1.
-	Replicas int
 	// Spend prices calls, records them and enforces the daily budget;
 	// nil: no cost.
 	Spend *Spend
 	// Metrics records tokens, cost and limit rejections; nil: none.
-	Metrics *obs.Metrics
+	Metrics Metrics
+	// Log gets failed calls (redacted); nil: discard.
+	Log *slog.Logger
 }
 
-// New builds the handler and its result bucket.
-func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.Logger) (*Handler, error) {
+// New builds the handler.
+func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.Provider == nil {
-		return nil, errors.New("llm: a provider is required")
-	}
-	steps, err := pipeline.NewStepCache(js, ResultsBucket, cfg.ResultTTL, d.Replicas)
-	if err != nil {
-		return nil, err
+	cfg = cfg.WithDefaults()
+	if d.Provider == nil || d.Steps == nil {
+		return nil, errors.New("llm: a provider and a step store are required")
 	}
 	if cfg.DefaultModel == "" {
 		if c, ok := d.Provider.(cataloger); ok {
 			cfg.DefaultModel = c.Catalog().Default
 		}
 	}
+	if d.Metrics == nil {
+		d.Metrics = noMetrics{}
+	}
+	if d.Deltas == nil {
+		d.Deltas = noDeltas{}
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
 	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota, cache: d.Cache,
-		nc: nc, steps: steps, log: log, health: d.ProviderHealth, spend: d.Spend, metrics: d.Metrics}
+		deltas: d.Deltas, steps: d.Steps, log: d.Log, health: d.ProviderHealth, spend: d.Spend, metrics: d.Metrics}
 	h.SetTools(d.Tools)
-	if nc != nil {
+	if d.Cancels != nil {
 		// Every replica hears every cancellation; the one running the
 		// call aborts it.
-		if _, err := nc.Subscribe(messages.CancelSubject("*"), func(m *nats.Msg) {
-			rid := strings.TrimPrefix(m.Subject, messages.CancelSubject(""))
-			if c, ok := h.calls.Load(rid); ok {
-				c.(context.CancelCauseFunc)(errClientCancelled)
-			}
+		if _, err := d.Cancels.Subscribe(messages.CancelSubject("*"), func(m *nats.Msg) {
+			h.Cancel(strings.TrimPrefix(m.Subject, messages.CancelSubject("")))
 		}); err != nil {
 			return nil, err
 		}
 	}
 	return h, nil
 }
+
+// Cancel aborts the model call of request rid, if this instance runs it
+// (its client went away).
+func (h *Handler) Cancel(rid string) {
+	if c, ok := h.calls.Load(rid); ok {
+		c.(context.CancelCauseFunc)(errClientCancelled)
+	}
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Usage(string, string, int, int, float64)    {}
+func (noMetrics) Cache(string, string, string, int, float64) {}
+func (noMetrics) LimitRejected(string, string, string)       {}
+
+type noDeltas struct{}
+
+func (noDeltas) Publish(string, []byte) error { return nil }
 
 // SetTools replaces the tools offered to the model (a remote tool came or
 // went).
@@ -206,8 +300,8 @@ func (h *Handler) SetTools(tools []provider.ToolSpec) {
 // results.
 func (h *Handler) Stage() pipeline.Stage {
 	return pipeline.Stage{
-		Name:     Stage,
-		Produces: Contract.Produces,
+		Contract:       Contract,
+		HandlerTimeout: h.cfg.HandlerTimeout,
 		Handlers: map[string]message.HandlerFunc{
 			messages.EventAdmitted: h.Handle,
 			messages.EventTooled:   h.Handle,
@@ -331,7 +425,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 				// Answered from the cache as a stream: the whole content
 				// in one delta.
 				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: 1, Content: resp.Message.Content, Cache: messages.CacheHit})
-				_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
+				_ = h.deltas.Publish(messages.StreamSubject(g.RequestID), b)
 			}
 			h.metrics.Cache(model, g.User, messages.CacheHit, resp.Usage.TotalTokens, h.cost(model, resp))
 			return stepResult{Response: resp, Cache: messages.CacheHit, At: time.Now().UTC()}, nil
@@ -362,7 +456,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 				dl.Cache = status
 			}
 			b, _ := json.Marshal(dl)
-			_ = h.nc.Publish(subj, b)
+			_ = h.deltas.Publish(subj, b)
 		}
 	}
 	cctx, cancel := context.WithCancelCause(ctx)
@@ -376,7 +470,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	if err != nil {
 		if g.Stream {
 			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq + 1, Done: true, Error: provider.ClientMessage(err)})
-			_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
+			_ = h.deltas.Publish(messages.StreamSubject(g.RequestID), b)
 		}
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			return stepResult{}, err // shutting down: redeliver

@@ -54,24 +54,50 @@ var Contract = pipeline.Contract{
 	Subscribes: []string{"agentbus.persist.>", messages.EventFilter(messages.EventCompleted)},
 }
 
-// Config configures the persist stage.
+// Config configures the persist stage. The zero value is usable.
 type Config struct {
 	// Budget is the default token budget of the history given to the
 	// model. Default 16000.
 	Budget int
-	// Strategy is the default pruning strategy. Default "importance".
+	// Strategy is the default pruning strategy: importance, recent or
+	// window. Default "importance".
 	Strategy prune.Strategy
 	// Window is the window size for the "window" strategy. Default 20.
 	Window int
 	// CacheSize is the number of conversations kept in the history cache.
 	// Default 4096.
 	CacheSize int
+	// HandlerTimeout bounds one commit. Default 0: the runtime's handler
+	// timeout.
+	HandlerTimeout time.Duration
 }
 
-// DefaultConfig returns the documented defaults.
-func DefaultConfig() Config {
-	return Config{Budget: 16000, Strategy: prune.Importance, Window: prune.DefaultWindow, CacheSize: 4096}
+// Defaults of Config.
+const (
+	DefaultBudget    = 16000
+	DefaultCacheSize = 4096
+)
+
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	if c.Budget == 0 {
+		c.Budget = DefaultBudget
+	}
+	if c.Strategy == "" {
+		c.Strategy = prune.Importance
+	}
+	if c.Window == 0 {
+		c.Window = prune.DefaultWindow
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = DefaultCacheSize
+	}
+	return c
 }
+
+// DefaultConfig returns the documented defaults (what the zero value
+// means).
+func DefaultConfig() Config { return Config{}.WithDefaults() }
 
 // Validate reports every problem of the configuration.
 func (c Config) Validate() error {
@@ -80,12 +106,18 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("persist.budget must not be negative"))
 	}
 	switch c.Strategy {
-	case prune.Importance, prune.Recent, prune.Window:
+	case "", prune.Importance, prune.Recent, prune.Window:
 	default:
 		errs = append(errs, fmt.Errorf("persist.strategy %q: want importance, recent or window", c.Strategy))
 	}
-	if c.CacheSize < 1 {
-		errs = append(errs, errors.New("persist.cache_size must be at least 1"))
+	if c.Window < 0 {
+		errs = append(errs, errors.New("persist.window must not be negative"))
+	}
+	if c.CacheSize < 0 {
+		errs = append(errs, errors.New("persist.cache_size must not be negative"))
+	}
+	if c.HandlerTimeout < 0 {
+		errs = append(errs, errors.New("persist.handler_timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -97,10 +129,10 @@ type Appender interface {
 	Append(ctx context.Context, rec *memory.TurnRecord) error
 }
 
-// Handler holds the persist stage's dependencies.
+// Handler is the persist stage.
 type Handler struct {
 	cfg      Config
-	store    memory.Store
+	store    Store
 	appender Appender
 	outcomes Outcomes
 	cache    *lru.Cache[string, []messages.Message]
@@ -108,7 +140,6 @@ type Handler struct {
 	// changed; dropped on delete).
 	owners   *lru.Cache[string, string]
 	log      *slog.Logger
-	nc       *nats.Conn
 	sub      *nats.Subscription
 	countMu  sync.Mutex
 	counters map[string]tokens.Counter // by encoding, cached
@@ -135,26 +166,49 @@ type Outcomes interface {
 	Claim(ctx context.Context, requestID, event string) (string, error)
 }
 
-// Deps are the persist stage's dependencies.
+// Store is the conversation store (memory.Store): what persist commits
+// to and serves history from.
+type Store interface {
+	Append(ctx context.Context, recs ...memory.TurnRecord) error
+	History(ctx context.Context, conversationID string) ([]messages.Message, error)
+	Turns(ctx context.Context, conversationID string) ([]memory.TurnRecord, error)
+	Owner(ctx context.Context, conversationID string) (string, error)
+	Conversations(ctx context.Context) ([]memory.ConversationInfo, error)
+	Delete(ctx context.Context, conversationID string) error
+	VerifyChain(ctx context.Context) (memory.ChainReport, error)
+}
+
+// Subscriber subscribes on core NATS (*nats.Conn).
+type Subscriber interface {
+	Subscribe(subject string, cb nats.MsgHandler) (*nats.Subscription, error)
+}
+
+// Deps are the persist stage's collaborators.
 type Deps struct {
 	// Store is the conversation store. Required.
-	Store memory.Store
+	Store Store
 	// Appender commits turns (a memory.GroupCommitter); nil: Store, one
 	// transaction per turn.
 	Appender Appender
-	// NC receives completed events of other replicas (cache invalidation);
-	// nil: no invalidation.
-	NC *nats.Conn
+	// Completed delivers the completed events of every replica (their
+	// conversations' cached history is stale); nil: no invalidation.
+	Completed Subscriber
 	// Outcomes, when set, is claimed before each commit.
 	Outcomes Outcomes
+	// Log gets turns that ended before they could be stored; nil:
+	// discard.
+	Log *slog.Logger
 }
 
 // New builds the handler.
-func New(cfg Config, d Deps, log *slog.Logger) (*Handler, error) {
-	store, appender, nc := d.Store, d.Appender, d.NC
+func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if d.Store == nil {
+		return nil, errors.New("persist: a store is required")
+	}
+	cfg = cfg.WithDefaults()
 	cache, err := lru.New[string, []messages.Message](cfg.CacheSize)
 	if err != nil {
 		return nil, err
@@ -163,14 +217,17 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, store: store, appender: appender, outcomes: d.Outcomes, cache: cache, owners: owners, log: log, nc: nc, counters: map[string]tokens.Counter{}}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{cfg: cfg, store: d.Store, appender: d.Appender, outcomes: d.Outcomes, cache: cache, owners: owners, log: d.Log, counters: map[string]tokens.Counter{}}
 	if h.appender == nil {
-		h.appender = storeAppender{store}
+		h.appender = storeAppender{d.Store}
 	}
 	// Another replica's commit makes our cached copy stale: its completed
 	// event (published after the commit) evicts it.
-	if nc != nil {
-		h.sub, err = nc.Subscribe(messages.EventFilter(messages.EventCompleted), func(m *nats.Msg) {
+	if d.Completed != nil {
+		h.sub, err = d.Completed.Subscribe(messages.EventFilter(messages.EventCompleted), func(m *nats.Msg) {
 			var c struct {
 				ConversationID string `json:"conversation_id"`
 			}
@@ -185,7 +242,7 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Handler, error) {
 	return h, nil
 }
 
-type storeAppender struct{ s memory.Store }
+type storeAppender struct{ s Store }
 
 func (a storeAppender) Append(ctx context.Context, r *memory.TurnRecord) error {
 	recs := []memory.TurnRecord{*r}
@@ -199,10 +256,10 @@ func (a storeAppender) Append(ctx context.Context, r *memory.TurnRecord) error {
 // Stage returns the pipeline stage.
 func (h *Handler) Stage() pipeline.Stage {
 	return pipeline.Stage{
-		Name:      Stage,
-		Produces:  Contract.Produces,
-		Handlers:  map[string]message.HandlerFunc{messages.EventGenerated: h.Handle},
-		Endpoints: h.endpoints,
+		Contract:       Contract,
+		HandlerTimeout: h.cfg.HandlerTimeout,
+		Handlers:       map[string]message.HandlerFunc{messages.EventGenerated: h.Handle},
+		Endpoints:      h.endpoints,
 		Health: func(ctx context.Context) (map[string]pipeline.Check, map[string]any) {
 			ctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()

@@ -35,7 +35,7 @@ func BenchmarkHistory(b *testing.B) {
 			if !cached {
 				cfg.CacheSize = 1
 			}
-			h, err := persist.New(cfg, persist.Deps{Store: store}, nil)
+			h, err := persist.New(cfg, persist.Deps{Store: store})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -35,16 +35,6 @@ type mcpHooks struct {
 	catalog func() []tools.Spec
 }
 
-// SetHealth adds stage-specific health checks (the MCP servers: a server
-// that is down makes the stage degraded). Call it before the stage runs.
-func (h *Handler) SetHealth(f func(context.Context) (map[string]pipeline.Check, map[string]any)) {
-	h.mcp.health = f
-}
-
-// SetCatalog serves the tools f returns on messages.SubjectToolCatalog.
-// Call it before the stage runs.
-func (h *Handler) SetCatalog(f func() []tools.Spec) { h.mcp.catalog = f }
-
 func (h *Handler) health(ctx context.Context) (map[string]pipeline.Check, map[string]any) {
 	if h.mcp.health == nil {
 		return nil, nil

@@ -31,11 +31,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/internal/firewall"
-	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/tools"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/nats-io/nats.go"
 )
 
 // Stage is the stage name.
@@ -70,70 +68,158 @@ type ResultScanner interface {
 	ScanResult(text string) (verdict string, rules []string, passage *messages.Passage)
 }
 
-// Config configures the stage.
+// Config configures the stage. The zero value is usable.
 type Config struct {
 	// FlaggedResults decides what a result the scanner blocks becomes:
-	// "withhold" (default: replaced by a notice) or "flag" (kept, prefixed
-	// with a warning).
+	// "withhold" (replaced by a notice) or "flag" (kept, prefixed with a
+	// warning). Default "withhold".
 	FlaggedResults string
-	// ResultTTL keeps step results for redeliveries. Default 24h.
+	// ResultTTL keeps step results for redeliveries: the TTL of the step
+	// store (Deps.Steps) whoever wires the stage opens. At least 1m.
+	// Default 24h.
 	ResultTTL time.Duration
+	// HandlerTimeout bounds one round of tool calls (the tools' own
+	// timeouts apply within it). Default 0: the runtime's handler timeout.
+	HandlerTimeout time.Duration
 }
 
-// DefaultConfig returns the documented defaults.
-func DefaultConfig() Config { return Config{FlaggedResults: "withhold", ResultTTL: 24 * time.Hour} }
+// Values of Config.FlaggedResults.
+const (
+	FlaggedWithhold = "withhold"
+	FlaggedFlag     = "flag"
+)
+
+// DefaultResultTTL is the default Config.ResultTTL.
+const DefaultResultTTL = 24 * time.Hour
+
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	if c.FlaggedResults == "" {
+		c.FlaggedResults = FlaggedWithhold
+	}
+	if c.ResultTTL == 0 {
+		c.ResultTTL = DefaultResultTTL
+	}
+	return c
+}
+
+// DefaultConfig returns the documented defaults (what the zero value
+// means).
+func DefaultConfig() Config { return Config{}.WithDefaults() }
 
 // Validate reports every problem of the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if c.FlaggedResults != "withhold" && c.FlaggedResults != "flag" {
+	if c.FlaggedResults != "" && c.FlaggedResults != FlaggedWithhold && c.FlaggedResults != FlaggedFlag {
 		errs = append(errs, fmt.Errorf("toolexec.flagged_results %q: want withhold or flag", c.FlaggedResults))
 	}
-	if c.ResultTTL < time.Minute {
+	if c.ResultTTL != 0 && c.ResultTTL < time.Minute {
 		errs = append(errs, errors.New("toolexec.result_ttl must be at least 1m"))
+	}
+	if c.HandlerTimeout < 0 {
+		errs = append(errs, errors.New("toolexec.handler_timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }
 
-// Handler holds the stage's dependencies.
+// Firewall decides on a round of tool calls (firewall.Firewall; see
+// FirewallOf).
+type Firewall interface {
+	CheckTurn(calls []firewall.Call, round int) []firewall.Verdict
+	// WithClientTools is the firewall that also admits the request's own
+	// tools, each checked against the schema the client sent.
+	WithClientTools(schemas map[string]json.RawMessage) (Firewall, error)
+}
+
+// FirewallOf returns fw as a Firewall.
+func FirewallOf(fw *firewall.Firewall) Firewall { return fwAdapter{fw} }
+
+type fwAdapter struct{ *firewall.Firewall }
+
+func (f fwAdapter) WithClientTools(schemas map[string]json.RawMessage) (Firewall, error) {
+	fw, err := f.Firewall.WithClientTools(schemas)
+	if err != nil {
+		return nil, err
+	}
+	return fwAdapter{fw}, nil
+}
+
+// Metrics is what the stage counts (obs.Metrics).
+type Metrics interface {
+	// ToolCall counts one tool call's firewall verdict.
+	ToolCall(tool, verdict string)
+}
+
+// Deps are the stage's collaborators.
+type Deps struct {
+	// Firewall checks every call. Required.
+	Firewall Firewall
+	// Executor runs the allowed calls. Required.
+	Executor Executor
+	// Steps records each round's results (a KV bucket, ResultsBucket,
+	// opened with Config.ResultTTL). Required.
+	Steps pipeline.StepStore
+	// Scanner judges tool results; nil: results are not scanned.
+	Scanner ResultScanner
+	// Health adds stage-specific health checks (the MCP servers: a server
+	// that is down makes the stage degraded); nil: none.
+	Health func(context.Context) (map[string]pipeline.Check, map[string]any)
+	// Catalog, when set, serves the tools it returns (the MCP tools of
+	// this process) on messages.SubjectToolCatalog.
+	Catalog func() []tools.Spec
+	// Metrics counts calls by verdict; nil: none.
+	Metrics Metrics
+	// Log gets blocked calls and suspicious results; nil: discard.
+	Log *slog.Logger
+}
+
+// Handler is the toolexec stage.
 type Handler struct {
 	cfg      Config
-	firewall atomic.Pointer[firewall.Firewall]
+	firewall atomic.Pointer[Firewall]
 	exec     Executor
 	scanner  ResultScanner
-	steps    *pipeline.StepCache
+	steps    pipeline.StepStore
 	log      *slog.Logger
-	metrics  *obs.Metrics
+	metrics  Metrics
 	// mcp holds the hooks of MCP servers (health, tool catalog); see
 	// mcp.go.
 	mcp mcpHooks
 }
 
-// New builds the handler. scanner may be nil (results are not scanned).
-func New(cfg Config, fw *firewall.Firewall, exec Executor, scanner ResultScanner, js nats.JetStreamContext, replicas int, log *slog.Logger) (*Handler, error) {
+// New builds the handler.
+func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if fw == nil || exec == nil {
-		return nil, errors.New("toolexec: firewall and executor are required")
+	if d.Firewall == nil || d.Executor == nil || d.Steps == nil {
+		return nil, errors.New("toolexec: a firewall, an executor and a step store are required")
 	}
-	steps, err := pipeline.NewStepCache(js, ResultsBucket, cfg.ResultTTL, replicas)
-	if err != nil {
-		return nil, err
+	if d.Metrics == nil {
+		d.Metrics = noMetrics{}
 	}
-	h := &Handler{cfg: cfg, exec: exec, scanner: scanner, steps: steps, log: log}
-	h.firewall.Store(fw)
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{cfg: cfg.WithDefaults(), exec: d.Executor, scanner: d.Scanner, steps: d.Steps, log: d.Log, metrics: d.Metrics,
+		mcp: mcpHooks{health: d.Health, catalog: d.Catalog}}
+	h.firewall.Store(&d.Firewall)
 	return h, nil
 }
 
+type noMetrics struct{}
+
+func (noMetrics) ToolCall(string, string) {}
+
 // SetFirewall replaces the firewall (after the tool set changed: it knows
 // each tool's schema). Calls in flight finish with the old one.
-func (h *Handler) SetFirewall(fw *firewall.Firewall) { h.firewall.Store(fw) }
+func (h *Handler) SetFirewall(fw Firewall) { h.firewall.Store(&fw) }
 
 // Stage returns the pipeline stage.
 func (h *Handler) Stage() pipeline.Stage {
-	return pipeline.Stage{Name: Stage, Produces: Contract.Produces, Handlers: map[string]message.HandlerFunc{messages.EventToolCalls: h.Handle},
-		Health: h.health, Endpoints: h.endpoints}
+	return pipeline.Stage{Contract: Contract, HandlerTimeout: h.cfg.HandlerTimeout,
+		Handlers: map[string]message.HandlerFunc{messages.EventToolCalls: h.Handle},
+		Health:   h.health, Endpoints: h.endpoints}
 }
 
 type stepResult struct {
@@ -191,7 +277,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		for i, tc := range last.ToolCalls {
 			calls[i] = firewall.Call{Name: tc.Function.Name, Arguments: tc.Function.Arguments}
 		}
-		fw := h.firewall.Load()
+		fw := *h.firewall.Load()
 		if len(g.ClientTools) > 0 {
 			// The client's own tools, checked against the schemas it sent.
 			schemas := make(map[string]json.RawMessage, len(g.ClientTools))
