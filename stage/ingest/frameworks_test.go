@@ -1,0 +1,168 @@
+package ingest_test
+
+// Agent frameworks against the whole system, unchanged, with the request
+// shapes they really send: the Vercel AI SDK, LangChain JS and the OpenAI
+// Agents SDK (examples/agent-frameworks-js), each running a client tool
+// round (the framework executes the model's call and sends the result
+// back) plain and streamed, and structured output.
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// frameworkRun is what a script reports of one agent run: its prompt, the
+// arguments its tool was executed with, and the final answer.
+type frameworkRun struct {
+	Prompt string           `json:"prompt"`
+	Calls  []map[string]any `json:"calls"`
+	Answer any              `json:"answer"`
+}
+
+// frameworkReport is a script's output.
+type frameworkReport struct {
+	Runs       map[string]frameworkRun `json:"runs"`
+	Structured map[string]struct {
+		Prompt string `json:"prompt"`
+		Object any    `json:"object"`
+	} `json:"structured"`
+}
+
+// requestsWith returns, in order, the provider requests whose messages
+// contain text.
+func (f *fakeOpenAI) requestsWith(text string) []map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []map[string]any
+	for _, r := range f.reqs {
+		b, _ := json.Marshal(r["messages"])
+		if strings.Contains(string(b), text) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func TestAgentFrameworks(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not on PATH")
+	}
+	dir, _ := filepath.Abs(filepath.Join("..", "..", "examples", "agent-frameworks-js"))
+	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
+		t.Skipf("%s/node_modules is missing: run `npm ci --prefix examples/agent-frameworks-js`", dir)
+	}
+	f := newFakeOpenAI(t)
+	sys := startWith(t, fakeProviders(t, f))
+	key := issueKey(t, sys, "frameworks", 0)
+
+	for _, fw := range []struct {
+		name, script string
+		runs         []string // the agent runs the script reports
+		structured   []string // its structured-output calls
+	}{
+		{"vercel ai sdk", "vercel.mjs", []string{"generateText", "streamText"}, []string{"generateObject", "outputObject"}},
+		{"langchain", "langchain.mjs", []string{"invoke", "stream"}, []string{"withStructuredOutput"}},
+		{"openai agents", "agents.mjs", []string{"run", "stream"}, []string{"outputType"}},
+	} {
+		t.Run(fw.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, node, fw.script)
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "BASE_URL=http://"+sys.HTTPAddr+"/v1", "API_KEY="+key, "MODEL=fake-1")
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s\n%s", fw.script, err, out, stderr.String())
+			}
+			t.Logf("%s", out)
+			var got frameworkReport
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			for _, name := range fw.runs {
+				r, ok := got.Runs[name]
+				if !ok {
+					t.Fatalf("no run %q in %s", name, out)
+				}
+				checkToolRound(t, f, name, r)
+			}
+			for _, name := range fw.structured {
+				s, ok := got.Structured[name]
+				if !ok {
+					t.Fatalf("no structured call %q in %s", name, out)
+				}
+				// The framework parsed the model's JSON into its object...
+				want := map[string]any{"city": "fake", "temperature": float64(42), "sunny": true}
+				if !reflect.DeepEqual(s.Object, want) {
+					t.Errorf("%s: parsed %v, want %v", name, s.Object, want)
+				}
+				// ...after asking for it with response_format json_schema.
+				reqs := f.requestsWith(s.Prompt)
+				if len(reqs) != 1 {
+					t.Fatalf("%s: %d provider requests", name, len(reqs))
+				}
+				rf, _ := reqs[0]["response_format"].(map[string]any)
+				js, _ := rf["json_schema"].(map[string]any)
+				schema, _ := js["schema"].(map[string]any)
+				props, _ := schema["properties"].(map[string]any)
+				if rf["type"] != "json_schema" || js["name"] == nil || len(props) != 3 || props["city"] == nil {
+					t.Errorf("%s: response_format as sent upstream: %s", name, jsonOf(t, rf))
+				}
+			}
+		})
+	}
+}
+
+// checkToolRound checks one agent run with a client tool: the framework
+// executed the tool once with the model's arguments, the provider saw the
+// tool offered, then the assistant's call and the tool's result in the
+// second round, and the framework's final answer is the model's answer to
+// that result.
+func checkToolRound(t *testing.T, f *fakeOpenAI, name string, r frameworkRun) {
+	t.Helper()
+	if want := []map[string]any{{"city": "Paris"}}; !reflect.DeepEqual(r.Calls, want) {
+		t.Errorf("%s: the tool ran with %v, want %v", name, r.Calls, want)
+	}
+	if s, _ := r.Answer.(string); s != "the tool said sunny in Paris" {
+		t.Errorf("%s: final answer %q", name, r.Answer)
+	}
+	reqs := f.requestsWith(r.Prompt)
+	if len(reqs) != 2 {
+		t.Fatalf("%s: %d provider requests, want 2: %s", name, len(reqs), jsonOf(t, reqs))
+	}
+	if g := jsonOf(t, reqs[0]["tools"]); !strings.Contains(g, `"name":"get_weather"`) || !strings.Contains(g, `"city"`) {
+		t.Errorf("%s: first round offered %s", name, g)
+	}
+	msgs, _ := reqs[1]["messages"].([]any)
+	if len(msgs) < 3 {
+		t.Fatalf("%s: second round %s", name, jsonOf(t, msgs))
+	}
+	call, _ := msgs[len(msgs)-2].(map[string]any)
+	result, _ := msgs[len(msgs)-1].(map[string]any)
+	calls, _ := call["tool_calls"].([]any)
+	c0, _ := func() (map[string]any, bool) {
+		if len(calls) != 1 {
+			return nil, false
+		}
+		m, ok := calls[0].(map[string]any)
+		return m, ok
+	}()
+	fn, _ := c0["function"].(map[string]any)
+	args, _ := fn["arguments"].(string)
+	if call["role"] != "assistant" || c0["id"] != "call_fake1" || fn["name"] != "get_weather" || strings.ReplaceAll(args, " ", "") != `{"city":"Paris"}` {
+		t.Errorf("%s: the assistant's call as sent back: %s", name, jsonOf(t, call))
+	}
+	if result["role"] != "tool" || result["tool_call_id"] != "call_fake1" || !strings.Contains(jsonOf(t, result["content"]), "sunny in Paris") {
+		t.Errorf("%s: the tool result as sent back: %s", name, jsonOf(t, result))
+	}
+}
