@@ -457,7 +457,9 @@ type ToolDef struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description,omitempty"`
 	Parameters  json.RawMessage `json:"parameters,omitempty"`
-	// Strict is OpenAI's structured-outputs flag, passed to the provider.
+	// Strict is OpenAI's strict function calling flag, passed to
+	// OpenAI-compatible providers (others ignore it; the tool firewall
+	// checks the arguments against Parameters either way).
 	Strict *bool `json:"strict,omitempty"`
 }
 

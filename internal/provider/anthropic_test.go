@@ -95,7 +95,7 @@ func TestAnthropicMapsRequestsAndAnswers(t *testing.T) {
 		  "usage":{"input_tokens":20,"output_tokens":7,"cache_read_input_tokens":5,"cache_creation_input_tokens":1}}`)
 	})
 	p := newAnthropic(t, f.URL)
-	temp, maxTok, no := 0.5, 99, false
+	temp, maxTok, no, yes := 0.5, 99, false, true
 	req := Request{
 		Messages: []messages.Message{
 			{Role: "system", Content: "Be brief."},
@@ -106,7 +106,7 @@ func TestAnthropicMapsRequestsAndAnswers(t *testing.T) {
 			{Role: "tool", ToolCallID: "toolu_0", Content: "2"},
 			{Role: "user", Content: "and 6*7?"},
 		},
-		Tools:  []ToolSpec{{Name: "calculator", Description: "arithmetic", Parameters: json.RawMessage(`{"type":"object","properties":{"expression":{"type":"string"}}}`)}, {Name: "clock"}},
+		Tools:  []ToolSpec{{Name: "calculator", Description: "arithmetic", Parameters: json.RawMessage(`{"type":"object","properties":{"expression":{"type":"string"}}}`)}, {Name: "clock", Strict: &yes}}, // strict is OpenAI's: not sent
 		Params: messages.Params{Temperature: &temp, MaxTokens: &maxTok, Stop: []string{"END"}, ToolChoice: &messages.ToolChoice{Mode: "required"}, ParallelToolCalls: &no, User: "end-7"},
 		User:   "alice",
 	}

@@ -67,10 +67,11 @@ func TestAgentFrameworks(t *testing.T) {
 		name, script string
 		runs         []string // the agent runs the script reports
 		structured   []string // its structured-output calls
+		strict       bool     // it declares its tool strict
 	}{
-		{"vercel ai sdk", "vercel.mjs", []string{"generateText", "streamText"}, []string{"generateObject", "outputObject"}},
-		{"langchain", "langchain.mjs", []string{"invoke", "stream"}, []string{"withStructuredOutput"}},
-		{"openai agents", "agents.mjs", []string{"run", "stream"}, []string{"outputType"}},
+		{"vercel ai sdk", "vercel.mjs", []string{"generateText", "streamText"}, []string{"generateObject", "outputObject"}, false},
+		{"langchain", "langchain.mjs", []string{"invoke", "stream"}, []string{"withStructuredOutput"}, false},
+		{"openai agents", "agents.mjs", []string{"run", "stream"}, []string{"outputType"}, true},
 	} {
 		t.Run(fw.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -94,7 +95,7 @@ func TestAgentFrameworks(t *testing.T) {
 				if !ok {
 					t.Fatalf("no run %q in %s", name, out)
 				}
-				checkToolRound(t, f, name, r)
+				checkToolRound(t, f, name, r, fw.strict)
 			}
 			for _, name := range fw.structured {
 				s, ok := got.Structured[name]
@@ -125,10 +126,10 @@ func TestAgentFrameworks(t *testing.T) {
 
 // checkToolRound checks one agent run with a client tool: the framework
 // executed the tool once with the model's arguments, the provider saw the
-// tool offered, then the assistant's call and the tool's result in the
-// second round, and the framework's final answer is the model's answer to
-// that result.
-func checkToolRound(t *testing.T, f *fakeOpenAI, name string, r frameworkRun) {
+// tool offered (strict if the framework declared it so), then the
+// assistant's call and the tool's result in the second round, and the
+// framework's final answer is the model's answer to that result.
+func checkToolRound(t *testing.T, f *fakeOpenAI, name string, r frameworkRun, strict bool) {
 	t.Helper()
 	if want := []map[string]any{{"city": "Paris"}}; !reflect.DeepEqual(r.Calls, want) {
 		t.Errorf("%s: the tool ran with %v, want %v", name, r.Calls, want)
@@ -140,8 +141,13 @@ func checkToolRound(t *testing.T, f *fakeOpenAI, name string, r frameworkRun) {
 	if len(reqs) != 2 {
 		t.Fatalf("%s: %d provider requests, want 2: %s", name, len(reqs), jsonOf(t, reqs))
 	}
-	if g := jsonOf(t, reqs[0]["tools"]); !strings.Contains(g, `"name":"get_weather"`) || !strings.Contains(g, `"city"`) {
-		t.Errorf("%s: first round offered %s", name, g)
+	tools, _ := reqs[0]["tools"].([]any)
+	if len(tools) == 0 {
+		t.Fatalf("%s: no tools offered", name)
+	}
+	tool, _ := tools[len(tools)-1].(map[string]any)["function"].(map[string]any)
+	if tool["name"] != "get_weather" || !strings.Contains(jsonOf(t, tool["parameters"]), `"city"`) || (tool["strict"] == true) != strict {
+		t.Errorf("%s: first round offered %s", name, jsonOf(t, tool))
 	}
 	msgs, _ := reqs[1]["messages"].([]any)
 	if len(msgs) < 3 {
@@ -165,4 +171,27 @@ func checkToolRound(t *testing.T, f *fakeOpenAI, name string, r frameworkRun) {
 	if result["role"] != "tool" || result["tool_call_id"] != "call_fake1" || !strings.Contains(jsonOf(t, result["content"]), "sunny in Paris") {
 		t.Errorf("%s: the tool result as sent back: %s", name, jsonOf(t, result))
 	}
+}
+
+// Request shapes agent frameworks send, verbatim, that agentbus once
+// refused or changed on the way to the provider: each is a valid OpenAI
+// request, is accepted, and reaches the provider as sent.
+func TestFrameworkRequestShapes(t *testing.T) {
+	f := newFakeOpenAI(t)
+	sys := startWith(t, fakeProviders(t, f))
+	s := &suite{t: t, spec: loadSpec(t), base: "http://" + sys.HTTPAddr}
+	key := issueKey(t, sys, "shapes", 0)
+
+	// The OpenAI Agents SDK declares every function tool strict; the
+	// provider must get the flag (it makes the model follow the schema).
+	s.run(conformanceCase{name: "strict client tool (Agents SDK)", key: key, specValid: yes(), status: 200,
+		body: `{"model":"fake-1","messages":[{"content":"You answer weather questions.","role":"system"},{"content":"strict client tool, please","role":"user"}],"stream":false,
+		  "tools":[{"type":"function","function":{"name":"get_weather","description":"Current weather for a city","parameters":{"$schema":"http://json-schema.org/draft-07/schema#","type":"object",
+		  "properties":{"city":{"type":"string","description":"the city"}},"required":["city"],"additionalProperties":false},"strict":true}}]}`,
+		check: finishIs("tool_calls", func(t *testing.T, _ map[string]any) {
+			tools := f.last(t, "strict client tool, please")["tools"].([]any)
+			if g := jsonOf(t, tools[len(tools)-1]); !strings.Contains(g, `"name":"get_weather"`) || !strings.Contains(g, `"strict":true`) {
+				t.Fatalf("the provider got %s", g)
+			}
+		})})
 }
