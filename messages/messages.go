@@ -227,13 +227,18 @@ type Message struct {
 }
 
 // ContentPart is one part of an array-form message content, as in the
-// OpenAI API: {"type":"text","text":...} or {"type":"image_url",
-// "image_url":{"url":...,"detail":...}}. Other types are kept by type only
-// and refused by Validate.
+// OpenAI API: {"type":"text","text":...}, {"type":"image_url",
+// "image_url":{"url":...,"detail":...}} or, in an assistant message,
+// {"type":"refusal","refusal":...} (a refusal the model gave earlier in
+// the conversation, as agent frameworks resend it). Other types are kept
+// by type only and refused by Validate.
 type ContentPart struct {
 	Type     string    `json:"type"`
 	Text     string    `json:"text,omitempty"`
 	ImageURL *ImageURL `json:"image_url,omitempty"`
+	// Refusal is a refusal part's text (set, possibly empty, on refusal
+	// parts only).
+	Refusal *string `json:"refusal,omitempty"`
 }
 
 // ImageURL is an image part's image: an https URL or a data: URL
@@ -245,8 +250,9 @@ type ImageURL struct {
 
 // Content part types.
 const (
-	PartText  = "text"
-	PartImage = "image_url"
+	PartText    = "text"
+	PartImage   = "image_url"
+	PartRefusal = "refusal"
 )
 
 // PartsText joins the text parts of parts with "\n" (the text of an
@@ -265,6 +271,22 @@ func PartsText(parts []ContentPart) string {
 		n++
 	}
 	return string(b)
+}
+
+// RefusalText is the refusal an assistant message carries: its refusal
+// field and its refusal parts, joined with "\n". Like Content, the model
+// reads it, so the guard judges it.
+func (m *Message) RefusalText() string {
+	var out []string
+	if m.Refusal != "" {
+		out = append(out, m.Refusal)
+	}
+	for _, p := range m.Parts {
+		if p.Type == PartRefusal && p.Refusal != nil && *p.Refusal != "" {
+			out = append(out, *p.Refusal)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // HasImages reports whether the message carries an image part.
@@ -859,7 +881,7 @@ func (m *Message) validate(field string) error {
 	if n := m.size(); n > MaxContentBytes {
 		errs = append(errs, fieldErr(field+".content", "%d bytes exceeds %d", n, MaxContentBytes))
 	}
-	if !utf8.ValidString(m.Content) || !utf8.ValidString(m.Refusal) {
+	if !utf8.ValidString(m.Content) || !utf8.ValidString(m.RefusalText()) {
 		errs = append(errs, fieldErr(field+".content", "is not valid UTF-8"))
 	}
 	for j, p := range m.Parts {
@@ -877,8 +899,14 @@ func (m *Message) validate(field string) error {
 			}
 		case p.Type == PartImage:
 			errs = append(errs, fieldErr(pf+".type", "image_url parts are only allowed in user messages"))
+		case p.Type == PartRefusal && m.Role == RoleAssistant:
+			if p.Refusal == nil {
+				errs = append(errs, fieldErr(pf+".refusal", "required for a refusal part"))
+			}
+		case p.Type == PartRefusal:
+			errs = append(errs, fieldErr(pf+".type", "refusal parts are only allowed in assistant messages"))
 		default:
-			errs = append(errs, fieldErr(pf+".type", "content part type %q is not supported (text and image_url are)", truncateString(p.Type, 32)))
+			errs = append(errs, fieldErr(pf+".type", "content part type %q is not supported (text, image_url and, in assistant messages, refusal are)", truncateString(p.Type, 32)))
 		}
 	}
 	if len(m.ToolCalls) > 0 && m.Role != RoleAssistant {
@@ -898,13 +926,16 @@ func (m *Message) validate(field string) error {
 	return errors.Join(errs...)
 }
 
-// size is the bytes a message's content takes: its text, refusal and
+// size is the bytes a message's content takes: its text, refusals and
 // image URLs.
 func (m *Message) size() int {
 	n := len(m.Content) + len(m.Refusal)
 	for _, p := range m.Parts {
 		if p.ImageURL != nil {
 			n += len(p.ImageURL.URL)
+		}
+		if p.Refusal != nil {
+			n += len(*p.Refusal)
 		}
 	}
 	return n

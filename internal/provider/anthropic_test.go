@@ -135,6 +135,33 @@ func TestAnthropicMapsRequestsAndAnswers(t *testing.T) {
 	}
 }
 
+// An earlier refusal in the history (the refusal field or a refusal part,
+// as agent frameworks resend it) reaches Claude as what the assistant
+// said: Anthropic has no refusal field.
+func TestAnthropicKeepsRefusalsInHistory(t *testing.T) {
+	f := newFakeAnthropic(t, func(w http.ResponseWriter, req map[string]any, n int) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-test","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}`)
+	})
+	p := newAnthropic(t, f.URL)
+	no := "I can't help with that."
+	req := Request{Messages: []messages.Message{
+		{Role: "user", Content: "hi"},
+		{Role: "assistant", Parts: []messages.ContentPart{{Type: messages.PartRefusal, Refusal: &no}}},
+		{Role: "user", Content: "why?"},
+		{Role: "assistant", Refusal: "Still no."},
+		{Role: "user", Content: "fine"},
+	}}
+	if _, err := p.Complete(context.Background(), req, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"content":[{"text":"hi","type":"text"}],"role":"user"},{"content":[{"text":"I can't help with that.","type":"text"}],"role":"assistant"},` +
+		`{"content":[{"text":"why?","type":"text"}],"role":"user"},{"content":[{"text":"Still no.","type":"text"}],"role":"assistant"},{"content":[{"text":"fine","type":"text"}],"role":"user"}]`
+	if b, _ := json.Marshal(f.request(0)["messages"]); string(b) != want {
+		t.Fatalf("messages\n got %s\nwant %s", b, want)
+	}
+}
+
 func TestAnthropicStopReasons(t *testing.T) {
 	for stop, want := range map[string]string{"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter", "pause_turn": "stop"} {
 		f := newFakeAnthropic(t, func(w http.ResponseWriter, req map[string]any, n int) {

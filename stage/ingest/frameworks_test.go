@@ -194,4 +194,16 @@ func TestFrameworkRequestShapes(t *testing.T) {
 				t.Fatalf("the provider got %s", g)
 			}
 		})})
+	// The Agents SDK resends an earlier refusal in its history as a
+	// refusal part of an assistant message (OpenAI's assistant content
+	// parts are text and refusal); the provider gets the parts as sent.
+	s.run(conformanceCase{name: "refusal part in the history (Agents SDK)", key: key, specValid: yes(), status: 200,
+		body: `{"model":"fake-1","messages":[{"content":"i","role":"system"},{"content":[{"text":"hi","type":"text"}],"role":"user"},
+		  {"content":[{"refusal":"I can't help with that.","type":"refusal"}],"role":"assistant"},{"content":[{"text":"agents after refusal","type":"text"}],"role":"user"}],"stream":false}`,
+		check: finishIs("stop", func(t *testing.T, _ map[string]any) {
+			msgs := f.last(t, "agents after refusal")["messages"].([]any)
+			if g := jsonOf(t, msgs[2]); g != `{"content":[{"refusal":"I can't help with that.","type":"refusal"}],"role":"assistant"}` {
+				t.Fatalf("the provider got %s", g)
+			}
+		})})
 }
