@@ -1,13 +1,14 @@
 // The OpenAI Agents SDK (@openai/agents) against agentbus, unchanged, on
 // Chat Completions: an Agent with a function tool run by the SDK's runner,
-// plain and streamed, and an Agent with an outputType (json_schema).
+// plain and streamed, a follow-up run on the first run's history, a
+// handoff to another agent, and an Agent with an outputType (json_schema).
 //
 //   BASE_URL=http://127.0.0.1:8080/v1 API_KEY=ab-... MODEL=gpt-4o-mini node agents.mjs
 //
 // Prints one JSON object: per run the prompt, the tool's executions (the
 // arguments the model gave) and the final output; per structured run the
 // prompt and the parsed object. Exits non-zero on any error.
-import { Agent, run, setDefaultOpenAIClient, setOpenAIAPI, setTracingDisabled, tool } from "@openai/agents";
+import { Agent, run, setDefaultOpenAIClient, setOpenAIAPI, setTracingDisabled, tool, user } from "@openai/agents";
 import OpenAI from "openai";
 import { z } from "zod";
 
@@ -36,11 +37,18 @@ function weatherAgent(calls) {
 }
 
 const runs = {};
+let followUp;
 {
   const calls = [];
   const prompt = "agents client tool, please";
-  const r = await run(weatherAgent(calls), prompt, { maxTurns: 3 });
+  const agent = weatherAgent(calls);
+  const r = await run(agent, prompt, { maxTurns: 3 });
   runs.run = { prompt, calls, answer: r.finalOutput };
+  // The conversation goes on: the SDK resends the whole history (the tool
+  // call, its result, the answer) with the new question.
+  const next = "agents follow-up question";
+  const r2 = await run(agent, [...r.history, user(next)], { maxTurns: 3 });
+  followUp = { prompt: next, answer: r2.finalOutput };
 }
 {
   const calls = [];
@@ -51,6 +59,17 @@ const runs = {};
   await r.completed;
   if (r.error) throw r.error;
   runs.stream = { prompt, calls, answer: r.finalOutput, streamed };
+}
+
+// A handoff is a tool call too: the triage agent transfers to the billing
+// agent, which answers.
+let handoff;
+{
+  const prompt = "agents handoff to billing";
+  const billing = new Agent({ name: "Billing", instructions: "You handle billing.", model });
+  const triage = new Agent({ name: "Triage", instructions: "You route questions.", model, handoffs: [billing] });
+  const r = await run(triage, prompt, { maxTurns: 3 });
+  handoff = { prompt, answer: r.finalOutput, last_agent: r.lastAgent?.name };
 }
 
 const structured = {};
@@ -66,4 +85,4 @@ const structured = {};
   structured.outputType = { prompt, object: r.finalOutput };
 }
 
-console.log(JSON.stringify({ runs, structured }));
+console.log(JSON.stringify({ runs, follow_up: followUp, handoff, structured }));

@@ -1,7 +1,8 @@
 // The Vercel AI SDK (ai + @ai-sdk/openai) against agentbus, unchanged,
 // over Chat Completions: generateText and streamText with a client tool
-// that the SDK executes itself (multi-step, stopWhen), generateObject and
-// generateText's Output.object (structured output, json_schema).
+// that the SDK executes itself (multi-step, stopWhen), a follow-up turn on
+// the response's messages, generateObject and generateText's
+// Output.object (structured output, json_schema).
 //
 //   BASE_URL=http://127.0.0.1:8080/v1 API_KEY=ab-... MODEL=gpt-4o-mini node vercel.mjs
 //
@@ -33,18 +34,21 @@ function weatherTool(calls) {
 }
 
 const runs = {};
+let followUp;
 
 {
   const calls = [];
   const prompt = "vercel client tool, please";
-  const r = await generateText({
-    model,
-    maxRetries: 0,
-    tools: { get_weather: weatherTool(calls) },
-    stopWhen: stepCountIs(3),
-    prompt,
-  });
+  const tools = { get_weather: weatherTool(calls) };
+  const r = await generateText({ model, maxRetries: 0, tools, stopWhen: stepCountIs(3), prompt });
   runs.generateText = { prompt, calls, answer: r.text, steps: r.steps.length, finish: r.finishReason };
+  // The conversation goes on, as a chat app keeps it: the first question,
+  // the response's messages (the tool call, its result, the answer) and the
+  // next question.
+  const next = "vercel follow-up question";
+  const messages = [{ role: "user", content: prompt }, ...r.response.messages, { role: "user", content: next }];
+  const r2 = await generateText({ model, maxRetries: 0, tools, stopWhen: stepCountIs(3), messages });
+  followUp = { prompt: next, answer: r2.text };
 }
 
 {
@@ -79,4 +83,4 @@ const structured = {};
   structured.outputObject = { prompt, object: r.output };
 }
 
-console.log(JSON.stringify({ runs, structured }));
+console.log(JSON.stringify({ runs, follow_up: followUp, structured }));

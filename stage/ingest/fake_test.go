@@ -24,6 +24,8 @@ import (
 //	finish:length, finish:content_filter   that finish reason
 //	refuse                                 a refusal (content null)
 //	client tool                            a call to the request's last tool (a client tool), {"city":"Paris"}
+//	handoff                                a call to the request's last tool with an instance of its
+//	                                       parameters schema (see exampleOf) as arguments
 //	tool                                   a calculator call, then (after the tool result) an answer
 //	fail:500, fail:429, fail:400           that HTTP error (the 500 names an internal URL)
 //	break                                  a stream that dies after two chunks
@@ -125,6 +127,17 @@ func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 		fn, _ := tools[len(tools)-1].(map[string]any)["function"].(map[string]any)
 		callName, _ = fn["name"].(string)
 		callArgs = `{\"city\":\"Paris\"}`
+		a = answer{toolCall: true, finish: "tool_calls"}
+	case strings.Contains(text, "handoff"):
+		tools, _ := req["tools"].([]any)
+		if len(tools) == 0 {
+			break
+		}
+		fn, _ := tools[len(tools)-1].(map[string]any)["function"].(map[string]any)
+		callName, _ = fn["name"].(string)
+		args, _ := json.Marshal(exampleOf(fn["parameters"]))
+		b, _ := json.Marshal(string(args))
+		callArgs = string(b[1 : len(b)-1]) // escaped for the JSON string below
 		a = answer{toolCall: true, finish: "tool_calls"}
 	case strings.Contains(text, "tool"):
 		a = answer{toolCall: true, finish: "tool_calls"}

@@ -28,7 +28,14 @@ type frameworkRun struct {
 
 // frameworkReport is a script's output.
 type frameworkReport struct {
-	Runs       map[string]frameworkRun `json:"runs"`
+	Runs map[string]frameworkRun `json:"runs"`
+	// FollowUp is a next question asked on the first run's history.
+	FollowUp *frameworkRun `json:"follow_up"`
+	// Handoff is a handoff from one agent to another (the Agents SDK).
+	Handoff *struct {
+		frameworkRun
+		LastAgent string `json:"last_agent"`
+	} `json:"handoff"`
 	Structured map[string]struct {
 		Prompt string `json:"prompt"`
 		Object any    `json:"object"`
@@ -68,10 +75,12 @@ func TestAgentFrameworks(t *testing.T) {
 		runs         []string // the agent runs the script reports
 		structured   []string // its structured-output calls
 		strict       bool     // it declares its tool strict
+		followUp     bool     // it reports a follow-up question
+		handoff      bool     // it reports a handoff
 	}{
-		{"vercel ai sdk", "vercel.mjs", []string{"generateText", "streamText"}, []string{"generateObject", "outputObject"}, false},
-		{"langchain", "langchain.mjs", []string{"invoke", "stream"}, []string{"withStructuredOutput"}, false},
-		{"openai agents", "agents.mjs", []string{"run", "stream"}, []string{"outputType"}, true},
+		{"vercel ai sdk", "vercel.mjs", []string{"generateText", "streamText"}, []string{"generateObject", "outputObject"}, false, true, false},
+		{"langchain", "langchain.mjs", []string{"invoke", "stream"}, []string{"withStructuredOutput"}, false, false, false},
+		{"openai agents", "agents.mjs", []string{"run", "stream"}, []string{"outputType"}, true, true, true},
 	} {
 		t.Run(fw.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -96,6 +105,28 @@ func TestAgentFrameworks(t *testing.T) {
 					t.Fatalf("no run %q in %s", name, out)
 				}
 				checkToolRound(t, f, name, r, fw.strict)
+			}
+			if fw.followUp {
+				checkFollowUp(t, f, got.FollowUp)
+			}
+			if fw.handoff {
+				h := got.Handoff
+				if h == nil {
+					t.Fatalf("no handoff in %s", out)
+				}
+				// The triage agent called transfer_to_Billing; the SDK then
+				// asked the billing agent, with the transfer in its history.
+				reqs := f.requestsWith(h.Prompt)
+				if len(reqs) != 2 || h.LastAgent != "Billing" || h.Answer != `the tool said {"assistant":"Billing"}` {
+					t.Fatalf("handoff: %+v after %d provider requests", h, len(reqs))
+				}
+				msgs, _ := reqs[1]["messages"].([]any)
+				if first := jsonOf(t, msgs[0]); !strings.Contains(first, "You handle billing.") {
+					t.Errorf("handoff: the billing agent's request starts with %s", first)
+				}
+				if g := jsonOf(t, msgs[len(msgs)-2:]); !strings.Contains(g, `"name":"transfer_to_Billing"`) || !strings.Contains(g, `"role":"tool"`) {
+					t.Errorf("handoff: the billing agent's request ends with %s", g)
+				}
 			}
 			for _, name := range fw.structured {
 				s, ok := got.Structured[name]
@@ -124,6 +155,33 @@ func TestAgentFrameworks(t *testing.T) {
 	}
 }
 
+// checkFollowUp checks a next question asked on a tool run's history: the
+// provider got the whole conversation (the call, the tool's result, the
+// answer) and the framework got the model's answer to the new question.
+func checkFollowUp(t *testing.T, f *fakeOpenAI, r *frameworkRun) {
+	t.Helper()
+	if r == nil {
+		t.Fatal("no follow-up run")
+	}
+	if s, _ := r.Answer.(string); !strings.HasPrefix(s, "fake says: ") || !strings.Contains(s, r.Prompt) {
+		t.Errorf("follow-up answer %q", r.Answer)
+	}
+	reqs := f.requestsWith(r.Prompt)
+	if len(reqs) != 1 {
+		t.Fatalf("follow-up: %d provider requests", len(reqs))
+	}
+	var roles []string
+	msgs, _ := reqs[0]["messages"].([]any)
+	for _, m := range msgs {
+		roles = append(roles, m.(map[string]any)["role"].(string))
+	}
+	g := jsonOf(t, msgs)
+	if !strings.HasSuffix(strings.Join(roles, ","), "user,assistant,tool,assistant,user") || !strings.Contains(g, `"tool_call_id":"call_fake1"`) ||
+		!strings.Contains(g, "the tool said sunny in Paris") {
+		t.Errorf("follow-up as sent upstream: %s", g)
+	}
+}
+
 // checkToolRound checks one agent run with a client tool: the framework
 // executed the tool once with the model's arguments, the provider saw the
 // tool offered (strict if the framework declared it so), then the
@@ -137,8 +195,10 @@ func checkToolRound(t *testing.T, f *fakeOpenAI, name string, r frameworkRun, st
 	if s, _ := r.Answer.(string); s != "the tool said sunny in Paris" {
 		t.Errorf("%s: final answer %q", name, r.Answer)
 	}
+	// The run's two rounds come first (a follow-up question on its history
+	// comes after them, and is checked on its own).
 	reqs := f.requestsWith(r.Prompt)
-	if len(reqs) != 2 {
+	if len(reqs) < 2 {
 		t.Fatalf("%s: %d provider requests, want 2: %s", name, len(reqs), jsonOf(t, reqs))
 	}
 	tools, _ := reqs[0]["tools"].([]any)
