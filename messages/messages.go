@@ -122,6 +122,11 @@ const (
 	// instance; ingest lists it on /v1/models and checks requests against
 	// it).
 	SubjectModels = "agentbus.llm.models"
+	// SubjectToolCatalog answers the tools of MCP servers the toolexec
+	// stage offers right now (servers that are up, tools the operator
+	// allowed): the llm stage of a split deployment asks it to offer them
+	// (served by every toolexec instance; one answers).
+	SubjectToolCatalog = "agentbus.toolexec.tools"
 	// ToolsService is the NATS micro service name remote tools register
 	// under; each endpoint is one tool, served on ToolSubject(name).
 	ToolsService = "agentbus-tools"
@@ -472,6 +477,71 @@ type Turn struct {
 	// tool firewall against the schema given here) ends the turn with the
 	// call, for the client to run and answer in its next request.
 	ClientTools []ToolDef `json:"client_tools,omitempty"`
+	// Cache, when set, lets the llm stage answer the turn's model calls
+	// from the response cache (see CacheRequest). Nil: never cached.
+	Cache *CacheRequest `json:"cache,omitempty"`
+}
+
+// CacheRequest is a turn's use of the response cache. A model call is
+// answered from the cache only when the call is deterministic (an explicit
+// temperature of 0) or the client asked for the cache explicitly.
+type CacheRequest struct {
+	// Explicit: the client asked for the cache ("cache": true); calls are
+	// cached whatever their temperature.
+	Explicit bool `json:"explicit,omitempty"`
+	// Refresh: the answer is not taken from the cache but the new one is
+	// stored (Cache-Control: no-cache).
+	Refresh bool `json:"refresh,omitempty"`
+}
+
+// Cache statuses of a model call, a turn (X-Cache) and a delta.
+const (
+	CacheHit    = "hit"    // answered from the cache, no provider call
+	CacheMiss   = "miss"   // looked up, not found (or refreshed): the provider answered and the answer was stored
+	CacheBypass = "bypass" // the turn allows the cache but this call is not cacheable (temperature above 0, not asked explicitly)
+)
+
+// CacheUse is what the response cache did for a turn's model calls.
+type CacheUse struct {
+	Hits     int `json:"hits,omitempty"`
+	Misses   int `json:"misses,omitempty"`
+	Bypassed int `json:"bypassed,omitempty"`
+	// Saved is the usage of the answers served from the cache: tokens no
+	// provider was paid for in this turn.
+	Saved Usage `json:"saved,omitzero"`
+	// SavedUSD is what those answers would have cost (the price table's
+	// arithmetic; 0 without prices).
+	SavedUSD float64 `json:"saved_usd,omitempty"`
+}
+
+// Add counts one model call's cache status (and the usage a hit saved).
+func (c *CacheUse) Add(status string, u Usage) {
+	switch status {
+	case CacheHit:
+		c.Hits++
+		c.Saved = c.Saved.Add(u)
+	case CacheMiss:
+		c.Misses++
+	case CacheBypass:
+		c.Bypassed++
+	}
+}
+
+// Status is the turn's X-Cache: "hit" when every model call was answered
+// from the cache, "miss" when one was looked up and not found, "bypass"
+// when none was cacheable; "" for a nil CacheUse (cache not used).
+func (c *CacheUse) Status() string {
+	switch {
+	case c == nil:
+		return ""
+	case c.Misses > 0:
+		return CacheMiss
+	case c.Bypassed > 0:
+		return CacheBypass
+	case c.Hits > 0:
+		return CacheHit
+	}
+	return ""
 }
 
 // ToolDef declares a function tool (OpenAI's tools[].function).
@@ -560,6 +630,10 @@ type Generation struct {
 	// ToolVerdicts record every tool call's firewall decision in this turn.
 	ToolVerdicts []ToolVerdict `json:"tool_verdicts,omitempty"`
 	Usage        Usage         `json:"usage"`
+	// CostUSD is what the turn's model calls so far cost in US dollars,
+	// by the operator's price table (0 without one, or for models it does
+	// not price).
+	CostUSD float64 `json:"cost_usd,omitempty"`
 	// Provider and ResolvedModel name who answered the last model call.
 	Provider      string `json:"provider,omitempty"`
 	ResolvedModel string `json:"resolved_model,omitempty"`
@@ -575,6 +649,10 @@ type Generation struct {
 	// tool_calls). Calls to server tools in the same model call ran
 	// server-side and are in Steps.
 	ClientCalls []ToolCall `json:"client_calls,omitempty"`
+	// CacheUse is what the response cache did for this turn's model calls
+	// so far (nil when the turn does not use it; Turn.Cache is the
+	// request).
+	CacheUse *CacheUse `json:"cache_use,omitempty"`
 }
 
 // Final returns the last step (the answer on a generated event).
@@ -601,11 +679,18 @@ type Completed struct {
 	ToolVerdicts   []ToolVerdict `json:"tool_verdicts,omitempty"`
 	Guard          Verdict       `json:"guard"`
 	Usage          Usage         `json:"usage"`
+	// CostUSD is what the turn's model calls cost in US dollars, by the
+	// operator's price table (absent without one, or for models it does
+	// not price).
+	CostUSD float64 `json:"cost_usd,omitempty"`
 	// FinishReason and Logprobs are the final answer's (see Generation).
 	FinishReason string          `json:"finish_reason,omitempty"`
 	Logprobs     json.RawMessage `json:"logprobs,omitempty"`
-	CreatedAt    time.Time       `json:"created_at"`
-	CompletedAt  time.Time       `json:"completed_at"`
+	// Cache is what the response cache did for the turn's model calls
+	// (nil when the turn did not use it).
+	Cache       *CacheUse `json:"cache,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	CompletedAt time.Time `json:"completed_at"`
 	// ChainSeq is the turn's link in the persist store's hash chain: its
 	// commit order, from 1 (0 from builds before this field). Rebuilding
 	// the store from the stream appends turns in this order, which is not
@@ -616,10 +701,12 @@ type Completed struct {
 
 // Error codes of Rejected and Failed events (OpenAI-style "code").
 const (
-	CodeInvalidRequest      = "invalid_request"
-	CodeInjectionDetected   = "prompt_injection_detected"
-	CodeRateLimited         = "rate_limit_exceeded"
-	CodeQuotaExceeded       = "quota_exceeded"
+	CodeInvalidRequest    = "invalid_request"
+	CodeInjectionDetected = "prompt_injection_detected"
+	CodeRateLimited       = "rate_limit_exceeded"
+	CodeQuotaExceeded     = "quota_exceeded"
+	// CodeBudgetExceeded: the API key spent its daily budget (429).
+	CodeBudgetExceeded      = "budget_exceeded"
 	CodeProviderUnavailable = "provider_unavailable"
 	CodeProviderError       = "provider_error"
 	CodeContextLength       = "context_length_exceeded"
@@ -711,6 +798,9 @@ type Delta struct {
 	Content   string `json:"content,omitempty"`
 	Done      bool   `json:"done,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Cache is the model call's cache status (CacheHit, CacheMiss,
+	// CacheBypass) on its first delta, when the turn uses the cache.
+	Cache string `json:"cache,omitempty"`
 }
 
 // ValidID reports whether s is a usable request or conversation id: 1 to

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	cachekv "github.com/agentbus/agentbus/internal/cache/kvstore"
 	"io"
 	"net"
 	"net/http"
@@ -1121,6 +1122,8 @@ func TestLimitsTableIsWhatRuns(t *testing.T) {
 		"HTTP request read time":           ic.ReadTimeout.String(),
 		"turn stream":                      size(pc.Streams.MaxBytes),
 		"dead-letter stream":               size(pc.Streams.DLQMaxBytes),
+		"response cache":                   size(cachekv.DefaultConfig().MaxBytes),
+		"one cached answer":                size(int64(cachekv.DefaultConfig().MaxEntryBytes)),
 	}
 	seen := map[string]bool{}
 	for _, line := range strings.Split(doc[i:j], "\n") {

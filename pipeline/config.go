@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures the shared runtime of a stage process.
@@ -27,6 +30,14 @@ type Config struct {
 	Version string
 	// Name identifies the process in NATS connection names. Default "agentbus".
 	Name string
+	// Metrics, when set, gets the stages' Prometheus metrics
+	// (agentbus_stage_*, agentbus_consumer_*). Default nil: none (the
+	// micro STATS still count).
+	Metrics prometheus.Registerer
+	// Tracer, when set, traces every handled message: one span per stage
+	// step, a child of the trace context the event carries (traceparent).
+	// Default nil: no spans (a traceparent is passed on unchanged).
+	Tracer trace.TracerProvider
 }
 
 // StreamConfig configures the turn and dead-letter streams.

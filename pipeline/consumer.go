@@ -36,6 +36,7 @@ type consumer struct {
 
 	slots chan struct{} // one per running handler
 	wg    sync.WaitGroup
+	obs   *eventObs
 }
 
 // pollWait bounds one fetch request: the server holds it until messages

@@ -165,7 +165,10 @@ func (c Contract) Grant(name string) Grant {
 	}
 	for _, kv := range kvs {
 		s := "KV_" + kv.Bucket
-		pub(jsAPI+"STREAM.INFO."+s, jsAPI+"STREAM.CREATE."+s, jsAPI+"STREAM.MSG.GET."+s, jsAPI+"DIRECT.GET."+s, jsAPI+"DIRECT.GET."+s+".>")
+		// Reads are direct gets of a key's last value (agentbus's buckets
+		// allow direct access), the only form granted: an identity's JWT
+		// must fit in a CONNECT line (MaxControlLine).
+		pub(jsAPI+"STREAM.INFO."+s, jsAPI+"STREAM.CREATE."+s, jsAPI+"DIRECT.GET."+s+".>")
 		if kv.Write {
 			pub(kvPre + kv.Bucket + ".>")
 		}

@@ -61,7 +61,7 @@ type attemptsKey struct{}
 // publish that fails is retried and dead-lettered like a handler error
 // (never redelivered without bound), and an event too large for the bus
 // becomes the turn's payload_too_large failure.
-func (r *Runtime) handlerMiddleware(stage string, produces []string, conn *stageConn, cc ConsumerConfig, stats *Stats, log *slog.Logger, h message.HandlerFunc) message.NoPublishHandlerFunc {
+func (r *Runtime) handlerMiddleware(stage string, produces []string, conn *stageConn, cc ConsumerConfig, stats *Stats, obs *eventObs, log *slog.Logger, h message.HandlerFunc) message.NoPublishHandlerFunc {
 	recoverer := func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) (out []*message.Message, err error) {
 			if p, ok := msg.Context().Value(attemptsKey{}).(*atomic.Int32); ok {
@@ -90,8 +90,11 @@ func (r *Runtime) handlerMiddleware(stage string, produces []string, conn *stage
 	}
 	timeout := middleware.Timeout(cc.HandlerTimeout)
 	inner := retry.Middleware(timeout(recoverer(r.publishing(stage, produces, conn, log, h))))
-	dlq := r.deadLetterMiddleware(stage, conn, cc, stats, log)
+	dlq := r.deadLetterMiddleware(stage, conn, cc, stats, obs, log)
 	full := r.gate(dlq(inner))
+	if obs != nil {
+		full = obs.observe(full)
+	}
 	return func(msg *message.Message) error {
 		_, err := full(msg)
 		return err
@@ -124,6 +127,7 @@ func (r *Runtime) publishing(stage string, produces []string, conn *stageConn, l
 			if deadline != "" && m.Metadata.Get(messages.HeaderDeadline) == "" {
 				m.Metadata.Set(messages.HeaderDeadline, deadline)
 			}
+			propagateTrace(msg, m)
 			if len(m.Payload) > limit {
 				subject := m.Metadata.Get(MetaSubject)
 				log.Error("event too large for the bus; the turn fails with payload_too_large", "msg_id", msg.UUID, "event_subject", subject, "bytes", len(m.Payload), "limit", limit)
@@ -242,7 +246,7 @@ func (r *Runtime) gate(h message.HandlerFunc) message.HandlerFunc {
 
 var errDraining = errors.New("stage is shutting down")
 
-func (r *Runtime) deadLetterMiddleware(stage string, conn *stageConn, cc ConsumerConfig, stats *Stats, log *slog.Logger) func(message.HandlerFunc) message.HandlerFunc {
+func (r *Runtime) deadLetterMiddleware(stage string, conn *stageConn, cc ConsumerConfig, stats *Stats, obs *eventObs, log *slog.Logger) func(message.HandlerFunc) message.HandlerFunc {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			delivered := Delivered(msg)
@@ -250,22 +254,25 @@ func (r *Runtime) deadLetterMiddleware(stage string, conn *stageConn, cc Consume
 				// Earlier deliveries never finished (crash, kill, ack lost):
 				// do not run it again.
 				reason := fmt.Sprintf("delivered %d times without completing (limit %d)", delivered, cc.MaxDeliveries)
-				return nil, r.deadLetter(conn, msg, stage, 0, reason, stats, log)
+				return nil, r.deadLetter(conn, msg, stage, 0, reason, stats, obs, log)
 			}
 			attempts := new(atomic.Int32)
 			msg.SetContext(context.WithValue(msg.Context(), attemptsKey{}, attempts))
 			out, err := h(msg)
+			obs.onRetries(attempts.Load() - 1)
 			if err == nil {
 				stats.Processed.Add(1)
+				obs.onHandled()
 				return out, nil
 			}
 			if errors.Is(err, errDraining) || errors.Is(err, ErrStepBusy) {
 				return nil, err // handed back, not a failure
 			}
 			if errors.Is(err, ErrPermanent) || delivered >= uint64(cc.MaxDeliveries) {
-				return nil, r.deadLetter(conn, msg, stage, int(attempts.Load()), err.Error(), stats, log)
+				return nil, r.deadLetter(conn, msg, stage, int(attempts.Load()), err.Error(), stats, obs, log)
 			}
 			stats.Failed.Add(1)
+			obs.onFailed(err)
 			log.Warn("handler failed; will be redelivered", "msg_id", msg.UUID, "delivery", delivered, "err", Redact(err.Error()))
 			return nil, err
 		}
@@ -274,7 +281,7 @@ func (r *Runtime) deadLetterMiddleware(stage string, conn *stageConn, cc Consume
 
 // deadLetter publishes msg to the stage's DLQ subject and returns nil (ack
 // the original) or the publish error (NAK: a DLQ failure is never a loss).
-func (r *Runtime) deadLetter(conn *stageConn, msg *message.Message, stage string, attempts int, reason string, stats *Stats, log *slog.Logger) error {
+func (r *Runtime) deadLetter(conn *stageConn, msg *message.Message, stage string, attempts int, reason string, stats *Stats, obs *eventObs, log *slog.Logger) error {
 	headers := map[string]string{}
 	for k, v := range msg.Metadata {
 		if strings.HasPrefix(k, "Agentbus-") && k != MetaSubject && k != MetaDelivered && k != MetaStreamSeq && k != MetaTimestamp {
@@ -315,6 +322,7 @@ func (r *Runtime) deadLetter(conn *stageConn, msg *message.Message, stage string
 		return fmt.Errorf("dead-letter publish: %w", err)
 	}
 	stats.DeadLettered.Add(1)
+	obs.onDeadLettered(dl.Reason)
 	log.Error("message dead-lettered", "msg_id", msg.UUID, "subject", dl.Subject, "attempts", attempts, "deliveries", dl.Deliveries, "reason", dl.Reason)
 	return nil
 }

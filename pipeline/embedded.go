@@ -18,6 +18,12 @@ import (
 // (ingest admits only turns that leave room for the rest).
 const MaxPayload = 1 << 20
 
+// MaxControlLine is the longest protocol line the embedded server (and
+// the server configurations in ops/) accepts. A connection's CONNECT
+// line carries its user JWT, whose size grows with the identity's
+// permissions: NATS's 4 KiB default is too small for the llm stage's.
+const MaxControlLine = 16 << 10
+
 // EmbeddedConfig configures the in-process NATS server.
 type EmbeddedConfig struct {
 	// Listen is the client address other processes connect to. "" or a
@@ -109,6 +115,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, log *slog.Logger) (*
 		JetStreamMaxStore:  cfg.MaxStore,
 		NoSigs:             true,
 		MaxPayload:         MaxPayload,
+		MaxControlLine:     MaxControlLine,
 	}
 	if cfg.SyncAlways {
 		opts.SyncAlways = true

@@ -94,19 +94,18 @@ func (r *Runtime) stageHealth(ctx context.Context, st *stageRuntime, readinessOn
 }
 
 func (r *Runtime) addService(st *stageRuntime) error {
-	svc, err := micro.AddService(st.conn.nc, micro.Config{
+	svc, err := newStageService(st.conn.nc, micro.Config{
 		Name:        ServiceName(st.stage.Name),
 		Version:     semver(r.cfg.Version),
 		Description: "agentbus " + st.stage.Name + " stage",
 		Metadata:    map[string]string{"stage": st.stage.Name},
-		StatsHandler: func(*micro.Endpoint) any {
-			out := map[string]any{"counters": st.stats.Snapshot()}
-			if st.stage.Health != nil {
-				_, extra := st.stage.Health(context.Background())
-				out["extra"] = extra
-			}
-			return out
-		},
+	}, st.events, func() any {
+		out := map[string]any{"counters": st.stats.Snapshot()}
+		if st.stage.Health != nil {
+			_, extra := st.stage.Health(context.Background())
+			out["extra"] = extra
+		}
+		return out
 	})
 	if err != nil {
 		return err

@@ -215,6 +215,15 @@ func EnsureConsumer(js nats.JetStreamManager, stage, event string, cc ConsumerCo
 	return nil
 }
 
+// Provision runs f, a step of provisioning (creating a stream, a bucket,
+// a consumer), until it succeeds or fails for good, retrying for up to a
+// minute while a cluster forms: every process may start at once.
+func Provision(f func() error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
+	defer cancel()
+	return retryProvisioning(ctx, f)
+}
+
 // EnsureKV opens the KV bucket cfg names, creating it when it is missing,
 // retrying while a cluster forms (every process may start at once).
 func EnsureKV(js nats.JetStreamContext, cfg nats.KeyValueConfig) (nats.KeyValue, error) {

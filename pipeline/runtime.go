@@ -47,6 +47,8 @@ type stageRuntime struct {
 	stats *Stats
 	svc   micro.Service
 	conn  *stageConn
+	// events observe each consumed event (micro STATS, metrics).
+	events []*eventObs
 }
 
 // stageConn is a stage's own connection: its identity publishes the
@@ -84,6 +86,7 @@ type Runtime struct {
 	draining  atomic.Bool
 	started   time.Time
 	closed    bool
+	metrics   *stageMetrics
 }
 
 // New connects to NATS (starting the embedded server when cfg.NATSURL is
@@ -117,6 +120,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 			}
 		}
 		log.Info("embedded NATS started", "url", r.url, "store", cfg.Embedded.StoreDir)
+	}
+	if cfg.Metrics != nil {
+		m, err := newStageMetrics(cfg.Metrics, r)
+		if err != nil {
+			r.shutdownServer()
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		r.metrics = m
 	}
 	nc, err := r.connect("", cfg.Name)
 	if err != nil {
@@ -263,10 +274,12 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 			return nil, err
 		}
 		durable := DurableName(st.Name, ev)
-		h := r.handlerMiddleware(st.Name, st.Produces, conn, cc, srt.stats, log.With("event", ev), st.Handlers[ev])
+		obs := r.newEventObs(st.Name, ev)
+		srt.events = append(srt.events, obs)
+		h := r.handlerMiddleware(st.Name, st.Produces, conn, cc, srt.stats, obs, log.With("event", ev), st.Handlers[ev])
 		r.mu.Lock()
 		r.consumers = append(r.consumers, &consumer{durable: durable, cons: cons, handle: h, cc: cc, log: log.With("event", ev),
-			draining: r.draining.Load, slots: make(chan struct{}, cc.Concurrency)})
+			draining: r.draining.Load, slots: make(chan struct{}, cc.Concurrency), obs: obs})
 		r.mu.Unlock()
 	}
 	if err := r.addService(srt); err != nil {

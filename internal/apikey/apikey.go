@@ -79,6 +79,9 @@ type Record struct {
 	// Models, when set, are the only models the key may use (and list);
 	// empty: every model.
 	Models []string `json:"models,omitempty"`
+	// Cache lets the key's turns use the response cache (deterministic
+	// model calls, or any a request asks to cache).
+	Cache bool `json:"cache,omitempty"`
 	// CreatedAt is when the key was generated (UTC).
 	CreatedAt time.Time `json:"created_at"`
 	// Revoked keys are refused; RevokedAt says since when.
@@ -99,7 +102,7 @@ func (r Record) Matches(plaintext string) bool {
 func (r Record) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("id", r.ID), slog.String("user", r.User),
-		slog.Int("rpm", r.RPM), slog.Int("tpm", r.TPM), slog.Any("models", r.Models), slog.Bool("revoked", r.Revoked),
+		slog.Int("rpm", r.RPM), slog.Int("tpm", r.TPM), slog.Any("models", r.Models), slog.Bool("cache", r.Cache), slog.Bool("revoked", r.Revoked),
 	)
 }
 

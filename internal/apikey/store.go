@@ -130,6 +130,22 @@ func Issue(ctx context.Context, s Store, user string, rpm, tpm int) (plaintext s
 
 // IssueModels is Issue for a key limited to models (nil: every model).
 func IssueModels(ctx context.Context, s Store, user string, rpm, tpm int, models []string) (plaintext string, rec Record, err error) {
+	return IssueWith(ctx, s, user, Options{RPM: rpm, TPM: tpm, Models: models})
+}
+
+// Options are what a key may do besides authenticating its user.
+type Options struct {
+	// RPM and TPM are the key's own per-minute limits (0: the user's).
+	RPM, TPM int
+	// Models limits the key to these models (nil: every model).
+	Models []string
+	// Cache lets the key's turns use the response cache.
+	Cache bool
+}
+
+// IssueWith is Issue with every option of a key.
+func IssueWith(ctx context.Context, s Store, user string, o Options) (plaintext string, rec Record, err error) {
+	rpm, tpm, models := o.RPM, o.TPM, o.Models
 	if err := validModels(models); err != nil {
 		return "", Record{}, err
 	}
@@ -138,7 +154,7 @@ func IssueModels(ctx context.Context, s Store, user string, rpm, tpm int, models
 		if err != nil {
 			return "", Record{}, err
 		}
-		rec.Models = models
+		rec.Models, rec.Cache = models, o.Cache
 		if err = s.Put(ctx, rec); err == nil || !errors.Is(err, ErrExists) {
 			break
 		}

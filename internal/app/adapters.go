@@ -166,7 +166,7 @@ func (k keyAuth) Authenticate(ctx context.Context, authorization string) (ingest
 	if err != nil {
 		return ingest.Identity{}, err
 	}
-	return ingest.Identity{User: rec.User, KeyID: rec.ID, Models: rec.Models}, nil
+	return ingest.Identity{User: rec.User, KeyID: rec.ID, Models: rec.Models, Cache: rec.Cache}, nil
 }
 
 // providerHealth turns breaker states into a health status: any breaker

@@ -8,12 +8,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/agentbus/agentbus/internal/cache"
+	"github.com/agentbus/agentbus/internal/cache/kvstore"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
@@ -22,6 +26,7 @@ import (
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/natsauth"
+	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
 	"github.com/agentbus/agentbus/internal/ratelimit"
@@ -98,6 +103,13 @@ type Options struct {
 	// Quota sets daily request and token quotas per user and per model.
 	// Default unlimited.
 	Quota quota.Config
+	// Cache bounds the llm stage's response cache (a KV bucket). Default
+	// kvstore.DefaultConfig(): 1h, 256 MiB, 100,000 entries, 1 MiB each;
+	// a zero TTL turns the cache off. Whether a turn uses it is the key's
+	// or the request's choice (docs/operations.md, "Response cache").
+	Cache kvstore.Config
+	// CacheShared lets tenants share cache entries. Default false.
+	CacheShared bool
 	// Persist configures the persist stage.
 	Persist persist.Config
 	// Ingest configures the HTTP entry (Addr is taken from HTTPAddr).
@@ -112,6 +124,8 @@ type Options struct {
 	// embedded server, or an authority in DataDir, each stage gets its own
 	// identity; else connections are anonymous.
 	NATSCreds string
+	// Observe configures metrics, tracing and spend (see ObserveOptions).
+	Observe ObserveOptions
 }
 
 // DefaultOptions returns the documented defaults.
@@ -131,8 +145,10 @@ func DefaultOptions() Options {
 		Persist:    persist.DefaultConfig(),
 		Ingest:     ingest.DefaultConfig(),
 		LLMTimeout: 120 * time.Second,
+		Cache:      kvstore.DefaultConfig(),
 		Sanitizer:  sanitize.Config{},
 		NATSAuth:   true,
+		Observe:    DefaultObserveOptions(),
 	}
 	// The llm stage calls providers with retries and failover: give its
 	// handler more time than the pipeline default.
@@ -165,7 +181,10 @@ func (o Options) Validate() error {
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
 	}
-	errs = append(errs, o.Quota.Validate(), o.LLM.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate())
+	if o.Cache.TTL != 0 {
+		errs = append(errs, o.Cache.Validate())
+	}
+	errs = append(errs, o.Quota.Validate(), o.LLM.Validate(), o.Persist.Validate(), o.Ingest.Validate(), o.Sanitizer.Validate(), o.Firewall.Validate(), o.Observe.Validate())
 	return errors.Join(errs...)
 }
 
@@ -183,6 +202,9 @@ type System struct {
 	Authority *natsauth.Authority
 	// DataDir is the process's data directory.
 	DataDir string
+	// MetricsAddr is the address serving GET /metrics apart from the
+	// HTTP listener ("" without Observe.MetricsListen).
+	MetricsAddr string
 
 	log      *slog.Logger
 	httpSrv  *http.Server
@@ -289,6 +311,11 @@ type parts struct {
 	tools *toolset
 	llm   *llm.Handler
 	tool  *toolexec.Handler
+	ob    *observability
+	// toolsMu serialises rebuilds after a tool change; toolsReady is set
+	// once the stages exist (changes before it are picked up then).
+	toolsMu    sync.Mutex
+	toolsReady atomic.Bool
 }
 
 // conn returns a stage's connection and JetStream context.
@@ -338,13 +365,19 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		release()
 		return nil, fmt.Errorf("nats auth: %w", err)
 	}
-	rt, err := pipeline.New(ctx, o.Pipeline, log)
+	ob, flush, err := o.setupObserve(ctx)
 	if err != nil {
 		release()
 		return nil, err
 	}
+	rt, err := pipeline.New(ctx, o.Pipeline, log)
+	if err != nil {
+		flush()
+		release()
+		return nil, err
+	}
 	sys := &System{Runtime: rt, log: log, runDone: make(chan struct{}), Authority: authority, DataDir: o.DataDir}
-	sys.closers = append(sys.closers, release)
+	sys.closers = append(sys.closers, release, flush)
 	fail := func(err error) (*System, error) {
 		rt.Close()
 		sys.closeParts()
@@ -357,7 +390,7 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		}
 		sys.Keys = apikv.New(kv)
 	}
-	p := &parts{o: &o, rt: rt, sys: sys, log: log}
+	p := &parts{o: &o, rt: rt, sys: sys, log: log, ob: ob}
 	if o.has(StageGuard) || o.has(StageToolexec) {
 		if p.san, err = sanitize.New(o.Sanitizer); err != nil {
 			return fail(err)
@@ -385,6 +418,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		if p.tools, err = buildTools(tc, nc, log); err != nil {
 			return fail(err)
 		}
+		if err := p.startMCP(ctx); err != nil {
+			return fail(err)
+		}
 	}
 	for _, b := range []struct {
 		stage string
@@ -399,6 +435,9 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*System, error) {
 		}
 	}
 	p.watchTools()
+	if err := ob.serveMetrics(o.Observe.MetricsListen, sys); err != nil {
+		return fail(err)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	sys.cancel = cancel
 	go func() {
@@ -442,7 +481,7 @@ func (p *parts) guard(context.Context) error {
 		return err
 	}
 	h := &guard.Handler{Sanitizer: sanitizerAdapter{p.san}, Limiter: limits, Reconcile: hasTokenLimits(p.o.Limits) || p.o.Auth,
-		Log: p.log.With("stage", StageGuard)}
+		Log: p.log.With("stage", StageGuard), Metrics: p.ob.metrics}
 	_, err = p.rt.AddStage(h.Stage())
 	return err
 }
@@ -460,13 +499,31 @@ func (p *parts) llmStage(context.Context) error {
 	if err != nil {
 		return err
 	}
+	var rc *cache.Cache
+	if p.o.Cache.TTL > 0 {
+		cc := p.o.Cache
+		cc.Replicas = p.o.Pipeline.Streams.Replicas
+		st, err := kvstore.Open(js, cc, p.log.With("stage", StageLLM))
+		if err != nil {
+			return err
+		}
+		rc = cache.New(st, cache.Config{Shared: p.o.CacheShared}, p.log.With("stage", StageLLM))
+	}
+	p.ob.metrics.InstrumentProviders(fo, p.ob.tracerFor("github.com/agentbus/agentbus/provider"), p.o.Observe.TraceContent)
+	sp, err := p.llmSpend(js)
+	if err != nil {
+		return err
+	}
 	p.llm, err = llm.New(p.o.LLM, llm.Deps{
 		Quota:          q,
+		Cache:          rc,
 		Provider:       fo,
 		Tools:          p.tools.specs(),
 		History:        conversations{&persist.Client{NC: nc}},
 		ProviderHealth: providerHealth(fo),
 		Replicas:       p.o.Pipeline.Streams.Replicas,
+		Spend:          sp,
+		Metrics:        p.ob.metrics,
 	}, nc, js, p.log.With("stage", StageLLM))
 	if err != nil {
 		return err
@@ -487,7 +544,7 @@ func (p *parts) toolexec(context.Context) error {
 	if err != nil {
 		return err
 	}
-	fw, err := firewall.New(p.o.Firewall, p.tools.schemas())
+	fw, err := firewall.New(p.firewallConfig(), p.tools.schemas())
 	if err != nil {
 		return err
 	}
@@ -495,6 +552,9 @@ func (p *parts) toolexec(context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.tool.SetMetrics(p.ob.metrics)
+	p.tool.SetHealth(p.tools.mcpHealth)
+	p.tool.SetCatalog(p.tools.mcpCatalog)
 	_, err = p.rt.AddStage(p.tool.Stage())
 	return err
 }
@@ -507,19 +567,16 @@ func (p *parts) watchTools() {
 	}
 	wctx, stop := context.WithCancel(context.Background())
 	p.sys.closers = append(p.sys.closers, stop)
-	go p.tools.watch(wctx, func() {
-		if p.llm != nil {
-			p.llm.SetTools(p.tools.specs())
-		}
-		if p.tool != nil {
-			fw, err := firewall.New(p.o.Firewall, p.tools.schemas())
-			if err != nil {
-				p.log.Error("firewall rebuild after tool discovery", "err", err)
-				return
-			}
-			p.tool.SetFirewall(fw)
-		}
-	})
+	// MCP changes made while the stages were built.
+	p.toolsReady.Store(true)
+	if p.tools.mcp != nil {
+		p.mcpChanged()
+	}
+	go p.tools.watch(wctx, p.toolsChanged)
+	if p.llm != nil && p.tool == nil {
+		// The MCP tools of a toolexec in another process.
+		go p.tools.watchCatalog(wctx, p.toolsChanged)
+	}
 }
 
 func (p *parts) persist(ctx context.Context) error {
@@ -531,7 +588,11 @@ func (p *parts) persist(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gc := memory.NewGroupCommitter(store, 256)
+	var committed memory.Store = store
+	if p.ob.metrics != nil {
+		committed = obs.Store{Store: store, Metrics: p.ob.metrics}
+	}
+	gc := memory.NewGroupCommitter(committed, 256)
 	p.sys.closers = append(p.sys.closers, func() { _ = gc.Close(); _ = store.Close() })
 	outcomes, err := p.rt.Terminals(StagePersist)
 	if err != nil {
@@ -578,7 +639,8 @@ func (p *parts) ingest(context.Context) error {
 		return err
 	}
 	srv, err := ingest.New(icfg, ingest.Deps{NC: nc, JS: js, Auth: auth, Conversations: conversations{&persist.Client{NC: nc}}, Limits: limits,
-		Outcomes: outcomes, Idempotency: idem}, p.log.With("stage", StageIngest))
+		Outcomes: outcomes, Idempotency: idem,
+		Observe: ingest.Observe{Metrics: p.ob.metrics, MetricsHandler: p.ob.handler(), Tracer: p.ob.tracer}}, p.log.With("stage", StageIngest))
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,15 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/agentbus/agentbus/internal/mcpclient"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/tools"
 	"github.com/agentbus/agentbus/stage/toolexec"
@@ -52,6 +56,15 @@ type toolset struct {
 	log  *slog.Logger
 	// refused are discovered tools the operator did not allow (logged once).
 	refused map[string]bool
+
+	mu sync.Mutex // guards the fields below
+	// mcp runs the tools file's MCP servers (toolexec's process only).
+	mcp *mcpclient.Manager
+	// mcpTools are the MCP tools registered in reg, by name.
+	mcpTools map[string]*mcpclient.Tool
+	// catalog are the MCP tools a toolexec in another process offers
+	// (llm without toolexec).
+	catalog []tools.Spec
 }
 
 // builtins returns the built-in tools for cfg.
@@ -163,11 +176,23 @@ func (t *toolset) watch(ctx context.Context, changed func()) {
 	}
 }
 
+// specs are the tools offered to the model: the registered ones, without
+// the MCP tools whose server is down, and the MCP tools of a toolexec in
+// another process.
 func (t *toolset) specs() []provider.ToolSpec {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var out []provider.ToolSpec
 	for _, s := range t.reg.Specs() {
+		if mt, ok := t.mcpTools[s.Name]; ok && !mt.Available() {
+			continue
+		}
 		out = append(out, provider.ToolSpec{Name: s.Name, Description: s.Description, Parameters: s.Parameters})
 	}
+	for _, s := range t.catalog {
+		out = append(out, provider.ToolSpec{Name: s.Name, Description: s.Description, Parameters: s.Parameters})
+	}
+	slices.SortFunc(out, func(a, b provider.ToolSpec) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -175,6 +200,11 @@ func (t *toolset) schemas() map[string]json.RawMessage { return t.reg.Schemas() 
 
 // Execute implements toolexec.Executor.
 func (t *toolset) Execute(ctx context.Context, name string, args json.RawMessage) (string, error) {
-	// Result.Output is what the model sees, "error: ..." included.
-	return t.exec.Execute(ctx, name, args).Output, nil
+	// Result.Output is what the model sees, "error: ..." included; an
+	// unavailable tool (its MCP server down) ends the turn instead.
+	res := t.exec.Execute(ctx, name, args)
+	if errors.Is(res.Err, tools.ErrUnavailable) {
+		return res.Output, res.Err
+	}
+	return res.Output, nil
 }

@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	cachekv "github.com/agentbus/agentbus/internal/cache/kvstore"
+	"github.com/nats-io/nkeys"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -144,6 +147,13 @@ func TestStageIdentitiesStayInTheirLane(t *testing.T) {
 			messages.SubjectHistory, "$KV." + app.RateLimitBucket + ".u"}},
 		{app.StagePersist, []string{messages.Subject(messages.EventGenerated, "r"), messages.Subject(messages.EventAdmitted, "r"),
 			messages.StreamSubject("r"), "$JS.API.CONSUMER.DELETE." + messages.StreamTurns + ".agentbus-llm-admitted"}},
+	}
+	// The response cache is the llm identity's alone: nobody else may
+	// read an answer from it or plant one.
+	for i := range cases {
+		if cases[i].role != app.StageLLM {
+			cases[i].forbids = append(cases[i].forbids, "$KV."+cachekv.Bucket+".k", "$JS.API.DIRECT.GET.KV_"+cachekv.Bucket+".$KV."+cachekv.Bucket+".k")
+		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.role, func(t *testing.T) {
@@ -333,5 +343,26 @@ func TestRedriveRefusesForgedDeadLetters(t *testing.T) {
 				t.Fatalf("ok=%v err=%v", tc.ok, err)
 			}
 		})
+	}
+}
+
+// Every role's user JWT fits in a CONNECT line of the server's
+// max_control_line with room for the rest of CONNECT (name, version,
+// signature of the nonce): a role whose contract grows past it would be
+// refused at connect.
+func TestCredentialsFitTheControlLine(t *testing.T) {
+	sys := startSystem(t, nil)
+	for _, r := range app.Roles {
+		b, err := os.ReadFile(apptest.CredsFile(t, sys, r, r+"-with-a-long-instance-name-0123456789", app.GrantOptions{Tools: []string{"weather", "forecast"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		jwt, err := nkeys.ParseDecoratedJWT(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(jwt) + 1024; n > pipeline.MaxControlLine/2 {
+			t.Errorf("role %s: a JWT of %d bytes leaves too little room in a %d-byte control line (keep it under half)", r, len(jwt), pipeline.MaxControlLine)
+		}
 	}
 }

@@ -396,6 +396,11 @@ func serve(env Env, args []string, stages []string, name string) error {
 	quotaUserReq := f.integer("quota-user-requests", 0, "requests per user per UTC day (0 = unlimited)")
 	quotaUserTok := f.integer("quota-user-tokens", 0, "tokens per user per UTC day (0 = unlimited)")
 	quotaModelTok := f.integer("quota-model-tokens", 0, "tokens per model per UTC day, all users (0 = unlimited)")
+	cacheTTL := f.duration("cache-ttl", o.Cache.TTL, "how long the llm stage's response cache keeps an answer (0: cache off; keys and requests opt in, see docs/operations.md)")
+	cacheMaxBytes := f.size("cache-max-bytes", o.Cache.MaxBytes, "bound of the response cache (oldest entries dropped first)")
+	cacheMaxEntries := f.integer("cache-max-entries", int(o.Cache.MaxEntries), "most answers in the response cache (oldest dropped first)")
+	cacheMaxEntry := f.size("cache-max-entry-bytes", int64(o.Cache.MaxEntryBytes), "largest answer the response cache keeps")
+	cacheShared := f.boolean("cache-shared", false, "let all users share response cache entries (default: each user's own)")
 	fetchHosts := f.str("fetch-allow-hosts", "", "comma-separated hosts the http_fetch tool may reach (empty: tool disabled)")
 	remoteTools := f.str("remote-tools", "", "comma-separated names of remote tools (NATS micro service agentbus-tools) the model may be offered; discovery alone allows none")
 	natsCreds := f.str("nats-creds", "", "NATS credentials file for every connection of this process (see agentbus nats creds); default: with the embedded server or an authority in --data, one identity per stage")
@@ -406,6 +411,12 @@ func serve(env Env, args []string, stages []string, name string) error {
 	natsCert := f.str("nats-cert", "", "client certificate (PEM) for an external NATS server that requires mutual TLS")
 	natsKey := f.str("nats-key", "", "client key (PEM) for --nats-cert")
 	toolsFile := toolsFlag(f)
+	metricsListen := f.str("metrics-listen", "", "extra listen address serving GET /metrics (Prometheus); default none (with ingest, /metrics is on the HTTP listener)")
+	metricsUsers := f.str("metrics-users", "", "comma-separated users that get their own label value in the metrics (default: the first --metrics-max-users seen; the rest are \"other\")")
+	metricsMaxUsers := f.integer("metrics-max-users", o.Observe.Labels.MaxUsers, "without --metrics-users: how many distinct users get their own label value (0: all \"other\")")
+	traceContent := f.boolean("trace-content", false, "put prompts and answers on the model call spans (OTEL_* configures the exporter; tracing is off when it names none)")
+	prices := f.str("prices", "", "price table (JSON: US dollars per million input and output tokens per model; see docs/operations.md): cost on completed events, the spend ledger, agentbus usage")
+	budget := f.float("budget-usd", 0, "daily spend limit of each API key in US dollars (needs --prices; 0 = none): over it a turn gets 429 budget_exceeded until 00:00 UTC")
 	lf := addLogFlags(f)
 	version := f.str("version-tag", "dev", "version reported by health")
 	if err := f.parse(args); err != nil {
@@ -451,6 +462,8 @@ func serve(env Env, args []string, stages []string, name string) error {
 	o.Quota.PerUserRequests = int64(*quotaUserReq)
 	o.Quota.PerUserTokens = int64(*quotaUserTok)
 	o.Quota.PerModelTokens = int64(*quotaModelTok)
+	o.Cache.TTL, o.Cache.MaxBytes, o.Cache.MaxEntries, o.Cache.MaxEntryBytes = *cacheTTL, *cacheMaxBytes, int64(*cacheMaxEntries), int32(min(*cacheMaxEntry, 1<<30))
+	o.CacheShared = *cacheShared
 	if *fetchHosts != "" {
 		o.Tools.FetchAllowHosts = strings.Split(*fetchHosts, ",")
 	}
@@ -464,6 +477,14 @@ func serve(env Env, args []string, stages []string, name string) error {
 	if o.Firewall, err = loadTools(*toolsFile); err != nil {
 		return err
 	}
+	o.Observe.MetricsListen = *metricsListen
+	if *metricsUsers != "" {
+		o.Observe.Labels.Users = strings.Split(*metricsUsers, ",")
+	}
+	o.Observe.Labels.MaxUsers = *metricsMaxUsers
+	o.Observe.TraceContent = *traceContent
+	o.Observe.PricesFile = *prices
+	o.Observe.BudgetUSD = *budget
 	ctx, cancel := signalContext()
 	defer cancel()
 	defer ignoreHangups(log)()

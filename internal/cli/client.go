@@ -292,6 +292,7 @@ func keys(env Env, args []string) error {
 	rpm := f.Int("rpm", 0, "the key's own requests per minute (create; 0 = the user's limit)")
 	tpm := f.Int("tpm", 0, "the key's own tokens per minute (create; 0 = the user's limit)")
 	models := f.String("models", "", "comma-separated models the key may use (create; empty = every model)")
+	cache := f.Bool("cache", false, "let the key's turns use the response cache (create; deterministic calls, or any a request marks \"cache\": true)")
 	lead, args := leadingArgs(args)
 	if err := f.parse(args); err != nil {
 		return err
@@ -319,7 +320,7 @@ func keys(env Env, args []string) error {
 				allowed = append(allowed, m)
 			}
 		}
-		plain, rec, err := apikey.IssueModels(ctx, store, *user, *rpm, *tpm, allowed)
+		plain, rec, err := apikey.IssueWith(ctx, store, *user, apikey.Options{RPM: *rpm, TPM: *tpm, Models: allowed, Cache: *cache})
 		if err != nil {
 			return err
 		}
@@ -332,7 +333,7 @@ func keys(env Env, args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tUSER\tRPM\tTPM\tMODELS\tCREATED\tSTATUS")
+		fmt.Fprintln(tw, "ID\tUSER\tRPM\tTPM\tMODELS\tCACHE\tCREATED\tSTATUS")
 		for _, r := range recs {
 			st := "active"
 			if r.Revoked {
@@ -342,7 +343,7 @@ func keys(env Env, args []string) error {
 			if len(r.Models) > 0 {
 				ms = strings.Join(r.Models, ",")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.User, r.RPM, r.TPM, ms, r.CreatedAt.Format(time.RFC3339), st)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%t\t%s\t%s\n", r.ID, r.User, r.RPM, r.TPM, ms, r.Cache, r.CreatedAt.Format(time.RFC3339), st)
 		}
 		return tw.Flush()
 	case "revoke":

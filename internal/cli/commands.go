@@ -30,7 +30,7 @@ func init() { // a var initializer would refer to itself through help and comple
 			run: func(env Env, args []string) error { return serve(env, args, app.AllStages, "agentbus") }},
 		{name: "chat", args: `[flags] "text"`, summary: "send a chat turn, print the answer", run: chat},
 		{name: "keys", args: "create|list|revoke", summary: "manage API keys in the running system", run: keys, subs: []command{
-			{name: "create", args: "--user NAME [--rpm N] [--tpm N] [--models a,b] [flags]", summary: "issue a key for a user; the key is printed once"},
+			{name: "create", args: "--user NAME [--rpm N] [--tpm N] [--models a,b] [--cache] [flags]", summary: "issue a key for a user; the key is printed once"},
 			{name: "list", args: "[flags]", summary: "list keys: ids, users, limits, status (never the secrets)"},
 			{name: "revoke", args: "KEY_ID [flags]", summary: "revoke a key"},
 		}},
@@ -52,7 +52,8 @@ func init() { // a var initializer would refer to itself through help and comple
 			{name: "config", args: "[--out FILE]", summary: "write the trust configuration of an external NATS server or cluster node (include it from nats-server.conf)"},
 			{name: "permissions", args: "[--role ROLE]", summary: "print what each role may publish and subscribe to"},
 		}},
-		{name: "bench", args: "[-n N] [-c C] [--json]", summary: "measure the pipeline against raw JetStream on an embedded server", run: benchCmd},
+		{name: "usage", args: "[--user U] [--since 7d] [--json] [flags]", summary: "spend per day, API key, user and model: calls, tokens, cost (serve with --prices)", run: usageCmd},
+		{name: "bench", args: "[-n N] [-c 1,16,64] [--json] [--cpuprofile FILE]", summary: "measure the pipeline against raw JetStream on an embedded server", run: benchCmd},
 		{name: "completion", args: "bash|zsh", summary: "print a shell completion script", run: completion},
 		{name: "help", args: "[COMMAND [SUBCOMMAND]]", summary: "print this help, or a command's", run: helpCmd},
 	}

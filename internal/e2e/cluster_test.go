@@ -51,7 +51,7 @@ func freePort(t *testing.T) int {
 func (n *node) start(t *testing.T) {
 	t.Helper()
 	o := &server.Options{ServerName: n.name, Host: "127.0.0.1", Port: n.port, JetStream: true, StoreDir: n.dir, NoSigs: true, NoLog: true,
-		Cluster: server.ClusterOpts{Name: "agentbus", Host: "127.0.0.1", Port: n.cport}, Routes: n.routes, MaxPayload: pipeline.MaxPayload}
+		Cluster: server.ClusterOpts{Name: "agentbus", Host: "127.0.0.1", Port: n.cport}, Routes: n.routes, MaxPayload: pipeline.MaxPayload, MaxControlLine: pipeline.MaxControlLine}
 	if err := n.authority.ConfigureServer(o); err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,11 @@ type Config struct {
 	// MaxArgBytes bounds the raw arguments of one call (default 64 KiB, at
 	// most 16 MiB).
 	MaxArgBytes int `json:"max_arg_bytes,omitempty" yaml:"max_arg_bytes,omitempty"`
+	// MCPServers declares Model Context Protocol servers by name: the
+	// toolexec stage connects to each and offers the model the tools its
+	// Allow patterns admit, as "<server>__<tool>" (see MCPServer and
+	// docs/mcp.md). Default: none.
+	MCPServers map[string]MCPServer `json:"mcp_servers,omitempty" yaml:"mcp_servers,omitempty"`
 }
 
 // Validate reports every problem of the configuration, joined; each wraps
@@ -121,6 +126,7 @@ func (c Config) Validate() error {
 		seen[key] = name
 		c.Tools[name].validate(&p, "tools."+name)
 	}
+	validateMCPServers(&p, c.MCPServers)
 	return p.err()
 }
 

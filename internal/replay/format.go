@@ -99,6 +99,7 @@ func details(b *strings.Builder, ev Event) error {
 			writeResults(b, g.Steps, g.ToolVerdicts)
 		default:
 			fmt.Fprintf(b, " tokens=%d", g.Usage.TotalTokens)
+			writeCache(b, g.CacheUse)
 			if last, ok := g.Final(); ok {
 				fmt.Fprintf(b, " answer=%s", quote(last.Content))
 			}
@@ -112,7 +113,9 @@ func details(b *strings.Builder, ev Event) error {
 		for _, s := range c.Steps {
 			n += len(s.ToolCalls)
 		}
-		fmt.Fprintf(b, " user=%s model=%s tools=%d tokens=%d answer=%s", orDash(c.User), orDash(c.Model), n, c.Usage.TotalTokens, quote(c.Message.Content))
+		fmt.Fprintf(b, " user=%s model=%s tools=%d tokens=%d", orDash(c.User), orDash(c.Model), n, c.Usage.TotalTokens)
+		writeCache(b, c.Cache)
+		fmt.Fprintf(b, " answer=%s", quote(c.Message.Content))
 	case messages.EventFailed:
 		var f messages.Failed
 		if err := json.Unmarshal(ev.Data, &f); err != nil {
@@ -218,4 +221,15 @@ func cut(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// writeCache shows what the response cache did for a turn: "cache=hit
+// saved_tokens=42", or "cache=miss".
+func writeCache(b *strings.Builder, c *messages.CacheUse) {
+	if st := c.Status(); st != "" {
+		fmt.Fprintf(b, " cache=%s", st)
+		if c.Saved.TotalTokens > 0 {
+			fmt.Fprintf(b, " saved_tokens=%d", c.Saved.TotalTokens)
+		}
+	}
 }

@@ -434,6 +434,18 @@ func TestFormat(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a cache hit", func(t *testing.T) {
+		b, _ := json.Marshal(messages.Completed{RequestID: "r9", ConversationID: "c9", Model: "m1", Usage: messages.Usage{TotalTokens: 30},
+			Message: messages.Message{Role: messages.RoleAssistant, Content: "42"},
+			Cache:   &messages.CacheUse{Hits: 1, Saved: messages.Usage{TotalTokens: 30}}})
+		var out strings.Builder
+		if err := Format(&out, NewEvent(9, "agentbus.turn.completed.r9", t0, b, nil)); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "tokens=30 cache=hit saved_tokens=30 answer=\"42\"") {
+			t.Fatalf("line %q", out.String())
+		}
+	})
 	t.Run("undecodable and foreign", func(t *testing.T) {
 		var b strings.Builder
 		_ = Format(&b, NewEvent(7, "agentbus.turn.completed.rx", t0, []byte(`{"conversation_id":"c9","message":5}`), nil))

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"github.com/agentbus/agentbus/pipeline"
 	"io"
 	"log/slog"
 	"os"
@@ -31,7 +32,7 @@ func NATSServerAt(t testing.TB, dir string, port int) *server.Server {
 // options.
 func NATSServerWith(t testing.TB, dir string, port int, configure func(*server.Options) error) *server.Server {
 	t.Helper()
-	o := &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true}
+	o := &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true, MaxControlLine: pipeline.MaxControlLine}
 	if configure != nil {
 		if err := configure(o); err != nil {
 			t.Fatal(err)

@@ -132,8 +132,18 @@ func NewExecutor(reg *Registry, cfg ExecutorConfig) (*Executor, error) {
 	return &Executor{reg: reg, cfg: cfg, sems: map[string]chan struct{}{}}, nil
 }
 
-func (e *Executor) limits(name string) Limits {
-	l := e.cfg.PerTool[name]
+// Limited is a tool that brings its own limits (an MCP server's tools):
+// its non-zero fields override the executor's defaults; PerTool still
+// wins.
+type Limited interface {
+	Limits() Limits
+}
+
+func (e *Executor) limits(t Tool, name string) Limits {
+	l, ok := e.cfg.PerTool[name]
+	if lt, isLimited := t.(Limited); isLimited && !ok {
+		l = lt.Limits()
+	}
 	if l.Timeout == 0 {
 		l.Timeout = e.cfg.Timeout
 	}
@@ -168,7 +178,7 @@ func (e *Executor) Execute(ctx context.Context, name string, args json.RawMessag
 		return failed(fmt.Errorf("%w: %q", ErrUnknownTool, name), start)
 	}
 	canon := t.Spec().Name
-	lim := e.limits(canon)
+	lim := e.limits(t, canon)
 	ctx, cancel := context.WithTimeout(ctx, lim.Timeout)
 	defer cancel()
 

@@ -40,6 +40,12 @@ var (
 	ErrDuplicate = errors.New("tools: duplicate tool name")
 	// ErrUnknownTool is wrapped when a call names no registered tool.
 	ErrUnknownTool = errors.New("tools: unknown tool")
+	// ErrUnavailable is wrapped by a tool whose server is down, or whose
+	// connection broke during the call (the call did not run, or its
+	// outcome is unknown). Unlike the tool's own errors it is not shown to
+	// the model: the toolexec stage ends the turn with
+	// service_unavailable.
+	ErrUnavailable = errors.New("tool unavailable")
 )
 
 // Func adapts a function to a Tool.
@@ -117,6 +123,17 @@ func validateSpec(s Spec) error {
 		return fmt.Errorf("%w: %s: parameters must be a JSON Schema object: %v", ErrInvalidSpec, s.Name, err)
 	}
 	return nil
+}
+
+// Unregister removes the tool called name (compared after normalisation)
+// and reports whether it was registered.
+func (r *Registry) Unregister(name string) bool {
+	key := firewall.NormalizeName(name)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.tools[key]
+	delete(r.tools, key)
+	return ok
 }
 
 // Lookup returns the tool called name (compared after normalisation).

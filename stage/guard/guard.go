@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 )
@@ -79,6 +80,9 @@ type Handler struct {
 	Log       *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Metrics counts verdicts by rule and rate-limit rejections by tier;
+	// nil: none.
+	Metrics *obs.Metrics
 }
 
 // Stage returns the pipeline stage.
@@ -156,6 +160,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	if h.Sanitizer != nil {
 		j := h.Sanitizer.Check(t.Messages)
+		h.Metrics.GuardVerdict(j.Verdict, j.Rules)
 		v.Score, v.Rules = j.Score, j.Rules
 		switch j.Verdict {
 		case "block":
@@ -203,6 +208,7 @@ func passageAttrs(p *messages.Passage) []any {
 }
 
 func (h *Handler) rejectRate(t *messages.Turn, tier string, retry time.Duration, headers map[string]string) ([]*message.Message, error) {
+	h.Metrics.LimitRejected(Stage, obs.LimitRate, tier)
 	reason := fmt.Sprintf("rate limit exceeded (%s); retry after %.1fs", tier, retry.Seconds())
 	return h.reject(t, messages.CodeRateLimited, http.StatusTooManyRequests, reason, []string{"ratelimit." + tier}, 0, headers, retry)
 }

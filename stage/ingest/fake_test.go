@@ -43,7 +43,7 @@ type fakeOpenAI struct {
 
 const fakeKey = "sk-test-0123456789abcdefghij"
 
-func newFakeOpenAI(t *testing.T) *fakeOpenAI {
+func newFakeOpenAI(t testing.TB) *fakeOpenAI {
 	f := &fakeOpenAI{}
 	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.Close)
@@ -236,7 +236,7 @@ func exampleOf(schema any) any {
 }
 
 // providersFile writes a provider configuration file and returns its path.
-func providersFile(t *testing.T, cfg string) string {
+func providersFile(t testing.TB, cfg string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "providers.json")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
@@ -249,7 +249,7 @@ func providersFile(t *testing.T, cfg string) string {
 // fake-alias (f, a healthy provider whose breaker does not open in a test)
 // and flaky-1 (f again, behind a breaker that opens at the first failure
 // and stays open).
-func fakeProviders(t *testing.T, f *fakeOpenAI) func(*app.Options) {
+func fakeProviders(t testing.TB, f *fakeOpenAI) func(*app.Options) {
 	cfg := fmt.Sprintf(`{"providers":[
 	  {"name":"offline","kind":"offline"},
 	  {"name":"fake","kind":"openai","base_url":%q,"api_key_env":"FAKE_KEY","model":"fake-1","aliases":{"fake-alias":"fake-1"},
@@ -271,7 +271,7 @@ func fakeProviders(t *testing.T, f *fakeOpenAI) func(*app.Options) {
 
 // startWith starts a system with the test defaults and mods applied in
 // order.
-func startWith(t *testing.T, mods ...func(*app.Options)) *app.System {
+func startWith(t testing.TB, mods ...func(*app.Options)) *app.System {
 	t.Helper()
 	return apptest.Start(t, func(o *app.Options) {
 		for _, m := range mods {

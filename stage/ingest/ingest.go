@@ -29,10 +29,12 @@ import (
 	"time"
 
 	apikv "github.com/agentbus/agentbus/internal/apikey/kvstore"
+	"github.com/agentbus/agentbus/internal/obs"
 	rlkv "github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Stage is the stage name.
@@ -164,6 +166,9 @@ type Identity struct {
 	// Models, when set, are the only models the caller may use (and
 	// list); empty: every model.
 	Models []string
+	// Cache lets the caller's turns use the response cache (for
+	// deterministic calls, unless a request asks for it explicitly).
+	Cache bool
 }
 
 // Authenticator checks the Authorization header. Its errors are shown to
@@ -210,6 +215,8 @@ type Deps struct {
 	// is refused here with 429 and never reaches the stream. Nil: the
 	// guard alone decides.
 	Limits RateCheck
+	// Observe is the entry's metrics, tracing and access log.
+	Observe Observe
 }
 
 // RateCheck reads the shared rate-limit state without spending it.
@@ -236,6 +243,8 @@ type Server struct {
 	inflight chan struct{}
 	// catalog is the llm stage's model catalog.
 	catalog *catalog
+	observe Observe
+	tracer  trace.Tracer
 }
 
 // New builds the server.
@@ -250,6 +259,10 @@ func New(cfg Config, d Deps, log *slog.Logger) (*Server, error) {
 		catalog: &catalog{nc: d.NC, ttl: cfg.CatalogTTL, timeout: cfg.CatalogTimeout}}
 	if d.Outcomes != nil {
 		s.terms = d.Outcomes
+	}
+	s.observe = d.Observe
+	if d.Observe.Tracer != nil {
+		s.tracer = d.Observe.Tracer.Tracer("github.com/agentbus/agentbus/stage/ingest")
 	}
 	s.routes()
 	return s, nil
@@ -328,6 +341,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 // identity, publishes it and answers out with the outcome (a completion, a
 // stream of chunks, or an OpenAI-style error).
 func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt requestOptions, endpoint string, out reply) {
+	out = s.observed(ctx, out)
 	conv := opt.Conversation
 	timeout, err := s.timeoutFor(opt)
 	if err != nil {
@@ -369,6 +383,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		Model:          req.Model,
 		Params:         req.Params,
 		ClientTools:    req.Tools,
+		Cache:          cacheFor(id, req.Cache, opt.CacheControl),
 		Messages:       req.Messages,
 		Stream:         req.Stream,
 		CreatedAt:      time.Now().UTC(),
@@ -379,6 +394,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 		out.error(e.status, e.code, e.msg, paramOrNil(e.param))
 		return
 	}
+	noteTurn(ctx, out, &turn)
 	encoded, err := json.Marshal(&turn)
 	if err != nil {
 		out.error(http.StatusBadRequest, "invalid_request", "the request cannot be encoded", nil)
@@ -398,6 +414,7 @@ func (s *Server) serveTurn(ctx context.Context, id Identity, body []byte, opt re
 			// The guard decides (and fails closed or open as configured).
 			s.log.Debug("rate-limit pre-check unavailable", "request_id", rid, "err", err)
 		case !ok:
+			s.observe.Metrics.LimitRejected(Stage, obs.LimitRate, tier)
 			setRetryHeaders(out, retry.Milliseconds(), headers)
 			out.error(http.StatusTooManyRequests, messages.CodeRateLimited, "rate limit exceeded ("+tier+"); retry after "+retry.Round(time.Millisecond).String(), nil)
 			return
@@ -479,6 +496,7 @@ func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b
 	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
 	m.Header.Set(messages.HeaderCorrelationID, rid)
 	m.Header.Set(messages.HeaderEvent, messages.EventReceived)
+	pipeline.InjectTrace(ctx, m.Header)
 	if !deadline.IsZero() {
 		m.Header.Set(messages.HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
 	}
@@ -505,6 +523,10 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
 			return true
 		}
+		if st := c.Cache.Status(); st != "" {
+			out.setHeader(HeaderCache, st)
+		}
+		noteCompleted(out, &c)
 		out.json(http.StatusOK, completionResponse(&c))
 	case messages.EventRejected:
 		var rj messages.Rejected
@@ -512,6 +534,7 @@ func (s *Server) answer(out reply, t *messages.Turn, m *nats.Msg) bool {
 			out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable rejection", nil)
 			return true
 		}
+		noteRejected(out, &rj)
 		setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
 		out.error(statusOr(rj.Status, 400), rj.Code, rj.Reason, paramOrNil(rj.Param))
 	case messages.EventFailed:

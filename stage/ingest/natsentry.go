@@ -41,7 +41,9 @@ func (s *Server) natsChat(req micro.Request) {
 	}
 	h := req.Headers()
 	body := req.Data()
+	ctx, end := s.natsObserved(ctx, rid, http.Header(h))
 	go func() {
+		defer end()
 		defer func() { <-s.inflight }()
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.ReplyTimeout+10*time.Second)
 		defer cancel()

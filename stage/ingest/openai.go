@@ -27,6 +27,9 @@ type chatRequest struct {
 	Params       messages.Params
 	// Tools are the client's own function tools (OpenAI's tools).
 	Tools []messages.ToolDef
+	// Cache is agentbus's "cache" extension: true asks for the response
+	// cache (at any temperature), false refuses it; nil: the key decides.
+	Cache *bool
 }
 
 // requestError is a refused request, as OpenAI words it: status, code,
@@ -126,6 +129,17 @@ func parseChat(body []byte, o parseOptions) (chatRequest, *requestError) {
 	p := &req.Params
 	for _, k := range names {
 		v := fields[k]
+		if k == "cache" { // agentbus's extension, never forwarded
+			if isNull(v) {
+				continue
+			}
+			var b bool
+			if json.Unmarshal(v, &b) != nil {
+				return req, typeErr("cache", "a boolean", v)
+			}
+			req.Cache = &b
+			continue
+		}
 		kind, known := openAIParams[k]
 		switch {
 		case !known && o.allowUnknown:

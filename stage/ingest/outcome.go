@@ -38,10 +38,36 @@ type requestOptions struct {
 	Conversation   string
 	IdempotencyKey string
 	Timeout        string
+	CacheControl   string
 }
 
 func optionsFrom(get func(string) string) requestOptions {
-	return requestOptions{Conversation: get(HeaderConversation), IdempotencyKey: get(HeaderIdempotencyKey), Timeout: get(HeaderRequestTimeout)}
+	return requestOptions{Conversation: get(HeaderConversation), IdempotencyKey: get(HeaderIdempotencyKey), Timeout: get(HeaderRequestTimeout),
+		CacheControl: get(HeaderCacheControl)}
+}
+
+// cacheFor is the turn's use of the response cache: the request's "cache"
+// field when present, else the key's setting; Cache-Control no-store
+// turns it off, no-cache makes it refresh.
+func cacheFor(id Identity, body *bool, cacheControl string) *messages.CacheRequest {
+	var c *messages.CacheRequest
+	switch {
+	case body != nil && *body:
+		c = &messages.CacheRequest{Explicit: true}
+	case body == nil && id.Cache:
+		c = &messages.CacheRequest{}
+	}
+	for d := range strings.SplitSeq(strings.ToLower(cacheControl), ",") {
+		switch strings.TrimSpace(d) {
+		case "no-store":
+			return nil
+		case "no-cache":
+			if c != nil {
+				c.Refresh = true
+			}
+		}
+	}
+	return c
 }
 
 // timeout is how long the request may take: X-Request-Timeout when set
@@ -107,6 +133,7 @@ func (s *Server) reserve(ctx context.Context, user, key string, e idemEntry) (pr
 // that turn's outcome (waiting for it when it has none yet), never a
 // second run.
 func (s *Server) resume(ctx context.Context, out reply, prior idemEntry, stream, usage bool) {
+	noteCache(out, "idempotent_replay")
 	out.setHeader("X-Request-Id", prior.RequestID)
 	out.setHeader("X-Conversation-Id", prior.ConversationID)
 	t := messages.Turn{RequestID: prior.RequestID, ConversationID: prior.ConversationID, Model: prior.Model, CreatedAt: prior.CreatedAt, Deadline: prior.Deadline, Stream: stream}

@@ -86,6 +86,15 @@ const (
 	HeaderAuthorization = "Authorization"
 	// HeaderConversation continues a conversation (as X-Conversation-Id).
 	HeaderConversation = "X-Conversation-Id"
+	// HeaderCache, on an answer of a turn that may use the response
+	// cache: "hit" (every model call answered from the cache), "miss" or
+	// "bypass" (see messages.CacheUse.Status). A stream's describes its
+	// first model call.
+	HeaderCache = "X-Cache"
+	// HeaderCacheControl, on a request: "no-cache" answers from the
+	// provider and refreshes the cache; "no-store" neither reads nor
+	// writes it.
+	HeaderCacheControl = "Cache-Control"
 )
 
 // natsReply answers a NATS entry request on its reply subject: one message

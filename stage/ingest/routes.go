@@ -36,7 +36,7 @@ func requestID(ctx context.Context) string {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, rid := withRequestID(r.Context())
 	w.Header().Set("X-Request-Id", rid)
-	s.mux.ServeHTTP(w, r.WithContext(ctx))
+	s.serveObserved(w, r.WithContext(ctx), rid)
 }
 
 // routes registers the endpoints. A known path with a method it does not
@@ -49,6 +49,9 @@ func (s *Server) routes() {
 	s.mux.Handle("/health", methods{http.MethodGet: s.health})
 	s.mux.Handle("/health/live", methods{http.MethodGet: s.live})
 	s.mux.Handle("/health/ready", methods{http.MethodGet: s.ready})
+	if h := s.observe.MetricsHandler; h != nil {
+		s.mux.Handle("/metrics", methods{http.MethodGet: h.ServeHTTP})
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "unknown_url", fmt.Sprintf("Invalid URL (%s %s)", r.Method, truncate(r.URL.Path, 256)), nil)
 	})

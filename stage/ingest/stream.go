@@ -62,6 +62,10 @@ func (s *sse) delta(m *nats.Msg) {
 	if json.Unmarshal(m.Data, &d) != nil || d.Error != "" {
 		return
 	}
+	if d.Cache != "" && !s.out.streaming() {
+		// The stream's headers describe its first model call.
+		s.out.setHeader(HeaderCache, d.Cache)
+	}
 	// Core NATS keeps the order of one publisher, and the model calls of a
 	// turn follow each other: write in arrival order.
 	s.content(d.Content)
@@ -105,7 +109,11 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 					out.error(http.StatusInternalServerError, messages.CodeInternal, "undecodable completion", nil)
 					return
 				}
+				noteCompleted(out, &c)
 				s.model = c.Model
+				if st := c.Cache.Status(); st != "" && !out.streaming() {
+					out.setHeader(HeaderCache, st)
+				}
 				s.start()
 				// Whatever the deltas did not carry (a tool round, a
 				// reused result after redelivery, a lost core message).
@@ -133,6 +141,7 @@ func (srv *Server) stream(ctx interface{ Done() <-chan struct{} }, out reply, t 
 			case messages.EventRejected:
 				var rj messages.Rejected
 				_ = json.Unmarshal(m.Data, &rj)
+				noteRejected(out, &rj)
 				if !out.streaming() {
 					setRetryHeaders(out, rj.RetryAfterMS, rj.RateLimit)
 				}

@@ -29,8 +29,12 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/internal/cache"
+	"github.com/agentbus/agentbus/internal/cache/kvstore"
+	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
+	"github.com/agentbus/agentbus/internal/spend"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
@@ -48,13 +52,15 @@ const QuotaBucket = "agentbus_quota"
 // Contract is what the llm stage does on the bus: it consumes admitted
 // turns and tool results, produces tool calls, answers and failures,
 // publishes streaming deltas, reads conversation history from persist,
-// discovers remote tools, and writes its step records and quota counters.
+// discovers remote tools, and writes its step records, quota counters and
+// response cache (no other identity may read or write the cache).
 var Contract = pipeline.Contract{
-	Stage:      Stage,
-	Consumes:   []string{messages.EventAdmitted, messages.EventTooled},
-	Produces:   []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
-	KV:         []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}},
-	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService},
+	Stage:    Stage,
+	Consumes: []string{messages.EventAdmitted, messages.EventTooled},
+	Produces: []string{messages.EventToolCalls, messages.EventGenerated, messages.EventFailed},
+	KV: []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}, {Bucket: spend.Bucket, Write: true},
+		{Bucket: kvstore.Bucket, Write: true}},
+	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService, messages.SubjectToolCatalog},
 	Subscribes: []string{messages.SubjectModels, messages.CancelSubject("*")},
 }
 
@@ -117,11 +123,14 @@ type Handler struct {
 	tools    atomic.Pointer[[]provider.ToolSpec]
 	history  History
 	quota    Quota
+	cache    *cache.Cache
 	nc       *nats.Conn
 	steps    *pipeline.StepCache
 	log      *slog.Logger
 	// Health reports provider health (breaker states); may be nil.
-	health func() (string, map[string]any)
+	health  func() (string, map[string]any)
+	spend   *Spend
+	metrics *obs.Metrics
 	// calls are the model calls in flight, by request id: a client that
 	// went away cancels its turn's (messages.CancelSubject).
 	calls sync.Map // string -> context.CancelCauseFunc
@@ -137,10 +146,18 @@ type Deps struct {
 	Tools    []provider.ToolSpec
 	History  History // nil: turns with use_history fail clearly
 	Quota    Quota   // nil: no quotas
+	// Cache is the response cache (nil: off; turns that ask for it are
+	// answered by the provider, X-Cache: bypass).
+	Cache *cache.Cache
 	// ProviderHealth reports the providers' health for /health.
 	ProviderHealth func() (status string, detail map[string]any)
 	// Replicas of the result bucket (match the streams). Default 1.
 	Replicas int
+	// Spend prices calls, records them and enforces the daily budget;
+	// nil: no cost.
+	Spend *Spend
+	// Metrics records tokens, cost and limit rejections; nil: none.
+	Metrics *obs.Metrics
 }
 
 // New builds the handler and its result bucket.
@@ -160,8 +177,8 @@ func New(cfg Config, d Deps, nc *nats.Conn, js nats.JetStreamContext, log *slog.
 			cfg.DefaultModel = c.Catalog().Default
 		}
 	}
-	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota,
-		nc: nc, steps: steps, log: log, health: d.ProviderHealth}
+	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota, cache: d.Cache,
+		nc: nc, steps: steps, log: log, health: d.ProviderHealth, spend: d.Spend, metrics: d.Metrics}
 	h.SetTools(d.Tools)
 	if nc != nil {
 		// Every replica hears every cancellation; the one running the
@@ -217,7 +234,10 @@ func (h *Handler) Stage() pipeline.Stage {
 type stepResult struct {
 	Response provider.Response `json:"response"`
 	Failure  *stepFailure      `json:"failure,omitempty"`
-	At       time.Time         `json:"at"`
+	// Cache is the call's cache status (messages.CacheHit, ...), "" when
+	// the turn does not use the cache.
+	Cache string    `json:"cache,omitempty"`
+	At    time.Time `json:"at"`
 }
 
 type stepFailure struct {
@@ -250,24 +270,17 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	}
 	key := resultKey(g.RequestID, round)
 	var res stepResult
-	found, err := h.steps.Get(ctx, key, &res)
+	// One runner per step: a redelivered copy waits while another replica
+	// still calls the provider, and reuses the recorded result after.
+	claim, found, err := h.steps.Begin(ctx, key, h.leaseTTL(ctx), &res)
 	if err == nil && !found {
-		// One runner per step: a redelivered copy waits while another
-		// replica still calls the provider.
-		release, lerr := h.steps.Lease(ctx, key, h.leaseTTL(ctx))
-		if lerr != nil {
-			return nil, lerr
+		if res, err = h.call(ctx, &g, model); err != nil {
+			claim.Release()
+			return nil, err
 		}
-		defer release()
-		// It may have finished between our read and our lease.
-		if found, err = h.steps.Get(ctx, key, &res); err == nil && !found {
-			if res, err = h.call(ctx, &g, model); err != nil {
-				return nil, err
-			}
-			// Recorded whatever the outcome, before anything is published:
-			// a redelivery reuses it and never calls the provider again.
-			err = h.steps.Put(ctx, key, res)
-		}
+		// Recorded whatever the outcome, before anything is published: a
+		// redelivery reuses it and never calls the provider again.
+		err = claim.Put(ctx, res)
 	}
 	if errors.Is(err, pipeline.ErrStepTooLarge) {
 		return h.fail(&g, messages.CodePayloadTooLarge, http.StatusRequestEntityTooLarge, "the model's answer was too large for the bus: "+err.Error(), 0)
@@ -275,10 +288,11 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	if err != nil {
 		return nil, err // KV unreachable: retry, never call the provider blind
 	}
+	annotate(ctx, model, &res)
 	if f := res.Failure; f != nil {
 		return h.failParam(&g, f.Code, f.Status, f.Reason, f.Param, time.Duration(f.RetryAfterMS)*time.Millisecond)
 	}
-	return h.route(&g, round, res.Response)
+	return h.route(&g, round, res)
 }
 
 // leaseTTL is how long a step's lease lasts: the handler's deadline, so a
@@ -297,15 +311,6 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	failed := func(code string, status int, reason string, retry time.Duration) (stepResult, error) {
 		return stepResult{Failure: &stepFailure{Code: code, Status: status, Reason: pipeline.Redact(reason), RetryAfterMS: retry.Milliseconds()}, At: time.Now().UTC()}, nil
 	}
-	if h.quota != nil {
-		if err := h.quota.Admit(ctx, g.User, model); err != nil {
-			var ex *quota.ExceededError
-			if !errors.As(err, &ex) {
-				return stepResult{}, err // shared state unreachable: retry
-			}
-			return failed(messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
-		}
-	}
 	req, err := h.request(ctx, g, model)
 	var clash *toolClashError
 	if errors.As(err, &clash) {
@@ -319,13 +324,44 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	if err != nil {
 		return stepResult{}, err
 	}
+	status, key := h.lookup(g, req)
+	if status == messages.CacheHit {
+		if resp, ok := h.cache.Get(ctx, key); ok {
+			if g.Stream && resp.Message.Content != "" {
+				// Answered from the cache as a stream: the whole content
+				// in one delta.
+				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: 1, Content: resp.Message.Content, Cache: messages.CacheHit})
+				_ = h.nc.Publish(messages.StreamSubject(g.RequestID), b)
+			}
+			h.metrics.Cache(model, g.User, messages.CacheHit, resp.Usage.TotalTokens, h.cost(model, resp))
+			return stepResult{Response: resp, Cache: messages.CacheHit, At: time.Now().UTC()}, nil
+		}
+		status = messages.CacheMiss
+	}
+	if f, err := h.checkBudget(g); f != nil || err != nil {
+		return stepResult{Failure: f, At: time.Now().UTC()}, err
+	}
+	if h.quota != nil {
+		if err := h.quota.Admit(ctx, g.User, model); err != nil {
+			var ex *quota.ExceededError
+			if !errors.As(err, &ex) {
+				return stepResult{}, err // shared state unreachable: retry
+			}
+			h.metrics.LimitRejected(Stage, obs.LimitQuota, string(ex.Limit))
+			return failed(messages.CodeQuotaExceeded, http.StatusTooManyRequests, err.Error(), ex.RetryAfter)
+		}
+	}
 	var onDelta func(string)
 	seq := 0
 	if g.Stream {
 		subj := messages.StreamSubject(g.RequestID)
 		onDelta = func(d string) {
 			seq++
-			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq, Content: d})
+			dl := messages.Delta{RequestID: g.RequestID, Seq: seq, Content: d}
+			if seq == 1 {
+				dl.Cache = status
+			}
+			b, _ := json.Marshal(dl)
 			_ = h.nc.Publish(subj, b)
 		}
 	}
@@ -359,20 +395,67 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 		r.Failure.Param = errParam(err)
 		return r, nil
 	}
+	h.account(ctx, g, model, resp)
 	if h.quota != nil {
 		if err := h.quota.AddTokens(ctx, g.User, model, int64(resp.Usage.TotalTokens)); err != nil {
 			// The call is made and paid for: record the result anyway.
 			h.log.Warn("quota tokens not recorded", "request_id", g.RequestID, "err", err)
 		}
 	}
-	return stepResult{Response: resp, At: time.Now().UTC()}, nil
+	if status == messages.CacheMiss && cache.Cacheable(resp) {
+		h.cache.Put(ctx, key, resp)
+	}
+	if status != "" {
+		h.metrics.Cache(model, g.User, status, 0, 0)
+	}
+	return stepResult{Response: resp, Cache: status, At: time.Now().UTC()}, nil
 }
 
-func (h *Handler) route(g *messages.Generation, round int, resp provider.Response) ([]*message.Message, error) {
+// lookup says what the cache may do for the call req of turn g: "" (the
+// turn does not use it), CacheBypass (not cacheable), CacheMiss (call the
+// provider and store the answer: a refresh) or CacheHit (look it up
+// first), with the entry's key.
+func (h *Handler) lookup(g *messages.Generation, req provider.Request) (status, key string) {
+	if g.Cache == nil {
+		return "", ""
+	}
+	if h.cache == nil {
+		return messages.CacheBypass, ""
+	}
+	read, write := cache.Decide(g.Cache, req.Params)
+	if !write {
+		return messages.CacheBypass, ""
+	}
+	if key = h.cache.Key(g.User, req); key == "" {
+		return messages.CacheBypass, ""
+	}
+	if !read {
+		return messages.CacheMiss, key
+	}
+	return messages.CacheHit, key
+}
+
+func (h *Handler) route(g *messages.Generation, round int, res stepResult) ([]*message.Message, error) {
+	resp := res.Response
 	out := *g
+	cost := h.cost(g.Model, resp)
+	if res.Cache != "" {
+		cu := messages.CacheUse{}
+		if g.CacheUse != nil {
+			cu = *g.CacheUse
+		}
+		cu.Add(res.Cache, resp.Usage)
+		if res.Cache == messages.CacheHit {
+			// Nobody was billed for it: saved, not spent.
+			cu.SavedUSD += cost
+			cost = 0
+		}
+		out.CacheUse = &cu
+	}
 	out.Round = round
 	out.Steps = append(append([]messages.Message(nil), g.Steps...), resp.Message)
 	out.Usage = g.Usage.Add(resp.Usage)
+	out.CostUSD = g.CostUSD + cost
 	out.Provider = resp.Provider
 	out.ResolvedModel = resp.Model
 	out.FinishReason = provider.NormalizeFinishReason(resp.FinishReason, len(resp.Message.ToolCalls) > 0)

@@ -295,8 +295,10 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		ToolVerdicts:   g.ToolVerdicts,
 		Guard:          g.Guard,
 		Usage:          g.Usage,
+		CostUSD:        g.CostUSD,
 		FinishReason:   g.FinishReason,
 		Logprobs:       g.Logprobs,
+		Cache:          g.CacheUse,
 		CreatedAt:      g.CreatedAt,
 	}
 	if c.Model == "" {

@@ -31,6 +31,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/internal/firewall"
+	"github.com/agentbus/agentbus/internal/obs"
+	"github.com/agentbus/agentbus/internal/tools"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
@@ -51,6 +53,8 @@ var Contract = pipeline.Contract{
 	Produces: []string{messages.EventTooled, messages.EventGenerated, messages.EventFailed},
 	KV:       []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}},
 	Requests: []string{"$SRV.INFO." + messages.ToolsService, messages.ToolSubject(">")},
+	// The MCP tool catalog it serves to the llm stage.
+	Subscribes: []string{messages.SubjectToolCatalog},
 }
 
 // Executor runs one tool call. Errors of the tool itself are part of the
@@ -99,6 +103,10 @@ type Handler struct {
 	scanner  ResultScanner
 	steps    *pipeline.StepCache
 	log      *slog.Logger
+	metrics  *obs.Metrics
+	// mcp holds the hooks of MCP servers (health, tool catalog); see
+	// mcp.go.
+	mcp mcpHooks
 }
 
 // New builds the handler. scanner may be nil (results are not scanned).
@@ -124,7 +132,8 @@ func (h *Handler) SetFirewall(fw *firewall.Firewall) { h.firewall.Store(fw) }
 
 // Stage returns the pipeline stage.
 func (h *Handler) Stage() pipeline.Stage {
-	return pipeline.Stage{Name: Stage, Produces: Contract.Produces, Handlers: map[string]message.HandlerFunc{messages.EventToolCalls: h.Handle}}
+	return pipeline.Stage{Name: Stage, Produces: Contract.Produces, Handlers: map[string]message.HandlerFunc{messages.EventToolCalls: h.Handle},
+		Health: h.health, Endpoints: h.endpoints}
 }
 
 type stepResult struct {
@@ -133,6 +142,9 @@ type stepResult struct {
 	// ClientCalls are the calls to the client's own tools, which end the
 	// turn.
 	ClientCalls []messages.ToolCall `json:"client_calls,omitempty"`
+	// Unavailable, when set, ended the turn: a tool's server was down or
+	// its connection broke during the call (tools.ErrUnavailable).
+	Unavailable string `json:"unavailable,omitempty"`
 }
 
 // isClientTool reports whether name is one of the request's own tools.
@@ -158,20 +170,15 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 	key := fmt.Sprintf("%s.%d", g.RequestID, g.Round)
 	ctx := msg.Context()
 	var res stepResult
-	found, err := h.steps.Get(ctx, key, &res)
-	if err == nil && !found {
-		// One runner per round: a redelivered copy waits while another
-		// replica still runs the tools.
-		ttl := 2 * time.Minute
-		if dl, ok := ctx.Deadline(); ok {
-			ttl = time.Until(dl) + 5*time.Second
-		}
-		release, lerr := h.steps.Lease(ctx, key, ttl)
-		if lerr != nil {
-			return nil, lerr
-		}
-		defer release()
-		found, err = h.steps.Get(ctx, key, &res)
+	// One runner per round: a redelivered copy waits while another
+	// replica still runs the tools, and reuses the recorded result after.
+	ttl := 2 * time.Minute
+	if dl, ok := ctx.Deadline(); ok {
+		ttl = time.Until(dl) + 5*time.Second
+	}
+	claim, found, err := h.steps.Begin(ctx, key, ttl, &res)
+	if claim != nil {
+		defer claim.Release() // unless Put ran
 	}
 	if errors.Is(err, pipeline.ErrStepTooLarge) {
 		return h.tooLarge(&g, err)
@@ -204,6 +211,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		blocked := -1
 		for i, v := range verdicts {
 			res.Verdicts[i] = messages.ToolVerdict{ToolCallID: last.ToolCalls[i].ID, Tool: last.ToolCalls[i].Function.Name, Verdict: v.Verdict, Rule: v.Rule}
+			h.metrics.ToolCall(res.Verdicts[i].Tool, v.Verdict)
 			if v.Verdict != firewall.Allow && blocked < 0 {
 				blocked = i
 			}
@@ -246,15 +254,18 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 		for j, i := range sIdx {
 			sVerdicts[j] = res.Verdicts[i]
 		}
-		res.Results = h.run(ctx, sCalls, sArgs, sVerdicts)
+		res.Results, res.Unavailable = h.run(ctx, sCalls, sArgs, sVerdicts)
 		for j, i := range sIdx {
 			res.Verdicts[i] = sVerdicts[j]
 		}
-		if err := h.steps.Put(ctx, key, res); errors.Is(err, pipeline.ErrStepTooLarge) {
+		if err := claim.Put(ctx, res); errors.Is(err, pipeline.ErrStepTooLarge) {
 			return h.tooLarge(&g, err) // recorded: the tools do not run again
 		} else if err != nil {
 			return nil, err
 		}
+	}
+	if res.Unavailable != "" {
+		return h.unavailable(&g, &res)
 	}
 	out := g
 	out.Steps = append(append([]messages.Message(nil), g.Steps...), res.Results...)
@@ -282,9 +293,11 @@ func (h *Handler) tooLarge(g *messages.Generation, err error) ([]*message.Messag
 
 // run executes the calls concurrently (the executor bounds each tool's
 // concurrency) with the firewall's canonical arguments (args[i] for
-// calls[i]) and returns the tool messages in call order.
-func (h *Handler) run(ctx context.Context, calls []messages.ToolCall, args []string, verdicts []messages.ToolVerdict) []messages.Message {
+// calls[i]) and returns the tool messages in call order, and why the turn
+// cannot go on when a tool was unavailable (tools.ErrUnavailable).
+func (h *Handler) run(ctx context.Context, calls []messages.ToolCall, args []string, verdicts []messages.ToolVerdict) ([]messages.Message, string) {
 	results := make([]messages.Message, len(calls))
+	unavailable := make([]string, len(calls))
 	var wg sync.WaitGroup
 	for i, tc := range calls {
 		wg.Add(1)
@@ -292,10 +305,16 @@ func (h *Handler) run(ctx context.Context, calls []messages.ToolCall, args []str
 			defer wg.Done()
 			start := time.Now()
 			out, err := h.exec.Execute(ctx, tc.Function.Name, json.RawMessage(args[i]))
+			verdicts[i].DurationMS = time.Since(start).Milliseconds()
+			if errors.Is(err, tools.ErrUnavailable) {
+				verdicts[i].ResultVerdict = ResultUnavailable
+				unavailable[i] = err.Error()
+				h.log.Warn("tool unavailable; the turn ends", "tool", tc.Function.Name, "tool_call_id", tc.ID, "err", err)
+				return
+			}
 			if err != nil {
 				out = "error: " + err.Error()
 			}
-			verdicts[i].DurationMS = time.Since(start).Milliseconds()
 			verdicts[i].ResultVerdict = "allow"
 			if h.scanner != nil {
 				v, rules, passage := h.scanner.ScanResult(out)
@@ -319,5 +338,10 @@ func (h *Handler) run(ctx context.Context, calls []messages.ToolCall, args []str
 		}()
 	}
 	wg.Wait()
-	return results
+	for _, u := range unavailable {
+		if u != "" {
+			return results, u
+		}
+	}
+	return results, ""
 }

@@ -1,0 +1,7 @@
+//go:build unix && !linux
+
+package mcpclient
+
+import "syscall"
+
+func setParentDeathSignal(*syscall.SysProcAttr) {}
