@@ -232,13 +232,18 @@ type Message struct {
 }
 
 // ContentPart is one part of an array-form message content, as in the
-// OpenAI API: {"type":"text","text":...} or {"type":"image_url",
-// "image_url":{"url":...,"detail":...}}. Other types are kept by type only
-// and refused by Validate.
+// OpenAI API: {"type":"text","text":...}, {"type":"image_url",
+// "image_url":{"url":...,"detail":...}} or, in an assistant message,
+// {"type":"refusal","refusal":...} (a refusal the model gave earlier in
+// the conversation, as agent frameworks resend it). Other types are kept
+// by type only and refused by Validate.
 type ContentPart struct {
 	Type     string    `json:"type"`
 	Text     string    `json:"text,omitempty"`
 	ImageURL *ImageURL `json:"image_url,omitempty"`
+	// Refusal is a refusal part's text (set, possibly empty, on refusal
+	// parts only).
+	Refusal *string `json:"refusal,omitempty"`
 }
 
 // ImageURL is an image part's image: an https URL or a data: URL
@@ -250,8 +255,9 @@ type ImageURL struct {
 
 // Content part types.
 const (
-	PartText  = "text"
-	PartImage = "image_url"
+	PartText    = "text"
+	PartImage   = "image_url"
+	PartRefusal = "refusal"
 )
 
 // PartsText joins the text parts of parts with "\n" (the text of an
@@ -270,6 +276,22 @@ func PartsText(parts []ContentPart) string {
 		n++
 	}
 	return string(b)
+}
+
+// RefusalText is the refusal an assistant message carries: its refusal
+// field and its refusal parts, joined with "\n". Like Content, the model
+// reads it, so the guard judges it.
+func (m *Message) RefusalText() string {
+	var out []string
+	if m.Refusal != "" {
+		out = append(out, m.Refusal)
+	}
+	for _, p := range m.Parts {
+		if p.Type == PartRefusal && p.Refusal != nil && *p.Refusal != "" {
+			out = append(out, *p.Refusal)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // HasImages reports whether the message carries an image part.
@@ -527,7 +549,9 @@ type ToolDef struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description,omitempty"`
 	Parameters  json.RawMessage `json:"parameters,omitempty"`
-	// Strict is OpenAI's structured-outputs flag, passed to the provider.
+	// Strict is OpenAI's strict function calling flag, passed to
+	// OpenAI-compatible providers (others ignore it; the tool firewall
+	// checks the arguments against Parameters either way).
 	Strict *bool `json:"strict,omitempty"`
 }
 
@@ -947,7 +971,7 @@ func (m *Message) validate(field string) error {
 	if n := m.size(); n > MaxContentBytes {
 		errs = append(errs, fieldErr(field+".content", "%d bytes exceeds %d", n, MaxContentBytes))
 	}
-	if !utf8.ValidString(m.Content) || !utf8.ValidString(m.Refusal) {
+	if !utf8.ValidString(m.Content) || !utf8.ValidString(m.RefusalText()) {
 		errs = append(errs, fieldErr(field+".content", "is not valid UTF-8"))
 	}
 	for j, p := range m.Parts {
@@ -965,8 +989,14 @@ func (m *Message) validate(field string) error {
 			}
 		case p.Type == PartImage:
 			errs = append(errs, fieldErr(pf+".type", "image_url parts are only allowed in user messages"))
+		case p.Type == PartRefusal && m.Role == RoleAssistant:
+			if p.Refusal == nil {
+				errs = append(errs, fieldErr(pf+".refusal", "required for a refusal part"))
+			}
+		case p.Type == PartRefusal:
+			errs = append(errs, fieldErr(pf+".type", "refusal parts are only allowed in assistant messages"))
 		default:
-			errs = append(errs, fieldErr(pf+".type", "content part type %q is not supported (text and image_url are)", truncateString(p.Type, 32)))
+			errs = append(errs, fieldErr(pf+".type", "content part type %q is not supported (text, image_url and, in assistant messages, refusal are)", truncateString(p.Type, 32)))
 		}
 	}
 	if len(m.ToolCalls) > 0 && m.Role != RoleAssistant {
@@ -986,13 +1016,16 @@ func (m *Message) validate(field string) error {
 	return errors.Join(errs...)
 }
 
-// size is the bytes a message's content takes: its text, refusal and
+// size is the bytes a message's content takes: its text, refusals and
 // image URLs.
 func (m *Message) size() int {
 	n := len(m.Content) + len(m.Refusal)
 	for _, p := range m.Parts {
 		if p.ImageURL != nil {
 			n += len(p.ImageURL.URL)
+		}
+		if p.Refusal != nil {
+			n += len(*p.Refusal)
 		}
 	}
 	return n

@@ -153,7 +153,7 @@ func constraints() map[string]obj {
 		"Params.max_tokens":    {{"minimum", 1}},
 		"Params.stop":          {{"maxItems", messages.MaxStopSequences}},
 		"Message.role":         {{"enum", []string{messages.RoleSystem, messages.RoleDeveloper, messages.RoleUser, messages.RoleAssistant, messages.RoleTool}}},
-		"Message.content": {{"description", "The content of the message: a string, null for an assistant message that only carries tool_calls (as the OpenAI API does), or an array of content parts (text and image_url), kept as sent."},
+		"Message.content": {{"description", "The content of the message: a string, null for an assistant message that only carries tool_calls (as the OpenAI API does), or an array of content parts (text, image_url, refusal), kept as sent."},
 			{"type", []string{"string", "null", "array"}}, {"items", obj{{"$ref", "#/$defs/ContentPart"}}}},
 		"Message.tool_calls":        {{"maxItems", messages.MaxToolCalls}},
 		"Generation.round":          nonNeg,
@@ -179,11 +179,12 @@ func constraints() map[string]obj {
 // extraDefs are definitions referenced only from constraints.
 var extraDefs = map[string]obj{
 	"ContentPart": {
-		{"description", "One part of an array-form content, as in the OpenAI API: a text part, or an image_url part (user messages only)."},
+		{"description", "One part of an array-form content, as in the OpenAI API: a text part, an image_url part (user messages only), or a refusal part (assistant messages only)."},
 		{"anyOf", []obj{
 			{{"type", "object"}, {"required", []string{"type", "text"}}, {"properties", obj{{"type", obj{{"const", messages.PartText}}}, {"text", obj{{"type", "string"}}}}}},
 			{{"type", "object"}, {"required", []string{"type", "image_url"}}, {"properties", obj{{"type", obj{{"const", messages.PartImage}}},
 				{"image_url", obj{{"type", "object"}, {"required", []string{"url"}}, {"properties", obj{{"url", obj{{"type", "string"}}}, {"detail", obj{{"enum", []string{"auto", "low", "high"}}}}}}}}}}},
+			{{"type", "object"}, {"required", []string{"type", "refusal"}}, {"properties", obj{{"type", obj{{"const", messages.PartRefusal}}}, {"refusal", obj{{"type", "string"}}}}}},
 		}},
 	},
 }
@@ -654,6 +655,9 @@ func TestSchemaAcceptsClientForms(t *testing.T) {
 		// schema_version 0, params with nulls, an unknown field (ignored by Go, allowed by the schema)
 		`{"schema_version":0,"request_id":"r-2","conversation_id":"c_2","user":"bob","endpoint":"nats","created_at":"2026-11-02T10:00:00.5+01:00",
 		  "params":{"temperature":null,"max_tokens":5},"messages":[{"role":"user","content":"hi"}],"x_client":"py"}`,
+		// an assistant message resent with its refusal as a part (agent frameworks' history)
+		`{"schema_version":1,"request_id":"r3","conversation_id":"c3","user":"bob","endpoint":"nats","created_at":"2026-11-02T10:00:00Z",
+		  "messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"refusal","refusal":"I can't help with that."}]},{"role":"user","content":"why?"}]}`,
 	} {
 		v := decodeAny(t, []byte(in))
 		if errs := validate(loadSchema(t, "turn.json"), v, false); len(errs) > 0 {
@@ -697,6 +701,9 @@ func TestSchemaRejectsInvalid(t *testing.T) {
 		{"content a number", "turn.json", edit(func(m map[string]any) { msg(m)["content"] = 7 }), "want string, null or array"},
 		{"image part without its image", "turn.json", edit(func(m map[string]any) {
 			msg(m)["content"] = []any{map[string]any{"type": "image_url"}}
+		}), "matches no alternative"},
+		{"refusal part without its refusal", "turn.json", edit(func(m map[string]any) {
+			msg(m)["content"] = []any{map[string]any{"type": "refusal"}}
 		}), "matches no alternative"},
 		{"audio content part", "turn.json", edit(func(m map[string]any) {
 			msg(m)["content"] = []any{map[string]any{"type": "input_audio"}}

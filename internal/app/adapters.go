@@ -36,8 +36,9 @@ func (a sanitizerAdapter) Check(msgs []messages.Message) guard.Judgement {
 // asClientInput returns a turn's messages as the guard judges them. The
 // client wrote every one of them, "assistant" turns included (an SDK
 // resends the whole conversation, and anyone can write an assistant
-// message): an assistant message's content and its tool calls' arguments
-// are judged as user input, one message per assistant message.
+// message): an assistant message's content, its refusal (the refusal
+// field and refusal parts, which the model reads too) and its tool calls'
+// arguments are judged as user input, one message per assistant message.
 func asClientInput(msgs []messages.Message) []messages.Message {
 	out := make([]messages.Message, len(msgs))
 	for i, m := range msgs {
@@ -47,6 +48,10 @@ func asClientInput(msgs []messages.Message) []messages.Message {
 		}
 		var b strings.Builder
 		b.WriteString(m.Content)
+		if r := m.RefusalText(); r != "" {
+			b.WriteString("\n")
+			b.WriteString(r)
+		}
 		for _, tc := range m.ToolCalls {
 			b.WriteString("\n")
 			b.WriteString(tc.Function.Arguments)

@@ -308,6 +308,11 @@ func (p *Anthropic) body(req Request, stream bool) ([]byte, string, error) {
 			if m.Content != "" {
 				blocks = append(blocks, anthBlock{Type: "text", Text: m.Content})
 			}
+			if r := m.RefusalText(); r != "" {
+				// A refusal is what the assistant said: Anthropic has no
+				// refusal field, so it stays in the history as text.
+				blocks = append(blocks, anthBlock{Type: "text", Text: r})
+			}
 			for _, tc := range m.ToolCalls {
 				blocks = append(blocks, anthBlock{Type: "tool_use", ID: tc.ID, Name: tc.Function.Name, Input: toolInput(tc.Function.Arguments)})
 			}

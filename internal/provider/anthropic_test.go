@@ -95,7 +95,7 @@ func TestAnthropicMapsRequestsAndAnswers(t *testing.T) {
 		  "usage":{"input_tokens":20,"output_tokens":7,"cache_read_input_tokens":5,"cache_creation_input_tokens":1}}`)
 	})
 	p := newAnthropic(t, f.URL)
-	temp, maxTok, no := 0.5, 99, false
+	temp, maxTok, no, yes := 0.5, 99, false, true
 	req := Request{
 		Messages: []messages.Message{
 			{Role: "system", Content: "Be brief."},
@@ -106,7 +106,7 @@ func TestAnthropicMapsRequestsAndAnswers(t *testing.T) {
 			{Role: "tool", ToolCallID: "toolu_0", Content: "2"},
 			{Role: "user", Content: "and 6*7?"},
 		},
-		Tools:  []ToolSpec{{Name: "calculator", Description: "arithmetic", Parameters: json.RawMessage(`{"type":"object","properties":{"expression":{"type":"string"}}}`)}, {Name: "clock"}},
+		Tools:  []ToolSpec{{Name: "calculator", Description: "arithmetic", Parameters: json.RawMessage(`{"type":"object","properties":{"expression":{"type":"string"}}}`)}, {Name: "clock", Strict: &yes}}, // strict is OpenAI's: not sent
 		Params: messages.Params{Temperature: &temp, MaxTokens: &maxTok, Stop: []string{"END"}, ToolChoice: &messages.ToolChoice{Mode: "required"}, ParallelToolCalls: &no, User: "end-7"},
 		User:   "alice",
 	}
@@ -132,6 +132,33 @@ func TestAnthropicMapsRequestsAndAnswers(t *testing.T) {
 	}
 	if resp.Usage != (messages.Usage{PromptTokens: 26, CompletionTokens: 7, TotalTokens: 33}) {
 		t.Fatalf("usage %+v", resp.Usage)
+	}
+}
+
+// An earlier refusal in the history (the refusal field or a refusal part,
+// as agent frameworks resend it) reaches Claude as what the assistant
+// said: Anthropic has no refusal field.
+func TestAnthropicKeepsRefusalsInHistory(t *testing.T) {
+	f := newFakeAnthropic(t, func(w http.ResponseWriter, req map[string]any, n int) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-test","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}`)
+	})
+	p := newAnthropic(t, f.URL)
+	no := "I can't help with that."
+	req := Request{Messages: []messages.Message{
+		{Role: "user", Content: "hi"},
+		{Role: "assistant", Parts: []messages.ContentPart{{Type: messages.PartRefusal, Refusal: &no}}},
+		{Role: "user", Content: "why?"},
+		{Role: "assistant", Refusal: "Still no."},
+		{Role: "user", Content: "fine"},
+	}}
+	if _, err := p.Complete(context.Background(), req, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"content":[{"text":"hi","type":"text"}],"role":"user"},{"content":[{"text":"I can't help with that.","type":"text"}],"role":"assistant"},` +
+		`{"content":[{"text":"why?","type":"text"}],"role":"user"},{"content":[{"text":"Still no.","type":"text"}],"role":"assistant"},{"content":[{"text":"fine","type":"text"}],"role":"user"}]`
+	if b, _ := json.Marshal(f.request(0)["messages"]); string(b) != want {
+		t.Fatalf("messages\n got %s\nwant %s", b, want)
 	}
 }
 

@@ -26,7 +26,7 @@ func TestOpenAIRequestFidelity(t *testing.T) {
 		Model: "gpt-x",
 		Messages: []messages.Message{{Role: "user", Content: "hi\nthere", Parts: []messages.ContentPart{{Type: "text", Text: "hi"}, {Type: "text", Text: "there"},
 			{Type: "image_url", ImageURL: &messages.ImageURL{URL: "https://example.com/a.png", Detail: "low"}}}}},
-		Tools: []ToolSpec{calcTool},
+		Tools: []ToolSpec{calcTool, {Name: "get_weather", Parameters: json.RawMessage(`{"type":"object"}`), Strict: &strict}},
 		User:  "alice",
 		Params: messages.Params{Seed: &seed, MaxCompletionTokens: &mct, Logprobs: true, TopLogprobs: &tl, User: "end-9", ParallelToolCalls: &no,
 			ToolChoice:     &messages.ToolChoice{Mode: "function", Function: "calculator"},
@@ -49,12 +49,17 @@ func TestOpenAIRequestFidelity(t *testing.T) {
 		"user":                  `"end-9"`,
 		"parallel_tool_calls":   `false`,
 		"tool_choice":           `{"function":{"name":"calculator"},"type":"function"}`,
+		"tools.1":               `{"function":{"name":"get_weather","parameters":{"type":"object"},"strict":true},"type":"function"}`,
 		"response_format":       `{"json_schema":{"name":"answer","schema":{"type":"object"},"strict":true},"type":"json_schema"}`,
 		"reasoning_effort":      `"low"`,
 		"top_k":                 `5`,
 		"messages":              `[{"content":[{"text":"hi","type":"text"},{"text":"there","type":"text"},{"image_url":{"detail":"low","url":"https://example.com/a.png"},"type":"image_url"}],"role":"user"}]`,
 	} {
-		b, _ := json.Marshal(got[k])
+		v := got[k]
+		if k == "tools.1" { // a client tool declared strict stays strict
+			v = got["tools"].([]any)[1]
+		}
+		b, _ := json.Marshal(v)
 		if string(b) != want {
 			t.Errorf("%s = %s, want %s", k, b, want)
 		}

@@ -18,6 +18,12 @@ type ToolSpec struct {
 	Description string `json:"description,omitempty"`
 	// Parameters is the JSON Schema of the tool's arguments.
 	Parameters json.RawMessage `json:"parameters,omitempty"`
+	// Strict is OpenAI's strict function calling (the arguments follow
+	// Parameters exactly), as a client declared it for its own tool: sent
+	// to OpenAI-compatible providers; others do not take it (the tool
+	// firewall checks a client tool's arguments against Parameters either
+	// way).
+	Strict *bool `json:"strict,omitempty"`
 }
 
 // Request is one model call.

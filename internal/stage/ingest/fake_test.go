@@ -24,10 +24,14 @@ import (
 //	finish:length, finish:content_filter   that finish reason
 //	refuse                                 a refusal (content null)
 //	client tool                            a call to the request's last tool (a client tool), {"city":"Paris"}
+//	handoff                                a call to the request's last tool with an instance of its
+//	                                       parameters schema (see exampleOf) as arguments
 //	tool                                   a calculator call, then (after the tool result) an answer
 //	fail:500, fail:429, fail:400           that HTTP error (the 500 names an internal URL)
 //	break                                  a stream that dies after two chunks
-//	anything else                          "fake says: <text>"
+//	anything else                          "fake says: <text>", or, when the request has a
+//	                                       json_schema response_format, an instance of its
+//	                                       schema (see exampleOf) as the content
 //
 // A request with logprobs gets a logprobs object. It records every
 // request body.
@@ -85,6 +89,11 @@ func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	callName, callArgs := "calculator", `{\"expression\":\"6*7\"}`
 	a := answer{content: "fake says: " + text, finish: "stop"}
+	if rf, _ := req["response_format"].(map[string]any); rf["type"] == "json_schema" {
+		js, _ := rf["json_schema"].(map[string]any)
+		b, _ := json.Marshal(exampleOf(js["schema"]))
+		a.content = string(b) // what a model bound to the schema answers
+	}
 	switch {
 	case role == "tool":
 		a.content = "the tool said " + text
@@ -118,6 +127,17 @@ func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 		fn, _ := tools[len(tools)-1].(map[string]any)["function"].(map[string]any)
 		callName, _ = fn["name"].(string)
 		callArgs = `{\"city\":\"Paris\"}`
+		a = answer{toolCall: true, finish: "tool_calls"}
+	case strings.Contains(text, "handoff"):
+		tools, _ := req["tools"].([]any)
+		if len(tools) == 0 {
+			break
+		}
+		fn, _ := tools[len(tools)-1].(map[string]any)["function"].(map[string]any)
+		callName, _ = fn["name"].(string)
+		args, _ := json.Marshal(exampleOf(fn["parameters"]))
+		b, _ := json.Marshal(string(args))
+		callArgs = string(b[1 : len(b)-1]) // escaped for the JSON string below
 		a = answer{toolCall: true, finish: "tool_calls"}
 	case strings.Contains(text, "tool"):
 		a = answer{toolCall: true, finish: "tool_calls"}
@@ -174,6 +194,45 @@ func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	send(`{}`, a.finish)
 	fmt.Fprintf(w, "data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":%q,\"choices\":[],\"usage\":%s}\n\ndata: [DONE]\n\n", model, usage)
+}
+
+// exampleOf returns a value valid against a JSON schema of the kinds
+// structured-output code sends (objects, arrays, enums, scalars, anyOf):
+// every property of an object, strings "fake", numbers 42, booleans
+// true, an enum's first value, arrays of one item.
+func exampleOf(schema any) any {
+	s, _ := schema.(map[string]any)
+	if e, _ := s["enum"].([]any); len(e) > 0 {
+		return e[0]
+	}
+	if c, ok := s["const"]; ok {
+		return c
+	}
+	if alts, _ := s["anyOf"].([]any); len(alts) > 0 {
+		return exampleOf(alts[0])
+	}
+	typ := s["type"]
+	if ts, _ := typ.([]any); len(ts) > 0 {
+		typ = ts[0]
+	}
+	switch typ {
+	case "object":
+		out := map[string]any{}
+		props, _ := s["properties"].(map[string]any)
+		for k, v := range props {
+			out[k] = exampleOf(v)
+		}
+		return out
+	case "array":
+		return []any{exampleOf(s["items"])}
+	case "string":
+		return "fake"
+	case "integer", "number":
+		return 42
+	case "boolean":
+		return true
+	}
+	return nil
 }
 
 // providersFile writes a provider configuration file and returns its path.

@@ -720,7 +720,7 @@ func checkContent(at, role string, f map[string]json.RawMessage) *requestError {
 			}
 		case messages.PartImage:
 			if role != messages.RoleUser {
-				return oneOf(pat+".type", typ, "text")
+				return oneOf(pat+".type", typ, partTypes(role)...)
 			}
 			iu, ok := part["image_url"]
 			if !ok || isNull(iu) {
@@ -739,17 +739,38 @@ func checkContent(at, role string, f map[string]json.RawMessage) *requestError {
 			if img.Detail != "" && img.Detail != "auto" && img.Detail != "low" && img.Detail != "high" {
 				return oneOf(pat+".image_url.detail", img.Detail, "auto", "low", "high")
 			}
-		case "input_audio", "file", "refusal":
+		case messages.PartRefusal:
+			if role != messages.RoleAssistant {
+				return oneOf(pat+".type", typ, partTypes(role)...)
+			}
+			r, ok := part["refusal"]
+			if !ok {
+				return badRequest(codeMissing, pat+".refusal", "Missing required parameter: '%s.refusal'.", pat)
+			}
+			if kindOf(r) != "a string" {
+				return typeErr(pat+".refusal", "a string", r)
+			}
+		case "input_audio", "file":
+			if role != messages.RoleUser {
+				return oneOf(pat+".type", typ, partTypes(role)...)
+			}
 			return badRequest(codeUnsupportedValue, pat+".type", "Unsupported value: '%s.type' does not support '%s': agentbus takes text and image_url parts.", pat, typ)
 		default:
-			allowed := []string{"text", "image_url", "input_audio", "file"}
-			if role != messages.RoleUser {
-				allowed = []string{"text"}
-			}
-			return oneOf(pat+".type", typ, allowed...)
+			return oneOf(pat+".type", typ, partTypes(role)...)
 		}
 	}
 	return nil
+}
+
+// partTypes are the content part types OpenAI takes in a message of role.
+func partTypes(role string) []string {
+	switch role {
+	case messages.RoleUser:
+		return []string{"text", "image_url", "input_audio", "file"}
+	case messages.RoleAssistant:
+		return []string{"text", "refusal"}
+	}
+	return []string{"text"}
 }
 
 // checkToolFields checks tool_call_id (tool messages) and tool_calls

@@ -93,6 +93,12 @@ func TestParseChat(t *testing.T) {
 	if b, _ := json.Marshal(m); !strings.Contains(string(b), `"content":[{"type":"text","text":"hi"},{"type":"text","text":"there"},{"type":"image_url"`) {
 		t.Fatalf("parts not written back as sent: %s", b)
 	}
+	// An assistant message resent with its refusal as a part (the OpenAI
+	// Agents SDK's history) is taken and kept as sent.
+	r = ok(`{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":[{"type":"refusal","refusal":"I can't help with that."}]},{"role":"user","content":"why?"}]}`, parseOptions{})
+	if m := r.Messages[1]; m.RefusalText() != "I can't help with that." || m.Content != "" || len(m.Parts) != 1 {
+		t.Fatalf("message %+v", m)
+	}
 	// Every modeled parameter, typed.
 	r = ok(`{"model":"m","messages":[{"role":"user","content":"x"}],"seed":42,"stop":"END","max_completion_tokens":9,"max_tokens":8,
 	  "response_format":{"type":"json_schema","json_schema":{"name":"answer","schema":{"type":"object"},"strict":true}},
@@ -145,6 +151,14 @@ func TestParseChat(t *testing.T) {
 		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}`, codeMissing, "messages.[0].content.[0].text", ""},
 		{`{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}`, codeUnsupportedValue, "messages.[0].content.[0].type", ""},
 		{`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}`, codeMissing, "messages.[0].content.[0].image_url.url", ""},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"refusal","refusal":"no"}]}]}`, codeInvalidValue, "messages.[0].content.[0].type",
+			"Invalid value: 'refusal'. Supported values are: 'text', 'image_url', 'input_audio', and 'file'."},
+		{`{"model":"m","messages":[{"role":"assistant","content":[{"type":"refusal"}]}]}`, codeMissing, "messages.[0].content.[0].refusal", ""},
+		{`{"model":"m","messages":[{"role":"assistant","content":[{"type":"refusal","refusal":null}]}]}`, codeInvalidType, "messages.[0].content.[0].refusal", ""},
+		{`{"model":"m","messages":[{"role":"assistant","content":[{"type":"file","file":{}}]}]}`, codeInvalidValue, "messages.[0].content.[0].type",
+			"Invalid value: 'file'. Supported values are: 'text', and 'refusal'."},
+		{`{"model":"m","messages":[{"role":"tool","tool_call_id":"c","content":[{"type":"refusal","refusal":"no"}]}]}`, codeInvalidValue, "messages.[0].content.[0].type",
+			"Invalid value: 'refusal'. Supported values are: 'text'."},
 		{`{"model":"m","messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}`, codeInvalidValue, "messages.[0].content.[0].type", ""},
 		{`{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f"}}]}]}`, codeMissing, "messages.[0].tool_calls.[0].function.arguments", ""},
 		{`{"model":"m","messages":["hi"]}`, codeInvalidType, "messages.[0]", ""},

@@ -599,7 +599,7 @@ func (h *Handler) request(ctx context.Context, g *messages.Generation, model str
 			if slices.ContainsFunc(tools, func(t provider.ToolSpec) bool { return t.Name == d.Name }) {
 				return provider.Request{}, &toolClashError{name: d.Name}
 			}
-			all = append(all, provider.ToolSpec{Name: d.Name, Description: d.Description, Parameters: d.Parameters})
+			all = append(all, provider.ToolSpec{Name: d.Name, Description: d.Description, Parameters: d.Parameters, Strict: d.Strict})
 		}
 		tools = all
 	}
