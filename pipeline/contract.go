@@ -1,10 +1,14 @@
 package pipeline
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/agentbus/agentbus/messages"
 )
@@ -19,39 +23,39 @@ import (
 type Contract struct {
 	// Stage names the stage ("guard"): its durable consumers, its
 	// dead-letter subject and its micro service derive from it.
-	Stage string
+	Stage string `json:"stage"`
 	// Consumes are the events whose durable consumers the stage owns.
-	Consumes []string
+	Consumes []string `json:"consumes,omitempty"`
 	// Produces are the events the stage may publish.
-	Produces []string
+	Produces []string `json:"produces,omitempty"`
 	// KV are the KV buckets the stage uses.
-	KV []KVUse
+	KV []KVUse `json:"kv,omitempty"`
 	// Requests are subjects the stage may publish to (requests to other
 	// services, core NATS notifications such as streaming deltas).
 	// Wildcards allowed.
-	Requests []string
+	Requests []string `json:"requests,omitempty"`
 	// Subscribes are subjects the stage may subscribe to besides its own
 	// consumers, inbox and micro service (request-reply endpoints it serves,
 	// core NATS notifications). Wildcards allowed.
-	Subscribes []string
+	Subscribes []string `json:"subscribes,omitempty"`
 	// Services are extra NATS micro services the stage registers (its own,
 	// ServiceName(Stage), is always included).
-	Services []string
+	Services []string `json:"services,omitempty"`
 	// ManyResponses lets the stage answer one request with many messages
 	// (a stream of deltas) for up to ResponseTTL; default one answer per
 	// request within two minutes.
-	ManyResponses bool
+	ManyResponses bool `json:"many_responses,omitempty"`
 	// ResponseTTL bounds how long after a request the stage may answer it.
 	// Default 2m.
-	ResponseTTL time.Duration
+	ResponseTTL time.Duration `json:"-"`
 }
 
 // KVUse is a KV bucket a stage uses.
 type KVUse struct {
-	Bucket string
+	Bucket string `json:"bucket"`
 	// Write allows puts, compare-and-swap updates and deletes; without it
 	// the stage may only read single keys.
-	Write bool
+	Write bool `json:"write,omitempty"`
 }
 
 // Grant is what one NATS identity may do: the subjects it may publish and
@@ -100,6 +104,32 @@ const (
 	kvPre = "$KV."
 )
 
+// ParseContract reads a contract written as JSON, the form a stage written
+// outside agentbus declares itself in and an operator issues its NATS
+// credential from (agentbus nats creds --contract FILE):
+//
+//	{"stage": "audit", "consumes": ["completed", "rejected", "failed"],
+//	 "kv": [{"bucket": "audit_seen", "write": true}]}
+//
+// Unknown fields, trailing data and an invalid contract are errors: a
+// misspelt field must not silently grant less, or more, than meant.
+// (ResponseTTL has no JSON form: a stage that needs it sets it in Go.)
+func ParseContract(data []byte) (Contract, error) {
+	var c Contract
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Contract{}, fmt.Errorf("contract: %w", err)
+	}
+	if dec.More() {
+		return Contract{}, errors.New("contract: data after the JSON object")
+	}
+	if err := c.Validate(); err != nil {
+		return Contract{}, err
+	}
+	return c, nil
+}
+
 // Validate reports every problem of the contract.
 func (c Contract) Validate() error {
 	var errs []error
@@ -115,6 +145,14 @@ func (c Contract) Validate() error {
 		if kv.Bucket == "" || !messages.ValidID(kv.Bucket) {
 			errs = append(errs, fmt.Errorf("stage %s: bad bucket %q", c.Stage, kv.Bucket))
 		}
+	}
+	for _, subj := range slices.Concat(c.Requests, c.Subscribes, c.Services) {
+		if !validSubject(subj) {
+			errs = append(errs, fmt.Errorf("stage %s: bad subject or service %q", c.Stage, subj))
+		}
+	}
+	if c.ResponseTTL < 0 {
+		errs = append(errs, fmt.Errorf("stage %s: negative response TTL", c.Stage))
 	}
 	return errors.Join(errs...)
 }
@@ -188,4 +226,19 @@ func (c Contract) Grant(name string) Grant {
 // listens on ($SRV.PING|INFO|STATS[.name[.id]]).
 func MicroSubjects(name string) []string {
 	return []string{"$SRV.PING", "$SRV.INFO", "$SRV.STATS", "$SRV.*." + name, "$SRV.*." + name + ".*"}
+}
+
+// validSubject reports whether s is a NATS subject (wildcards allowed):
+// dot-separated non-empty tokens without whitespace, ">" only last.
+func validSubject(s string) bool {
+	if s == "" || strings.ContainsFunc(s, unicode.IsSpace) {
+		return false
+	}
+	toks := strings.Split(s, ".")
+	for i, t := range toks {
+		if t == "" || (t == ">" && i != len(toks)-1) || (len(t) > 1 && strings.ContainsAny(t, "*>")) {
+			return false
+		}
+	}
+	return true
 }

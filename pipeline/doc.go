@@ -3,11 +3,15 @@
 // consumers, the Watermill router with its middleware, the dead-letter
 // queue, health as NATS micro services, logging and graceful shutdown.
 //
-// A stage is a name and a handler per consumed event:
+// A stage is a Contract (its name, the events it consumes and produces,
+// the buckets and subjects it uses: its NATS identity may do exactly
+// that), a handler per consumed event and how long one run may take:
 //
 //	rt, err := pipeline.New(ctx, pipeline.DefaultConfig(), log)
 //	stats, err := rt.AddStage(pipeline.Stage{
-//		Name: "guard",
+//		Contract: pipeline.Contract{Stage: "guard",
+//			Consumes: []string{messages.EventReceived}, Produces: []string{messages.EventAdmitted}},
+//		HandlerTimeout: 5 * time.Second,
 //		Handlers: map[string]message.HandlerFunc{
 //			messages.EventReceived: func(msg *message.Message) ([]*message.Message, error) {
 //				turn, err := pipeline.Decode[messages.Turn](msg)
@@ -20,6 +24,11 @@
 //		},
 //	})
 //	err = rt.Run(ctx) // until ctx is done, then drains
+//
+// A program of its own adds a stage to a running agentbus this way: it
+// declares its contract as JSON (ParseContract), the operator issues its
+// credential from the same file (agentbus nats creds --contract FILE) and
+// the program connects with it (CredsFile). examples/audit-stage is one.
 //
 // Guarantees:
 //   - streams and consumers are provisioned once, idempotently, at start

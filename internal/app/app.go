@@ -156,6 +156,8 @@ func DefaultOptions() Options {
 		NATSAuth:   true,
 		Observe:    DefaultObserveOptions(),
 	}
+	// /health expects the stages of the table Start runs (buildIngest).
+	o.Ingest.Stages = nil
 	return o
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/apptest"
+	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -201,5 +203,66 @@ func TestSecondServeOnTheSameDataDirFails(t *testing.T) {
 	}
 	if code == 0 || !strings.Contains(errOut, "in use by another agentbus process") || !strings.Contains(errOut, "pid") {
 		t.Fatalf("exit %d: %q", code, errOut)
+	}
+}
+
+// `nats creds --contract` issues a stage of the operator's own exactly the
+// permissions its contract declares; `nats permissions --contract` shows
+// them; a misspelt or built-in contract is refused.
+func TestNatsCredsFromContract(t *testing.T) {
+	sys := apptest.Start(t, nil)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	contract := write("audit.json", `{"stage":"audit","consumes":["completed"]}`)
+	out := filepath.Join(dir, "audit.creds")
+	code, _, errOut := run(t, "", "nats", "creds", "--data", sys.DataDir, "--contract", contract, "--name", "audit-1", "--out", out)
+	if code != 0 || !strings.Contains(errOut, "role audit") {
+		t.Fatalf("nats creds --contract: %d %q", code, errOut)
+	}
+	co, err := pipeline.CredsFile(out).ConnectOptions("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 16)
+	nc, err := nats.Connect(sys.Runtime.URL(), append(co, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// It may fetch from its own consumer, and not publish a turn event.
+	if err := nc.Publish(messages.Subject(messages.EventReceived, "forged"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Fatalf("want a permission violation, got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the audit identity published a received event")
+	}
+
+	code, perms, _ := run(t, "", "nats", "permissions", "--contract", contract)
+	if code != 0 || !strings.Contains(perms, "agentbus-audit-completed") || strings.Contains(perms, "turn.received") {
+		t.Fatalf("nats permissions --contract: %d\n%s", code, perms)
+	}
+	for name, body := range map[string]string{
+		"misspelt.json": `{"stage":"audit","consume":["completed"]}`,
+		"builtin.json":  `{"stage":"llm","consumes":["completed"]}`,
+	} {
+		if code, _, errOut := run(t, "", "nats", "creds", "--data", sys.DataDir, "--contract", write(name, body), "--name", "x"); code != 2 {
+			t.Fatalf("%s: %d %q", name, code, errOut)
+		}
+	}
+	if code, _, _ := run(t, "", "nats", "creds", "--data", sys.DataDir, "--contract", contract, "--role", "client", "--name", "x"); code != 2 {
+		t.Fatal("--role and --contract together were accepted")
 	}
 }

@@ -48,9 +48,10 @@ func init() { // a var initializer would refer to itself through help and comple
 		{name: "nats", args: "init|creds|config|permissions", summary: "NATS identities: credentials for stages, tools, clients", run: natsCmd, subs: []command{
 			{name: "init", args: "[--data DIR] [--config FILE] [--creds-dir DIR]", summary: "create the NATS authority in DIR/auth (serve does this on its first start with the embedded server); " +
 				"--config also writes the server's trust configuration, --creds-dir one credential per stage and for the operator (DIR/<role>/nats.creds), each only if missing"},
-			{name: "creds", args: "--role ROLE --name NAME [--tools a,b] [--expires 720h] [--out FILE]", summary: "issue a credentials file for one identity; roles: " + strings.Join(app.Roles, ", ")},
+			{name: "creds", args: "--role ROLE | --contract FILE --name NAME [--tools a,b] [--expires 720h] [--out FILE]", summary: "issue a credentials file for one identity; roles: " + strings.Join(app.Roles, ", ") +
+				"; --contract: a stage of your own, with exactly the permissions of its contract (examples/audit-stage)"},
 			{name: "config", args: "[--out FILE]", summary: "write the trust configuration of an external NATS server or cluster node (include it from nats-server.conf)"},
-			{name: "permissions", args: "[--role ROLE]", summary: "print what each role may publish and subscribe to"},
+			{name: "permissions", args: "[--role ROLE | --contract FILE]", summary: "print what each role (or a stage of your own) may publish and subscribe to"},
 		}},
 		{name: "usage", args: "[--user U] [--since 7d] [--json] [flags]", summary: "spend per day, API key, user and model: calls, tokens, cost (serve with --prices)", run: usageCmd},
 		{name: "bench", args: "[-n N] [-c 1,16,64] [--json] [--cpuprofile FILE]", summary: "measure the pipeline against raw JetStream on an embedded server", run: benchCmd},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,6 +26,7 @@ func natsCmd(env Env, args []string) error {
 	out := f.String("out", "", "write to this file (mode 0600) instead of stdout")
 	confOut := f.String("config", "", "init: also write the server trust configuration to this file")
 	credsDir := f.String("creds-dir", "", "init: also write a credential per stage role and the operator under this directory")
+	contractFile := f.String("contract", "", "creds, permissions: a stage of your own, declared by its contract (JSON, see pipeline.ParseContract) instead of --role")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -71,8 +73,8 @@ func natsCmd(env Env, args []string) error {
 		}
 		return nil
 	case "creds":
-		if *role == "" || *name == "" {
-			return fmt.Errorf("%w: nats creds --role ROLE --name NAME", ErrUsage)
+		if (*role == "") == (*contractFile == "") || *name == "" {
+			return fmt.Errorf("%w: nats creds --role ROLE --name NAME, or --contract FILE --name NAME", ErrUsage)
 		}
 		a, err := natsauth.Load(dir)
 		if err != nil {
@@ -82,8 +84,17 @@ func natsCmd(env Env, args []string) error {
 		if *toolList != "" {
 			tools = strings.Split(*toolList, ",")
 		}
-		g, err := app.Grant(*role, *name, app.GrantOptions{Tools: tools})
-		if err != nil {
+		var g pipeline.Grant
+		if *contractFile != "" {
+			c, err := readContract(*contractFile)
+			if err != nil {
+				return err
+			}
+			if err := pipeline.ValidName(*name); err != nil {
+				return fmt.Errorf("%w: %v: %q", ErrUsage, err, *name)
+			}
+			*role, g = c.Stage, c.Grant(*name)
+		} else if g, err = app.Grant(*role, *name, app.GrantOptions{Tools: tools}); err != nil {
 			return fmt.Errorf("%w: %v", ErrUsage, err)
 		}
 		b, err := a.Creds(*name, g, *expires)
@@ -121,6 +132,14 @@ func natsCmd(env Env, args []string) error {
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ROLE\tACTION\tSUBJECTS")
+		if *contractFile != "" {
+			c, err := readContract(*contractFile)
+			if err != nil {
+				return err
+			}
+			printGrant(tw, c.Stage, c.Grant("NAME"))
+			return tw.Flush()
+		}
 		for _, r := range roles {
 			g, err := app.Grant(r, "NAME", app.GrantOptions{})
 			if err != nil {
@@ -162,4 +181,22 @@ func writeOut(env Env, path string, b []byte) error {
 		}
 	}
 	return natsauth.ReplaceSecret(path, b)
+}
+
+// readContract reads the contract of a stage of the operator's own. Its
+// name may not be a built-in role's: a credential for it would look like
+// that role's in logs and `nats permissions`.
+func readContract(path string) (pipeline.Contract, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return pipeline.Contract{}, err
+	}
+	c, err := pipeline.ParseContract(b)
+	if err != nil {
+		return pipeline.Contract{}, fmt.Errorf("%w: %s: %v", ErrUsage, path, err)
+	}
+	if slices.Contains(app.Roles, c.Stage) {
+		return pipeline.Contract{}, fmt.Errorf("%w: %s: stage %q is a built-in role: use --role %s, or another name", ErrUsage, path, c.Stage, c.Stage)
+	}
+	return c, nil
 }
