@@ -12,7 +12,7 @@ import (
 func TestParseContract(t *testing.T) {
 	tests := []struct {
 		name, in, err string
-		want         pipeline.Contract
+		want          pipeline.Contract
 	}{
 		{name: "audit", in: `{"stage":"audit","consumes":["completed","failed"],"kv":[{"bucket":"audit_seen","write":true}]}`,
 			want: pipeline.Contract{Stage: "audit", Consumes: []string{"completed", "failed"}, KV: []pipeline.KVUse{{Bucket: "audit_seen", Write: true}}}},
