@@ -102,7 +102,7 @@ func TestFetchedPageWithInjectionIsWithheld(t *testing.T) {
 	} {
 		sub, _ := nc.SubscribeSync(messages.ReplyFilter(tc.rid))
 		publishToolCalls(t, js, tc.rid, messages.ToolCall{ID: "f1", Type: "function", Function: messages.FunctionCall{Name: "fetch_page", Arguments: `{"url":"` + tc.url + `"}`}})
-		ev, data := nextEvent(t, sub)
+		ev, data := tooledEvent(t, js, sub, tc.rid)
 		sub.Unsubscribe()
 		var g messages.Generation
 		if err := json.Unmarshal(data, &g); err != nil || ev != messages.EventTooled {

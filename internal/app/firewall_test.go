@@ -62,7 +62,7 @@ tools:
 		rid := "canon" + string(rune('a'+i))
 		sub, _ := nc.SubscribeSync(messages.ReplyFilter(rid))
 		publishToolCalls(t, js, rid, messages.ToolCall{ID: "f1", Type: "function", Function: messages.FunctionCall{Name: "read_file", Arguments: tc.args}})
-		ev, data := nextEvent(t, sub)
+		ev, data := tooledEvent(t, js, sub, rid)
 		sub.Unsubscribe()
 		if ev != tc.event {
 			t.Fatalf("%s: event %s: %s", tc.args, ev, data)

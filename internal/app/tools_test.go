@@ -43,6 +43,25 @@ func nextEvent(t *testing.T, sub *nats.Subscription) (string, []byte) {
 	}
 }
 
+// tooledEvent waits for the turn's tool round to end (its tooled event,
+// or an event after it) and returns the tooled event as the stream stored
+// it, or the event that ended the round otherwise. A core subscription
+// does not order events of different publishers: under load the server
+// can hand the stream's copy of tooled to the llm stage, and the llm's
+// answer to the subscriber, before its own copy of tooled.
+func tooledEvent(t *testing.T, js nats.JetStreamContext, sub *nats.Subscription, rid string) (string, []byte) {
+	t.Helper()
+	ev, data := nextEvent(t, sub)
+	if ev != messages.EventTooled && ev != messages.EventGenerated {
+		return ev, data
+	}
+	sm, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(messages.EventTooled, rid))
+	if err != nil {
+		t.Fatalf("%s: no tooled event on the stream (%s came): %v", rid, ev, err)
+	}
+	return messages.EventTooled, sm.Data
+}
+
 func TestBlockedToolCallIsARefusalOnTheStream(t *testing.T) {
 	sys := startSystem(t, nil)
 	nc := sys.Runtime.Conn()
@@ -77,7 +96,7 @@ func TestBlockedToolCallIsARefusalOnTheStream(t *testing.T) {
 		sub, _ := nc.SubscribeSync(messages.ReplyFilter("okcall"))
 		defer sub.Unsubscribe()
 		publishToolCalls(t, js, "okcall", messages.ToolCall{ID: "c9", Type: "function", Function: messages.FunctionCall{Name: "calculator", Arguments: `{"expression":"6*7"}`}})
-		ev, data := nextEvent(t, sub)
+		ev, data := tooledEvent(t, js, sub, "okcall")
 		var g messages.Generation
 		_ = json.Unmarshal(data, &g)
 		last, _ := g.Final()
@@ -125,17 +144,8 @@ func TestRemoteToolResultIsScanned(t *testing.T) {
 		rid := "page" + tc.verdict
 		sub, _ := nc.SubscribeSync(messages.ReplyFilter(rid))
 		publishToolCalls(t, js, rid, messages.ToolCall{ID: "r1", Type: "function", Function: messages.FunctionCall{Name: "read_page", Arguments: `{"url":"` + tc.url + `"}`}})
-		// The tooled event is read back from the stream once the turn
-		// moved on: a core subscription may see the llm's answer first.
-		if ev, data := nextEvent(t, sub); ev != messages.EventTooled && ev != messages.EventGenerated {
-			t.Fatalf("%s: %s %s", tc.url, ev, data)
-		}
+		ev, data := tooledEvent(t, js, sub, rid)
 		sub.Unsubscribe()
-		sm, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(messages.EventTooled, rid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, data := messages.EventTooled, sm.Data
 		var g messages.Generation
 		_ = json.Unmarshal(data, &g)
 		last, _ := g.Final()
@@ -201,7 +211,7 @@ func TestRemoteToolStartedLaterIsDiscovered(t *testing.T) {
 		rid := fmt.Sprintf("late2%d", i)
 		sub, _ := nc.SubscribeSync(messages.ReplyFilter(rid))
 		publishToolCalls(t, js, rid, call)
-		ev, data := nextEvent(t, sub)
+		ev, data := tooledEvent(t, js, sub, rid)
 		sub.Unsubscribe()
 		if ev == messages.EventTooled {
 			if !strings.Contains(string(data), "late but here") {
