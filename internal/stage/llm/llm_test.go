@@ -15,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/quota"
+	"github.com/agentbus/agentbus/internal/spend"
 	"github.com/agentbus/agentbus/internal/stage/llm"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
@@ -124,7 +125,13 @@ func tooled(round int) messages.Generation {
 // context, which the returned cancel ends.
 func deliver(t *testing.T, event string, round int, payload any) (*message.Message, context.CancelFunc) {
 	t.Helper()
-	m, err := pipeline.NewEvent(event, rid, round, payload)
+	return deliverFor(t, rid, event, round, payload)
+}
+
+// deliverFor is deliver for another request than rid.
+func deliverFor(t *testing.T, requestID, event string, round int, payload any) (*message.Message, context.CancelFunc) {
+	t.Helper()
+	m, err := pipeline.NewEvent(event, requestID, round, payload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -743,5 +750,95 @@ func TestHandleUndecodable(t *testing.T) {
 	in.Payload = []byte(`{"request_id":`)
 	if _, err := h.Handle(in); !errors.Is(err, pipeline.ErrPermanent) {
 		t.Fatalf("error = %v, want a permanent one", err)
+	}
+}
+
+// fakeCache is an in-memory response cache keyed by tenant and the last
+// message.
+type fakeCache struct {
+	mu      sync.Mutex
+	entries map[string]provider.Response
+	puts    int
+}
+
+func (c *fakeCache) Key(tenant string, req provider.Request) string {
+	return tenant + "|" + req.Model + "|" + req.Messages[len(req.Messages)-1].Content
+}
+
+func (c *fakeCache) Get(_ context.Context, key string) (provider.Response, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.entries[key]
+	return r, ok
+}
+
+func (c *fakeCache) Put(_ context.Context, key string, resp provider.Response) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries[key] = resp
+	c.puts++
+}
+
+// fakeMetrics records model usage.
+type fakeMetrics struct {
+	mu    sync.Mutex
+	usage []string
+	cache []string
+}
+
+func (m *fakeMetrics) Usage(model, user string, in, out int, usd float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.usage = append(m.usage, fmt.Sprintf("%s/%s/%d/%d/%.6f", model, user, in, out, usd))
+}
+
+func (m *fakeMetrics) Cache(model, user, result string, _ int, _ float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cache = append(m.cache, result)
+}
+
+func (m *fakeMetrics) LimitRejected(string, string, string) {}
+
+// TestHandleCostAndCache: the price table prices each call onto the turn
+// (no ledger: nothing recorded, which needs NATS KV), and the response
+// cache answers a repeated explicit-cache turn without a model call.
+func TestHandleCostAndCache(t *testing.T) {
+	prices := &spend.Prices{Models: map[string]spend.Price{"fake-model-2025": {InputPerMillion: 1, OutputPerMillion: 2}}}
+	const want = (12*1 + 3*2) / 1e6 // usage: 12 prompt, 3 completion tokens
+	p := &fakeProvider{answer: text("42")}
+	c := &fakeCache{entries: map[string]provider.Response{}}
+	m := &fakeMetrics{}
+	h := newLLM(t, llm.Config{DefaultModel: "fake-model"}, llm.Deps{Provider: p, Steps: newMemSteps(t), Cache: c, Metrics: m,
+		Spend: &llm.Spend{Prices: prices}})
+
+	a := admitted()
+	a.Cache = &messages.CacheRequest{Explicit: true}
+	in, _ := deliver(t, messages.EventAdmitted, 0, a)
+	out, err := h.Handle(in)
+	g := decode[messages.Generation](t, one(t, out, err, messages.EventGenerated, 0))
+	if diff := g.CostUSD - want; diff > 1e-12 || diff < -1e-12 {
+		t.Errorf("cost = %v, want %v", g.CostUSD, want)
+	}
+	if g.CacheUse == nil || g.CacheUse.Misses != 1 || c.puts != 1 {
+		t.Errorf("cache use, puts = %+v, %d; want one miss stored", g.CacheUse, c.puts)
+	}
+	if len(m.usage) != 1 || m.usage[0] != "fake-model/alice/12/3/0.000018" {
+		t.Errorf("usage metrics = %q", m.usage)
+	}
+
+	// The same question in another turn is answered from the cache.
+	a.RequestID = "req-llm-2"
+	in2, _ := deliverFor(t, a.RequestID, messages.EventAdmitted, 0, a)
+	out, err = h.Handle(in2)
+	if err != nil || len(out) != 1 {
+		t.Fatalf("second turn: %d events, %v", len(out), err)
+	}
+	g2 := decode[messages.Generation](t, out[0])
+	if n := len(p.calls()); n != 1 {
+		t.Errorf("provider called %d times, want 1 (the second answer is cached)", n)
+	}
+	if g2.CacheUse == nil || g2.CacheUse.Hits != 1 || g2.CostUSD != 0 || g2.CacheUse.SavedUSD <= 0 {
+		t.Errorf("cache use, cost = %+v, %v; want a hit that cost nothing and saved the price", g2.CacheUse, g2.CostUSD)
 	}
 }
