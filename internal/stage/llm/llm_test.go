@@ -19,6 +19,7 @@ import (
 	"github.com/agentbus/agentbus/internal/stage/llm"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
+	"github.com/agentbus/agentbus/pipeline/pipelinetest"
 	"github.com/nats-io/nats.go"
 )
 
@@ -131,15 +132,8 @@ func deliver(t *testing.T, event string, round int, payload any) (*message.Messa
 // deliverFor is deliver for another request than rid.
 func deliverFor(t *testing.T, requestID, event string, round int, payload any) (*message.Message, context.CancelFunc) {
 	t.Helper()
-	m, err := pipeline.NewEvent(event, requestID, round, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Metadata.Set(pipeline.MetaDelivered, "1")
-	m.Metadata.Set(pipeline.MetaStreamSeq, "11")
-	m.Metadata.Set(pipeline.MetaTimestamp, time.Now().UTC().Format(time.RFC3339Nano))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	m := pipelinetest.Deliver(t, event, requestID, round, payload)
+	ctx, cancel := context.WithCancel(m.Context())
 	m.SetContext(ctx)
 	return m, cancel
 }
@@ -147,12 +141,7 @@ func deliverFor(t *testing.T, requestID, event string, round int, payload any) (
 // redeliver is m delivered again (JetStream's next delivery of it).
 func redeliver(t *testing.T, m *message.Message) *message.Message {
 	t.Helper()
-	c := m.Copy()
-	c.Metadata.Set(pipeline.MetaDelivered, strconv.FormatUint(pipeline.Delivered(m)+1, 10))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	c.SetContext(ctx)
-	return c
+	return pipelinetest.Redeliver(t, m)
 }
 
 // one returns the single event a handler produced, checking its routing.
@@ -219,18 +208,18 @@ func TestNew(t *testing.T) {
 		deps func(t *testing.T) llm.Deps
 		ok   bool
 	}{
-		{name: "provider and step store", deps: func(t *testing.T) llm.Deps { return llm.Deps{Provider: p, Steps: newMemSteps(t)} }, ok: true},
-		{name: "no provider", deps: func(t *testing.T) llm.Deps { return llm.Deps{Steps: newMemSteps(t)} }},
+		{name: "provider and step store", deps: func(t *testing.T) llm.Deps { return llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t)} }, ok: true},
+		{name: "no provider", deps: func(t *testing.T) llm.Deps { return llm.Deps{Steps: pipelinetest.NewSteps(t)} }},
 		{name: "no step store", deps: func(*testing.T) llm.Deps { return llm.Deps{Provider: p} }},
 		{name: "no deps at all", deps: func(*testing.T) llm.Deps { return llm.Deps{} }},
 		{name: "max rounds above 64", cfg: llm.Config{MaxRounds: 65},
-			deps: func(t *testing.T) llm.Deps { return llm.Deps{Provider: p, Steps: newMemSteps(t)} }},
+			deps: func(t *testing.T) llm.Deps { return llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t)} }},
 		{name: "result TTL below a minute", cfg: llm.Config{ResultTTL: time.Second},
-			deps: func(t *testing.T) llm.Deps { return llm.Deps{Provider: p, Steps: newMemSteps(t)} }},
+			deps: func(t *testing.T) llm.Deps { return llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t)} }},
 		{name: "negative handler timeout", cfg: llm.Config{HandlerTimeout: -1},
-			deps: func(t *testing.T) llm.Deps { return llm.Deps{Provider: p, Steps: newMemSteps(t)} }},
+			deps: func(t *testing.T) llm.Deps { return llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t)} }},
 		{name: "cancellation subscription fails", deps: func(t *testing.T) llm.Deps {
-			return llm.Deps{Provider: p, Steps: newMemSteps(t), Cancels: &fakeSubscriber{err: errors.New("permissions violation")}}
+			return llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t), Cancels: &fakeSubscriber{err: errors.New("permissions violation")}}
 		}},
 	}
 	for _, tc := range cases {
@@ -324,7 +313,7 @@ func TestHandleRoutesTheAnswer(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &fakeProvider{answer: tc.answer}
-			steps := newMemSteps(t)
+			steps := pipelinetest.NewSteps(t)
 			tools := []provider.ToolSpec{{Name: "calculator", Parameters: json.RawMessage(`{"type":"object"}`)}}
 			h := newLLM(t, llm.Config{DefaultModel: "fake-model", SystemPrompt: "Be brief."}, llm.Deps{Provider: p, Steps: steps, Tools: tools})
 			var in *message.Message
@@ -351,7 +340,7 @@ func TestHandleRoutesTheAnswer(t *testing.T) {
 			if g.Guard.Action != "allow" || len(g.Messages) != 1 {
 				t.Errorf("the turn's input and guard verdict were not carried: %+v %+v", g.Messages, g.Guard)
 			}
-			if key := rid + "." + strconv.Itoa(tc.wantRound); !steps.recorded(key) {
+			if key := rid + "." + strconv.Itoa(tc.wantRound); !steps.Recorded(key) {
 				t.Errorf("step %s not recorded before the event was returned", key)
 			}
 			tc.check(t, reqs[0], g)
@@ -376,7 +365,7 @@ func TestHandleReusesRecordedStep(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			steps := newMemSteps(t)
+			steps := pipelinetest.NewSteps(t)
 			first := newLLM(t, llm.Config{}, llm.Deps{Provider: &fakeProvider{answer: tc.answer}, Steps: steps})
 			in, _ := deliver(t, messages.EventAdmitted, 0, admitted())
 			out1, err := first.Handle(in)
@@ -398,7 +387,7 @@ func TestHandleReusesRecordedStep(t *testing.T) {
 				// (A failed event carries the time it was built.)
 				t.Errorf("redelivery published\n%s\nthe first delivery\n%s", m2.Payload, m1.Payload)
 			}
-			if begins, puts, _ := steps.counts(); begins != 2 || puts != 1 {
+			if begins, puts, _ := steps.Counts(); begins != 2 || puts != 1 {
 				t.Errorf("step store begins, puts = %d, %d; want 2, 1", begins, puts)
 			}
 		})
@@ -439,7 +428,7 @@ func TestHandleProviderErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			steps := newMemSteps(t)
+			steps := pipelinetest.NewSteps(t)
 			h := newLLM(t, llm.Config{}, llm.Deps{Provider: &fakeProvider{answer: fails(tc.err)}, Steps: steps})
 			in, _ := deliver(t, messages.EventAdmitted, 0, admitted())
 			out, err := h.Stage().Handlers[messages.EventAdmitted](in)
@@ -456,7 +445,7 @@ func TestHandleProviderErrors(t *testing.T) {
 			if want := provider.ClientMessage(tc.err); f.Reason != want {
 				t.Errorf("reason = %q, want the client message %q", f.Reason, want)
 			}
-			if !steps.recorded(rid + ".0") {
+			if !steps.Recorded(rid + ".0") {
 				t.Error("the failure was not recorded: a redelivery would call the provider again")
 			}
 		})
@@ -472,15 +461,15 @@ func TestHandleRetryableErrors(t *testing.T) {
 	cases := []struct {
 		name string
 		// setup returns the deps and the message; it may hold steps.
-		setup   func(t *testing.T, steps *memSteps) (llm.Deps, *message.Message)
+		setup   func(t *testing.T, steps *pipelinetest.Steps) (llm.Deps, *message.Message)
 		wantIs  error // the handler's error must wrap it
 		calls   int   // provider calls expected
 		claimed bool  // the step was claimed and must have been released
 	}{
 		{
 			name: "step store unreachable",
-			setup: func(t *testing.T, steps *memSteps) (llm.Deps, *message.Message) {
-				steps.beginErr = kvDown
+			setup: func(t *testing.T, steps *pipelinetest.Steps) (llm.Deps, *message.Message) {
+				steps.BeginErr = kvDown
 				in, _ := deliver(t, messages.EventAdmitted, 0, admitted())
 				return llm.Deps{Provider: &fakeProvider{answer: notCalled(t)}, Steps: steps}, in
 			},
@@ -488,8 +477,8 @@ func TestHandleRetryableErrors(t *testing.T) {
 		},
 		{
 			name: "step running on another replica",
-			setup: func(t *testing.T, steps *memSteps) (llm.Deps, *message.Message) {
-				t.Cleanup(steps.hold(rid + ".0"))
+			setup: func(t *testing.T, steps *pipelinetest.Steps) (llm.Deps, *message.Message) {
+				t.Cleanup(steps.Hold(rid + ".0"))
 				in, _ := deliver(t, messages.EventAdmitted, 0, admitted())
 				return llm.Deps{Provider: &fakeProvider{answer: notCalled(t)}, Steps: steps}, in
 			},
@@ -497,7 +486,7 @@ func TestHandleRetryableErrors(t *testing.T) {
 		},
 		{
 			name: "shutdown during the model call",
-			setup: func(t *testing.T, steps *memSteps) (llm.Deps, *message.Message) {
+			setup: func(t *testing.T, steps *pipelinetest.Steps) (llm.Deps, *message.Message) {
 				in, cancel := deliver(t, messages.EventAdmitted, 0, admitted())
 				p := &fakeProvider{answer: func(ctx context.Context, _ provider.Request, _ func(string)) (provider.Response, error) {
 					cancel() // the runtime drains: the handler's context ends
@@ -510,7 +499,7 @@ func TestHandleRetryableErrors(t *testing.T) {
 		},
 		{
 			name: "history unreachable",
-			setup: func(t *testing.T, steps *memSteps) (llm.Deps, *message.Message) {
+			setup: func(t *testing.T, steps *pipelinetest.Steps) (llm.Deps, *message.Message) {
 				a := admitted()
 				a.UseHistory = true
 				in, _ := deliver(t, messages.EventAdmitted, 0, a)
@@ -521,7 +510,7 @@ func TestHandleRetryableErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			steps := newMemSteps(t)
+			steps := pipelinetest.NewSteps(t)
 			d, in := tc.setup(t, steps)
 			h := newLLM(t, llm.Config{}, d)
 			out, err := h.Handle(in)
@@ -537,10 +526,10 @@ func TestHandleRetryableErrors(t *testing.T) {
 			if n := len(d.Provider.(*fakeProvider).calls()); n != tc.calls {
 				t.Errorf("provider called %d times, want %d", n, tc.calls)
 			}
-			if steps.recorded(rid + ".0") {
+			if steps.Recorded(rid + ".0") {
 				t.Error("a result was recorded: the redelivery would not run the step")
 			}
-			if _, _, releases := steps.counts(); (releases == 1) != tc.claimed {
+			if _, _, releases := steps.Counts(); (releases == 1) != tc.claimed {
 				t.Errorf("step released %d times; claimed: %v", releases, tc.claimed)
 			}
 		})
@@ -595,7 +584,7 @@ func TestHandleEndsTheTurn(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &fakeProvider{answer: notCalled(t)}
-			tc.deps.Provider, tc.deps.Steps = p, newMemSteps(t)
+			tc.deps.Provider, tc.deps.Steps = p, pipelinetest.NewSteps(t)
 			h := newLLM(t, tc.cfg, tc.deps)
 			in, _ := deliver(t, tc.event, 0, tc.payload)
 			out, err := h.Stage().Handlers[tc.event](in)
@@ -617,7 +606,7 @@ func TestHandleHistory(t *testing.T) {
 	t.Run("prepended", func(t *testing.T) {
 		p := &fakeProvider{answer: text("ok")}
 		hist := []messages.Message{{Role: messages.RoleUser, Content: "earlier"}, {Role: messages.RoleAssistant, Content: "reply"}}
-		h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: newMemSteps(t), History: fakeHistory{msgs: hist}})
+		h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t), History: fakeHistory{msgs: hist}})
 		in, _ := deliver(t, messages.EventAdmitted, 0, a)
 		out, err := h.Handle(in)
 		one(t, out, err, messages.EventGenerated, 0)
@@ -630,7 +619,7 @@ func TestHandleHistory(t *testing.T) {
 		}
 	})
 	t.Run("no history source", func(t *testing.T) {
-		steps := newMemSteps(t)
+		steps := pipelinetest.NewSteps(t)
 		h := newLLM(t, llm.Config{}, llm.Deps{Provider: &fakeProvider{answer: notCalled(t)}, Steps: steps})
 		in, _ := deliver(t, messages.EventAdmitted, 0, a)
 		if _, err := h.Handle(in); !errors.Is(err, pipeline.ErrPermanent) {
@@ -668,7 +657,7 @@ func TestHandleStreamsDeltas(t *testing.T) {
 		return text("42")(context.Background(), provider.Request{}, nil)
 	}}
 	d := &fakeDeltas{}
-	h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: newMemSteps(t), Deltas: d})
+	h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t), Deltas: d})
 	a := admitted()
 	a.Stream = true
 	in, _ := deliver(t, messages.EventAdmitted, 0, a)
@@ -699,7 +688,7 @@ func TestCancel(t *testing.T) {
 		return provider.Response{}, ctx.Err()
 	}}
 	sub := &fakeSubscriber{}
-	h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: newMemSteps(t), Cancels: sub})
+	h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t), Cancels: sub})
 	if sub.subject != messages.CancelSubject("*") {
 		t.Fatalf("subscribed to %q, want %q", sub.subject, messages.CancelSubject("*"))
 	}
@@ -727,8 +716,8 @@ func TestCancel(t *testing.T) {
 // with payload_too_large, and a redelivery finds it so without calling
 // the provider again.
 func TestHandleAnswerTooLarge(t *testing.T) {
-	steps := newMemSteps(t)
-	steps.limit = 64
+	steps := pipelinetest.NewSteps(t)
+	steps.Limit = 64
 	p := &fakeProvider{answer: text("an answer that does not fit the step store's tiny limit")}
 	h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: steps})
 	in, _ := deliver(t, messages.EventAdmitted, 0, admitted())
@@ -745,7 +734,7 @@ func TestHandleAnswerTooLarge(t *testing.T) {
 }
 
 func TestHandleUndecodable(t *testing.T) {
-	h := newLLM(t, llm.Config{}, llm.Deps{Provider: &fakeProvider{answer: notCalled(t)}, Steps: newMemSteps(t)})
+	h := newLLM(t, llm.Config{}, llm.Deps{Provider: &fakeProvider{answer: notCalled(t)}, Steps: pipelinetest.NewSteps(t)})
 	in, _ := deliver(t, messages.EventAdmitted, 0, admitted())
 	in.Payload = []byte(`{"request_id":`)
 	if _, err := h.Handle(in); !errors.Is(err, pipeline.ErrPermanent) {
@@ -809,7 +798,7 @@ func TestHandleCostAndCache(t *testing.T) {
 	p := &fakeProvider{answer: text("42")}
 	c := &fakeCache{entries: map[string]provider.Response{}}
 	m := &fakeMetrics{}
-	h := newLLM(t, llm.Config{DefaultModel: "fake-model"}, llm.Deps{Provider: p, Steps: newMemSteps(t), Cache: c, Metrics: m,
+	h := newLLM(t, llm.Config{DefaultModel: "fake-model"}, llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t), Cache: c, Metrics: m,
 		Spend: &llm.Spend{Prices: prices}})
 
 	a := admitted()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/agentbus/agentbus/internal/stage/persist"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
+	"github.com/agentbus/agentbus/pipeline/pipelinetest"
 	"github.com/nats-io/nats.go"
 )
 
@@ -96,16 +96,10 @@ func generated(rid, question, answer string) messages.Generation {
 // count, stream sequence, storage time) and the handler's context.
 func deliver(t *testing.T, g messages.Generation, delivery int) *message.Message {
 	t.Helper()
-	m, err := pipeline.NewEvent(messages.EventGenerated, g.RequestID, g.Round, g)
-	if err != nil {
-		t.Fatal(err)
+	m := pipelinetest.Deliver(t, messages.EventGenerated, g.RequestID, g.Round, g)
+	for range delivery - 1 {
+		m = pipelinetest.Redeliver(t, m)
 	}
-	m.Metadata.Set(pipeline.MetaDelivered, strconv.Itoa(delivery))
-	m.Metadata.Set(pipeline.MetaStreamSeq, "31")
-	m.Metadata.Set(pipeline.MetaTimestamp, time.Now().UTC().Format(time.RFC3339Nano))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	m.SetContext(ctx)
 	return m
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/agentbus/agentbus/internal/tools"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
+	"github.com/agentbus/agentbus/pipeline/pipelinetest"
 )
 
 // The toolexec stage's unit tests: the handler is built with in-memory
@@ -181,28 +182,13 @@ func toolCalls(round int, names ...string) messages.Generation {
 // count, stream sequence, storage time) and the handler's context.
 func deliver(t *testing.T, g messages.Generation) *message.Message {
 	t.Helper()
-	m, err := pipeline.NewEvent(messages.EventToolCalls, g.RequestID, g.Round, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Metadata.Set(pipeline.MetaDelivered, "1")
-	m.Metadata.Set(pipeline.MetaStreamSeq, "21")
-	m.Metadata.Set(pipeline.MetaTimestamp, time.Now().UTC().Format(time.RFC3339Nano))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	m.SetContext(ctx)
-	return m
+	return pipelinetest.Deliver(t, messages.EventToolCalls, g.RequestID, g.Round, g)
 }
 
 // redeliver is m delivered again.
 func redeliver(t *testing.T, m *message.Message) *message.Message {
 	t.Helper()
-	c := m.Copy()
-	c.Metadata.Set(pipeline.MetaDelivered, strconv.FormatUint(pipeline.Delivered(m)+1, 10))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	c.SetContext(ctx)
-	return c
+	return pipelinetest.Redeliver(t, m)
 }
 
 // one returns the single event a handler produced, checking its routing.
@@ -255,7 +241,7 @@ func newToolexec(t *testing.T, cfg toolexec.Config, d toolexec.Deps) *toolexec.H
 
 func TestNew(t *testing.T) {
 	full := func(t *testing.T) toolexec.Deps {
-		return toolexec.Deps{Firewall: &fakeFirewall{}, Executor: &fakeExecutor{}, Steps: newMemSteps(t)}
+		return toolexec.Deps{Firewall: &fakeFirewall{}, Executor: &fakeExecutor{}, Steps: pipelinetest.NewSteps(t)}
 	}
 	cases := []struct {
 		name string
@@ -351,7 +337,7 @@ func TestHandleRunsAllowedCalls(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fw := &fakeFirewall{}
 			ex := &fakeExecutor{run: tc.run}
-			steps := newMemSteps(t)
+			steps := pipelinetest.NewSteps(t)
 			h := newToolexec(t, tc.cfg, toolexec.Deps{Firewall: fw, Executor: ex, Steps: steps, Scanner: tc.scanner})
 			out, err := h.Stage().Handlers[messages.EventToolCalls](deliver(t, tc.g))
 			g := decode[messages.Generation](t, one(t, out, err, messages.EventTooled, tc.g.Round))
@@ -406,7 +392,7 @@ func TestHandleRunsAllowedCalls(t *testing.T) {
 			if !slices.Equal(gotRV, tc.wantResultVer) {
 				t.Errorf("result verdicts = %q, want %q", gotRV, tc.wantResultVer)
 			}
-			if key := fmt.Sprintf("%s.%d", rid, tc.g.Round); !steps.recorded(key) {
+			if key := fmt.Sprintf("%s.%d", rid, tc.g.Round); !steps.Recorded(key) {
 				t.Errorf("round %s not recorded before the event was returned", key)
 			}
 		})
@@ -430,7 +416,7 @@ func TestHandleBlocked(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fw := &fakeFirewall{block: map[string]firewall.Verdict{tc.blocked: {Verdict: firewall.Block, Rule: "tool.denied", Reason: "shell is not allowed"}}}
 			ex := &fakeExecutor{t: t}
-			steps := newMemSteps(t)
+			steps := pipelinetest.NewSteps(t)
 			h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: fw, Executor: ex, Steps: steps})
 			g := toolCalls(1, tc.calls...)
 			out, err := h.Handle(deliver(t, g))
@@ -459,7 +445,7 @@ func TestHandleBlocked(t *testing.T) {
 			if !slices.Equal(verdicts, want) {
 				t.Errorf("verdicts = %q, want %q", verdicts, want)
 			}
-			if steps.recorded(rid + ".1") {
+			if steps.Recorded(rid + ".1") {
 				t.Error("a blocked round was recorded")
 			}
 		})
@@ -482,7 +468,7 @@ func TestHandleReusesRecordedRound(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			steps := newMemSteps(t)
+			steps := pipelinetest.NewSteps(t)
 			ex := &fakeExecutor{run: map[string]func(json.RawMessage) (string, error){"calculator": tc.run}}
 			first := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: &fakeFirewall{}, Executor: ex, Steps: steps})
 			g := toolCalls(1, "calculator")
@@ -503,7 +489,7 @@ func TestHandleReusesRecordedRound(t *testing.T) {
 			if n := len(ex.seen()); n != 1 {
 				t.Errorf("tool ran %d times, want 1", n)
 			}
-			if begins, puts, _ := steps.counts(); begins != 2 || puts != 1 {
+			if begins, puts, _ := steps.Counts(); begins != 2 || puts != 1 {
 				t.Errorf("step store begins, puts = %d, %d; want 2, 1", begins, puts)
 			}
 		})
@@ -519,7 +505,7 @@ func TestHandleToolUnavailable(t *testing.T) {
 			return "", fmt.Errorf("mcp server web: %w", tools.ErrUnavailable)
 		},
 	}}
-	h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: &fakeFirewall{}, Executor: ex, Steps: newMemSteps(t)})
+	h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: &fakeFirewall{}, Executor: ex, Steps: pipelinetest.NewSteps(t)})
 	out, err := h.Handle(deliver(t, toolCalls(0, "calculator", "search")))
 	f := decode[messages.Failed](t, one(t, out, err, messages.EventFailed, 0))
 	if f.Code != messages.CodeUnavailable || f.Status != http.StatusServiceUnavailable || f.RetryAfterMS != toolexec.UnavailableRetryAfter.Milliseconds() {
@@ -546,7 +532,7 @@ func TestHandleClientTools(t *testing.T) {
 	t.Run("calls end the turn", func(t *testing.T) {
 		fw := &fakeFirewall{}
 		ex := &fakeExecutor{run: map[string]func(json.RawMessage) (string, error){"calculator": output("42")}}
-		h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: fw, Executor: ex, Steps: newMemSteps(t)})
+		h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: fw, Executor: ex, Steps: pipelinetest.NewSteps(t)})
 		g := toolCalls(0, "calculator", "open_file")
 		g.ClientTools = []messages.ToolDef{{Name: "open_file", Parameters: schema}}
 		out, err := h.Handle(deliver(t, g))
@@ -566,7 +552,7 @@ func TestHandleClientTools(t *testing.T) {
 	})
 	t.Run("unusable client tools", func(t *testing.T) {
 		fw := &fakeFirewall{clientErr: errors.New("schema of open_file: not an object")}
-		h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: fw, Executor: &fakeExecutor{t: t}, Steps: newMemSteps(t)})
+		h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: fw, Executor: &fakeExecutor{t: t}, Steps: pipelinetest.NewSteps(t)})
 		g := toolCalls(0, "open_file")
 		g.ClientTools = []messages.ToolDef{{Name: "open_file", Parameters: json.RawMessage(`[]`)}}
 		out, err := h.Handle(deliver(t, g))
@@ -584,23 +570,23 @@ func TestHandleErrors(t *testing.T) {
 	kvDown := errors.New("nats: timeout")
 	cases := []struct {
 		name      string
-		setup     func(t *testing.T, steps *memSteps, g *messages.Generation)
+		setup     func(t *testing.T, steps *pipelinetest.Steps, g *messages.Generation)
 		wantIs    error
 		permanent bool
 	}{
-		{name: "step store unreachable", setup: func(_ *testing.T, s *memSteps, _ *messages.Generation) { s.beginErr = kvDown }, wantIs: kvDown},
-		{name: "round running on another replica", setup: func(t *testing.T, s *memSteps, _ *messages.Generation) {
-			t.Cleanup(s.hold(rid + ".0"))
+		{name: "step store unreachable", setup: func(_ *testing.T, s *pipelinetest.Steps, _ *messages.Generation) { s.BeginErr = kvDown }, wantIs: kvDown},
+		{name: "round running on another replica", setup: func(t *testing.T, s *pipelinetest.Steps, _ *messages.Generation) {
+			t.Cleanup(s.Hold(rid + ".0"))
 		}, wantIs: pipeline.ErrStepBusy},
-		{name: "last step has no tool calls", setup: func(_ *testing.T, _ *memSteps, g *messages.Generation) {
+		{name: "last step has no tool calls", setup: func(_ *testing.T, _ *pipelinetest.Steps, g *messages.Generation) {
 			g.Steps = []messages.Message{{Role: messages.RoleAssistant, Content: "no calls"}}
 		}, wantIs: pipeline.ErrPermanent, permanent: true},
-		{name: "no steps at all", setup: func(_ *testing.T, _ *memSteps, g *messages.Generation) { g.Steps = nil },
+		{name: "no steps at all", setup: func(_ *testing.T, _ *pipelinetest.Steps, g *messages.Generation) { g.Steps = nil },
 			wantIs: pipeline.ErrPermanent, permanent: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			steps := newMemSteps(t)
+			steps := pipelinetest.NewSteps(t)
 			g := toolCalls(0, "calculator")
 			tc.setup(t, steps, &g)
 			h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: &fakeFirewall{}, Executor: &fakeExecutor{t: t}, Steps: steps})
@@ -617,7 +603,7 @@ func TestHandleErrors(t *testing.T) {
 		})
 	}
 	t.Run("undecodable event", func(t *testing.T) {
-		h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: &fakeFirewall{}, Executor: &fakeExecutor{t: t}, Steps: newMemSteps(t)})
+		h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: &fakeFirewall{}, Executor: &fakeExecutor{t: t}, Steps: pipelinetest.NewSteps(t)})
 		in := deliver(t, toolCalls(0, "calculator"))
 		in.Payload = []byte("{")
 		if _, err := h.Handle(in); !errors.Is(err, pipeline.ErrPermanent) {
@@ -630,8 +616,8 @@ func TestHandleErrors(t *testing.T) {
 // with payload_too_large, and a redelivery finds them so without running
 // the tools again.
 func TestHandleResultsTooLarge(t *testing.T) {
-	steps := newMemSteps(t)
-	steps.limit = 256
+	steps := pipelinetest.NewSteps(t)
+	steps.Limit = 256
 	ex := &fakeExecutor{run: map[string]func(json.RawMessage) (string, error){"dump": output(strings.Repeat("x", 1000))}}
 	h := newToolexec(t, toolexec.Config{}, toolexec.Deps{Firewall: &fakeFirewall{}, Executor: ex, Steps: steps})
 	in := deliver(t, toolCalls(0, "dump"))
