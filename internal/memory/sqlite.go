@@ -117,10 +117,11 @@ type SQLiteStore struct {
 	path string
 	cfg  SQLiteConfig
 	// Append's statements, prepared once on the single writer connection
-	// (preparing them per transaction re-parses the SQL every commit).
-	stExists, stInsChain, stInsTurn, stInsMsg *sql.Stmt
-	w, r                                      *sql.DB
-	closed                                    atomic.Bool
+	// (preparing them per transaction re-parses the SQL every commit) and
+	// closed by Close.
+	stHead, stExists, stInsChain, stInsTurn, stInsMsg *sql.Stmt
+	w, r                                              *sql.DB
+	closed                                            atomic.Bool
 }
 
 var _ Store = (*SQLiteStore)(nil)
@@ -189,8 +190,11 @@ func (s *SQLiteStore) prepareAppend(ctx context.Context) error {
 		st, err = s.w.PrepareContext(ctx, q)
 		return st
 	}
+	s.stHead = prep("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1")
 	s.stExists = prep("SELECT seq, prev_hash, hash FROM chain WHERE request_id = ?")
-	s.stInsChain = prep("INSERT INTO chain (seq, request_id, conversation_id, content_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)")
+	// A turn already stored is detected by the insert itself (no row
+	// inserted), saving a lookup per new turn; only then is it read back.
+	s.stInsChain = prep("INSERT INTO chain (seq, request_id, conversation_id, content_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING")
 	s.stInsTurn = prep("INSERT INTO turns (seq, request_id, conversation_id, user, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)")
 	s.stInsMsg = prep("INSERT INTO messages (id, seq, idx, conversation_id, role, body) VALUES (?, ?, ?, ?, ?, ?)")
 	return err
@@ -267,13 +271,13 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 	defer tx.Rollback()
 	var headSeq int64
 	var headHash string
-	switch err := tx.QueryRowContext(ctx, "SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").Scan(&headSeq, &headHash); {
+	// The writer pool has one connection, on which the statements were
+	// prepared: tx.StmtContext reuses them without re-preparing.
+	switch err := tx.StmtContext(ctx, s.stHead).QueryRowContext(ctx).Scan(&headSeq, &headHash); {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return nil, err
 	}
-	// The writer pool has one connection, on which the statements were
-	// prepared: tx.StmtContext reuses them without re-preparing.
 	exists := tx.StmtContext(ctx, s.stExists)
 	insChain := tx.StmtContext(ctx, s.stInsChain)
 	insTurn := tx.StmtContext(ctx, s.stInsTurn)
@@ -288,16 +292,19 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 		}
 		inBatch[t.RequestID] = i
 		l := &links[i]
-		switch err := exists.QueryRowContext(ctx, t.RequestID).Scan(&l.Seq, &l.PrevHash, &l.Hash); {
-		case err == nil:
-			continue // already stored: idempotent skip
-		case !errors.Is(err, sql.ErrNoRows):
-			return nil, err
-		}
 		*l = link{Seq: headSeq + 1, RequestID: t.RequestID, ConversationID: t.ConversationID, ContentHash: hashes[i], PrevHash: headHash}
 		l.Hash = LinkHash(l.PrevHash, l.ContentHash, l.Seq, l.RequestID)
-		if _, err := insChain.ExecContext(ctx, l.Seq, l.RequestID, l.ConversationID, l.ContentHash, l.PrevHash, l.Hash); err != nil {
+		res, err := insChain.ExecContext(ctx, l.Seq, l.RequestID, l.ConversationID, l.ContentHash, l.PrevHash, l.Hash)
+		if err != nil {
 			return nil, err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return nil, err
+		} else if n == 0 { // already stored: idempotent skip, learn its link
+			if err := exists.QueryRowContext(ctx, t.RequestID).Scan(&l.Seq, &l.PrevHash, &l.Hash); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		var meta any
 		if len(t.Meta) > 0 {
@@ -615,6 +622,11 @@ func (s *SQLiteStore) Close() error {
 		return nil
 	}
 	var errs []error
+	for _, st := range []*sql.Stmt{s.stHead, s.stExists, s.stInsChain, s.stInsTurn, s.stInsMsg} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}

@@ -179,3 +179,4 @@ func TestSQLiteConfigValidate(t *testing.T) {
 		t.Fatalf("OpenSQLite with bad config = %v", err)
 	}
 }
+
