@@ -104,6 +104,43 @@ var migrations = []string{
 		body            TEXT NOT NULL
 	) STRICT;
 	CREATE INDEX messages_conversation ON messages(conversation_id, seq, idx);`,
+	// 2: drop the two indexes no query uses, each costing a B-tree insert
+	// per row on every Append: messages.id's primary key (random text keys;
+	// a message is found by conversation or by seq, never by id, and
+	// idempotence rests on chain.request_id) and turns.request_id's UNIQUE
+	// (a turn row is only ever written with its chain link, whose
+	// request_id is unique). messages gets an index on (seq, idx) instead,
+	// which Turns and VerifyChain read by and which only ever grows at its
+	// right edge. SQLite cannot drop a constraint, so both tables are
+	// rebuilt (the documented create-copy-drop-rename procedure, in the
+	// migration's transaction). The id column stays, for operators' queries.
+	`CREATE TABLE turns_v2 (
+		seq             INTEGER PRIMARY KEY REFERENCES chain(seq),
+		request_id      TEXT NOT NULL,
+		conversation_id TEXT NOT NULL,
+		user            TEXT NOT NULL,
+		meta            TEXT,
+		created_at      TEXT NOT NULL
+	) STRICT;
+	INSERT INTO turns_v2 (seq, request_id, conversation_id, user, meta, created_at)
+		SELECT seq, request_id, conversation_id, user, meta, created_at FROM turns ORDER BY seq;
+	CREATE TABLE messages_v2 (
+		id              TEXT NOT NULL,
+		seq             INTEGER NOT NULL REFERENCES turns(seq),
+		idx             INTEGER NOT NULL,
+		conversation_id TEXT NOT NULL,
+		role            TEXT NOT NULL,
+		body            TEXT NOT NULL
+	) STRICT;
+	INSERT INTO messages_v2 (id, seq, idx, conversation_id, role, body)
+		SELECT id, seq, idx, conversation_id, role, body FROM messages ORDER BY seq, idx;
+	DROP TABLE messages;
+	DROP TABLE turns;
+	ALTER TABLE turns_v2 RENAME TO turns;
+	ALTER TABLE messages_v2 RENAME TO messages;
+	CREATE INDEX turns_conversation ON turns(conversation_id, seq);
+	CREATE UNIQUE INDEX messages_seq ON messages(seq, idx);
+	CREATE INDEX messages_conversation ON messages(conversation_id, seq, idx);`,
 }
 
 // timeLayout is fixed-width so that stored times sort as strings.
