@@ -97,10 +97,15 @@ func (g *GroupCommitter) loop() {
 	}
 }
 
-// commit stores a batch. The commit is not bound to any caller's context:
-// one caller giving up must not fail the others. If the batch fails and has
-// more than one turn, each turn is retried alone so that one bad record
-// (say, invalid meta) fails only its own caller.
+// commit stores a batch as one Store.Append call (one transaction for the
+// SQLite store). The commit is not bound to any caller's context: one caller
+// giving up must not fail the others. If the batch fails, no caller gets an
+// error that is not its own:
+//   - invalid records (the store's RecordErrors, found before anything is
+//     written) fail their own callers only, and the rest of the batch is
+//     committed again as one batch;
+//   - any other error is not known to belong to one turn, so each turn is
+//     retried alone and its caller gets its own outcome.
 func (g *GroupCommitter) commit(batch []*pending) {
 	recs := make([]TurnRecord, len(batch))
 	for i, p := range batch {
@@ -113,11 +118,63 @@ func (g *GroupCommitter) commit(batch []*pending) {
 		}
 		return
 	}
+	if bad := recordErrors(err, batch); bad != nil {
+		rest := batch[:0:0]
+		for i, p := range batch {
+			if e, ok := bad[i]; ok {
+				p.done <- committed{err: &RecordError{Index: 0, RequestID: e.RequestID, Reason: e.Reason}}
+			} else {
+				rest = append(rest, p)
+			}
+		}
+		if len(rest) > 0 {
+			g.commit(rest)
+		}
+		return
+	}
 	for _, p := range batch {
 		one := []TurnRecord{p.rec}
 		err := g.store.Append(context.Background(), one...)
 		p.done <- committed{one[0], err}
 	}
+}
+
+// recordErrors returns the RecordErrors in err by batch index, or nil if
+// err holds anything else (or a RecordError that does not name a turn of
+// batch): only then is every failure known to be a record's own.
+func recordErrors(err error, batch []*pending) map[int]*RecordError {
+	bad := map[int]*RecordError{}
+	var walk func(error) bool
+	walk = func(err error) bool {
+		var re *RecordError
+		switch u := err.(type) {
+		case *RecordError:
+			re = u
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if !walk(e) {
+					return false
+				}
+			}
+			return true
+		case interface{ Unwrap() error }:
+			if inner := u.Unwrap(); inner != nil {
+				return walk(inner)
+			}
+			return false
+		default:
+			return false
+		}
+		if re.Index < 0 || re.Index >= len(batch) || batch[re.Index].rec.RequestID != re.RequestID {
+			return false
+		}
+		bad[re.Index] = re
+		return true
+	}
+	if !walk(err) || len(bad) == 0 {
+		return nil
+	}
+	return bad
 }
 
 // Close commits every queued turn, then stops the committer. Appends after

@@ -198,3 +198,104 @@ func TestGroupCommitterCloseFlushes(t *testing.T) {
 	}
 	g.Close()
 }
+
+// queueTurns starts one Append per rec while the committer is busy with a
+// slow blocker, waits until all are queued (so they form one batch), and
+// returns their errors once done.
+func queueTurns(t *testing.T, g *GroupCommitter, recs []TurnRecord) []error {
+	t.Helper()
+	var wg sync.WaitGroup
+	blocker := turn("blocker", "b", 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := g.Append(context.Background(), &blocker); err != nil {
+			t.Error(err)
+		}
+	}()
+	for queued := -1; queued != 0; { // the blocker is taken off the queue
+		time.Sleep(time.Millisecond)
+		g.mu.Lock()
+		queued = len(g.queue)
+		g.mu.Unlock()
+	}
+	errs := make([]error, len(recs))
+	for i := range recs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = g.Append(context.Background(), &recs[i])
+		}()
+	}
+	for queued := 0; queued != len(recs); {
+		time.Sleep(time.Millisecond)
+		g.mu.Lock()
+		queued = len(g.queue)
+		g.mu.Unlock()
+	}
+	wg.Wait()
+	return errs
+}
+
+// TestGroupCommitterSplitsFailedBatch: invalid records fail alone and the
+// rest of their batch commits again as one batch; a failure the store does
+// not attribute to a record is retried turn by turn so only the turn that
+// causes it fails.
+func TestGroupCommitterSplitsFailedBatch(t *testing.T) {
+	base, _ := openSQLite(t)
+	boom := errors.New("constraint failed")
+	rs := &recordingStore{Store: base, delay: 20 * time.Millisecond, fail: func(turns []TurnRecord) error {
+		for _, r := range turns {
+			if r.RequestID == "poison" {
+				return boom
+			}
+		}
+		return nil
+	}}
+	g := NewGroupCommitter(rs, 0)
+	defer g.Close()
+
+	recs := make([]TurnRecord, 10)
+	for i := range recs {
+		recs[i] = turn(fmt.Sprintf("r%d", i), "c", 1)
+	}
+	recs[2].ConversationID = ""
+	recs[7].Meta = []byte("{not json")
+	errs := queueTurns(t, g, recs)
+	for i, err := range errs {
+		bad := i == 2 || i == 7
+		var re *RecordError
+		if bad != errors.As(err, &re) || (!bad && err != nil) {
+			t.Fatalf("caller %d: %v", i, err)
+		}
+		if bad && (re.Index != 0 || re.RequestID != recs[i].RequestID || !errors.Is(err, ErrInvalidRecord)) {
+			t.Fatalf("caller %d: %#v, want its own record named at index 0", i, re)
+		}
+		if !bad && recs[i].Seq == 0 {
+			t.Fatalf("caller %d: no seq", i)
+		}
+	}
+	if got := fmt.Sprint(rs.batches); got != "[1 10 8]" {
+		t.Fatalf("batches %s, want [1 10 8]: the 8 valid turns commit together", got)
+	}
+
+	rs.batches = nil
+	recs = make([]TurnRecord, 6)
+	for i := range recs {
+		recs[i] = turn(fmt.Sprintf("s%d", i), "c", 1)
+	}
+	recs[4].RequestID = "poison"
+	errs = queueTurns(t, g, recs)
+	for i, err := range errs {
+		if (i == 4) != errors.Is(err, boom) || (i != 4 && err != nil) {
+			t.Fatalf("caller %d: %v", i, err)
+		}
+	}
+	if got := fmt.Sprint(rs.batches); got != "[1 6 1 1 1 1 1 1]" {
+		t.Fatalf("batches %s, want the batch of 6 then each alone", got)
+	}
+	if h := history(t, base, "c"); len(h) != 8+5 {
+		t.Fatalf("%d messages stored, want 13", len(h))
+	}
+	verifyOK(t, base)
+}

@@ -104,6 +104,43 @@ var migrations = []string{
 		body            TEXT NOT NULL
 	) STRICT;
 	CREATE INDEX messages_conversation ON messages(conversation_id, seq, idx);`,
+	// 2: drop the two indexes no query uses, each costing a B-tree insert
+	// per row on every Append: messages.id's primary key (random text keys;
+	// a message is found by conversation or by seq, never by id, and
+	// idempotence rests on chain.request_id) and turns.request_id's UNIQUE
+	// (a turn row is only ever written with its chain link, whose
+	// request_id is unique). messages gets an index on (seq, idx) instead,
+	// which Turns and VerifyChain read by and which only ever grows at its
+	// right edge. SQLite cannot drop a constraint, so both tables are
+	// rebuilt (the documented create-copy-drop-rename procedure, in the
+	// migration's transaction). The id column stays, for operators' queries.
+	`CREATE TABLE turns_v2 (
+		seq             INTEGER PRIMARY KEY REFERENCES chain(seq),
+		request_id      TEXT NOT NULL,
+		conversation_id TEXT NOT NULL,
+		user            TEXT NOT NULL,
+		meta            TEXT,
+		created_at      TEXT NOT NULL
+	) STRICT;
+	INSERT INTO turns_v2 (seq, request_id, conversation_id, user, meta, created_at)
+		SELECT seq, request_id, conversation_id, user, meta, created_at FROM turns ORDER BY seq;
+	CREATE TABLE messages_v2 (
+		id              TEXT NOT NULL,
+		seq             INTEGER NOT NULL REFERENCES turns(seq),
+		idx             INTEGER NOT NULL,
+		conversation_id TEXT NOT NULL,
+		role            TEXT NOT NULL,
+		body            TEXT NOT NULL
+	) STRICT;
+	INSERT INTO messages_v2 (id, seq, idx, conversation_id, role, body)
+		SELECT id, seq, idx, conversation_id, role, body FROM messages ORDER BY seq, idx;
+	DROP TABLE messages;
+	DROP TABLE turns;
+	ALTER TABLE turns_v2 RENAME TO turns;
+	ALTER TABLE messages_v2 RENAME TO messages;
+	CREATE INDEX turns_conversation ON turns(conversation_id, seq);
+	CREATE UNIQUE INDEX messages_seq ON messages(seq, idx);
+	CREATE INDEX messages_conversation ON messages(conversation_id, seq, idx);`,
 }
 
 // timeLayout is fixed-width so that stored times sort as strings.
@@ -117,10 +154,11 @@ type SQLiteStore struct {
 	path string
 	cfg  SQLiteConfig
 	// Append's statements, prepared once on the single writer connection
-	// (preparing them per transaction re-parses the SQL every commit).
-	stExists, stInsChain, stInsTurn, stInsMsg *sql.Stmt
-	w, r                                      *sql.DB
-	closed                                    atomic.Bool
+	// (preparing them per transaction re-parses the SQL every commit) and
+	// closed by Close.
+	stHead, stExists, stInsChain, stInsTurn, stInsMsg *sql.Stmt
+	w, r                                              *sql.DB
+	closed                                            atomic.Bool
 }
 
 var _ Store = (*SQLiteStore)(nil)
@@ -189,8 +227,11 @@ func (s *SQLiteStore) prepareAppend(ctx context.Context) error {
 		st, err = s.w.PrepareContext(ctx, q)
 		return st
 	}
+	s.stHead = prep("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1")
 	s.stExists = prep("SELECT seq, prev_hash, hash FROM chain WHERE request_id = ?")
-	s.stInsChain = prep("INSERT INTO chain (seq, request_id, conversation_id, content_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)")
+	// A turn already stored is detected by the insert itself (no row
+	// inserted), saving a lookup per new turn; only then is it read back.
+	s.stInsChain = prep("INSERT INTO chain (seq, request_id, conversation_id, content_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING")
 	s.stInsTurn = prep("INSERT INTO turns (seq, request_id, conversation_id, user, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)")
 	s.stInsMsg = prep("INSERT INTO messages (id, seq, idx, conversation_id, role, body) VALUES (?, ?, ?, ?, ?, ?)")
 	return err
@@ -267,13 +308,13 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 	defer tx.Rollback()
 	var headSeq int64
 	var headHash string
-	switch err := tx.QueryRowContext(ctx, "SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").Scan(&headSeq, &headHash); {
+	// The writer pool has one connection, on which the statements were
+	// prepared: tx.StmtContext reuses them without re-preparing.
+	switch err := tx.StmtContext(ctx, s.stHead).QueryRowContext(ctx).Scan(&headSeq, &headHash); {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return nil, err
 	}
-	// The writer pool has one connection, on which the statements were
-	// prepared: tx.StmtContext reuses them without re-preparing.
 	exists := tx.StmtContext(ctx, s.stExists)
 	insChain := tx.StmtContext(ctx, s.stInsChain)
 	insTurn := tx.StmtContext(ctx, s.stInsTurn)
@@ -288,16 +329,19 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 		}
 		inBatch[t.RequestID] = i
 		l := &links[i]
-		switch err := exists.QueryRowContext(ctx, t.RequestID).Scan(&l.Seq, &l.PrevHash, &l.Hash); {
-		case err == nil:
-			continue // already stored: idempotent skip
-		case !errors.Is(err, sql.ErrNoRows):
-			return nil, err
-		}
 		*l = link{Seq: headSeq + 1, RequestID: t.RequestID, ConversationID: t.ConversationID, ContentHash: hashes[i], PrevHash: headHash}
 		l.Hash = LinkHash(l.PrevHash, l.ContentHash, l.Seq, l.RequestID)
-		if _, err := insChain.ExecContext(ctx, l.Seq, l.RequestID, l.ConversationID, l.ContentHash, l.PrevHash, l.Hash); err != nil {
+		res, err := insChain.ExecContext(ctx, l.Seq, l.RequestID, l.ConversationID, l.ContentHash, l.PrevHash, l.Hash)
+		if err != nil {
 			return nil, err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return nil, err
+		} else if n == 0 { // already stored: idempotent skip, learn its link
+			if err := exists.QueryRowContext(ctx, t.RequestID).Scan(&l.Seq, &l.PrevHash, &l.Hash); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		var meta any
 		if len(t.Meta) > 0 {
@@ -615,6 +659,11 @@ func (s *SQLiteStore) Close() error {
 		return nil
 	}
 	var errs []error
+	for _, st := range []*sql.Stmt{s.stHead, s.stExists, s.stInsChain, s.stInsTurn, s.stInsMsg} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}

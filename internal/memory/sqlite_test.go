@@ -179,3 +179,103 @@ func TestSQLiteConfigValidate(t *testing.T) {
 		t.Fatalf("OpenSQLite with bad config = %v", err)
 	}
 }
+
+// indexes lists the database's indexes, automatic ones included.
+func indexes(t *testing.T, db *sql.DB) []string {
+	t.Helper()
+	rows, err := db.Query("SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// TestSQLiteMigrateV1 opens a database written with schema version 1 (the
+// layout with messages.id as primary key and turns.request_id UNIQUE) and
+// checks that it migrates to the current layout keeping every turn, link
+// and deletion, and that appends go on from the old chain head.
+func TestSQLiteMigrateV1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	all := migrations
+	migrations = all[:1]
+	old, err := OpenSQLite(ctx, path, SQLiteConfig{})
+	migrations = all
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		mustAppend(t, old, turn("a"+itoa(i), "keep", 3), turn("b"+itoa(i), "gone", 2))
+	}
+	if err := old.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := old.VerifyChain(ctx)
+	if err != nil || before.Broken != nil || before.Links != 10 || before.Deleted != 5 {
+		t.Fatalf("v1 chain: %+v, %v", before, err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawDB(t, path)
+	var v int
+	if err := raw.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 1 {
+		t.Fatalf("old layout has user_version %d (%v)", v, err)
+	}
+	if got := strings.Join(indexes(t, raw), " "); !strings.Contains(got, "sqlite_autoindex_messages_1") || !strings.Contains(got, "sqlite_autoindex_turns_1") {
+		t.Fatalf("old layout indexes: %s", got)
+	}
+	raw.Close()
+
+	s, err := OpenSQLite(ctx, path, SQLiteConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if v, err := s.SchemaVersion(ctx); err != nil || v != len(migrations) {
+		t.Fatalf("SchemaVersion = %d, %v", v, err)
+	}
+	want := "chain_conversation messages_conversation messages_seq sqlite_autoindex_chain_1 turns_conversation"
+	if got := strings.Join(indexes(t, s.w), " "); got != want {
+		t.Fatalf("indexes after migration:\n %s\nwant\n %s", got, want)
+	}
+	after, err := s.VerifyChain(ctx)
+	if err != nil || after != before {
+		t.Fatalf("chain after migration %+v (%v), want %+v", after, err, before)
+	}
+	if h := history(t, s, "keep"); len(h) != 15 || h[0].Content != "question of a0" || h[14].Content != "answer 2 of a4" {
+		t.Fatalf("history after migration: %d messages", len(h))
+	}
+	var id string
+	if err := s.r.QueryRowContext(ctx, "SELECT id FROM messages WHERE seq = 1 AND idx = 2").Scan(&id); err != nil || id != "a0#2" {
+		t.Fatalf("message id after migration = %q, %v", id, err)
+	}
+	// An old turn appended again is skipped and learns its stored link; a
+	// new one chains onto the old head.
+	again := []TurnRecord{turn("a2", "keep", 3), turn("new", "keep", 1)}
+	mustAppend(t, s, again...)
+	if again[0].Seq != 5 || again[1].Seq != 11 || again[1].PrevHash != before.Head {
+		t.Fatalf("after migration: re-append seq %d, new seq %d prev %.8s (head %.8s)", again[0].Seq, again[1].Seq, again[1].PrevHash, before.Head)
+	}
+	if h := history(t, s, "keep"); len(h) != 16 {
+		t.Fatalf("%d messages", len(h))
+	}
+	verifyOK(t, s)
+	// Reopening does not migrate again.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = OpenSQLite(ctx, path, SQLiteConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	verifyOK(t, s)
+}
