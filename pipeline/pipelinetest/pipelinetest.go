@@ -184,4 +184,5 @@ func (c *claim) Release() {
 	c.s.releases++
 	delete(c.s.held, c.key)
 }
+
 var _ pipeline.StepStore = (*Steps)(nil)
