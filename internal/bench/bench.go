@@ -21,6 +21,7 @@ import (
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/stage/ingest"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -70,6 +71,10 @@ type Stats struct {
 	P50ms       float64 `json:"p50_ms"`
 	P90ms       float64 `json:"p90_ms"`
 	P99ms       float64 `json:"p99_ms"`
+	// MsgsPerTurn is how many messages the NATS server received per turn
+	// (publishes, KV operations, requests, acks and fetches), when the
+	// server is in process.
+	MsgsPerTurn float64 `json:"server_msgs_per_turn,omitempty"`
 }
 
 // Result is a bench run's report.
@@ -158,7 +163,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 			return res, err
 		}
 	}
+	count := inMsgs(sys.Runtime.Server())
 	res.Pipeline, err = drive(ctx, cfg.Turns, cfg.Concurrency, pipelineTurn(w, js, cfg.Text))
+	res.Pipeline.MsgsPerTurn = count(res.Pipeline.Turns)
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
@@ -175,9 +182,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	if _, err := drive(ctx, min(200, cfg.Turns), cfg.Concurrency, base.turn(payload)); err != nil {
 		return res, err
 	}
+	count = inMsgs(sys.Runtime.Server())
 	if res.Baseline, err = drive(ctx, cfg.Turns, cfg.Concurrency, base.turn(payload)); err != nil {
 		return res, err
 	}
+	res.Baseline.MsgsPerTurn = count(res.Baseline.Turns)
 	if res.Baseline.TurnsPerSec > 0 {
 		res.Ratio = res.Pipeline.TurnsPerSec / res.Baseline.TurnsPerSec
 	}
@@ -185,6 +194,30 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 		res.P50Ratio = res.Baseline.P50ms / res.Pipeline.P50ms
 	}
 	return res, nil
+}
+
+// inMsgs starts counting the messages srv receives; the returned function
+// gives how many arrived per turn since (0 without an in-process server).
+// Varz counts every client connection, so nothing else may run meanwhile.
+func inMsgs(srv *server.Server) func(turns int) float64 {
+	read := func() (int64, bool) {
+		if srv == nil {
+			return 0, false
+		}
+		v, err := srv.Varz(nil)
+		if err != nil {
+			return 0, false
+		}
+		return v.InMsgs, true
+	}
+	before, ok := read()
+	return func(turns int) float64 {
+		after, ok2 := read()
+		if !ok || !ok2 || turns == 0 {
+			return 0
+		}
+		return float64(after-before) / float64(turns)
+	}
 }
 
 var seq atomic.Int64

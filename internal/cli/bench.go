@@ -65,6 +65,9 @@ func benchCmd(env Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "  pipeline: %8.0f turns/s   p50 %6.2f ms   p90 %6.2f ms   p99 %6.2f ms   errors %d\n", p.TurnsPerSec, p.P50ms, p.P90ms, p.P99ms, p.Errors)
 		fmt.Fprintf(env.Stdout, "  baseline: %8.0f turns/s   p50 %6.2f ms   p90 %6.2f ms   p99 %6.2f ms   (plain relay: pull consumers in batches, async publishes)\n", b.TurnsPerSec, b.P50ms, b.P90ms, b.P99ms)
 		fmt.Fprintf(env.Stdout, "  pipeline/baseline throughput: %.2f   baseline/pipeline p50: %.2f\n", res.Ratio, res.P50Ratio)
+		if p.MsgsPerTurn > 0 {
+			fmt.Fprintf(env.Stdout, "  NATS messages in per turn: pipeline %.1f, baseline %.1f\n", p.MsgsPerTurn, b.MsgsPerTurn)
+		}
 	}
 	if *asJSON {
 		if len(results) == 1 {
