@@ -37,6 +37,7 @@ import (
 	"github.com/agentbus/agentbus/internal/spend"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
 )
 
@@ -104,6 +105,13 @@ type Config struct {
 	// message owned meanwhile (pipeline.Stage.HandlerTimeout). Default
 	// 120s.
 	HandlerTimeout time.Duration
+	// TurnHistories is how many turns' history this instance keeps for
+	// their later model calls (after a tool round): a turn reads its
+	// conversation's stored history once, at its first model call on this
+	// instance, and every later round reuses that snapshot. Default 1024;
+	// the snapshot is the same either way (a turn is stored only when it
+	// completes), so a smaller value costs history reads, never answers.
+	TurnHistories int
 }
 
 // Defaults of Config.
@@ -111,6 +119,7 @@ const (
 	DefaultMaxRounds      = 6
 	DefaultResultTTL      = 24 * time.Hour
 	DefaultHandlerTimeout = 120 * time.Second
+	DefaultTurnHistories  = 1024
 )
 
 // Validate reports every problem of the configuration.
@@ -125,6 +134,9 @@ func (c Config) Validate() error {
 	if c.HandlerTimeout < 0 {
 		errs = append(errs, errors.New("llm.handler_timeout must be positive"))
 	}
+	if c.TurnHistories < 0 {
+		errs = append(errs, errors.New("llm.turn_histories must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -138,6 +150,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = DefaultHandlerTimeout
+	}
+	if c.TurnHistories == 0 {
+		c.TurnHistories = DefaultTurnHistories
 	}
 	return c
 }
@@ -193,6 +208,9 @@ type Handler struct {
 	// calls are the model calls in flight, by request id: a client that
 	// went away cancels its turn's (messages.CancelSubject).
 	calls sync.Map // string -> context.CancelCauseFunc
+	// histories are the history snapshots of turns in a tool loop, by
+	// request id (readHistory).
+	histories *lru.Cache[string, turnHistory]
 }
 
 // errClientCancelled is the cause of a model call aborted because its
@@ -258,6 +276,10 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	}
 	h := &Handler{cfg: cfg, provider: d.Provider, history: d.History, quota: d.Quota, cache: d.Cache,
 		deltas: d.Deltas, steps: d.Steps, log: d.Log, health: d.ProviderHealth, spend: d.Spend, metrics: d.Metrics}
+	var err error
+	if h.histories, err = lru.New[string, turnHistory](cfg.TurnHistories); err != nil {
+		return nil, err
+	}
 	h.SetTools(d.Tools)
 	if d.Cancels != nil {
 		// Every replica hears every cancellation; the one running the
@@ -557,12 +579,43 @@ func (h *Handler) route(g *messages.Generation, round int, res stepResult) ([]*m
 	event := messages.EventGenerated
 	if len(resp.Message.ToolCalls) > 0 {
 		event = messages.EventToolCalls
+	} else {
+		h.histories.Remove(g.RequestID) // the turn's last model call
 	}
 	m, err := pipeline.NewEvent(event, g.RequestID, round, out)
 	if err != nil {
 		return nil, err
 	}
 	return []*message.Message{m}, nil
+}
+
+// turnHistory is a turn's snapshot of its conversation's history.
+type turnHistory struct {
+	model string
+	msgs  []messages.Message
+}
+
+// readHistory is the stored history of g's conversation for its turn: read
+// from the history source at the turn's first model call on this
+// instance, then reused by its later rounds (the turn itself is stored
+// only when it completes, so the snapshot stays the turn's context).
+func (h *Handler) readHistory(ctx context.Context, g *messages.Generation, model string) ([]messages.Message, error) {
+	if th, ok := h.histories.Get(g.RequestID); ok && th.model == model {
+		return th.msgs, nil
+	}
+	hist, err := h.history.History(ctx, g.ConversationID, g.User, model)
+	if errors.Is(err, ErrConversationNotFound) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", g.ConversationID, err)
+	}
+	// Kept only while another round can follow (tools are offered and
+	// rounds remain); the turn's final answer drops it (route).
+	if len(*h.tools.Load())+len(g.ClientTools) > 0 && g.Round+1 < h.cfg.MaxRounds {
+		h.histories.Add(g.RequestID, turnHistory{model: model, msgs: hist})
+	}
+	return hist, nil
 }
 
 func (h *Handler) request(ctx context.Context, g *messages.Generation, model string) (provider.Request, error) {
@@ -574,12 +627,9 @@ func (h *Handler) request(ctx context.Context, g *messages.Generation, model str
 		if h.history == nil {
 			return provider.Request{}, pipeline.Permanent(errors.New("turn asks for history but no history source is configured"))
 		}
-		hist, err := h.history.History(ctx, g.ConversationID, g.User, model)
-		if errors.Is(err, ErrConversationNotFound) {
-			return provider.Request{}, err
-		}
+		hist, err := h.readHistory(ctx, g, model)
 		if err != nil {
-			return provider.Request{}, fmt.Errorf("history of %s: %w", g.ConversationID, err)
+			return provider.Request{}, err
 		}
 		msgs = append(msgs, hist...)
 	}

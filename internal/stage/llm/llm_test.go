@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -545,6 +546,17 @@ func (f fakeHistory) History(context.Context, string, string, string) ([]message
 	return f.msgs, f.err
 }
 
+// countingHistory counts its reads.
+type countingHistory struct {
+	msgs  []messages.Message
+	reads atomic.Int64
+}
+
+func (c *countingHistory) History(context.Context, string, string, string) ([]messages.Message, error) {
+	c.reads.Add(1)
+	return c.msgs, nil
+}
+
 type fakeQuota struct{ err error }
 
 func (q fakeQuota) Admit(context.Context, string, string) error            { return q.err }
@@ -616,6 +628,41 @@ func TestHandleHistory(t *testing.T) {
 		}
 		if want := []string{"earlier", "reply", "What is 6*7?"}; !slices.Equal(got, want) {
 			t.Errorf("context = %q, want %q", got, want)
+		}
+	})
+	t.Run("read once per turn", func(t *testing.T) {
+		// Round 0 calls a tool, round 1 answers: the history source is
+		// asked once, and both model calls get the same history.
+		hist := &countingHistory{msgs: []messages.Message{{Role: messages.RoleUser, Content: "earlier"}}}
+		p := &fakeProvider{}
+		p.answer = func(ctx context.Context, req provider.Request, d func(string)) (provider.Response, error) {
+			if len(p.calls()) == 1 {
+				return toolCall("call-1", "calculator", `{"expr":"6*7"}`)(ctx, req, d)
+			}
+			return text("42")(ctx, req, d)
+		}
+		h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t), History: hist,
+			Tools: []provider.ToolSpec{{Name: "calculator", Parameters: json.RawMessage(`{"type":"object"}`)}}})
+		in, _ := deliver(t, messages.EventAdmitted, 0, a)
+		out, err := h.Handle(in)
+		one(t, out, err, messages.EventToolCalls, 0)
+		g := tooled(0)
+		g.UseHistory = true
+		in, _ = deliver(t, messages.EventTooled, 0, g)
+		out, err = h.Handle(in)
+		one(t, out, err, messages.EventGenerated, 1)
+		calls := p.calls()
+		if n := hist.reads.Load(); n != 1 || len(calls) != 2 || calls[1].Messages[0].Content != "earlier" {
+			t.Fatalf("history read %d times for %d model calls", n, len(calls))
+		}
+		// The next turn of the conversation reads it again.
+		b := admitted()
+		b.RequestID, b.UseHistory = "req-llm-2", true
+		p.answer = text("again")
+		in, _ = deliverFor(t, b.RequestID, messages.EventAdmitted, 0, b)
+		out, err = h.Handle(in)
+		if err != nil || len(out) != 1 || hist.reads.Load() != 2 {
+			t.Fatalf("next turn: %v, %d reads", err, hist.reads.Load())
 		}
 	})
 	t.Run("no history source", func(t *testing.T) {
