@@ -282,6 +282,8 @@ type Handler struct {
 	mux   *http.ServeMux
 	// inflight bounds the NATS entry's waiting requests.
 	inflight chan struct{}
+	// waiters route terminal events to the requests waiting for them.
+	waiters *waiters
 	// catalog is the llm stage's model catalog.
 	catalog *catalog
 	observe Observe
@@ -309,6 +311,10 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	s.observe = d.Observe
 	if d.Observe.Tracer != nil {
 		s.tracer = d.Observe.Tracer.Tracer("github.com/agentbus/agentbus/internal/stage/ingest")
+	}
+	var err error
+	if s.waiters, err = newWaiters(d.NC); err != nil {
+		return nil, err
 	}
 	s.routes()
 	return s, nil
@@ -480,13 +486,8 @@ func (s *Handler) serveTurn(ctx context.Context, id Identity, body []byte, opt r
 			return
 		}
 	}
-	events := make(chan *nats.Msg, 64)
-	sub, err := s.nc.ChanSubscribe(messages.ReplyFilter(rid), events)
-	if err != nil {
-		out.error(http.StatusServiceUnavailable, "unavailable", "message bus unavailable", nil)
-		return
-	}
-	defer func() { _ = sub.Unsubscribe() }()
+	events, done := s.waiters.wait(rid)
+	defer done()
 	var deltas chan *nats.Msg
 	if turn.Stream {
 		deltas = make(chan *nats.Msg, 256)

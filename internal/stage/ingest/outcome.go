@@ -136,13 +136,8 @@ func (s *Handler) resume(ctx context.Context, out reply, prior idemEntry, stream
 	out.setHeader("X-Request-Id", prior.RequestID)
 	out.setHeader("X-Conversation-Id", prior.ConversationID)
 	t := messages.Turn{RequestID: prior.RequestID, ConversationID: prior.ConversationID, Model: prior.Model, CreatedAt: prior.CreatedAt, Deadline: prior.Deadline, Stream: stream}
-	events := make(chan *nats.Msg, 64)
-	sub, err := s.nc.ChanSubscribe(messages.ReplyFilter(t.RequestID), events)
-	if err != nil {
-		out.error(http.StatusServiceUnavailable, messages.CodeUnavailable, "message bus unavailable", nil)
-		return
-	}
-	defer func() { _ = sub.Unsubscribe() }()
+	events, done := s.waiters.wait(t.RequestID)
+	defer done()
 	if outcome, found, err := s.terms.Outcome(ctx, t.RequestID); err == nil && found {
 		if m := s.stored(ctx, t.RequestID, outcome); m != nil {
 			events <- m

@@ -1,0 +1,39 @@
+package app_test
+
+import (
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// A turn costs no subscription: ingest waits for terminal events on
+// subscriptions it holds for the process, not on one per request (each
+// would be a SUB, an UNSUB and churn in the server's subject cache).
+func TestNoSubscriptionPerTurn(t *testing.T) {
+	sys := startSystem(t, nil)
+	key := newKey(t, sys, "alice")
+	if r := post(t, sys, key, "", chatBody("warm up")); r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.raw)
+	}
+	inserts := func() uint64 {
+		t.Helper()
+		s, err := sys.Runtime.Server().Subsz(&server.SubszOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.NumInserts
+	}
+	const turns = 40
+	before := inserts()
+	for range turns {
+		if r := post(t, sys, key, "", chatBody("hello")); r.status != 200 {
+			t.Fatalf("status %d: %s", r.status, r.raw)
+		}
+	}
+	// The stages' pull requests subscribe once per fetched batch (about
+	// one for every two turns here, one at a time); a subscription per
+	// turn would add one more for every turn.
+	if n := inserts() - before; n >= turns {
+		t.Fatalf("%d subscriptions made for %d turns", n, turns)
+	}
+}
