@@ -37,6 +37,17 @@ type consumer struct {
 	slots chan struct{} // one per running handler
 	wg    sync.WaitGroup
 	obs   *eventObs
+
+	// running are the messages whose handlers run, with when each was
+	// last marked in progress (beat).
+	mu      sync.Mutex
+	running map[jetstream.Msg]time.Time
+}
+
+// job is a fetched message on its way to a worker.
+type job struct {
+	m       jetstream.Msg
+	fetched time.Time
 }
 
 // pollWait bounds one fetch request: the server holds it until messages
@@ -46,7 +57,28 @@ const pollWait = 2 * time.Second
 // run fetches and dispatches until ctx ends, then waits for the running
 // handlers.
 func (c *consumer) run(ctx context.Context) {
-	defer c.wg.Wait()
+	// Concurrency long-lived workers (their stacks stay grown; a
+	// goroutine per message would grow a new one each time) take what the
+	// fetch loop hands them; a slot is free for each message fetched, so
+	// a worker is always free for it.
+	c.running = map[jetstream.Msg]time.Time{}
+	work := make(chan job)
+	for range c.cc.Concurrency {
+		go func() {
+			for j := range work {
+				c.dispatch(ctx, j.m, j.fetched)
+				<-c.slots
+				c.wg.Done()
+			}
+		}()
+	}
+	stopBeat := make(chan struct{})
+	go c.beat(stopBeat)
+	defer func() {
+		close(work)
+		c.wg.Wait()
+		close(stopBeat)
+	}()
 	for ctx.Err() == nil && !c.draining() {
 		// Wait for a free slot, then ask for as many messages as are free.
 		select {
@@ -80,17 +112,40 @@ func (c *consumer) run(ctx context.Context) {
 		got := 0
 		for m := range batch.Messages() {
 			got++
-			fetched := time.Now()
 			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				defer func() { <-c.slots }()
-				c.dispatch(ctx, m, fetched)
-			}()
+			work <- job{m: m, fetched: time.Now()}
 		}
 		c.release(free - got)
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && !c.draining() {
 			c.log.Debug("fetch ended", "consumer", c.durable, "err", err)
+		}
+	}
+}
+
+// beat keeps the running handlers' messages owned: every message whose
+// handler has run for a third of the ack wait since its last mark is
+// marked in progress again (so at most half the ack wait passes between
+// marks). One ticker per consumer, not one per message.
+func (c *consumer) beat(stop <-chan struct{}) {
+	every := max(c.cc.AckWait/3, time.Millisecond)
+	t := time.NewTicker(max(c.cc.AckWait/6, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			// Marked under the lock: a handler that ends meanwhile acks
+			// or NAKs after its mark, never before it (a mark after a
+			// NAK would hold the message back for a whole ack wait).
+			c.mu.Lock()
+			for m, last := range c.running {
+				if now.Sub(last) >= every {
+					c.running[m] = now
+					_ = m.InProgress() // a publish: buffered, never waits for the server
+				}
+			}
+			c.mu.Unlock()
 		}
 	}
 }
@@ -128,26 +183,14 @@ func (c *consumer) dispatch(ctx context.Context, m jetstream.Msg, fetched time.T
 	defer cancel()
 	msg.SetContext(hctx)
 
-	// Keep it owned while the handler runs.
-	stop := make(chan struct{})
-	var beat sync.WaitGroup
-	beat.Add(1)
-	go func() {
-		defer beat.Done()
-		t := time.NewTicker(c.cc.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	}()
+	// Keep it owned while the handler runs (beat).
+	c.mu.Lock()
+	c.running[m] = time.Now()
+	c.mu.Unlock()
 	err = c.handle(msg)
-	close(stop)
-	beat.Wait()
+	c.mu.Lock()
+	delete(c.running, m)
+	c.mu.Unlock()
 	switch {
 	case err == nil:
 		if err := m.Ack(); err != nil {
