@@ -12,6 +12,7 @@
 package persist
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -228,11 +229,8 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	// event (published after the commit) evicts it.
 	if d.Completed != nil {
 		h.sub, err = d.Completed.Subscribe(messages.EventFilter(messages.EventCompleted), func(m *nats.Msg) {
-			var c struct {
-				ConversationID string `json:"conversation_id"`
-			}
-			if json.Unmarshal(m.Data, &c) == nil {
-				h.cache.Remove(c.ConversationID)
+			if conv, ok := topLevelString(m.Data, "conversation_id"); ok {
+				h.cache.Remove(conv)
 			}
 		})
 		if err != nil {
@@ -556,4 +554,30 @@ func decodeReq(b []byte, v *HistoryRequest) error {
 		return fmt.Errorf("%w: conversation_id is required", errBadRequest)
 	}
 	return nil
+}
+
+// topLevelString reads the string field key of a JSON object, reading
+// only as far as the field: a completed event's conversation id comes
+// before its answer and steps, which every replica would otherwise parse
+// for every turn.
+func topLevelString(data []byte, key string) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		if k, _ := t.(string); k == key {
+			var v string
+			return v, dec.Decode(&v) == nil
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
