@@ -2,15 +2,17 @@
 // bucket: one JSON [apikey.Record] per key id, so every ingest replica sees
 // a new key at once and a revocation within the Verifier's cache TTL.
 //
-//	kv, _ := js.CreateKeyValue(&nats.KeyValueConfig{Bucket: "APIKEYS", History: 5})
+//	js, _ := jetstream.New(nc)
+//	kv, _ := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "APIKEYS", History: 5})
 //	store := kvstore.New(kv)
 //	v, _ := apikey.NewVerifier(store, apikey.VerifierConfig{})
 //
-// It uses the legacy JetStreamContext API (nats.KeyValue), whose calls take
-// no context: each is bounded by the JetStreamContext's MaxWait, and ctx is
-// checked before each call. Put is a KV Create (never overwrites); Revoke is
-// a compare-and-swap loop, so concurrent revocations and writes are not
-// lost. Errors: ErrNotFound and ErrExists as the Store contract says,
+// It uses the nats.go jetstream API (jetstream.KeyValue): each call is
+// bounded by ctx and by at most jsctx.MaxWait, as the legacy API's MaxWait
+// bounded it; a ctx without a deadline gets the JetStream client's default
+// timeout (jetstream.WithDefaultTimeout). Put is a KV Create (never
+// overwrites); Revoke is a compare-and-swap loop, so concurrent
+// revocations and writes are not lost. Errors: ErrNotFound and ErrExists as the Store contract says,
 // anything else from NATS wraps apikey.ErrUnavailable.
 package kvstore
 
@@ -22,23 +24,24 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
-	"github.com/nats-io/nats.go"
+	"github.com/agentbus/agentbus/internal/jsctx"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Bucket is the KV bucket agentbus keeps API key records in (hashes only).
 const Bucket = "agentbus_apikeys"
 
-// Store is an apikey.Store on a nats.KeyValue bucket. It is safe for
+// Store is an apikey.Store on a jetstream.KeyValue bucket. It is safe for
 // concurrent use.
 type Store struct {
-	kv  nats.KeyValue
+	kv  jetstream.KeyValue
 	now func() time.Time
 }
 
 var _ apikey.Store = (*Store)(nil)
 
 // New returns a Store on kv.
-func New(kv nats.KeyValue) *Store { return &Store{kv: kv, now: time.Now} }
+func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv, now: time.Now} }
 
 // Put implements apikey.Store.
 func (s *Store) Put(ctx context.Context, rec apikey.Record) error {
@@ -52,8 +55,10 @@ func (s *Store) Put(ctx context.Context, rec apikey.Record) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Create(rec.ID, b); err != nil {
-		if errors.Is(err, nats.ErrKeyExists) {
+	cctx, cancel := jsctx.Bound(ctx)
+	defer cancel()
+	if _, err := s.kv.Create(cctx, rec.ID, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("%w: %s", apikey.ErrExists, rec.ID)
 		}
 		return unavailable("put", err)
@@ -74,9 +79,11 @@ func (s *Store) get(ctx context.Context, id string) (apikey.Record, uint64, erro
 	if !apikey.ValidID(id) { // also keeps wildcards out of KV subjects
 		return apikey.Record{}, 0, apikey.ErrNotFound
 	}
-	e, err := s.kv.Get(id)
+	cctx, cancel := jsctx.Bound(ctx)
+	defer cancel()
+	e, err := s.kv.Get(cctx, id)
 	switch {
-	case errors.Is(err, nats.ErrKeyNotFound), errors.Is(err, nats.ErrKeyDeleted):
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		return apikey.Record{}, 0, apikey.ErrNotFound
 	case err != nil:
 		return apikey.Record{}, 0, unavailable("get", err)
@@ -93,9 +100,9 @@ func (s *Store) List(ctx context.Context) ([]apikey.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ids, err := s.kv.Keys()
+	ids, err := s.kv.Keys(ctx)
 	switch {
-	case errors.Is(err, nats.ErrNoKeysFound):
+	case errors.Is(err, jetstream.ErrNoKeysFound):
 		return []apikey.Record{}, nil
 	case err != nil:
 		return nil, unavailable("list", err)
@@ -129,11 +136,13 @@ func (s *Store) Revoke(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		_, err = s.kv.Update(id, b, rev)
+		cctx, cancel := jsctx.Bound(ctx)
+		_, err = s.kv.Update(cctx, id, b, rev)
+		cancel()
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, nats.ErrKeyRevisionMismatch) && !errors.Is(err, nats.ErrKeyExists) {
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
 			return unavailable("revoke", err)
 		}
 	}
