@@ -102,6 +102,7 @@ func EnsureStreams(js jetstream.StreamManager, cfg StreamConfig, log *slog.Logge
 		var info *jetstream.StreamInfo
 		created := false
 		err := retryProvisioning(ctx, func() error {
+			ctx := context.WithoutCancel(ctx) // bounded per call, as by the legacy MaxWait
 			s, err := js.Stream(ctx, sc.Name)
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
 				if _, err := js.CreateStream(ctx, sc); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -126,7 +127,7 @@ func EnsureStreams(js jetstream.StreamManager, cfg StreamConfig, log *slog.Logge
 		if diff == "" {
 			continue
 		}
-		uctx, ucancel := context.WithTimeout(context.Background(), 3*time.Second)
+		uctx, ucancel := context.WithTimeout(context.Background(), 3*time.Second) // the legacy MaxWait(3s)
 		_, err = js.UpdateStream(uctx, sc)
 		ucancel()
 		if err != nil {
@@ -247,6 +248,7 @@ func EnsureKV(js jetstream.KeyValueManager, cfg jetstream.KeyValueConfig) (jetst
 	defer cancel()
 	var kv jetstream.KeyValue
 	err := retryProvisioning(ctx, func() error {
+		ctx := context.WithoutCancel(ctx) // bounded per call, as by the legacy MaxWait
 		var err error
 		kv, err = js.KeyValue(ctx, cfg.Bucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {

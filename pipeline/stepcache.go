@@ -61,19 +61,15 @@ type tooLargeMarker struct {
 	TooLarge int `json:"agentbus_step_too_large"`
 }
 
-// kvAttempt bounds one attempt of retryKV (what the legacy API's MaxWait
-// bounded): a request lost to a leader election is retried, not waited for
-// until the caller's context ends.
-const kvAttempt = 5 * time.Second
-
-// retryKV runs f until it succeeds, fails for good, or ctx ends. Each
-// attempt gets ctx bounded by kvAttempt.
+// retryKV runs f until it succeeds, fails for good, or ctx ends. As with
+// the legacy API, an attempt keeps ctx's values but not its cancellation,
+// and the JetStream client's default timeout bounds it: a write that
+// records a paid-for result completes even when the handler's deadline
+// passes meanwhile, and a request lost to a leader election is retried.
 func retryKV(ctx context.Context, f func(ctx context.Context) error) error {
 	wait := 50 * time.Millisecond
 	for {
-		actx, cancel := context.WithTimeout(ctx, kvAttempt)
-		err := f(actx)
-		cancel()
+		err := f(context.WithoutCancel(ctx))
 		if err == nil || !transient(err) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
 			return err
 		}
@@ -212,9 +208,7 @@ func (cl *Claim) renew(max time.Duration) {
 				return
 			}
 			cl.mu.Lock()
-			ctx, cancel := context.WithTimeout(context.Background(), kvAttempt)
-			r, err := cl.c.kv.Update(ctx, cl.key, cl.c.leaseValue(), cl.rev)
-			cancel()
+			r, err := cl.c.kv.Update(context.Background(), cl.key, cl.c.leaseValue(), cl.rev)
 			if err == nil {
 				cl.rev = r
 			}

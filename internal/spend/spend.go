@@ -30,7 +30,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentbus/agentbus/internal/jsctx"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -240,13 +239,11 @@ func (l *Ledger) add(ctx context.Context, key string, e Entry) error {
 		have.OutputTokens += e.OutputTokens
 		have.NanoUSD += e.NanoUSD
 		b, _ := json.Marshal(have)
-		cctx, cancel := jsctx.Bound(ctx)
 		if rev == 0 {
-			_, err = l.KV.Create(cctx, key, b)
+			_, err = l.KV.Create(context.WithoutCancel(ctx), key, b)
 		} else {
-			_, err = l.KV.Update(cctx, key, b, rev)
+			_, err = l.KV.Update(context.WithoutCancel(ctx), key, b, rev)
 		}
-		cancel()
 		if err == nil {
 			return nil
 		}
@@ -257,11 +254,10 @@ func (l *Ledger) add(ctx context.Context, key string, e Entry) error {
 	return fmt.Errorf("ledger %s: too many concurrent updates", key)
 }
 
-// get reads key, bounded as jsctx.Bound says.
+// get reads key. As with the legacy API, the call keeps ctx's values but
+// not its cancellation: the JetStream client's default timeout bounds it.
 func (l *Ledger) get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
-	ctx, cancel := jsctx.Bound(ctx)
-	defer cancel()
-	return l.KV.Get(ctx, key)
+	return l.KV.Get(context.WithoutCancel(ctx), key)
 }
 
 func isConflict(err error) bool {

@@ -7,13 +7,15 @@
 //	store := kvstore.New(kv)
 //	v, _ := apikey.NewVerifier(store, apikey.VerifierConfig{})
 //
-// It uses the nats.go jetstream API (jetstream.KeyValue): each call is
-// bounded by ctx and by at most jsctx.MaxWait, as the legacy API's MaxWait
-// bounded it; a ctx without a deadline gets the JetStream client's default
-// timeout (jetstream.WithDefaultTimeout). Put is a KV Create (never
-// overwrites); Revoke is a compare-and-swap loop, so concurrent
-// revocations and writes are not lost. Errors: ErrNotFound and ErrExists as the Store contract says,
-// anything else from NATS wraps apikey.ErrUnavailable.
+// It uses the nats.go jetstream API (jetstream.KeyValue) the way it used
+// the legacy JetStreamContext: ctx is checked before each call, and the
+// call itself keeps ctx's values but not its cancellation (a started write
+// completes), bounded by the JetStream client's default timeout
+// (jetstream.WithDefaultTimeout, the legacy MaxWait). Put is a KV Create
+// (never overwrites); Revoke is a compare-and-swap loop, so concurrent
+// revocations and writes are not lost. Errors: ErrNotFound and ErrExists as
+// the Store contract says, anything else from NATS wraps
+// apikey.ErrUnavailable.
 package kvstore
 
 import (
@@ -24,7 +26,6 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
-	"github.com/agentbus/agentbus/internal/jsctx"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -55,9 +56,7 @@ func (s *Store) Put(ctx context.Context, rec apikey.Record) error {
 	if err != nil {
 		return err
 	}
-	cctx, cancel := jsctx.Bound(ctx)
-	defer cancel()
-	if _, err := s.kv.Create(cctx, rec.ID, b); err != nil {
+	if _, err := s.kv.Create(context.WithoutCancel(ctx), rec.ID, b); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("%w: %s", apikey.ErrExists, rec.ID)
 		}
@@ -79,9 +78,7 @@ func (s *Store) get(ctx context.Context, id string) (apikey.Record, uint64, erro
 	if !apikey.ValidID(id) { // also keeps wildcards out of KV subjects
 		return apikey.Record{}, 0, apikey.ErrNotFound
 	}
-	cctx, cancel := jsctx.Bound(ctx)
-	defer cancel()
-	e, err := s.kv.Get(cctx, id)
+	e, err := s.kv.Get(context.WithoutCancel(ctx), id)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		return apikey.Record{}, 0, apikey.ErrNotFound
@@ -136,9 +133,7 @@ func (s *Store) Revoke(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		cctx, cancel := jsctx.Bound(ctx)
-		_, err = s.kv.Update(cctx, id, b, rev)
-		cancel()
+		_, err = s.kv.Update(context.WithoutCancel(ctx), id, b, rev)
 		if err == nil {
 			return nil
 		}

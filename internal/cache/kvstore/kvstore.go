@@ -11,10 +11,11 @@
 // room (the bucket's stream discards old messages, where a KV bucket
 // normally refuses new ones).
 //
-// It uses the nats.go jetstream API: each call is bounded by ctx and by at
-// most jsctx.MaxWait, as the legacy API's MaxWait bounded it; a ctx without
-// a deadline gets the JetStream client's default timeout
-// (jetstream.WithDefaultTimeout).
+// It uses the nats.go jetstream API the way it used the legacy
+// JetStreamContext: ctx is checked before each call, and the call itself
+// keeps ctx's values but not its cancellation (a started write completes),
+// bounded by the JetStream client's default timeout
+// (jetstream.WithDefaultTimeout, the legacy MaxWait).
 package kvstore
 
 import (
@@ -25,7 +26,6 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/cache"
-	"github.com/agentbus/agentbus/internal/jsctx"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -98,8 +98,7 @@ func Open(js jetstream.JetStream, c Config, log *slog.Logger) (*Store, error) {
 	}
 	want := streamConfig(c)
 	err := pipeline.Provision(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), jsctx.MaxWait)
-		defer cancel()
+		ctx := context.Background() // the client's default timeout bounds each call
 		stream, err := js.Stream(ctx, want.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			_, err = js.CreateStream(ctx, want)
@@ -127,9 +126,7 @@ func Open(js jetstream.JetStream, c Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache bucket %s: %w", Bucket, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), jsctx.MaxWait)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, Bucket)
+	kv, err := js.KeyValue(context.Background(), Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("cache bucket %s: %w", Bucket, err)
 	}
@@ -165,8 +162,7 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := jsctx.Bound(ctx)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	e, err := s.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, cache.ErrNotFound
@@ -187,8 +183,7 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) error {
 	if len(value)+512 > s.max {
 		return cache.ErrTooLarge
 	}
-	ctx, cancel := jsctx.Bound(ctx)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	if _, err := s.kv.Put(ctx, key, value); err != nil {
 		return fmt.Errorf("cache put: %w", err)
 	}

@@ -5,10 +5,11 @@
 //	kv, _ := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "RATELIMIT", History: 1, TTL: lim.StateTTL()})
 //	lim, _ := ratelimit.New(cfg, kvstore.New(kv), nil)
 //
-// It uses the nats.go jetstream API (jetstream.KeyValue): each call is
-// bounded by ctx and by at most jsctx.MaxWait, as the legacy API's MaxWait
-// bounded it; a ctx without a deadline gets the JetStream client's default
-// timeout (jetstream.WithDefaultTimeout). Create and Update are
+// It uses the nats.go jetstream API (jetstream.KeyValue) the way it used
+// the legacy JetStreamContext: ctx is checked before each call, and the
+// call itself keeps ctx's values but not its cancellation (a started write
+// completes), bounded by the JetStream client's default timeout
+// (jetstream.WithDefaultTimeout, the legacy MaxWait). Create and Update are
 // compare-and-swap (expected last subject sequence), which is all the
 // limiter relies on; Get may read a stale value, which can only cause a
 // conflict (and a retry) or a conservative rejection.
@@ -27,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/agentbus/agentbus/internal/jsctx"
 	"github.com/agentbus/agentbus/internal/ratelimit"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -53,8 +53,7 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	ctx, cancel := jsctx.Bound(ctx)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	e, err := s.kv.Get(ctx, key)
 	if err != nil {
 		return nil, 0, mapErr("get", key, err)
@@ -67,8 +66,7 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (uint64, e
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	ctx, cancel := jsctx.Bound(ctx)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	rev, err := s.kv.Create(ctx, key, value)
 	if err != nil {
 		return 0, mapErr("create", key, err)
@@ -81,8 +79,7 @@ func (s *Store) Update(ctx context.Context, key string, value []byte, revision u
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	ctx, cancel := jsctx.Bound(ctx)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	rev, err := s.kv.Update(ctx, key, value, revision)
 	if err != nil {
 		return 0, mapErr("update", key, err)

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentbus/agentbus/internal/jsctx"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -115,16 +114,15 @@ func (s *Handler) reserve(ctx context.Context, user, key string, e idemEntry) (p
 	}
 	b, _ := json.Marshal(e)
 	k := idemKey(user, key)
-	cctx, cancel := jsctx.Bound(ctx)
+	// As with the legacy API: the calls keep ctx's values, not its
+	// cancellation (the JetStream client's default timeout bounds them).
+	cctx := context.WithoutCancel(ctx)
 	_, err = s.idem.Create(cctx, k, b)
-	cancel()
 	if err == nil {
 		return e, true, nil
 	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		return idemEntry{}, false, err
 	}
-	cctx, cancel = jsctx.Bound(ctx)
-	defer cancel()
 	got, err := s.idem.Get(cctx, k)
 	if err != nil {
 		return idemEntry{}, false, err
