@@ -39,6 +39,7 @@ import (
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
 )
 
@@ -283,17 +284,17 @@ func TestNATSConfigServes(t *testing.T) {
 		t.Fatal("the server accepted an anonymous connection")
 	}
 	nc := operatorConn(t, s)
-	js, err := nc.JetStream()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.AddStream(&nats.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish("t.1", []byte("x")); err != nil {
+	if _, err := js.Publish(context.Background(), "t.1", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish("t.big", make([]byte, 1<<20+1)); err == nil {
+	if _, err := js.Publish(context.Background(), "t.big", make([]byte, 1<<20+1)); err == nil {
 		t.Fatal("a payload over max_payload was accepted")
 	}
 
@@ -350,13 +351,13 @@ func TestNATSClusterForms(t *testing.T) {
 		}))
 	}
 	nc := operatorConn(t, servers[0])
-	js, err := nc.JetStream(nats.MaxWait(5 * time.Second))
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err = js.AddStream(&nats.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3})
+		_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3})
 		if err == nil {
 			break
 		}
@@ -366,12 +367,12 @@ func TestNATSClusterForms(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	for i := range 10 {
-		if _, err := js.Publish("r3."+strconv.Itoa(i), []byte("x")); err != nil {
+		if _, err := js.Publish(context.Background(), "r3."+strconv.Itoa(i), []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for {
-		info, err := js.StreamInfo("R3")
+		info, err := testutil.StreamInfo(js, "R3")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -924,12 +925,12 @@ func TestComposeTopology(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := nc.JetStream()
-	info, err := js.StreamInfo("AGENTBUS_TURNS")
+	js, _ := jetstream.New(nc)
+	info, err := testutil.StreamInfo(js, "AGENTBUS_TURNS")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Config.Storage != nats.FileStorage || info.State.Msgs < 4 {
+	if info.Config.Storage != jetstream.FileStorage || info.State.Msgs < 4 {
 		t.Errorf("AGENTBUS_TURNS: storage %v, %d events", info.Config.Storage, info.State.Msgs)
 	}
 }
@@ -1065,8 +1066,8 @@ func BenchmarkJetStreamPublish(b *testing.B) {
 				}
 			})
 			nc := operatorConn(b, s)
-			js, _ := nc.JetStream()
-			if _, err := js.AddStream(&nats.StreamConfig{Name: "B", Subjects: []string{"b.>"}}); err != nil {
+			js, _ := jetstream.New(nc)
+			if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "B", Subjects: []string{"b.>"}}); err != nil {
 				b.Fatal(err)
 			}
 			payload := bytes.Repeat([]byte("x"), 512)
@@ -1074,7 +1075,7 @@ func BenchmarkJetStreamPublish(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := js.Publish("b.x", payload); err != nil {
+					if _, err := js.Publish(context.Background(), "b.x", payload); err != nil {
 						b.Error(err)
 						return
 					}

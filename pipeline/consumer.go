@@ -365,6 +365,8 @@ func transient(err error) bool {
 		}
 		return apiErr.Code == 503 || apiErr.Code == 408
 	}
+	// Errors of the legacy JetStreamContext API: Provision runs the
+	// caller's function, which may still use it.
 	var legacy *nats.APIError
 	if errors.As(err, &legacy) {
 		return legacy.Code == 503 || legacy.Code == 408 || legacy.ErrorCode == nats.JSErrCodeStreamNotFound

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/messages"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -74,7 +73,7 @@ func (r *Runtime) stageHealth(ctx context.Context, st *stageRuntime, readinessOn
 	defer cancel()
 	for ev := range st.stage.Handlers {
 		d := DurableName(st.stage.Name(), ev)
-		if _, err := st.conn.js.ConsumerInfo(messages.StreamTurns, d, nats.Context(cctx)); err != nil {
+		if _, err := st.conn.js.Consumer(cctx, messages.StreamTurns, d); err != nil {
 			add("consumer "+d, Check{Status: Unhealthy, Detail: err.Error()})
 		} else {
 			add("consumer "+d, Check{Status: Healthy})

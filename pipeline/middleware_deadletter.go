@@ -92,7 +92,9 @@ func (r *Runtime) deadLetter(conn *stageConn, msg *message.Message, stage string
 	nm := nats.NewMsg(messages.DLQSubject(stage))
 	nm.Data = b
 	nm.Header.Set(nats.MsgIdHdr, "dlq/"+stage+"/"+msg.UUID)
-	if _, err := conn.js.PublishMsg(nm); err != nil {
+	// Not the message's context, which may have ended: the JetStream
+	// API's default timeout bounds the publish.
+	if _, err := conn.js.PublishMsg(context.Background(), nm); err != nil {
 		log.Error("dead-letter publish failed; message will be redelivered", "msg_id", msg.UUID, "err", err)
 		return fmt.Errorf("dead-letter publish: %w", err)
 	}

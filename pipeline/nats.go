@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Connect opens a NATS connection that reconnects forever and logs its
@@ -63,12 +64,12 @@ func RedactURL(u string) string {
 // identity may create but not update streams: when it finds a stream that
 // differs it logs a warning and goes on with the stream as it is (an
 // operator or `agentbus serve` updates it).
-func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger) error {
-	storage := nats.FileStorage
+func EnsureStreams(js jetstream.StreamManager, cfg StreamConfig, log *slog.Logger) error {
+	storage := jetstream.FileStorage
 	if cfg.Memory {
-		storage = nats.MemoryStorage
+		storage = jetstream.MemoryStorage
 	}
-	streams := []*nats.StreamConfig{
+	streams := []jetstream.StreamConfig{
 		{
 			Name:        messages.StreamTurns,
 			Description: "agentbus turn events: the system of record",
@@ -78,8 +79,8 @@ func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger)
 			MaxAge:      cfg.MaxAge,
 			MaxBytes:    orUnlimited(cfg.MaxBytes),
 			Duplicates:  cfg.Duplicates,
-			Retention:   nats.LimitsPolicy,
-			Discard:     nats.DiscardOld,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
 		},
 		{
 			Name:        messages.StreamDLQ,
@@ -90,27 +91,31 @@ func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger)
 			MaxAge:      cfg.DLQMaxAge,
 			MaxBytes:    orUnlimited(cfg.DLQMaxBytes),
 			Duplicates:  cfg.Duplicates,
-			Retention:   nats.LimitsPolicy,
-			Discard:     nats.DiscardOld,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
 		},
 	}
 	// Retried while a cluster forms: every process may start at once.
 	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
 	defer cancel()
 	for _, sc := range streams {
-		var info *nats.StreamInfo
+		var info *jetstream.StreamInfo
 		created := false
 		err := retryProvisioning(ctx, func() error {
-			var err error
-			info, err = js.StreamInfo(sc.Name)
-			if errors.Is(err, nats.ErrStreamNotFound) {
-				if _, err := js.AddStream(sc); err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+			ctx := context.WithoutCancel(ctx) // bounded per call, as by the legacy MaxWait
+			s, err := js.Stream(ctx, sc.Name)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				if _, err := js.CreateStream(ctx, sc); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 					return fmt.Errorf("create stream %s: %w", sc.Name, err)
 				}
 				created = true
 				return nil
 			}
-			return err
+			if err != nil {
+				return err
+			}
+			info = s.CachedInfo()
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
@@ -118,11 +123,14 @@ func EnsureStreams(js nats.JetStreamManager, cfg StreamConfig, log *slog.Logger)
 		if created {
 			continue
 		}
-		diff := streamDiff(info.Config, *sc)
+		diff := streamDiff(info.Config, sc)
 		if diff == "" {
 			continue
 		}
-		if _, err := js.UpdateStream(sc, nats.MaxWait(3*time.Second)); err != nil {
+		uctx, ucancel := context.WithTimeout(context.Background(), 3*time.Second) // the legacy MaxWait(3s)
+		_, err = js.UpdateStream(uctx, sc)
+		ucancel()
+		if err != nil {
 			if log != nil {
 				log.Warn("stream configuration differs from this process's and could not be updated; running with the stream as it is",
 					"stream", sc.Name, "differs", diff, "err", err)
@@ -145,7 +153,7 @@ func orUnlimited(n int64) int64 {
 }
 
 // streamDiff names the settings of want that have differs from have.
-func streamDiff(have, want nats.StreamConfig) string {
+func streamDiff(have, want jetstream.StreamConfig) string {
 	var d []string
 	if !slices.Equal(have.Subjects, want.Subjects) {
 		d = append(d, "subjects")
@@ -177,39 +185,45 @@ func streamDiff(have, want nats.StreamConfig) string {
 // DurableName is the durable consumer of a stage for one event.
 func DurableName(stage, event string) string { return "agentbus-" + stage + "-" + event }
 
-func consumerConfig(stage, event string, cc ConsumerConfig) *nats.ConsumerConfig {
+// consumerConfig is the push consumer (deliver subject and group) the
+// Watermill subscriber of newPubSub attaches to.
+func consumerConfig(stage, event string, cc ConsumerConfig) jetstream.ConsumerConfig {
 	durable := DurableName(stage, event)
-	return &nats.ConsumerConfig{
+	return jetstream.ConsumerConfig{
 		Durable:        durable,
 		Description:    "agentbus " + stage + " stage, " + event + " events",
 		DeliverSubject: "_agentbus.deliver." + durable,
 		DeliverGroup:   durable,
-		DeliverPolicy:  nats.DeliverAllPolicy,
-		AckPolicy:      nats.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cc.AckWait,
 		// Unlimited deliveries on the server: the stage's dead-letter
 		// middleware bounds them, so a message that cannot even be
 		// dead-lettered is retried, never dropped by the server.
 		MaxDeliver:    -1,
 		FilterSubject: messages.EventFilter(event),
-		ReplayPolicy:  nats.ReplayInstantPolicy,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 		MaxAckPending: cc.MaxAckPending,
 	}
 }
 
-// ensurePushConsumer creates or updates a stage's durable push consumer with
-// a deliver group, so N replicas of the stage split its messages.
-func ensurePushConsumer(js nats.JetStreamManager, stage, event string, cc ConsumerConfig) error {
+// ensurePushConsumer creates or updates the durable push consumer of a
+// stage (consumerConfig) on stream with a deliver group, so N subscribers
+// of the group split its messages.
+func ensurePushConsumer(js jetstream.JetStream, stream, stage, event string, cc ConsumerConfig) error {
 	cfg := consumerConfig(stage, event, cc)
-	if _, err := js.ConsumerInfo(messages.StreamTurns, cfg.Durable); errors.Is(err, nats.ErrConsumerNotFound) {
-		if _, err := js.AddConsumer(messages.StreamTurns, cfg); err != nil && !errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := js.PushConsumer(ctx, stream, cfg.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if _, err := js.CreatePushConsumer(ctx, stream, cfg); err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
 			return fmt.Errorf("create consumer %s: %w", cfg.Durable, err)
 		}
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
-	if _, err := js.UpdateConsumer(messages.StreamTurns, cfg); err != nil {
+	if _, err := js.UpdatePushConsumer(ctx, stream, cfg); err != nil {
 		return fmt.Errorf("update consumer %s: %w", cfg.Durable, err)
 	}
 	return nil
@@ -225,18 +239,22 @@ func Provision(f func() error) error {
 }
 
 // EnsureKV opens the KV bucket cfg names, creating it when it is missing,
-// retrying while a cluster forms (every process may start at once).
-func EnsureKV(js nats.JetStreamContext, cfg nats.KeyValueConfig) (nats.KeyValue, error) {
+// retrying while a cluster forms (every process may start at once). It
+// looks the bucket up first (STREAM.INFO) and creates it only when missing
+// (STREAM.CREATE, never STREAM.UPDATE): a stage identity may create its
+// buckets but not change them.
+func EnsureKV(js jetstream.KeyValueManager, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
 	defer cancel()
-	var kv nats.KeyValue
+	var kv jetstream.KeyValue
 	err := retryProvisioning(ctx, func() error {
+		ctx := context.WithoutCancel(ctx) // bounded per call, as by the legacy MaxWait
 		var err error
-		kv, err = js.KeyValue(cfg.Bucket)
-		if errors.Is(err, nats.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(&cfg)
-			if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
-				kv, err = js.KeyValue(cfg.Bucket) // created meanwhile by another process
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, cfg.Bucket) // created meanwhile by another process
 			}
 		}
 		return err

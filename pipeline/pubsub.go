@@ -16,8 +16,16 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
+// The runtime's Watermill configuration (publisherConfig, subscriberConfig)
+// is the one place agentbus still uses the legacy nats.JetStreamContext
+// API (nats.SubOpt, nats.ManualAck, nats.BindStream): watermill-nats/v2
+// publishes and subscribes through it and has no nats.go/jetstream
+// equivalent. Everything else, provisioning included, uses the jetstream
+// package.
+//
 // The runtime's Watermill configuration as a message.Publisher and a
 // message.Subscriber (newPubSub), so that Watermill's universal pub/sub
 // suite runs against exactly what the stages use (pubsub_test.go). Only
@@ -30,7 +38,8 @@ func publisherConfig() wmnats.PublisherPublishConfig {
 	return wmnats.PublisherPublishConfig{
 		Marshaler:         &unmarshaler{},
 		SubjectCalculator: wmnats.DefaultSubjectCalculator,
-		JetStream:         wmnats.JetStreamConfig{TrackMsgId: true},
+		// watermill-nats/v2 publishes through the legacy JetStreamContext.
+		JetStream: wmnats.JetStreamConfig{TrackMsgId: true},
 	}
 }
 
@@ -52,6 +61,8 @@ func subscriberConfig(stream, durable string, cc ConsumerConfig) wmnats.Subscrib
 			return &wmnats.SubjectDetail{Primary: topic, QueueGroup: durable}
 		},
 		NakDelay: expDelay{cc.NakDelay},
+		// watermill-nats/v2 subscribes through the legacy JetStreamContext:
+		// its options are legacy nats.SubOpt values.
 		JetStream: wmnats.JetStreamConfig{
 			// ManualAck: without it nats.go acks when the callback
 			// returns, which acks messages Watermill gave up on.
@@ -144,7 +155,7 @@ func newPubSub(nc *nats.Conn, cfg pubSubConfig) (message.Publisher, message.Subs
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	js, err := nc.JetStream()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -160,7 +171,7 @@ func newPubSub(nc *nats.Conn, cfg pubSubConfig) (message.Publisher, message.Subs
 }
 
 type provisioner struct {
-	js  nats.JetStreamContext
+	js  jetstream.JetStream
 	cfg pubSubConfig
 }
 
@@ -174,34 +185,36 @@ func (p *provisioner) stream(topic string) string {
 // ensureStream creates the topic's stream (StreamPerTopic) with the turn
 // stream's settings, or checks that the turn stream exists.
 func (p *provisioner) ensureStream(topic string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	name := p.stream(topic)
 	if !p.cfg.StreamPerTopic {
-		if _, err := p.js.StreamInfo(name); err != nil {
+		if _, err := p.js.Stream(ctx, name); err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 		return nil
 	}
-	storage := nats.FileStorage
+	storage := jetstream.FileStorage
 	if p.cfg.Streams.Memory {
-		storage = nats.MemoryStorage
+		storage = jetstream.MemoryStorage
 	}
-	sc := &nats.StreamConfig{
+	sc := jetstream.StreamConfig{
 		Name:       name,
 		Subjects:   []string{messages.EventFilter(topicEvent(topic))},
 		Storage:    storage,
 		Replicas:   p.cfg.Streams.Replicas,
 		MaxAge:     p.cfg.Streams.MaxAge,
 		Duplicates: p.cfg.Streams.Duplicates,
-		Retention:  nats.LimitsPolicy,
-		Discard:    nats.DiscardOld,
+		Retention:  jetstream.LimitsPolicy,
+		Discard:    jetstream.DiscardOld,
 	}
-	if _, err := p.js.StreamInfo(name); err == nil {
+	if _, err := p.js.Stream(ctx, name); err == nil {
 		return nil
-	} else if !errors.Is(err, nats.ErrStreamNotFound) {
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("stream %s: %w", name, err)
 	}
 	// A concurrent creation with the same configuration succeeds too.
-	if _, err := p.js.AddStream(sc); err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+	if _, err := p.js.CreateStream(ctx, sc); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return fmt.Errorf("create stream %s: %w", name, err)
 	}
 	return nil
@@ -215,21 +228,11 @@ func (p *provisioner) ensureConsumer(topic string) (stream, durable string, err 
 		return "", "", err
 	}
 	event := topicEvent(topic)
-	if !p.cfg.StreamPerTopic {
-		return messages.StreamTurns, DurableName(p.cfg.Group, event), ensurePushConsumer(p.js, p.cfg.Group, event, p.cfg.Consumer)
-	}
 	stream = p.stream(topic)
-	cfg := consumerConfig(p.cfg.Group, event, p.cfg.Consumer)
-	if _, err := p.js.ConsumerInfo(stream, cfg.Durable); errors.Is(err, nats.ErrConsumerNotFound) {
-		if _, err := p.js.AddConsumer(stream, cfg); err != nil && !errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
-			return "", "", fmt.Errorf("create consumer %s: %w", cfg.Durable, err)
-		}
-	} else if err != nil {
-		return "", "", fmt.Errorf("consumer %s: %w", cfg.Durable, err)
-	} else if _, err := p.js.UpdateConsumer(stream, cfg); err != nil {
-		return "", "", fmt.Errorf("update consumer %s: %w", cfg.Durable, err)
+	if err := ensurePushConsumer(p.js, stream, p.cfg.Group, event, p.cfg.Consumer); err != nil {
+		return "", "", err
 	}
-	return stream, cfg.Durable, nil
+	return stream, DurableName(p.cfg.Group, event), nil
 }
 
 // topicPublisher publishes a topic's messages on its subject through the

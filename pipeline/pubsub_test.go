@@ -14,6 +14,7 @@ import (
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // pubSubConsumer is the runtime's consumer configuration with clocks short
@@ -40,7 +41,7 @@ func newPubSubEnv(t *testing.T, perTopic bool, cc pipeline.ConsumerConfig) *pubS
 	nc := testutil.Conn(t, srv)
 	streams := pipeline.DefaultConfig().Streams
 	if !perTopic {
-		js, err := nc.JetStream()
+		js, err := jetstream.New(nc)
 		if err != nil {
 			t.Fatal(err)
 		}

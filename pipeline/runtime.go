@@ -106,8 +106,7 @@ type stageRuntime struct {
 // its durable consumers.
 type stageConn struct {
 	nc  *nats.Conn
-	js  nats.JetStreamContext
-	jsn jetstream.JetStream
+	js  jetstream.JetStream
 	pub message.Publisher
 
 	termOnce sync.Once
@@ -126,7 +125,7 @@ type Runtime struct {
 	srv       *server.Server
 	url       string
 	nc        *nats.Conn
-	js        nats.JetStreamContext
+	js        jetstream.JetStream
 	wlog      watermill.LoggerAdapter
 	mu        sync.Mutex
 	stages    []*stageRuntime
@@ -188,7 +187,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 		return nil, err
 	}
 	r.nc = nc
-	if r.js, err = nc.JetStream(); err != nil {
+	if r.js, err = jetstream.New(nc); err != nil {
 		r.Close()
 		return nil, err
 	}
@@ -206,8 +205,8 @@ func (r *Runtime) URL() string { return r.url }
 // provisioning, and what the process does outside any stage.
 func (r *Runtime) Conn() *nats.Conn { return r.nc }
 
-// JetStream is the JetStream context of Conn.
-func (r *Runtime) JetStream() nats.JetStreamContext { return r.js }
+// JetStream is the JetStream API (nats.go/jetstream) on Conn.
+func (r *Runtime) JetStream() jetstream.JetStream { return r.js }
 
 // connect opens a connection with the identity of role ("" for the
 // process). To the embedded server it connects in process (no network, no
@@ -255,12 +254,7 @@ func (r *Runtime) stageConn(stage string) (*stageConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	js, err := nc.JetStream()
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	jsn, err := jetstream.New(nc)
+	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -270,7 +264,7 @@ func (r *Runtime) stageConn(stage string) (*stageConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	sc := &stageConn{nc: nc, js: js, jsn: jsn, pub: subjectPublisher{wpub}}
+	sc := &stageConn{nc: nc, js: js, pub: subjectPublisher{wpub}}
 	r.conns[stage] = sc
 	return sc, nil
 }
@@ -312,7 +306,7 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 	events := slices.Sorted(maps.Keys(st.Handlers))
 	for _, ev := range events {
 		ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
-		cons, err := ensurePullConsumer(ctx, conn.jsn, name, ev, cc)
+		cons, err := ensurePullConsumer(ctx, conn.js, name, ev, cc)
 		cancel()
 		if err != nil {
 			return nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func testConfig(url string) pipeline.Config {
@@ -43,12 +44,12 @@ func startRuntime(t *testing.T, url string, calls *atomic.Int64) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func publish(t *testing.T, js nats.JetStreamContext, rid string, payload []byte) {
+func publish(t *testing.T, js jetstream.JetStream, rid string, payload []byte) {
 	t.Helper()
 	m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
 	m.Data = payload
 	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
-	if _, err := js.PublishMsg(m); err != nil {
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -58,15 +59,17 @@ func turnJSON(rid, text string) []byte {
 	return b
 }
 
-func dlqEntries(t *testing.T, js nats.JetStreamContext, stage string) []messages.DeadLetter {
+func dlqEntries(t *testing.T, js jetstream.JetStream, stage string) []messages.DeadLetter {
 	t.Helper()
+	ctx := context.Background()
 	var out []messages.DeadLetter
-	info, err := js.StreamInfo(messages.StreamDLQ)
+	stream, err := js.Stream(ctx, messages.StreamDLQ)
 	if err != nil {
 		t.Fatal(err)
 	}
+	info := stream.CachedInfo()
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		raw, err := js.GetMsg(messages.StreamDLQ, seq)
+		raw, err := stream.GetMsg(ctx, seq)
 		if err != nil {
 			continue
 		}
@@ -99,7 +102,7 @@ func TestRuntimeDeliversAndDeadLetters(t *testing.T) {
 	var calls atomic.Int64
 	startRuntime(t, srv.ClientURL(), &calls)
 	nc := testutil.Conn(t, srv)
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 
 	// A good turn completes; its events are seen on the request's filter.
 	sub, _ := nc.SubscribeSync(messages.ReplyFilter("r1"))
@@ -162,7 +165,7 @@ func TestRuntimeDeliversAndDeadLetters(t *testing.T) {
 func TestGracefulShutdownLosesNothing(t *testing.T) {
 	srv := testutil.NATSServer(t)
 	nc := testutil.Conn(t, srv)
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	var calls atomic.Int64
 	// First runtime: takes load, then shuts down while slow turns run.
 	ctx1, cancel1 := context.WithCancel(context.Background())
@@ -254,7 +257,7 @@ func startRuntimeLog(t *testing.T, url string, calls *atomic.Int64, ctx context.
 func TestBacklogIsSpreadOverConcurrency(t *testing.T) {
 	srv := testutil.NATSServer(t)
 	nc := testutil.Conn(t, srv)
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	cfg := testConfig(srv.ClientURL())
 	cfg.Consumer.Concurrency = 4
 	// Provision the stream, then queue a backlog while no stage instance
@@ -307,7 +310,7 @@ func TestBacklogIsSpreadOverConcurrency(t *testing.T) {
 func TestPushConsumerIsReplacedAfterItsAckFloor(t *testing.T) {
 	srv := testutil.NATSServer(t)
 	nc := testutil.Conn(t, srv)
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	cfg := testConfig(srv.ClientURL())
 	if err := pipeline.EnsureStreams(js, cfg.Streams, nil); err != nil {
 		t.Fatal(err)
@@ -321,20 +324,31 @@ func TestPushConsumerIsReplacedAfterItsAckFloor(t *testing.T) {
 	}
 	// The old push consumer handled (and acked) the first two.
 	durable := pipeline.DurableName("old", messages.EventReceived)
-	sub, err := js.QueueSubscribeSync(messages.EventFilter(messages.EventReceived), durable, nats.Bind(messages.StreamTurns, durable), nats.ManualAck())
+	pc, err := js.PushConsumer(context.Background(), messages.StreamTurns, durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int32
+	acked := make(chan error, 2)
+	consuming, err := pc.Consume(func(m jetstream.Msg) {
+		if n.Add(1) <= 2 { // the rest stay delivered, unacked
+			acked <- m.DoubleAck(context.Background())
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		m, err := sub.NextMsg(5 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.AckSync(); err != nil {
-			t.Fatal(err)
+		select {
+		case err := <-acked:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the push consumer delivered nothing")
 		}
 	}
-	_ = sub.Unsubscribe()
+	consuming.Stop()
 
 	rt, err := pipeline.New(context.Background(), cfg, testutil.Logger(t))
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // StepCache records the result of a step with side effects (a model call,
@@ -28,7 +29,7 @@ import (
 // the caller's context ends, so a paid-for answer is not lost because its
 // record could not be written at the first try.
 type StepCache struct {
-	kv nats.KeyValue
+	kv jetstream.KeyValue
 	id string
 }
 
@@ -37,8 +38,8 @@ type StepCache struct {
 func (c *StepCache) limit() int { return MaxPayload - eventHeadroom }
 
 // NewStepCache opens (or creates) the bucket.
-func NewStepCache(js nats.JetStreamContext, bucket string, ttl time.Duration, replicas int) (*StepCache, error) {
-	kv, err := EnsureKV(js, nats.KeyValueConfig{Bucket: bucket, Description: "agentbus step results for idempotent redelivery", TTL: ttl, History: 1, Replicas: max(replicas, 1)})
+func NewStepCache(js jetstream.KeyValueManager, bucket string, ttl time.Duration, replicas int) (*StepCache, error) {
+	kv, err := EnsureKV(js, jetstream.KeyValueConfig{Bucket: bucket, Description: "agentbus step results for idempotent redelivery", TTL: ttl, History: 1, Replicas: max(replicas, 1)})
 	if err != nil {
 		return nil, err
 	}
@@ -60,12 +61,16 @@ type tooLargeMarker struct {
 	TooLarge int `json:"agentbus_step_too_large"`
 }
 
-// retryKV runs f until it succeeds, fails for good, or ctx ends.
-func retryKV(ctx context.Context, f func() error) error {
+// retryKV runs f until it succeeds, fails for good, or ctx ends. As with
+// the legacy API, an attempt keeps ctx's values but not its cancellation,
+// and the JetStream client's default timeout bounds it: a write that
+// records a paid-for result completes even when the handler's deadline
+// passes meanwhile, and a request lost to a leader election is retried.
+func retryKV(ctx context.Context, f func(ctx context.Context) error) error {
 	wait := 50 * time.Millisecond
 	for {
-		err := f()
-		if err == nil || !transient(err) && !errors.Is(err, nats.ErrNoStreamResponse) {
+		err := f(context.WithoutCancel(ctx))
+		if err == nil || !transient(err) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
 			return err
 		}
 		select {
@@ -123,17 +128,17 @@ type Claim struct {
 func (c *StepCache) Begin(ctx context.Context, key string, max time.Duration, v any) (cl *Claim, found bool, err error) {
 	mine := c.leaseValue()
 	var rev uint64
-	err = retryKV(ctx, func() error {
-		r, err := c.kv.Create(key, mine)
+	err = retryKV(ctx, func(ctx context.Context) error {
+		r, err := c.kv.Create(ctx, key, mine)
 		if err == nil {
 			rev = r
 			return nil
 		}
-		if !errors.Is(err, nats.ErrKeyExists) {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return err
 		}
-		e, gerr := c.kv.Get(key)
-		if errors.Is(gerr, nats.ErrKeyNotFound) {
+		e, gerr := c.kv.Get(ctx, key)
+		if errors.Is(gerr, jetstream.ErrKeyNotFound) {
 			return nats.ErrTimeout // released meanwhile: try to create again
 		}
 		if gerr != nil {
@@ -147,7 +152,7 @@ func (c *StepCache) Begin(ctx context.Context, key string, max time.Duration, v 
 		if time.Now().Before(l.Expires) {
 			return &busyError{until: l.Expires}
 		}
-		r, err = c.kv.Update(key, mine, e.Revision())
+		r, err = c.kv.Update(ctx, key, mine, e.Revision())
 		if err != nil {
 			return nats.ErrTimeout // someone else took it over: look again
 		}
@@ -203,7 +208,7 @@ func (cl *Claim) renew(max time.Duration) {
 				return
 			}
 			cl.mu.Lock()
-			r, err := cl.c.kv.Update(cl.key, cl.c.leaseValue(), cl.rev)
+			r, err := cl.c.kv.Update(context.Background(), cl.key, cl.c.leaseValue(), cl.rev)
 			if err == nil {
 				cl.rev = r
 			}
@@ -241,10 +246,10 @@ func (cl *Claim) Put(ctx context.Context, v any) error {
 	cl.mu.Lock()
 	rev := cl.rev
 	cl.mu.Unlock()
-	err = retryKV(ctx, func() error {
-		_, err := cl.c.kv.Update(cl.key, b, rev)
-		if err != nil && !transient(err) && !errors.Is(err, nats.ErrNoStreamResponse) {
-			_, err = cl.c.kv.Put(cl.key, b) // lost the claim: record anyway
+	err = retryKV(ctx, func(ctx context.Context) error {
+		_, err := cl.c.kv.Update(ctx, cl.key, b, rev)
+		if err != nil && !transient(err) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			_, err = cl.c.kv.Put(ctx, cl.key, b) // lost the claim: record anyway
 		}
 		return err
 	})
@@ -271,8 +276,8 @@ func (cl *Claim) Release() {
 	// Released even when the caller's context ended.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = retryKV(ctx, func() error {
-		err := cl.c.kv.Delete(cl.key, nats.LastRevision(rev))
+	_ = retryKV(ctx, func(ctx context.Context) error {
+		err := cl.c.kv.Delete(ctx, cl.key, jetstream.LastRevision(rev))
 		if err != nil && !transient(err) {
 			return nil // not ours any more: fine
 		}

@@ -10,9 +10,10 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-func stepJS(t *testing.T) nats.JetStreamContext {
+func stepJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
 	if err != nil {
@@ -28,7 +29,7 @@ func stepJS(t *testing.T) nats.JetStreamContext {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := nc.JetStream(nats.MaxWait(2 * time.Second))
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestStepTooLarge(t *testing.T) {
 func TestStepRecordsOfOtherVersions(t *testing.T) {
 	ctx := context.Background()
 	a, _ := twoRunners(t)
-	if _, err := a.kv.Put("req6.0", []byte(`{"Answer":"old"}`)); err != nil {
+	if _, err := a.kv.Put(context.Background(), "req6.0", []byte(`{"Answer":"old"}`)); err != nil {
 		t.Fatal(err)
 	}
 	var got result
@@ -185,7 +186,7 @@ func TestStepRecordsOfOtherVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Release()
-	e, err := a.kv.Get("req7.0")
+	e, err := a.kv.Get(context.Background(), "req7.0")
 	if err != nil {
 		t.Fatal(err)
 	}

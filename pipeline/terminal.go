@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TerminalsBucket records each turn's outcome: request id -> its terminal
@@ -22,11 +23,11 @@ const TerminalTTL = 48 * time.Hour
 // every stage and replica), and a terminal event that lost the claim is
 // never published. A turn is stored if and only if its outcome is
 // completed: persist claims before it commits.
-type Terminals struct{ kv nats.KeyValue }
+type Terminals struct{ kv jetstream.KeyValue }
 
 // OpenTerminals opens (or creates) the outcomes bucket.
-func OpenTerminals(js nats.JetStreamContext, replicas int) (*Terminals, error) {
-	kv, err := EnsureKV(js, nats.KeyValueConfig{Bucket: TerminalsBucket, Description: "agentbus turn outcomes (one terminal event per turn)",
+func OpenTerminals(js jetstream.KeyValueManager, replicas int) (*Terminals, error) {
+	kv, err := EnsureKV(js, jetstream.KeyValueConfig{Bucket: TerminalsBucket, Description: "agentbus turn outcomes (one terminal event per turn)",
 		TTL: TerminalTTL, History: 1, Replicas: max(replicas, 1)})
 	if err != nil {
 		return nil, err
@@ -46,15 +47,15 @@ func (t *Terminals) Claim(ctx context.Context, rid, event string) (string, error
 // outcome (false: it was there already, maybe the same event).
 func (t *Terminals) ClaimNew(ctx context.Context, rid, event string) (outcome string, created bool, err error) {
 	var out string
-	err = retryKV(ctx, func() error {
-		if _, err := t.kv.Create(rid, []byte(event)); err == nil {
+	err = retryKV(ctx, func(ctx context.Context) error {
+		if _, err := t.kv.Create(ctx, rid, []byte(event)); err == nil {
 			out, created = event, true
 			return nil
-		} else if !errors.Is(err, nats.ErrKeyExists) {
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
 			return err
 		}
-		e, err := t.kv.Get(rid)
-		if errors.Is(err, nats.ErrKeyNotFound) {
+		e, err := t.kv.Get(ctx, rid)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nats.ErrTimeout // expired meanwhile: claim again
 		}
 		if err != nil {
@@ -71,9 +72,9 @@ func (t *Terminals) ClaimNew(ctx context.Context, rid, event string) (outcome st
 
 // Outcome returns the recorded outcome of rid, if any.
 func (t *Terminals) Outcome(ctx context.Context, rid string) (event string, found bool, err error) {
-	err = retryKV(ctx, func() error {
-		e, err := t.kv.Get(rid)
-		if errors.Is(err, nats.ErrKeyNotFound) {
+	err = retryKV(ctx, func(ctx context.Context) error {
+		e, err := t.kv.Get(ctx, rid)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil
 		}
 		if err != nil {

@@ -17,9 +17,10 @@ import (
 
 	"github.com/agentbus/agentbus/internal/apikey"
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // 200 connections that send their body slowly (a valid key, then nothing)
@@ -160,9 +161,9 @@ func TestOversizedEventsFailCleanly(t *testing.T) {
 	})
 	key := newKey(t, sys, "abuser")
 	op := sys.Runtime.Conn()
-	js, _ := op.JetStream()
+	js, _ := jetstream.New(op)
 	streamMsgs := func() uint64 {
-		info, err := js.StreamInfo(messages.StreamTurns)
+		info, err := testutil.StreamInfo(js, messages.StreamTurns)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +206,7 @@ func TestOversizedEventsFailCleanly(t *testing.T) {
 	// complete.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		info, err := js.ConsumerInfo(messages.StreamTurns, pipeline.DurableName("llm", messages.EventAdmitted))
+		info, err := testutil.ConsumerInfo(js, messages.StreamTurns, pipeline.DurableName("llm", messages.EventAdmitted))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +218,7 @@ func TestOversizedEventsFailCleanly(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if dlq, _ := js.StreamInfo(messages.StreamDLQ); dlq.State.Msgs != 0 {
+	if dlq, _ := testutil.StreamInfo(js, messages.StreamDLQ); dlq.State.Msgs != 0 {
 		t.Fatalf("%d dead letters", dlq.State.Msgs)
 	}
 	if r := post(t, sys, key, "", chatBodyFor("big-1", "hello after the big ones")); r.status != 200 || !strings.Contains(content(t, r), "hello after") {
@@ -233,9 +234,9 @@ func TestKeyAtItsLimitCannotGrowTheStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, _ := sys.Runtime.Conn().JetStream()
+	js := sys.Runtime.JetStream()
 	received := func() uint64 {
-		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: messages.EventFilter(messages.EventReceived)})
+		info, err := testutil.StreamInfo(js, messages.StreamTurns, messages.EventFilter(messages.EventReceived))
 		if err != nil {
 			t.Fatal(err)
 		}

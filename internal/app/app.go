@@ -35,6 +35,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Stage names (messages.Stages).
@@ -516,11 +517,11 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	return nil
 }
 
-func kvBucket(js nats.JetStreamContext, name, desc string, ttl time.Duration, replicas int) (nats.KeyValue, error) {
-	return pipeline.EnsureKV(js, nats.KeyValueConfig{Bucket: name, Description: desc, TTL: ttl, History: 1, Replicas: max(replicas, 1)})
+func kvBucket(js jetstream.JetStream, name, desc string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
+	return pipeline.EnsureKV(js, jetstream.KeyValueConfig{Bucket: name, Description: desc, TTL: ttl, History: 1, Replicas: max(replicas, 1)})
 }
 
-func (o *Options) limiter(js nats.JetStreamContext, replicas int) (*ratelimit.Limiter, error) {
+func (o *Options) limiter(js jetstream.JetStream, replicas int) (*ratelimit.Limiter, error) {
 	// The bucket's TTL must outlive a bucket's refill time.
 	probe, err := ratelimit.New(o.Limits, ratelimit.NewMemoryStore(16), nil)
 	if err != nil {
@@ -537,7 +538,7 @@ func (o *Options) limiter(js nats.JetStreamContext, replicas int) (*ratelimit.Li
 const QuotaBucket = llm.QuotaBucket
 
 // quota returns the shared daily quota, or nil when no quota is set.
-func (o *Options) quota(js nats.JetStreamContext, replicas int) (llm.Quota, error) {
+func (o *Options) quota(js jetstream.JetStream, replicas int) (llm.Quota, error) {
 	c := o.Quota
 	if c.PerUserRequests == 0 && c.PerUserTokens == 0 && c.PerModelRequests == 0 && c.PerModelTokens == 0 {
 		return nil, nil

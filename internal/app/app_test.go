@@ -17,8 +17,10 @@ import (
 	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/stage/ingest"
 	"github.com/agentbus/agentbus/internal/stage/persist"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -167,7 +169,7 @@ func TestHardNegativeAdmitted(t *testing.T) {
 func TestNATSTurnEndToEnd(t *testing.T) {
 	sys := startSystem(t, nil)
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	turn := messages.Turn{SchemaVersion: 1, RequestID: "req_nats1", ConversationID: "conv_nats1", User: "py-client", Endpoint: "nats",
 		Messages: []messages.Message{{Role: "user", Content: "What is (2+3)*4?"}}, CreatedAt: time.Now().UTC()}
 	sub, _ := nc.SubscribeSync(messages.ReplyFilter(turn.RequestID))
@@ -264,7 +266,7 @@ var _ = ingest.NewID
 func TestMalformedTurnOverNATSIsRejected(t *testing.T) {
 	sys := startSystem(t, nil)
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	tests := []struct{ rid, payload, want string }{
 		{"badjson1", `{not json`, "not a valid Turn"},
 		{"badturn1", `{"request_id":"badturn1","conversation_id":"c","user":"u","messages":[]}`, "messages"},
@@ -276,7 +278,7 @@ func TestMalformedTurnOverNATSIsRejected(t *testing.T) {
 			defer sub.Unsubscribe()
 			m := nats.NewMsg(messages.Subject(messages.EventReceived, tc.rid))
 			m.Data = []byte(tc.payload)
-			if _, err := js.PublishMsg(m); err != nil {
+			if _, err := js.PublishMsg(context.Background(), m); err != nil {
 				t.Fatal(err)
 			}
 			msg, err := sub.NextMsg(5 * time.Second)
@@ -290,7 +292,7 @@ func TestMalformedTurnOverNATSIsRejected(t *testing.T) {
 			}
 		})
 	}
-	if info, _ := js.StreamInfo(messages.StreamDLQ); info.State.Msgs != 0 {
+	if info, _ := testutil.StreamInfo(js, messages.StreamDLQ); info.State.Msgs != 0 {
 		t.Fatalf("bad client input reached the DLQ: %d", info.State.Msgs)
 	}
 }

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/nats-io/nats.go"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/shared"
 )
@@ -288,7 +288,7 @@ func TestClientTools(t *testing.T) {
 func TestClientDisconnectCancelsTheTurn(t *testing.T) {
 	model := &toolModel{slow: true}
 	sys, key := toolSystem(t, model, nil)
-	js, _ := sys.Runtime.Conn().JetStream()
+	js := sys.Runtime.JetStream()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+sys.HTTPAddr+"/v1/chat/completions",
 		strings.NewReader(`{"model":"tool-1","stream":true,"messages":[{"role":"user","content":"tell me a long story"}]}`))
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -310,14 +310,14 @@ func TestClientDisconnectCancelsTheTurn(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	waitSettled(t, js, "agentbus-llm-admitted", "agentbus-persist-generated")
-	info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: "agentbus.turn.*." + rid})
+	info, err := testutil.StreamInfo(js, messages.StreamTurns, "agentbus.turn.*."+rid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info.State.Subjects[messages.Subject(messages.EventCompleted, rid)] != 0 || info.State.Subjects[messages.Subject(messages.EventFailed, rid)] != 1 {
 		t.Fatalf("events: %v", info.State.Subjects)
 	}
-	raw, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(messages.EventFailed, rid))
+	raw, err := testutil.LastMsg(js, messages.StreamTurns, messages.Subject(messages.EventFailed, rid))
 	if err != nil || !strings.Contains(string(raw.Data), messages.CodeClientCancelled) {
 		t.Fatalf("failed event: %v %s", err, raw.Data)
 	}

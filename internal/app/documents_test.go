@@ -12,6 +12,7 @@ import (
 	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -95,7 +96,7 @@ func TestFetchedPageWithInjectionIsWithheld(t *testing.T) {
 		o.Tools.RemoteAllow = []string{"fetch_page"}
 	})
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	for _, tc := range []struct{ rid, url, verdict string }{
 		{"pageclean", "https://allotment.example.org/tomatoes", "allow"},
 		{"pagemirror", "https://mirror.example.net/tomatoes", "block"},
@@ -153,7 +154,7 @@ func TestPastedDocumentWithInjection(t *testing.T) {
 
 	// Over NATS, the rejected event is the audit record: it has the passage.
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	text := ask + gardenPage(pageInjection)
 	sub, _ := nc.SubscribeSync(messages.Subject(messages.EventRejected, "pastedoc"))
 	defer sub.Unsubscribe()

@@ -15,8 +15,10 @@ import (
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/apptest"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // slowModel answers every prompt after a delay and counts its calls per
@@ -77,7 +79,7 @@ func TestSlowProviderRunsEachStepOnce(t *testing.T) {
 		o.Limits = app.LimitsFrom(0, 0, 0)
 	})
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	var mu sync.Mutex
 	terminal := map[string][]string{}
 	for _, ev := range []string{messages.EventCompleted, messages.EventFailed, messages.EventRejected} {
@@ -115,7 +117,7 @@ func TestSlowProviderRunsEachStepOnce(t *testing.T) {
 	// Let any duplicate that is still under way show itself: wait for the
 	// llm consumer to settle, then count.
 	for {
-		info, err := js.ConsumerInfo(messages.StreamTurns, "agentbus-llm-admitted")
+		info, err := testutil.ConsumerInfo(js, messages.StreamTurns, "agentbus-llm-admitted")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +143,7 @@ func TestSlowProviderRunsEachStepOnce(t *testing.T) {
 		}
 	}
 	// And the stream holds one terminal event per turn.
-	info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: "agentbus.turn.*.slow*"})
+	info, err := testutil.StreamInfo(js, messages.StreamTurns, "agentbus.turn.*.slow*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,8 +168,8 @@ func TestCallLongerThanAckWaitIsNotRedelivered(t *testing.T) {
 	if r.status != 200 || !strings.Contains(content(t, r), "slow answer") {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
-	js, _ := sys.Runtime.Conn().JetStream()
-	info, err := js.ConsumerInfo(messages.StreamTurns, "agentbus-llm-admitted")
+	js := sys.Runtime.JetStream()
+	info, err := testutil.ConsumerInfo(js, messages.StreamTurns, "agentbus-llm-admitted")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +212,7 @@ func TestDeadlineAndIdempotencyKey(t *testing.T) {
 		_ = json.Unmarshal(raw, &body)
 		return httpResult{status: resp.StatusCode, header: resp.Header, body: body, raw: string(raw)}
 	}
-	js, _ := sys.Runtime.Conn().JetStream()
+	js := sys.Runtime.JetStream()
 
 	t.Run("timed out, then the same key", func(t *testing.T) {
 		r := send(t, "idem-late-1", "500ms", "too slow for you")
@@ -226,7 +228,7 @@ func TestDeadlineAndIdempotencyKey(t *testing.T) {
 		if again.status != 504 || errCode(again) != messages.CodeDeadlineExceeded || again.header.Get("X-Request-Id") != rid {
 			t.Fatalf("retry: %d %s (request %s, first %s)", again.status, again.raw, again.header.Get("X-Request-Id"), rid)
 		}
-		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: "agentbus.turn.*." + rid})
+		info, err := testutil.StreamInfo(js, messages.StreamTurns, "agentbus.turn.*."+rid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,12 +259,12 @@ func TestDeadlineAndIdempotencyKey(t *testing.T) {
 }
 
 // waitSettled waits until the consumers have nothing pending or in flight.
-func waitSettled(t *testing.T, js nats.JetStreamContext, durables ...string) {
+func waitSettled(t *testing.T, js jetstream.JetStream, durables ...string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for _, d := range durables {
 		for {
-			info, err := js.ConsumerInfo(messages.StreamTurns, d)
+			info, err := testutil.ConsumerInfo(js, messages.StreamTurns, d)
 			if err != nil {
 				t.Fatal(err)
 			}

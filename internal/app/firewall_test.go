@@ -10,6 +10,7 @@ import (
 	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -47,7 +48,7 @@ tools:
 		o.Firewall = cfg
 	})
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	for i, tc := range []struct {
 		args, event, want string
 	}{

@@ -17,8 +17,10 @@ import (
 
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/apptest"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // fakeOpenAI speaks the Chat Completions protocol; it answers, or fails
@@ -99,7 +101,7 @@ func withFake(f *fakeOpenAI, t *testing.T) func(*app.Options) {
 // outcome publishes a turn over NATS and returns its terminal event.
 func outcome(t *testing.T, nc *nats.Conn, rid, text string) (string, []byte) {
 	t.Helper()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	sub, _ := nc.SubscribeSync(messages.ReplyFilter(rid))
 	defer sub.Unsubscribe()
 	if err := apptest.Publish(js, messages.EventReceived, rid, apptest.Turn(rid, "u", text)); err != nil {
@@ -116,9 +118,9 @@ func outcome(t *testing.T, nc *nats.Conn, rid, text string) (string, []byte) {
 	}
 }
 
-func dlqCount(t *testing.T, js nats.JetStreamContext) uint64 {
+func dlqCount(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
-	info, err := js.StreamInfo(messages.StreamDLQ)
+	info, err := testutil.StreamInfo(js, messages.StreamDLQ)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +131,7 @@ func TestProviderOutageFailsFastAndRecovers(t *testing.T) {
 	f := newFakeOpenAI(t)
 	sys := startSystem(t, withFake(f, t))
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 
 	if ev, data := outcome(t, nc, "ok0", "hello"); ev != messages.EventCompleted || !strings.Contains(string(data), "fake says: hello") {
 		t.Fatalf("healthy provider: %s %s", ev, data)
@@ -173,14 +175,14 @@ func TestRedeliveredLLMStepCallsProviderOnce(t *testing.T) {
 	f := newFakeOpenAI(t)
 	sys := startSystem(t, withFake(f, t))
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	ev, _ := outcome(t, nc, "dup1", "count me once")
 	if ev != messages.EventCompleted || f.calls.Load() != 1 {
 		t.Fatalf("first delivery: %s, %d calls", ev, f.calls.Load())
 	}
 	// Re-deliver the admitted step: the same payload again, as JetStream
 	// does after a lost ack (a new message id, so the stream keeps it).
-	raw, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(messages.EventAdmitted, "dup1"))
+	raw, err := testutil.LastMsg(js, messages.StreamTurns, messages.Subject(messages.EventAdmitted, "dup1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,19 +191,19 @@ func TestRedeliveredLLMStepCallsProviderOnce(t *testing.T) {
 	m.Header.Set(nats.MsgIdHdr, "dup1/admitted/redelivery")
 	sub, _ := nc.SubscribeSync(messages.Subject(messages.EventGenerated, "dup1"))
 	defer sub.Unsubscribe()
-	if _, err := js.PublishMsg(m); err != nil {
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 	// The llm stage handles it again and republishes generated (dropped
 	// by the duplicate window), without calling the provider.
 	waitUntil(t, 5*time.Second, func() bool {
-		info, _ := js.ConsumerInfo(messages.StreamTurns, "agentbus-llm-admitted")
+		info, _ := testutil.ConsumerInfo(js, messages.StreamTurns, "agentbus-llm-admitted")
 		return info != nil && info.NumAckPending == 0 && info.NumPending == 0 && info.Delivered.Stream >= raw.Sequence+1
 	})
 	if n := f.calls.Load(); n != 1 {
 		t.Fatalf("provider called %d times, want 1", n)
 	}
-	info, _ := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: messages.Subject(messages.EventGenerated, "dup1")})
+	info, _ := testutil.StreamInfo(js, messages.StreamTurns, messages.Subject(messages.EventGenerated, "dup1"))
 	if len(info.State.Subjects) != 1 || info.State.Subjects[messages.Subject(messages.EventGenerated, "dup1")] != 1 {
 		t.Fatalf("generated events stored: %+v", info.State.Subjects)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/firewall"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // benchSeq numbers the benchmark's turns (unique across -count runs).
@@ -43,7 +44,7 @@ func BenchmarkToolexecMCP(b *testing.B) {
 		}
 	})
 	nc := sys.Runtime.Conn()
-	js, err := nc.JetStream()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // directedModel is an OpenAI-compatible endpoint that does what the user
@@ -209,10 +210,7 @@ func TestMCPServers(t *testing.T) {
 		o.Limits = app.LimitsFrom(0, 0, 0)
 	})
 	key := newKey(t, sys, "mcp-user")
-	js, err := sys.Runtime.Conn().JetStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := sys.Runtime.JetStream()
 	turn := func(t *testing.T, text string) httpResult {
 		t.Helper()
 		return post(t, sys, key, "", chatBodyFor("directed", text))
@@ -221,7 +219,7 @@ func TestMCPServers(t *testing.T) {
 	verdicts := func(t *testing.T, r httpResult, event string) []messages.ToolVerdict {
 		t.Helper()
 		rid := r.header.Get("X-Request-Id")
-		m, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(event, rid))
+		m, err := testutil.LastMsg(js, messages.StreamTurns, messages.Subject(event, rid))
 		if err != nil {
 			t.Fatalf("%s event of %s: %v", event, rid, err)
 		}
@@ -338,7 +336,7 @@ func TestMCPServers(t *testing.T) {
 			t.Fatalf("the model was called %d times for the failed turn", got)
 		}
 		rid := r.header.Get("X-Request-Id")
-		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: "agentbus.turn.*." + rid})
+		info, err := testutil.StreamInfo(js, messages.StreamTurns, "agentbus.turn.*."+rid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -367,7 +365,7 @@ func TestMCPServers(t *testing.T) {
 		before := countCalls("echo")
 		seq1 := publishStep(t, js, rid, g, messages.MsgID(rid, messages.EventToolCalls, 0))
 		waitConsumed(t, js, seq1)
-		if _, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(messages.EventTooled, rid)); err != nil {
+		if _, err := testutil.LastMsg(js, messages.StreamTurns, messages.Subject(messages.EventTooled, rid)); err != nil {
 			t.Fatalf("no tooled event: %v", err)
 		}
 		if got := countCalls("echo") - before; got != 1 {
@@ -417,7 +415,7 @@ func TestMCPServers(t *testing.T) {
 
 // publishStep puts a toolcalls event on the stream with the message
 // id msgID and returns its stream sequence.
-func publishStep(t *testing.T, js nats.JetStreamContext, rid string, g messages.Generation, msgID string) uint64 {
+func publishStep(t *testing.T, js jetstream.JetStream, rid string, g messages.Generation, msgID string) uint64 {
 	t.Helper()
 	b, err := json.Marshal(g)
 	if err != nil {
@@ -426,7 +424,7 @@ func publishStep(t *testing.T, js nats.JetStreamContext, rid string, g messages.
 	m := nats.NewMsg(messages.Subject(messages.EventToolCalls, rid))
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, msgID)
-	ack, err := js.PublishMsg(m)
+	ack, err := js.PublishMsg(context.Background(), m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,10 +436,10 @@ func publishStep(t *testing.T, js nats.JetStreamContext, rid string, g messages.
 
 // waitConsumed waits until toolexec acknowledged every toolcalls event up
 // to the stream sequence seq.
-func waitConsumed(t *testing.T, js nats.JetStreamContext, seq uint64) {
+func waitConsumed(t *testing.T, js jetstream.JetStream, seq uint64) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("toolexec acknowledged seq %d", seq), func() bool {
-		info, err := js.ConsumerInfo(messages.StreamTurns, pipeline.DurableName("toolexec", messages.EventToolCalls))
+		info, err := testutil.ConsumerInfo(js, messages.StreamTurns, pipeline.DurableName("toolexec", messages.EventToolCalls))
 		return err == nil && info.AckFloor.Stream >= seq && info.NumAckPending == 0
 	})
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/spend"
 	"github.com/agentbus/agentbus/internal/stage/llm"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -146,7 +146,7 @@ func (ob *observability) tracerFor(name string) trace.Tracer {
 
 // llmSpend is the llm stage's price table and ledger (nil without a
 // price table).
-func (p *Parts) llmSpend(js nats.JetStreamContext) (*llm.Spend, error) {
+func (p *Parts) llmSpend(js jetstream.JetStream) (*llm.Spend, error) {
 	if p.ob.prices == nil {
 		return nil, nil
 	}

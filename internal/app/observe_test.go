@@ -336,7 +336,7 @@ func TestBudgetStopsNextTurn(t *testing.T) {
 	// The ledger: today's detail for bob's key and model, priced as the
 	// table says.
 	js := sys.Runtime.JetStream()
-	kv, err := js.KeyValue(spend.Bucket)
+	kv, err := js.KeyValue(context.Background(), spend.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}

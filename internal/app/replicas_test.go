@@ -14,6 +14,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Three guard replicas share one user's limit: with a burst of 5 per
@@ -39,7 +40,7 @@ func TestThreeGuardReplicasHoldOneLimit(t *testing.T) {
 		t.Cleanup(g.Close)
 	}
 	nc := testutil.Conn(t, srv)
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	var mu sync.Mutex
 	outcomes := map[string]string{}
 	sub, _ := nc.Subscribe("agentbus.turn.*.*", func(m *nats.Msg) {

@@ -26,6 +26,7 @@ import (
 	"github.com/agentbus/agentbus/internal/stage/toolexec"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // StageSpec is one row of the stage table: a stage's contract (its name,
@@ -128,19 +129,19 @@ func (p *Parts) Metrics() *obs.Metrics { return p.ob.metrics }
 // last registered first).
 func (p *Parts) OnClose(f func()) { p.sys.closers = append(p.sys.closers, f) }
 
-// conn returns a stage's connection and JetStream context.
-func (p *Parts) conn(stage string) (*nats.Conn, nats.JetStreamContext, error) {
+// conn returns a stage's connection and its JetStream API.
+func (p *Parts) conn(stage string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := p.rt.StageConn(stage)
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := nc.JetStream()
+	js, err := jetstream.New(nc)
 	return nc, js, err
 }
 
 // limits is the shared rate limiter with the API keys' own limits, on a
 // stage's connection (guard spends it, ingest only reads it).
-func (p *Parts) limits(js nats.JetStreamContext) (*limiterAdapter, error) {
+func (p *Parts) limits(js jetstream.JetStream) (*limiterAdapter, error) {
 	limiter, err := p.o.limiter(js, p.o.Pipeline.Streams.Replicas)
 	if err != nil {
 		return nil, err

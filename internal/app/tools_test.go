@@ -13,12 +13,13 @@ import (
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
 // publishToolCalls puts a toolcalls event on the stream as the llm stage
 // would after the model asked for calls.
-func publishToolCalls(t *testing.T, js nats.JetStreamContext, rid string, calls ...messages.ToolCall) {
+func publishToolCalls(t *testing.T, js jetstream.JetStream, rid string, calls ...messages.ToolCall) {
 	t.Helper()
 	g := messages.Generation{
 		Admitted: messages.Admitted{Turn: apptest.Turn(rid, "u", "do it")},
@@ -65,7 +66,7 @@ func tooledEvent(t *testing.T, js nats.JetStreamContext, sub *nats.Subscription,
 func TestBlockedToolCallIsARefusalOnTheStream(t *testing.T) {
 	sys := startSystem(t, nil)
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	tests := []struct {
 		name string
 		call messages.ToolCall
@@ -136,7 +137,7 @@ func TestRemoteToolResultIsScanned(t *testing.T) {
 		o.Tools.RemoteAllow = []string{"read_page"}
 	})
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	for _, tc := range []struct{ url, verdict, content string }{
 		{"https://good.example", "allow", "The page is about gardening."},
 		{"https://evil.example", "block", "[tool result withheld"},
@@ -167,7 +168,7 @@ func TestRemoteToolStartedLaterIsDiscovered(t *testing.T) {
 		o.Tools.RemoteWait = 50 * time.Millisecond
 	})
 	nc := sys.Runtime.Conn()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	call := messages.ToolCall{ID: "l1", Type: "function", Function: messages.FunctionCall{Name: "late_tool", Arguments: `{}`}}
 
 	sub, _ := nc.SubscribeSync(messages.ReplyFilter("late1"))

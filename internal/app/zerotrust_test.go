@@ -16,9 +16,11 @@ import (
 	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/cli"
 	"github.com/agentbus/agentbus/internal/stage/ingest"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -207,8 +209,8 @@ func TestNATSEntryWithClientCredential(t *testing.T) {
 		// The stored turn belongs to the key's user, not to the body's.
 		rid := rep.Header.Get("X-Request-Id")
 		op := sys.Runtime.Conn()
-		js, _ := op.JetStream()
-		raw, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(messages.EventReceived, rid))
+		js, _ := jetstream.New(op)
+		raw, err := testutil.LastMsg(js, messages.StreamTurns, messages.Subject(messages.EventReceived, rid))
 		if err != nil {
 			t.Fatal(err)
 		}

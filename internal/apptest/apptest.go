@@ -17,6 +17,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Start runs a system with the test defaults, changed by mod, and closes
@@ -96,7 +97,7 @@ func Conn(t testing.TB, sys *app.System, role, name string, opt app.GrantOptions
 
 // Publish puts v (JSON) on the stream as event of request rid, with the
 // message id the pipeline would give it, as a client or a stage would.
-func Publish(js nats.JetStreamContext, event, rid string, v any) error {
+func Publish(js jetstream.JetStream, event, rid string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -104,7 +105,7 @@ func Publish(js nats.JetStreamContext, event, rid string, v any) error {
 	m := nats.NewMsg(messages.Subject(event, rid))
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, event, 0))
-	_, err = js.PublishMsg(m)
+	_, err = js.PublishMsg(context.Background(), m)
 	return err
 }
 

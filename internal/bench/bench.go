@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 		return Result{}, err
 	}
 	defer nc.Close()
-	js, err := nc.JetStream(nats.PublishAsyncMaxPending(4096))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return Result{}, err
 	}
@@ -283,7 +283,7 @@ func lastToken(subject string) string {
 	return subject
 }
 
-func pipelineTurn(w *waiter, js nats.JetStreamContext, text string) func(ctx context.Context) error {
+func pipelineTurn(w *waiter, js jetstream.JetStream, text string) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		rid := fmt.Sprintf("bench_%d_%d", os.Getpid(), seq.Add(1))
 		t := messages.Turn{SchemaVersion: messages.SchemaVersion, RequestID: rid, ConversationID: "conv_" + rid, User: "bench",

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestHopLatencies reports, for sequential turns, the mean time between
@@ -39,12 +41,16 @@ func TestHopLatencies(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(context.Background(), messages.StreamTurns)
+	if err != nil {
+		t.Fatal(err)
+	}
 	w, _ := newWaiter(nc, messages.EventFilter(messages.EventCompleted), lastToken)
 	const n = 300
 	for _, text := range []string{"hello there", "What is 17*23?"} {
 		f := pipelineTurn(w, js, text)
-		info, _ := js.StreamInfo(messages.StreamTurns)
+		info, _ := testutil.StreamInfo(js, messages.StreamTurns)
 		first := info.State.LastSeq + 1
 		for range n {
 			if err := f(context.Background()); err != nil {
@@ -55,7 +61,7 @@ func TestHopLatencies(t *testing.T) {
 		var turns time.Duration // a count, typed for the division below
 		var prev time.Time
 		for seq := first + 50*6; ; seq++ { // skip warm-up
-			m, err := js.GetMsg(messages.StreamTurns, seq)
+			m, err := stream.GetMsg(context.Background(), seq)
 			if err != nil {
 				break
 			}

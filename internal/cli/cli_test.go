@@ -19,7 +19,7 @@ import (
 	"github.com/agentbus/agentbus/internal/memory"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func startSystem(t *testing.T, mod func(*app.Options)) *app.System {
@@ -166,7 +166,7 @@ func TestRebuildKeepsTheChainOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	done, err := nc.SubscribeSync(messages.EventFilter(messages.EventCompleted))
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +211,11 @@ func TestRebuildKeepsTheChainOrder(t *testing.T) {
 
 	// A turn whose received event is purged cannot be rebuilt, and rebuild
 	// says so.
-	if err := js.PurgeStream(messages.StreamTurns, &nats.StreamPurgeRequest{Subject: messages.Subject(messages.EventReceived, "ord07")}); err != nil {
+	turns, err := js.Stream(context.Background(), messages.StreamTurns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := turns.Purge(context.Background(), jetstream.WithPurgeSubject(messages.Subject(messages.EventReceived, "ord07"))); err != nil {
 		t.Fatal(err)
 	}
 	code, _, errOut = run(t, "", "rebuild", "--nats", url, "--nats-creds", creds, "--data", t.TempDir())
@@ -247,7 +251,7 @@ func TestDeadLetterRedriveCompletesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	turn := messages.Turn{SchemaVersion: 1, RequestID: "req_poison", ConversationID: "conv_p", UseHistory: true, User: "u", Endpoint: "nats",
 		Messages: []messages.Message{{Role: "user", Content: "remember me"}}, CreatedAt: time.Now().UTC()}
 	if err := apptest.Publish(js, messages.EventReceived, turn.RequestID, turn); err != nil {
@@ -300,7 +304,7 @@ func TestDeadLetterRedriveCompletesOnce(t *testing.T) {
 		t.Fatalf("still in the DLQ:\n%s", out)
 	}
 	subj := messages.Subject(messages.EventCompleted, "req_poison")
-	info, _ := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: subj})
+	info, _ := testutil.StreamInfo(js, messages.StreamTurns, subj)
 	if info.State.Subjects[subj] != 1 {
 		t.Fatalf("%d completed events", info.State.Subjects[subj])
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // connFlags are the flags of every command that connects to a running
@@ -59,7 +60,7 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-func (c connFlags) connect() (*nats.Conn, nats.JetStreamContext, error) {
+func (c connFlags) connect() (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{nats.Name("agentbus-cli"), nats.Timeout(3 * time.Second)}
 	if p := c.credsFile(); p != "" {
 		co, err := pipeline.CredsFile(p).ConnectOptions("")
@@ -82,7 +83,7 @@ func (c connFlags) connect() (*nats.Conn, nats.JetStreamContext, error) {
 		}
 		return nil, nil, fmt.Errorf("connect to %s (%s): %w", pipeline.RedactURL(*c.url), hint, err)
 	}
-	js, err := nc.JetStream()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -303,7 +304,7 @@ func keys(env Env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	kv, err := js.KeyValue(app.KeysBucket)
+	kv, err := js.KeyValue(context.Background(), app.KeysBucket)
 	if err != nil {
 		return fmt.Errorf("keys bucket %s: %w (start the system once first)", app.KeysBucket, err)
 	}

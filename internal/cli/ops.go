@@ -56,20 +56,6 @@ func (r replayFlags) options() (replay.Options, error) {
 	return o, nil
 }
 
-// connectStream connects for reading the stream (replay, audit, rebuild).
-func connectStream(cf connFlags) (*nats.Conn, jetstream.JetStream, error) {
-	nc, _, err := cf.connect()
-	if err != nil {
-		return nil, nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
-}
-
 func replayCmd(env Env, args []string) error {
 	f := newFlags(env, "replay")
 	cf := addConnFlags(f)
@@ -82,7 +68,7 @@ func replayCmd(env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectStream(cf)
+	nc, js, err := cf.connect()
 	if err != nil {
 		return err
 	}
@@ -176,7 +162,7 @@ func auditCmd(env Env, args []string) error {
 	if err := v.Err(); err != nil {
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
-	nc, js, err := connectStream(cf)
+	nc, js, err := cf.connect()
 	if err != nil {
 		return err
 	}
@@ -319,18 +305,20 @@ type dlEntry struct {
 	dl      messages.DeadLetter
 }
 
-func deadLetters(js nats.JetStreamContext) ([]dlEntry, error) {
-	info, err := js.StreamInfo(messages.StreamDLQ)
+func deadLetters(js jetstream.JetStream) ([]dlEntry, error) {
+	ctx := context.Background() // the JetStream client's default timeout bounds each call
+	stream, err := js.Stream(ctx, messages.StreamDLQ)
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter stream: %w", err)
 	}
+	info := stream.CachedInfo()
 	var out []dlEntry
 	if info.State.Msgs == 0 {
 		return nil, nil
 	}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		raw, err := js.GetMsg(messages.StreamDLQ, seq)
-		if errors.Is(err, nats.ErrMsgNotFound) {
+		raw, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
 		if err != nil {
@@ -392,16 +380,21 @@ func RedriveSubject(dlqSubject string, dl messages.DeadLetter) (string, error) {
 // original id plus "/redrive/<dlq id>": a redrive done twice is dropped as
 // a duplicate, and it is not mistaken for the original still inside the
 // duplicate window.
-func Redrive(js nats.JetStreamContext, seq uint64, dlqSubject string, dl messages.DeadLetter) error {
+func Redrive(js jetstream.JetStream, seq uint64, dlqSubject string, dl messages.DeadLetter) error {
 	subj, err := RedriveSubject(dlqSubject, dl)
 	if err != nil {
 		return fmt.Errorf("redrive %d: %w", seq, err)
 	}
+	ctx := context.Background() // the JetStream client's default timeout bounds each call
 	m := nats.NewMsg(subj)
 	m.Data = dl.Payload
 	if dl.PayloadOmitted {
 		// A reference: the original is still in the turn stream.
-		raw, err := js.GetMsg(messages.StreamTurns, dl.StreamSeq)
+		var raw *jetstream.RawStreamMsg
+		turns, err := js.Stream(ctx, messages.StreamTurns)
+		if err == nil {
+			raw, err = turns.GetMsg(ctx, dl.StreamSeq)
+		}
 		if err != nil {
 			return fmt.Errorf("redrive %d: the original (stream sequence %d) is gone from the turn stream: %w", seq, dl.StreamSeq, err)
 		}
@@ -416,10 +409,14 @@ func Redrive(js nats.JetStreamContext, seq uint64, dlqSubject string, dl message
 		}
 	}
 	m.Header.Set(nats.MsgIdHdr, dl.MsgID+"/redrive/"+strconv.FormatUint(seq, 10))
-	if _, err := js.PublishMsg(m); err != nil {
+	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("redrive %d: %w", seq, err)
 	}
-	if err := js.DeleteMsg(messages.StreamDLQ, seq); err != nil && !errors.Is(err, nats.ErrMsgNotFound) {
+	dlq, err := js.Stream(ctx, messages.StreamDLQ)
+	if err == nil {
+		err = dlq.DeleteMsg(ctx, seq)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("redrive %d: republished, but not removed from the DLQ: %w", seq, err)
 	}
 	return nil
@@ -444,7 +441,7 @@ func rebuild(env Env, args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	nc, js, err := connectStream(cf)
+	nc, js, err := cf.connect()
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +11,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/spend"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // usageCmd is `agentbus usage`: the spend ledger (calls, tokens, cost per
@@ -33,8 +34,8 @@ func usageCmd(env Env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	kv, err := js.KeyValue(spend.Bucket)
-	if errors.Is(err, nats.ErrBucketNotFound) {
+	kv, err := js.KeyValue(context.Background(), spend.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return fmt.Errorf("no spend recorded: bucket %s does not exist (serve with --prices)", spend.Bucket)
 	}
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // node is one server of an in-process 3-node JetStream cluster.
@@ -198,8 +199,8 @@ func TestClusterFailoverExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := nc.JetStream(nats.MaxWait(10 * time.Second))
-	keysKV, err := js.KeyValue(app.KeysBucket)
+	js, _ := jetstream.New(nc, jetstream.WithDefaultTimeout(10*time.Second))
+	keysKV, err := js.KeyValue(context.Background(), app.KeysBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +241,7 @@ func TestClusterFailoverExactlyOnce(t *testing.T) {
 	leader := func(stream string) *node {
 		deadline := time.Now().Add(60 * time.Second)
 		for time.Now().Before(deadline) {
-			info, err := js.StreamInfo(stream)
+			info, err := testutil.StreamInfo(js, stream)
 			if err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
 				for _, nd := range nodes {
 					if nd.name == info.Cluster.Leader && nd.srv != nil {
@@ -289,7 +290,7 @@ func TestClusterFailoverExactlyOnce(t *testing.T) {
 		}
 		rid := r[strings.LastIndex(r, "|")+1:]
 		subj := messages.Subject(messages.EventCompleted, rid)
-		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: subj})
+		info, err := testutil.StreamInfo(js, messages.StreamTurns, subj)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // kill -9 of an llm replica with turns in flight, every process a binary
@@ -80,8 +81,8 @@ func TestKill9LLMClientsGetAnswerOrTheirOutcome(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	js, _ := nc.JetStream()
-	keysKV, err := js.KeyValue(app.KeysBucket)
+	js, _ := jetstream.New(nc)
+	keysKV, err := js.KeyValue(context.Background(), app.KeysBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestKill9LLMClientsGetAnswerOrTheirOutcome(t *testing.T) {
 	settleBy := time.Now().Add(90 * time.Second)
 	for _, d := range []string{"agentbus-llm-admitted", "agentbus-persist-generated"} {
 		for {
-			info, err := js.ConsumerInfo(messages.StreamTurns, d)
+			info, err := testutil.ConsumerInfo(js, messages.StreamTurns, d)
 			if err == nil && info.NumAckPending == 0 && info.NumPending == 0 {
 				break
 			}
@@ -184,7 +185,7 @@ func TestKill9LLMClientsGetAnswerOrTheirOutcome(t *testing.T) {
 	}
 	for i, r := range first {
 		completed := messages.Subject(messages.EventCompleted, r.rid)
-		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: "agentbus.turn.*." + r.rid})
+		info, err := testutil.StreamInfo(js, messages.StreamTurns, "agentbus.turn.*."+r.rid)
 		if err != nil {
 			t.Fatal(err)
 		}

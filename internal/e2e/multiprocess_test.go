@@ -19,6 +19,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 var binDir string
@@ -158,7 +159,7 @@ func TestReplicasSurviveKill9ExactlyOnce(t *testing.T) {
 	if _, err := nats.Connect(url); err == nil {
 		t.Fatal("the server accepted an anonymous connection")
 	}
-	js, _ := nc.JetStream()
+	js, _ := jetstream.New(nc)
 	deadline := time.Now().Add(60 * time.Second)
 	for _, want := range []struct {
 		stage string
@@ -196,7 +197,7 @@ func TestReplicasSurviveKill9ExactlyOnce(t *testing.T) {
 		m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
 		m.Data = b
 		m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
-		if _, err := js.PublishMsg(m); err != nil {
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
 		if i == n/3 {
@@ -224,7 +225,7 @@ func TestReplicasSurviveKill9ExactlyOnce(t *testing.T) {
 	for i := range n {
 		rid := fmt.Sprintf("mp%03d", i)
 		subj := messages.Subject(messages.EventCompleted, rid)
-		info, err := js.StreamInfo(messages.StreamTurns, &nats.StreamInfoRequest{SubjectsFilter: subj})
+		info, err := testutil.StreamInfo(js, messages.StreamTurns, subj)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +240,7 @@ func TestReplicasSurviveKill9ExactlyOnce(t *testing.T) {
 			t.Fatalf("%s: %d stored turns", rid, len(turns))
 		}
 	}
-	dlq, _ := js.StreamInfo(messages.StreamDLQ)
+	dlq, _ := testutil.StreamInfo(js, messages.StreamDLQ)
 	if dlq.State.Msgs != 0 {
 		t.Fatalf("%d dead letters", dlq.State.Msgs)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/agentbus/agentbus/internal/ratelimit"
 	"github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"github.com/agentbus/agentbus/internal/testutil"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // kvStores returns n stores on n connections to one KV bucket: n replicas.
@@ -22,10 +22,10 @@ func kvStores(t *testing.T, n int) []ratelimit.Store {
 	var out []ratelimit.Store
 	for i := range n {
 		nc := testutil.Conn(t, srv)
-		js, _ := nc.JetStream()
-		kv, err := js.KeyValue("quota_test")
-		if i == 0 && errors.Is(err, nats.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: "quota_test", History: 1})
+		js, _ := jetstream.New(nc)
+		kv, err := js.KeyValue(context.Background(), "quota_test")
+		if i == 0 && errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "quota_test", History: 1})
 		}
 		if err != nil {
 			t.Fatal(err)

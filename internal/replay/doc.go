@@ -12,8 +12,8 @@
 // check them against validation constraints; [Progress] shows a counter on
 // a terminal.
 //
-// Why jetstream (nats.go/jetstream) and not the legacy JetStreamContext:
-// its ordered consumer is a pull consumer that is ephemeral, unacknowledged
+// Like the rest of agentbus, it uses nats.go/jetstream: its ordered
+// consumer is a pull consumer that is ephemeral, unacknowledged
 // and in memory, and the client recreates it from the last sequence seen
 // after a gap or reconnect, so a replay is complete and in order with no
 // state on the server. Replay also deletes it when done. A stage that holds

@@ -31,7 +31,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/messages"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Bucket is the KV bucket of the ledger.
@@ -141,7 +141,7 @@ func NanoUSD(usd float64) int64 { return int64(math.Round(usd * 1e9)) }
 //
 // each token escaped to the KV key alphabet (see Escape).
 type Ledger struct {
-	KV nats.KeyValue
+	KV jetstream.KeyValue
 	// Budget is the daily spend limit per key in dollars; 0: none.
 	Budget float64
 	now    func() time.Time
@@ -221,11 +221,11 @@ func (l *Ledger) add(ctx context.Context, key string, e Entry) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cur, err := l.KV.Get(key)
+		cur, err := l.get(ctx, key)
 		var have Entry
 		var rev uint64
 		switch {
-		case errors.Is(err, nats.ErrKeyNotFound):
+		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:
 			return err
 		default:
@@ -240,9 +240,9 @@ func (l *Ledger) add(ctx context.Context, key string, e Entry) error {
 		have.NanoUSD += e.NanoUSD
 		b, _ := json.Marshal(have)
 		if rev == 0 {
-			_, err = l.KV.Create(key, b)
+			_, err = l.KV.Create(context.WithoutCancel(ctx), key, b)
 		} else {
-			_, err = l.KV.Update(key, b, rev)
+			_, err = l.KV.Update(context.WithoutCancel(ctx), key, b, rev)
 		}
 		if err == nil {
 			return nil
@@ -254,18 +254,24 @@ func (l *Ledger) add(ctx context.Context, key string, e Entry) error {
 	return fmt.Errorf("ledger %s: too many concurrent updates", key)
 }
 
+// get reads key. As with the legacy API, the call keeps ctx's values but
+// not its cancellation: the JetStream client's default timeout bounds it.
+func (l *Ledger) get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	return l.KV.Get(context.WithoutCancel(ctx), key)
+}
+
 func isConflict(err error) bool {
-	var apiErr *nats.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == nats.JSErrCodeStreamWrongLastSequence {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 		return true
 	}
-	return errors.Is(err, nats.ErrKeyExists) || strings.Contains(err.Error(), "wrong last sequence")
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || strings.Contains(err.Error(), "wrong last sequence")
 }
 
 // Spent returns key's spend today in dollars.
 func (l *Ledger) Spent(key string) (float64, error) {
-	e, err := l.KV.Get(Day(l.clock()) + "." + Escape(keyOf(key)))
-	if errors.Is(err, nats.ErrKeyNotFound) {
+	e, err := l.get(context.Background(), Day(l.clock())+"."+Escape(keyOf(key)))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, nil
 	}
 	if err != nil {
@@ -325,9 +331,10 @@ type Row struct {
 
 // Rows returns the detail lines from day since on (yyyymmdd), for user
 // when not empty, ordered by day, key, user, model.
-func Rows(kv nats.KeyValue, since, user string) ([]Row, error) {
-	keys, err := kv.Keys()
-	if errors.Is(err, nats.ErrNoKeysFound) {
+func Rows(kv jetstream.KeyValue, since, user string) ([]Row, error) {
+	ctx := context.Background() // the JetStream client's default timeout bounds each call
+	keys, err := kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
 	}
 	if err != nil {
@@ -343,8 +350,8 @@ func Rows(kv nats.KeyValue, since, user string) ([]Row, error) {
 		if user != "" && r.User != user {
 			continue
 		}
-		e, err := kv.Get(k)
-		if errors.Is(err, nats.ErrKeyNotFound) {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
 		if err != nil {

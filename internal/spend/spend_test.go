@@ -12,7 +12,7 @@ import (
 
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestCostIsThePriceTablesArithmetic(t *testing.T) {
@@ -69,8 +69,8 @@ func TestEscapeRoundTrips(t *testing.T) {
 
 func TestLedgerSumsConcurrentCallsAndEnforcesTheBudget(t *testing.T) {
 	nc := testutil.Conn(t, testutil.NATSServer(t))
-	js, _ := nc.JetStream()
-	kv, err := js.CreateKeyValue(&nats.KeyValueConfig{Bucket: Bucket})
+	js, _ := jetstream.New(nc)
+	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: Bucket})
 	if err != nil {
 		t.Fatal(err)
 	}

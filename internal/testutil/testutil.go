@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"context"
 	"github.com/agentbus/agentbus/pipeline"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATSServer starts an embedded JetStream server for the test and shuts it
@@ -68,4 +70,37 @@ func Logger(t testing.TB) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// StreamInfo is the current info of stream; with subjectsFilter its
+// State.Subjects counts the messages of the matching subjects.
+func StreamInfo(js jetstream.JetStream, stream string, subjectsFilter ...string) (*jetstream.StreamInfo, error) {
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	if len(subjectsFilter) == 0 {
+		return s.CachedInfo(), nil
+	}
+	return s.Info(ctx, jetstream.WithSubjectFilter(subjectsFilter[0]))
+}
+
+// ConsumerInfo is the current info of a stream's consumer.
+func ConsumerInfo(js jetstream.JetStream, stream, consumer string) (*jetstream.ConsumerInfo, error) {
+	c, err := js.Consumer(context.Background(), stream, consumer)
+	if err != nil {
+		return nil, err
+	}
+	return c.CachedInfo(), nil
+}
+
+// LastMsg is the last message of stream on subject.
+func LastMsg(js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	return s.GetLastMsgForSubject(ctx, subject)
 }

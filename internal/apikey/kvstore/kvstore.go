@@ -2,16 +2,20 @@
 // bucket: one JSON [apikey.Record] per key id, so every ingest replica sees
 // a new key at once and a revocation within the Verifier's cache TTL.
 //
-//	kv, _ := js.CreateKeyValue(&nats.KeyValueConfig{Bucket: "APIKEYS", History: 5})
+//	js, _ := jetstream.New(nc)
+//	kv, _ := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "APIKEYS", History: 5})
 //	store := kvstore.New(kv)
 //	v, _ := apikey.NewVerifier(store, apikey.VerifierConfig{})
 //
-// It uses the legacy JetStreamContext API (nats.KeyValue), whose calls take
-// no context: each is bounded by the JetStreamContext's MaxWait, and ctx is
-// checked before each call. Put is a KV Create (never overwrites); Revoke is
-// a compare-and-swap loop, so concurrent revocations and writes are not
-// lost. Errors: ErrNotFound and ErrExists as the Store contract says,
-// anything else from NATS wraps apikey.ErrUnavailable.
+// It uses the nats.go jetstream API (jetstream.KeyValue) the way it used
+// the legacy JetStreamContext: ctx is checked before each call, and the
+// call itself keeps ctx's values but not its cancellation (a started write
+// completes), bounded by the JetStream client's default timeout
+// (jetstream.WithDefaultTimeout, the legacy MaxWait). Put is a KV Create
+// (never overwrites); Revoke is a compare-and-swap loop, so concurrent
+// revocations and writes are not lost. Errors: ErrNotFound and ErrExists as
+// the Store contract says, anything else from NATS wraps
+// apikey.ErrUnavailable.
 package kvstore
 
 import (
@@ -22,23 +26,23 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/apikey"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Bucket is the KV bucket agentbus keeps API key records in (hashes only).
 const Bucket = "agentbus_apikeys"
 
-// Store is an apikey.Store on a nats.KeyValue bucket. It is safe for
+// Store is an apikey.Store on a jetstream.KeyValue bucket. It is safe for
 // concurrent use.
 type Store struct {
-	kv  nats.KeyValue
+	kv  jetstream.KeyValue
 	now func() time.Time
 }
 
 var _ apikey.Store = (*Store)(nil)
 
 // New returns a Store on kv.
-func New(kv nats.KeyValue) *Store { return &Store{kv: kv, now: time.Now} }
+func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv, now: time.Now} }
 
 // Put implements apikey.Store.
 func (s *Store) Put(ctx context.Context, rec apikey.Record) error {
@@ -52,8 +56,8 @@ func (s *Store) Put(ctx context.Context, rec apikey.Record) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Create(rec.ID, b); err != nil {
-		if errors.Is(err, nats.ErrKeyExists) {
+	if _, err := s.kv.Create(context.WithoutCancel(ctx), rec.ID, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("%w: %s", apikey.ErrExists, rec.ID)
 		}
 		return unavailable("put", err)
@@ -74,9 +78,9 @@ func (s *Store) get(ctx context.Context, id string) (apikey.Record, uint64, erro
 	if !apikey.ValidID(id) { // also keeps wildcards out of KV subjects
 		return apikey.Record{}, 0, apikey.ErrNotFound
 	}
-	e, err := s.kv.Get(id)
+	e, err := s.kv.Get(context.WithoutCancel(ctx), id)
 	switch {
-	case errors.Is(err, nats.ErrKeyNotFound), errors.Is(err, nats.ErrKeyDeleted):
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 		return apikey.Record{}, 0, apikey.ErrNotFound
 	case err != nil:
 		return apikey.Record{}, 0, unavailable("get", err)
@@ -93,9 +97,9 @@ func (s *Store) List(ctx context.Context) ([]apikey.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ids, err := s.kv.Keys()
+	ids, err := s.kv.Keys(ctx)
 	switch {
-	case errors.Is(err, nats.ErrNoKeysFound):
+	case errors.Is(err, jetstream.ErrNoKeysFound):
 		return []apikey.Record{}, nil
 	case err != nil:
 		return nil, unavailable("list", err)
@@ -129,11 +133,11 @@ func (s *Store) Revoke(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		_, err = s.kv.Update(id, b, rev)
+		_, err = s.kv.Update(context.WithoutCancel(ctx), id, b, rev)
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, nats.ErrKeyRevisionMismatch) && !errors.Is(err, nats.ErrKeyExists) {
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
 			return unavailable("revoke", err)
 		}
 	}

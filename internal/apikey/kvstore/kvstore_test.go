@@ -11,6 +11,7 @@ import (
 	"github.com/agentbus/agentbus/internal/apikey/kvstore"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func startServer(t *testing.T) *server.Server {
@@ -41,13 +42,14 @@ func open(t *testing.T, s *server.Server, wait ...time.Duration) *kvstore.Store 
 	if len(wait) > 0 {
 		maxWait = wait[0]
 	}
-	js, err := nc.JetStream(nats.MaxWait(maxWait))
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(maxWait))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue("APIKEYS")
-	if errors.Is(err, nats.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: "APIKEYS", History: 5, Storage: nats.MemoryStorage})
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, "APIKEYS")
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "APIKEYS", History: 5, Storage: jetstream.MemoryStorage})
 	}
 	if err != nil {
 		t.Fatalf("kv bucket: %v", err)

@@ -11,9 +11,11 @@
 // room (the bucket's stream discards old messages, where a KV bucket
 // normally refuses new ones).
 //
-// It uses the legacy JetStreamContext API, whose calls take no context:
-// each is bounded by the JetStreamContext's MaxWait, and ctx is checked
-// before the call.
+// It uses the nats.go jetstream API the way it used the legacy
+// JetStreamContext: ctx is checked before each call, and the call itself
+// keeps ctx's values but not its cancellation (a started write completes),
+// bounded by the JetStream client's default timeout
+// (jetstream.WithDefaultTimeout, the legacy MaxWait).
 package kvstore
 
 import (
@@ -25,7 +27,7 @@ import (
 
 	"github.com/agentbus/agentbus/internal/cache"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Bucket is the KV bucket of the response cache. Only the llm stage's
@@ -77,7 +79,7 @@ func (c Config) Validate() error {
 
 // Store is a cache.Store on a KV bucket.
 type Store struct {
-	kv  nats.KeyValue
+	kv  jetstream.KeyValue
 	max int
 }
 
@@ -90,16 +92,17 @@ var _ cache.Store = (*Store)(nil)
 // is updated where the identity may; otherwise the difference is logged
 // and the bucket is used as it is (an operator or `agentbus serve`
 // applies it).
-func Open(js nats.JetStreamContext, c Config, log *slog.Logger) (*Store, error) {
+func Open(js jetstream.JetStream, c Config, log *slog.Logger) (*Store, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	want := streamConfig(c)
 	err := pipeline.Provision(func() error {
-		info, err := js.StreamInfo(want.Name)
-		if errors.Is(err, nats.ErrStreamNotFound) {
-			_, err = js.AddStream(want)
-			if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+		ctx := context.Background() // the client's default timeout bounds each call
+		stream, err := js.Stream(ctx, want.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			_, err = js.CreateStream(ctx, want)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 				return nil // created meanwhile by another replica
 			}
 			return err
@@ -107,12 +110,14 @@ func Open(js nats.JetStreamContext, c Config, log *slog.Logger) (*Store, error) 
 		if err != nil {
 			return err
 		}
-		sc := info.Config
+		sc := stream.CachedInfo().Config
 		if sc.Discard == want.Discard && sc.MaxMsgs == want.MaxMsgs && sc.MaxBytes == want.MaxBytes && sc.MaxAge == want.MaxAge && sc.MaxMsgSize == want.MaxMsgSize {
 			return nil
 		}
 		sc.Discard, sc.MaxMsgs, sc.MaxBytes, sc.MaxAge, sc.MaxMsgSize, sc.Duplicates = want.Discard, want.MaxMsgs, want.MaxBytes, want.MaxAge, want.MaxMsgSize, want.Duplicates
-		if _, err := js.UpdateStream(&sc, nats.MaxWait(3*time.Second)); err != nil && log != nil {
+		uctx, ucancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer ucancel()
+		if _, err := js.UpdateStream(uctx, sc); err != nil && log != nil {
 			log.Warn("response cache limits differ from this process's and could not be updated; running with the bucket as it is",
 				"bucket", Bucket, "err", err)
 		}
@@ -121,7 +126,7 @@ func Open(js nats.JetStreamContext, c Config, log *slog.Logger) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("cache bucket %s: %w", Bucket, err)
 	}
-	kv, err := js.KeyValue(Bucket)
+	kv, err := js.KeyValue(context.Background(), Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("cache bucket %s: %w", Bucket, err)
 	}
@@ -131,8 +136,8 @@ func Open(js nats.JetStreamContext, c Config, log *slog.Logger) (*Store, error) 
 // streamConfig is the bucket's stream: a KV bucket's (as nats.go creates
 // them: one value per key, rollups, direct gets) that discards old
 // entries.
-func streamConfig(c Config) *nats.StreamConfig {
-	return &nats.StreamConfig{
+func streamConfig(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:              "KV_" + Bucket,
 		Description:       "agentbus response cache",
 		Subjects:          []string{"$KV." + Bucket + ".>"},
@@ -141,14 +146,14 @@ func streamConfig(c Config) *nats.StreamConfig {
 		MaxBytes:          c.MaxBytes,
 		MaxAge:            c.TTL,
 		MaxMsgSize:        c.MaxEntryBytes,
-		Storage:           nats.FileStorage,
+		Storage:           jetstream.FileStorage,
 		Replicas:          c.Replicas,
 		AllowRollup:       true,
 		DenyDelete:        true,
 		Duplicates:        min(c.TTL, 2*time.Minute),
 		MaxConsumers:      -1,
 		AllowDirect:       true,
-		Discard:           nats.DiscardOld,
+		Discard:           jetstream.DiscardOld,
 	}
 }
 
@@ -157,8 +162,9 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	e, err := s.kv.Get(key)
-	if errors.Is(err, nats.ErrKeyNotFound) || errors.Is(err, nats.ErrKeyDeleted) {
+	ctx = context.WithoutCancel(ctx)
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, cache.ErrNotFound
 	}
 	if err != nil {
@@ -177,7 +183,8 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) error {
 	if len(value)+512 > s.max {
 		return cache.ErrTooLarge
 	}
-	if _, err := s.kv.Put(key, value); err != nil {
+	ctx = context.WithoutCancel(ctx)
+	if _, err := s.kv.Put(ctx, key, value); err != nil {
 		return fmt.Errorf("cache put: %w", err)
 	}
 	return nil

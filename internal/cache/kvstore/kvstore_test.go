@@ -13,13 +13,13 @@ import (
 	"github.com/agentbus/agentbus/internal/provider"
 	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-func js(t *testing.T) nats.JetStreamContext {
+func js(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	nc := testutil.Conn(t, testutil.NATSServer(t))
-	j, err := nc.JetStream(nats.MaxWait(2 * time.Second))
+	j, err := jetstream.New(nc, jetstream.WithDefaultTimeout(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,11 +78,11 @@ func TestStoreRoundTripAndBounds(t *testing.T) {
 		if _, err := kvstore.Open(j, c, nil); err != nil {
 			t.Fatal(err)
 		}
-		info, err := j.StreamInfo("KV_" + kvstore.Bucket)
+		stream, err := j.Stream(ctx, "KV_"+kvstore.Bucket)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.Config.MaxMsgs != 10 || info.Config.MaxAge != 2*time.Hour || info.Config.Discard != nats.DiscardOld {
+		if info := stream.CachedInfo(); info.Config.MaxMsgs != 10 || info.Config.MaxAge != 2*time.Hour || info.Config.Discard != jetstream.DiscardOld {
 			t.Fatalf("bucket config %+v", info.Config)
 		}
 	})
@@ -127,7 +127,7 @@ func TestOutageIsAMiss(t *testing.T) {
 	if got, ok := c.Get(ctx, "k"); !ok || got.Message.Content != "42" {
 		t.Fatalf("get = %+v %v", got, ok)
 	}
-	if err := j.DeleteKeyValue(kvstore.Bucket); err != nil {
+	if err := j.DeleteKeyValue(ctx, kvstore.Bucket); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := c.Get(ctx, "k"); ok {

@@ -13,6 +13,7 @@ import (
 	"github.com/agentbus/agentbus/internal/ratelimit/kvstore"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // startServer runs an embedded JetStream server for the test.
@@ -33,7 +34,7 @@ func startServer(t testing.TB) *server.Server {
 
 // bucket opens (creating if needed) the KV bucket "RL" on a new connection
 // whose requests time out after wait (default 5s).
-func bucket(t testing.TB, s *server.Server, wait ...time.Duration) nats.KeyValue {
+func bucket(t testing.TB, s *server.Server, wait ...time.Duration) jetstream.KeyValue {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -44,13 +45,14 @@ func bucket(t testing.TB, s *server.Server, wait ...time.Duration) nats.KeyValue
 	if len(wait) > 0 {
 		maxWait = wait[0]
 	}
-	js, err := nc.JetStream(nats.MaxWait(maxWait))
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(maxWait))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue("RL")
-	if errors.Is(err, nats.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(&nats.KeyValueConfig{Bucket: "RL", History: 1, Storage: nats.MemoryStorage, TTL: time.Hour})
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, "RL")
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "RL", History: 1, Storage: jetstream.MemoryStorage, TTL: time.Hour})
 	}
 	if err != nil {
 		t.Fatalf("kv bucket: %v", err)

@@ -16,7 +16,7 @@ import (
 	"github.com/agentbus/agentbus/internal/apptest"
 	"github.com/agentbus/agentbus/internal/cache/kvstore"
 	"github.com/agentbus/agentbus/messages"
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // count is how many upstream requests carried text in their messages.
@@ -107,24 +107,24 @@ func ask(t *testing.T, sys *app.System, key, body string, header ...string) cach
 func completedCache(t *testing.T, sys *app.System, text string) *messages.CacheUse {
 	t.Helper()
 	nc, _ := apptest.Conn(t, sys, app.RoleOperator, "cache-audit", app.GrantOptions{})
-	js, err := nc.JetStream()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err := js.SubscribeSync(messages.Subject(messages.EventCompleted, "*"), nats.OrderedConsumer())
+	cons, err := js.OrderedConsumer(context.Background(), messages.StreamTurns,
+		jetstream.OrderedConsumerConfig{FilterSubjects: []string{messages.Subject(messages.EventCompleted, "*")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
 	var last *messages.CacheUse
 	found := false
 	for {
-		m, err := sub.NextMsg(time.Second)
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			break
 		}
 		var c messages.Completed
-		if json.Unmarshal(m.Data, &c) == nil && strings.Contains(c.Message.Content, text) {
+		if json.Unmarshal(m.Data(), &c) == nil && strings.Contains(c.Message.Content, text) {
 			last, found = c.Cache, true
 		}
 	}
@@ -252,10 +252,10 @@ func TestResponseCache(t *testing.T) {
 	})
 	t.Run("an unreachable cache degrades to the provider", func(t *testing.T) {
 		nc, _ := apptest.Conn(t, sys, app.RoleOperator, "cache-breaker", app.GrantOptions{})
-		js, _ := nc.JetStream()
+		js, _ := jetstream.New(nc)
 		b := body("fake-1", "cache outage", zero)
 		ask(t, sys, alice, b)
-		if err := js.DeleteKeyValue(kvstore.Bucket); err != nil {
+		if err := js.DeleteKeyValue(context.Background(), kvstore.Bucket); err != nil {
 			t.Fatal(err)
 		}
 		for range 2 {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
-	"github.com/nats-io/nats.go"
 )
 
 // StageHealth is one stage's aggregate over its instances.
@@ -58,7 +57,7 @@ func (s *Handler) Aggregate(ctx context.Context, readiness bool) Health {
 	if !s.nc.IsConnected() {
 		h.NATS, h.Status = pipeline.Unhealthy, pipeline.Unhealthy
 	}
-	if _, err := s.js.StreamInfo(messages.StreamTurns, nats.Context(ctx)); err != nil {
+	if _, err := s.js.Stream(ctx, messages.StreamTurns); err != nil {
 		h.NATS, h.Status = pipeline.Unhealthy, pipeline.Unhealthy
 	}
 	type res struct {

@@ -35,6 +35,7 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -227,11 +228,11 @@ var _ Outcomes = (*pipeline.Terminals)(nil)
 
 // Deps are the ingest stage's dependencies.
 type Deps struct {
-	// NC and JS are the stage's NATS connection and JetStream context:
+	// NC and JS are the stage's NATS connection and its JetStream API:
 	// ingest publishes turns, follows their events and deltas, asks the
 	// llm stage's model catalog and gathers the stages' health. Required.
 	NC *nats.Conn
-	JS nats.JetStreamContext
+	JS jetstream.JetStream
 	// Auth checks API keys; nil means no authentication (every caller is
 	// user "anonymous"): for tests and trusted networks only.
 	Auth Authenticator
@@ -245,7 +246,7 @@ type Deps struct {
 	Outcomes Outcomes
 	// Idempotency is the IdempotencyBucket; nil: Idempotency-Key is
 	// refused.
-	Idempotency nats.KeyValue
+	Idempotency jetstream.KeyValue
 	// Limits, when set, is asked before a request is stored whether its
 	// key and user have room now (reading the shared limiter state, never
 	// spending it): a request the guard would reject for its rate limits
@@ -272,12 +273,12 @@ type RateCheck interface {
 type Handler struct {
 	cfg   Config
 	nc    *nats.Conn
-	js    nats.JetStreamContext
+	js    jetstream.JetStream
 	auth  Authenticator
 	convs Conversations
 	rate  RateCheck
 	terms Outcomes
-	idem  nats.KeyValue
+	idem  jetstream.KeyValue
 	log   *slog.Logger
 	mux   *http.ServeMux
 	// inflight bounds the NATS entry's waiting requests.
@@ -296,7 +297,7 @@ func New(cfg Config, d Deps) (*Handler, error) {
 		return nil, err
 	}
 	if d.NC == nil || d.JS == nil {
-		return nil, errors.New("ingest: a NATS connection and a JetStream context are required")
+		return nil, errors.New("ingest: a NATS connection and its JetStream API are required")
 	}
 	cfg = cfg.WithDefaults()
 	log := d.Log
@@ -529,7 +530,7 @@ func (s *Handler) owns(ctx context.Context, out reply, conv, user string) bool {
 }
 
 // Publish puts a turn on the pipeline with its deterministic message id.
-func Publish(ctx context.Context, js nats.JetStreamContext, t *messages.Turn) error {
+func Publish(ctx context.Context, js jetstream.JetStream, t *messages.Turn) error {
 	b, err := json.Marshal(t)
 	if err != nil {
 		return err
@@ -537,7 +538,7 @@ func Publish(ctx context.Context, js nats.JetStreamContext, t *messages.Turn) er
 	return publishEncoded(ctx, js, t.RequestID, b, t.Deadline)
 }
 
-func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b []byte, deadline time.Time) error {
+func publishEncoded(ctx context.Context, js jetstream.JetStream, rid string, b []byte, deadline time.Time) error {
 	m := nats.NewMsg(messages.Subject(messages.EventReceived, rid))
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, messages.MsgID(rid, messages.EventReceived, 0))
@@ -547,7 +548,7 @@ func publishEncoded(ctx context.Context, js nats.JetStreamContext, rid string, b
 	if !deadline.IsZero() {
 		m.Header.Set(messages.HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
 	}
-	_, err := js.PublishMsg(m, nats.Context(ctx))
+	_, err := js.PublishMsg(ctx, m)
 	return err
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // IdempotencyBucket maps (user, Idempotency-Key) to the turn it started.
@@ -113,12 +114,16 @@ func (s *Handler) reserve(ctx context.Context, user, key string, e idemEntry) (p
 	}
 	b, _ := json.Marshal(e)
 	k := idemKey(user, key)
-	if _, err := s.idem.Create(k, b); err == nil {
+	// As with the legacy API: the calls keep ctx's values, not its
+	// cancellation (the JetStream client's default timeout bounds them).
+	cctx := context.WithoutCancel(ctx)
+	_, err = s.idem.Create(cctx, k, b)
+	if err == nil {
 		return e, true, nil
-	} else if !errors.Is(err, nats.ErrKeyExists) {
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		return idemEntry{}, false, err
 	}
-	got, err := s.idem.Get(k)
+	got, err := s.idem.Get(cctx, k)
 	if err != nil {
 		return idemEntry{}, false, err
 	}
@@ -215,7 +220,7 @@ func (s *Handler) settle(t *messages.Turn, events chan *nats.Msg) *nats.Msg {
 		m.Header.Set(nats.MsgIdHdr, messages.MsgID(t.RequestID, messages.EventFailed, 0))
 		m.Header.Set(messages.HeaderCorrelationID, t.RequestID)
 		m.Header.Set(messages.HeaderEvent, messages.EventFailed)
-		if _, err := s.js.PublishMsg(m, nats.Context(ctx)); err != nil {
+		if _, err := s.js.PublishMsg(ctx, m); err != nil {
 			s.log.Warn("deadline failure not published", "request_id", t.RequestID, "err", err)
 		}
 		return m
@@ -257,16 +262,21 @@ func (s *Handler) cancel(t *messages.Turn) {
 	m.Header.Set(nats.MsgIdHdr, messages.MsgID(t.RequestID, messages.EventFailed, 0))
 	m.Header.Set(messages.HeaderCorrelationID, t.RequestID)
 	m.Header.Set(messages.HeaderEvent, messages.EventFailed)
-	if _, err := s.js.PublishMsg(m, nats.Context(ctx)); err != nil {
+	if _, err := s.js.PublishMsg(ctx, m); err != nil {
 		s.log.Warn("cancellation not recorded", "request_id", t.RequestID, "err", err)
 	}
 	_ = s.nc.Publish(messages.CancelSubject(t.RequestID), nil)
 	s.log.Info("client went away; turn cancelled", "request_id", t.RequestID)
 }
 
-// stored reads a turn's terminal event back from the stream.
+// stored reads a turn's terminal event back from the stream (STREAM.INFO,
+// then STREAM.MSG.GET: the turn stream does not allow direct gets).
 func (s *Handler) stored(ctx context.Context, rid, outcome string) *nats.Msg {
-	raw, err := s.js.GetLastMsg(messages.StreamTurns, messages.Subject(outcome, rid), nats.Context(ctx))
+	stream, err := s.js.Stream(ctx, messages.StreamTurns)
+	if err != nil {
+		return nil
+	}
+	raw, err := stream.GetLastMsgForSubject(ctx, messages.Subject(outcome, rid))
 	if err != nil {
 		return nil
 	}
