@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Metadata keys set on every consumed message (they are not forwarded).
@@ -125,21 +126,50 @@ func Delivered(msg *message.Message) uint64 {
 
 // subjectPublisher publishes each message on the subject in its
 // MetaSubject metadata (the router's fixed topic is only a fallback), so a
-// handler can route to several next stages with one publisher.
-type subjectPublisher struct{ pub message.Publisher }
+// handler can route to several next stages with one publisher. It
+// publishes with nats.go/jetstream: the message id as Nats-Msg-Id (the
+// stream's duplicate window drops a re-publish) and in Watermill's uuid
+// header, the metadata as headers (without the Meta* keys). The messages
+// of one Publish are sent together and their acks awaited together; an
+// error means some may be stored (a retry publishes them again, and the
+// stream drops the duplicates).
+type subjectPublisher struct{ js jetstream.JetStream }
+
+// publishAckWait bounds the wait for the stream's acks of one Publish.
+const publishAckWait = 10 * time.Second
 
 func (p subjectPublisher) Publish(topic string, msgs ...*message.Message) error {
-	for _, m := range msgs {
-		subj := m.Metadata.Get(MetaSubject)
+	var m unmarshaler
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	subjects := make([]string, 0, len(msgs))
+	for _, msg := range msgs {
+		subj := msg.Metadata.Get(MetaSubject)
 		if subj == "" {
 			subj = topic
 		}
 		if subj == "" {
-			return fmt.Errorf("message %s has no subject", m.UUID)
+			return fmt.Errorf("message %s has no subject", msg.UUID)
 		}
-		// The marshaler strips MetaSubject from the headers it writes.
-		if err := p.pub.Publish(subj, m); err != nil {
+		nm, err := m.Marshal(subj, msg)
+		if err != nil {
 			return fmt.Errorf("publish %s: %w", subj, err)
+		}
+		f, err := p.js.PublishMsgAsync(nm, jetstream.WithMsgID(msg.UUID))
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", subj, err)
+		}
+		futures = append(futures, f)
+		subjects = append(subjects, subj)
+	}
+	timeout := time.NewTimer(publishAckWait)
+	defer timeout.Stop()
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s: %w", subjects[i], err)
+		case <-timeout.C:
+			return fmt.Errorf("publish %s: %w", subjects[i], nats.ErrTimeout)
 		}
 	}
 	return nil

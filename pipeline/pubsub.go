@@ -19,29 +19,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The runtime's Watermill configuration (publisherConfig, subscriberConfig)
-// is the one place agentbus still uses the legacy nats.JetStreamContext
-// API (nats.SubOpt, nats.ManualAck, nats.BindStream): watermill-nats/v2
-// publishes and subscribes through it and has no nats.go/jetstream
-// equivalent. Everything else, provisioning included, uses the jetstream
-// package.
+// The Watermill subscriber configuration (subscriberConfig) is the one
+// place agentbus still uses the legacy nats.JetStreamContext API
+// (nats.SubOpt, nats.ManualAck, nats.BindStream): watermill-nats/v2
+// subscribes through it and has no nats.go/jetstream equivalent. Stages
+// consume with their own pull consumers and every publish (subjectPublisher)
+// uses the jetstream package, like provisioning.
 //
 // The runtime's Watermill configuration as a message.Publisher and a
 // message.Subscriber (newPubSub), so that Watermill's universal pub/sub
 // suite runs against exactly what the stages use (pubsub_test.go). Only
 // tests call newPubSub; stages go through Runtime.AddStage.
-
-// publisherConfig is the watermill-nats publisher configuration the runtime
-// uses: our marshaler, and the message id sent as Nats-Msg-Id so the
-// stream's duplicate window drops re-publishes.
-func publisherConfig() wmnats.PublisherPublishConfig {
-	return wmnats.PublisherPublishConfig{
-		Marshaler:         &unmarshaler{},
-		SubjectCalculator: wmnats.DefaultSubjectCalculator,
-		// watermill-nats/v2 publishes through the legacy JetStreamContext.
-		JetStream: wmnats.JetStreamConfig{TrackMsgId: true},
-	}
-}
 
 // subscriberConfig is the watermill-nats subscriber configuration of a
 // stage's durable consumer (the one AddStage builds): our unmarshaler,
@@ -160,12 +148,8 @@ func newPubSub(nc *nats.Conn, cfg pubSubConfig) (message.Publisher, message.Subs
 		return nil, nil, err
 	}
 	wlog := WatermillLogger(cfg.Logger)
-	wpub, err := wmnats.NewPublisherWithNatsConn(nc, publisherConfig(), wlog)
-	if err != nil {
-		return nil, nil, err
-	}
 	prov := &provisioner{js: js, cfg: cfg}
-	pub := &topicPublisher{pub: subjectPublisher{wpub}, prov: prov}
+	pub := &topicPublisher{pub: subjectPublisher{js}, prov: prov}
 	sub := &topicSubscriber{prov: prov, cfg: cfg, wlog: wlog}
 	return pub, sub, nil
 }

@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -126,7 +124,6 @@ type Runtime struct {
 	url       string
 	nc        *nats.Conn
 	js        jetstream.JetStream
-	wlog      watermill.LoggerAdapter
 	mu        sync.Mutex
 	stages    []*stageRuntime
 	conns     map[string]*stageConn
@@ -151,7 +148,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Runtime{cfg: cfg, log: log, url: cfg.NATSURL, started: time.Now(), wlog: WatermillLogger(log), conns: map[string]*stageConn{}, running: make(chan struct{})}
+	r := &Runtime{cfg: cfg, log: log, url: cfg.NATSURL, started: time.Now(), conns: map[string]*stageConn{}, running: make(chan struct{})}
 	if r.url == "" {
 		srv, err := StartEmbedded(ctx, cfg.Embedded, log)
 		if err != nil {
@@ -259,12 +256,7 @@ func (r *Runtime) stageConn(stage string) (*stageConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	wpub, err := wmnats.NewPublisherWithNatsConn(nc, publisherConfig(), r.wlog)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	sc := &stageConn{nc: nc, js: js, pub: subjectPublisher{wpub}}
+	sc := &stageConn{nc: nc, js: js, pub: subjectPublisher{js}}
 	r.conns[stage] = sc
 	return sc, nil
 }

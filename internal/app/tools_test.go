@@ -50,13 +50,13 @@ func nextEvent(t *testing.T, sub *nats.Subscription) (string, []byte) {
 // does not order events of different publishers: under load the server
 // can hand the stream's copy of tooled to the llm stage, and the llm's
 // answer to the subscriber, before its own copy of tooled.
-func tooledEvent(t *testing.T, js nats.JetStreamContext, sub *nats.Subscription, rid string) (string, []byte) {
+func tooledEvent(t *testing.T, js jetstream.JetStream, sub *nats.Subscription, rid string) (string, []byte) {
 	t.Helper()
 	ev, data := nextEvent(t, sub)
 	if ev != messages.EventTooled && ev != messages.EventGenerated {
 		return ev, data
 	}
-	sm, err := js.GetLastMsg(messages.StreamTurns, messages.Subject(messages.EventTooled, rid))
+	sm, err := testutil.LastMsg(js, messages.StreamTurns, messages.Subject(messages.EventTooled, rid))
 	if err != nil {
 		t.Fatalf("%s: no tooled event on the stream (%s came): %v", rid, ev, err)
 	}
