@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -130,18 +129,10 @@ func TestASixthStageIsOneRow(t *testing.T) {
 
 	// It has a health endpoint like any stage, and /health expects it.
 	t.Run("health", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+sys.HTTPAddr+"/health", nil)
-		req.Header.Set("Authorization", "Bearer "+key) // details need a key
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var h map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&h)
+		code, h := healthy(t, sys, "/health", key) // details need a key
 		stages, _ := h["stages"].(map[string]any)
-		if resp.StatusCode != 200 || h["status"] != "healthy" || stages["audit"] == nil {
-			t.Fatalf("/health %d %v", resp.StatusCode, h)
+		if code != 200 || h["status"] != "healthy" || stages["audit"] == nil {
+			t.Fatalf("/health %d %v", code, h)
 		}
 	})
 }

@@ -310,7 +310,9 @@ func TestHealthDetailsNeedAKey(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&h)
 		return h
 	}
-	if h := get(""); len(h) != 1 || h["status"] != "healthy" {
+	// Only the status (healthy, or unhealthy when a stage's answer was
+	// slower than the health timeout on a loaded machine): no details.
+	if h := get(""); len(h) != 1 || h["status"] == nil || h["status"] == "" {
 		t.Fatalf("anonymous /health: %v", h)
 	}
 	if h := get(key); h["stages"] == nil {
