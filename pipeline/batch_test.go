@@ -2,7 +2,6 @@ package pipeline_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -91,7 +90,7 @@ func TestABatchWithOneFailureRedeliversOnlyThatOne(t *testing.T) {
 	}
 	failing := fmt.Sprintf("b%02d", n/2)
 	waitFor(t, 15*time.Second, "the failing message's dead letter", func() bool {
-		for _, dl := range dlqEntriesJS(t, js, "batch") {
+		for _, dl := range dlqEntries(t, js, "batch") {
 			if dl.Subject == messages.Subject(messages.EventReceived, failing) {
 				return true
 			}
@@ -123,32 +122,4 @@ func TestABatchWithOneFailureRedeliversOnlyThatOne(t *testing.T) {
 	if len(runs) != n {
 		t.Fatalf("%d of %d messages ran", len(runs), n)
 	}
-}
-
-func dlqEntriesJS(t *testing.T, js jetstream.JetStream, stage string) []messages.DeadLetter {
-	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, messages.StreamDLQ)
-	if err != nil {
-		return nil
-	}
-	var out []messages.DeadLetter
-	for seq := uint64(1); ; seq++ {
-		raw, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if raw.Subject != messages.DLQSubject(stage) {
-			continue
-		}
-		var dl messages.DeadLetter
-		if err := json.Unmarshal(raw.Data, &dl); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, dl)
-	}
-	return out
 }

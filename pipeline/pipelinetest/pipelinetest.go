@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 )
 
@@ -51,6 +52,44 @@ func Redeliver(t testing.TB, m *message.Message) *message.Message {
 	c.Metadata.Set(pipeline.MetaDelivered, strconv.FormatUint(pipeline.Delivered(m)+1, 10))
 	withContext(t, c)
 	return c
+}
+
+// One returns the single event a handler produced (failing the test on a
+// handler error or another count) and checks how it is routed: its event
+// header, the subject of request rid, the correlation header and the
+// deterministic message id of (rid, event, round).
+func One(t testing.TB, out []*message.Message, err error, event, rid string, round int) *message.Message {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("handler error: %v", err)
+	}
+	if len(out) != 1 {
+		t.Fatalf("handler produced %d events, want 1", len(out))
+	}
+	m := out[0]
+	if got := m.Metadata.Get(messages.HeaderEvent); got != event {
+		t.Fatalf("event = %q, want %q (payload %s)", got, event, m.Payload)
+	}
+	if got, want := m.Metadata.Get(pipeline.MetaSubject), messages.Subject(event, rid); got != want {
+		t.Errorf("subject = %q, want %q", got, want)
+	}
+	if got := m.Metadata.Get(messages.HeaderCorrelationID); got != rid {
+		t.Errorf("correlation id = %q, want %q", got, rid)
+	}
+	if want := messages.MsgID(rid, event, round); m.UUID != want {
+		t.Errorf("message id = %q, want %q", m.UUID, want)
+	}
+	return m
+}
+
+// Decode decodes m's payload into T, failing the test when it cannot.
+func Decode[T any](t testing.TB, m *message.Message) T {
+	t.Helper()
+	v, err := pipeline.Decode[T](m)
+	if err != nil {
+		t.Fatalf("decode %T: %v", v, err)
+	}
+	return v
 }
 
 func withContext(t testing.TB, m *message.Message) {

@@ -14,6 +14,7 @@ import (
 	"github.com/agentbus/agentbus/internal/stage/guard"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
+	"github.com/agentbus/agentbus/pipeline/pipelinetest"
 )
 
 // The guard's unit tests: the handler is built with in-memory fakes of its
@@ -164,35 +165,12 @@ func delivered(t *testing.T, id, subject string, payload []byte, headers message
 // and the deterministic message id.
 func one(t *testing.T, out []*message.Message, err error, event, rid string) *message.Message {
 	t.Helper()
-	if err != nil {
-		t.Fatalf("handler error: %v", err)
-	}
-	if len(out) != 1 {
-		t.Fatalf("handler produced %d events, want 1", len(out))
-	}
-	m := out[0]
-	if got := m.Metadata.Get(messages.HeaderEvent); got != event {
-		t.Errorf("event header = %q, want %q", got, event)
-	}
-	if got, want := m.Metadata.Get(pipeline.MetaSubject), messages.Subject(event, rid); got != want {
-		t.Errorf("subject = %q, want %q", got, want)
-	}
-	if got := m.Metadata.Get(messages.HeaderCorrelationID); got != rid {
-		t.Errorf("correlation id = %q, want %q", got, rid)
-	}
-	if want := messages.MsgID(rid, event, 0); m.UUID != want {
-		t.Errorf("message id = %q, want %q", m.UUID, want)
-	}
-	return m
+	return pipelinetest.One(t, out, err, event, rid, 0)
 }
 
 func decode[T any](t *testing.T, m *message.Message) T {
 	t.Helper()
-	v, err := pipeline.Decode[T](m)
-	if err != nil {
-		t.Fatalf("decode %T: %v", v, err)
-	}
-	return v
+	return pipelinetest.Decode[T](t, m)
 }
 
 func TestNew(t *testing.T) {

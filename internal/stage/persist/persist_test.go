@@ -108,26 +108,8 @@ func deliver(t *testing.T, g messages.Generation, delivery int) *message.Message
 func completed(t *testing.T, h *persist.Handler, in *message.Message, rid string) (messages.Completed, *message.Message) {
 	t.Helper()
 	out, err := h.Stage().Handlers[messages.EventGenerated](in)
-	if err != nil {
-		t.Fatalf("handler error: %v", err)
-	}
-	if len(out) != 1 {
-		t.Fatalf("handler produced %d events, want 1", len(out))
-	}
-	m := out[0]
-	if got := m.Metadata.Get(messages.HeaderEvent); got != messages.EventCompleted {
-		t.Fatalf("event = %q, want completed", got)
-	}
-	if got, want := m.Metadata.Get(pipeline.MetaSubject), messages.Subject(messages.EventCompleted, rid); got != want {
-		t.Errorf("subject = %q, want %q", got, want)
-	}
-	if want := messages.MsgID(rid, messages.EventCompleted, 0); m.UUID != want {
-		t.Errorf("message id = %q, want %q", m.UUID, want)
-	}
-	c, err := pipeline.Decode[messages.Completed](m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := pipelinetest.One(t, out, err, messages.EventCompleted, rid, 0)
+	c := pipelinetest.Decode[messages.Completed](t, m)
 	return c, m
 }
 

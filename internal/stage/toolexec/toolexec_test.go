@@ -194,35 +194,12 @@ func redeliver(t *testing.T, m *message.Message) *message.Message {
 // one returns the single event a handler produced, checking its routing.
 func one(t *testing.T, out []*message.Message, err error, event string, round int) *message.Message {
 	t.Helper()
-	if err != nil {
-		t.Fatalf("handler error: %v", err)
-	}
-	if len(out) != 1 {
-		t.Fatalf("handler produced %d events, want 1", len(out))
-	}
-	m := out[0]
-	if got := m.Metadata.Get(messages.HeaderEvent); got != event {
-		t.Fatalf("event = %q, want %q (payload %s)", got, event, m.Payload)
-	}
-	if got, want := m.Metadata.Get(pipeline.MetaSubject), messages.Subject(event, rid); got != want {
-		t.Errorf("subject = %q, want %q", got, want)
-	}
-	if got := m.Metadata.Get(messages.HeaderCorrelationID); got != rid {
-		t.Errorf("correlation id = %q, want %q", got, rid)
-	}
-	if want := messages.MsgID(rid, event, round); m.UUID != want {
-		t.Errorf("message id = %q, want %q", m.UUID, want)
-	}
-	return m
+	return pipelinetest.One(t, out, err, event, rid, round)
 }
 
 func decode[T any](t *testing.T, m *message.Message) T {
 	t.Helper()
-	v, err := pipeline.Decode[T](m)
-	if err != nil {
-		t.Fatalf("decode %T: %v", v, err)
-	}
-	return v
+	return pipelinetest.Decode[T](t, m)
 }
 
 // same reports whether a and b hold equal elements (nil and empty alike).
