@@ -319,7 +319,7 @@ func (r *Runtime) AddStage(st Stage) (*Stats, error) {
 	r.stages = append(r.stages, srt)
 	r.grace = max(r.grace, cc.HandlerTimeout+cc.AckWait)
 	r.mu.Unlock()
-	log.Info("stage added", "events", events, "concurrency", cc.Concurrency, "handler_timeout", cc.HandlerTimeout)
+	log.Info("stage added", "events", events, "concurrency", cc.Concurrency, "handler_timeout", cc.HandlerTimeout.String())
 	return srt.stats, nil
 }
 
