@@ -214,7 +214,7 @@ func buildLLM(_ context.Context, p *Parts) (pipeline.Stage, error) {
 		Quota:          q,
 		Cache:          rc,
 		Deltas:         nc,
-		Cancels:        nc,
+		Cancels:        pipeline.CoreNATS(nc),
 		ProviderHealth: providerHealth(fo),
 		Spend:          sp,
 		Metrics:        p.ob.metrics,
@@ -275,7 +275,7 @@ func buildPersist(ctx context.Context, p *Parts) (pipeline.Stage, error) {
 	if err != nil {
 		return pipeline.Stage{}, err
 	}
-	h, err := persist.New(p.o.Persist, persist.Deps{Store: store, Appender: gc, Completed: nc, Outcomes: outcomes, Log: p.Log(StagePersist)})
+	h, err := persist.New(p.o.Persist, persist.Deps{Store: store, Appender: gc, Completed: pipeline.CoreNATS(nc), Outcomes: outcomes, Log: p.Log(StagePersist)})
 	if err != nil {
 		return pipeline.Stage{}, err
 	}

@@ -38,7 +38,6 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	lru "github.com/hashicorp/golang-lru/v2"
-	"github.com/nats-io/nats.go"
 )
 
 // Stage is the stage name.
@@ -175,10 +174,8 @@ type Publisher interface {
 	Publish(subject string, data []byte) error
 }
 
-// Subscriber subscribes on core NATS (*nats.Conn): cancellations.
-type Subscriber interface {
-	Subscribe(subject string, cb nats.MsgHandler) (*nats.Subscription, error)
-}
+// Subscriber delivers core NATS notifications: cancellations.
+type Subscriber = pipeline.Subscriber
 
 // Metrics is what the llm stage counts (obs.Metrics).
 type Metrics interface {
@@ -284,8 +281,8 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	if d.Cancels != nil {
 		// Every replica hears every cancellation; the one running the
 		// call aborts it.
-		if _, err := d.Cancels.Subscribe(messages.CancelSubject("*"), func(m *nats.Msg) {
-			h.Cancel(strings.TrimPrefix(m.Subject, messages.CancelSubject("")))
+		if _, err := d.Cancels.Subscribe(messages.CancelSubject("*"), func(subject string, _ []byte) {
+			h.Cancel(strings.TrimPrefix(subject, messages.CancelSubject("")))
 		}); err != nil {
 			return nil, err
 		}

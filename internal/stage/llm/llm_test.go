@@ -21,7 +21,6 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/agentbus/agentbus/pipeline/pipelinetest"
-	"github.com/nats-io/nats.go"
 )
 
 // The llm stage's unit tests: the handler is built with in-memory fakes of
@@ -161,21 +160,21 @@ type fakeSubscriber struct {
 	err     error
 	mu      sync.Mutex
 	subject string
-	cb      nats.MsgHandler
+	cb      func(subject string, data []byte)
 }
 
-func (s *fakeSubscriber) Subscribe(subject string, cb nats.MsgHandler) (*nats.Subscription, error) {
+func (s *fakeSubscriber) Subscribe(subject string, cb func(subject string, data []byte)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subject, s.cb = subject, cb
-	return nil, s.err
+	return func() error { return nil }, s.err
 }
 
 func (s *fakeSubscriber) deliver(subject string) {
 	s.mu.Lock()
 	cb := s.cb
 	s.mu.Unlock()
-	cb(&nats.Msg{Subject: subject})
+	cb(subject, nil)
 }
 
 func TestNew(t *testing.T) {
@@ -854,4 +853,61 @@ func TestHandleCostAndCache(t *testing.T) {
 	if g2.CacheUse == nil || g2.CacheUse.Hits != 1 || g2.CostUSD != 0 || g2.CacheUse.SavedUSD <= 0 {
 		t.Errorf("cache use, cost = %+v, %v; want a hit that cost nothing and saved the price", g2.CacheUse, g2.CostUSD)
 	}
+}
+
+// fakeLedger is a spend ledger in memory.
+type fakeLedger struct {
+	mu       sync.Mutex
+	checkErr error
+	recorded []string
+}
+
+func (l *fakeLedger) Check(string) error { return l.checkErr }
+
+func (l *fakeLedger) Record(_ context.Context, key, user, model string, u messages.Usage, usd float64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recorded = append(l.recorded, fmt.Sprintf("%s/%s/%s/%d/%.6f", key, user, model, u.TotalTokens, usd))
+	return nil
+}
+
+// TestHandleBudget: a call is recorded in the ledger with its cost; a key
+// over its daily budget gets 429 budget_exceeded without a model call; an
+// unreadable ledger is retried, never a call unchecked.
+func TestHandleBudget(t *testing.T) {
+	prices := &spend.Prices{Models: map[string]spend.Price{"fake-model-2025": {InputPerMillion: 1, OutputPerMillion: 2}}}
+	a := admitted()
+	a.KeyID = "key1"
+
+	t.Run("recorded", func(t *testing.T) {
+		l := &fakeLedger{}
+		h := newLLM(t, llm.Config{DefaultModel: "fake-model"}, llm.Deps{Provider: &fakeProvider{answer: text("42")}, Steps: pipelinetest.NewSteps(t),
+			Spend: &llm.Spend{Prices: prices, Ledger: l}})
+		in, _ := deliver(t, messages.EventAdmitted, 0, a)
+		out, err := h.Handle(in)
+		one(t, out, err, messages.EventGenerated, 0)
+		if want := []string{"key1/alice/fake-model/15/0.000018"}; !slices.Equal(l.recorded, want) {
+			t.Fatalf("ledger %q, want %q", l.recorded, want)
+		}
+	})
+	t.Run("over budget", func(t *testing.T) {
+		l := &fakeLedger{checkErr: &spend.BudgetError{Key: "key1", Spent: 5, Limit: 5, RetryAfter: time.Hour}}
+		h := newLLM(t, llm.Config{DefaultModel: "fake-model"}, llm.Deps{Provider: &fakeProvider{answer: notCalled(t)}, Steps: pipelinetest.NewSteps(t),
+			Spend: &llm.Spend{Prices: prices, Ledger: l}})
+		in, _ := deliver(t, messages.EventAdmitted, 0, a)
+		out, err := h.Handle(in)
+		f := decode[messages.Failed](t, one(t, out, err, messages.EventFailed, 0))
+		if f.Code != messages.CodeBudgetExceeded || f.Status != 429 || f.RetryAfterMS != time.Hour.Milliseconds() || len(l.recorded) != 0 {
+			t.Fatalf("failed %+v, recorded %q", f, l.recorded)
+		}
+	})
+	t.Run("ledger unreadable", func(t *testing.T) {
+		l := &fakeLedger{checkErr: errors.New("kv down")}
+		h := newLLM(t, llm.Config{DefaultModel: "fake-model"}, llm.Deps{Provider: &fakeProvider{answer: notCalled(t)}, Steps: pipelinetest.NewSteps(t),
+			Spend: &llm.Spend{Prices: prices, Ledger: l}})
+		in, _ := deliver(t, messages.EventAdmitted, 0, a)
+		if _, err := h.Handle(in); err == nil || errors.Is(err, pipeline.ErrPermanent) {
+			t.Fatalf("error = %v, want a retryable one", err)
+		}
+	})
 }

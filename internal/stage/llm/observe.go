@@ -20,9 +20,20 @@ import (
 // budget.
 type Spend struct {
 	Prices *spend.Prices
-	// Ledger records spend and holds the budget; nil: cost is computed
-	// (for the completed event and the metrics) but not recorded.
-	Ledger *spend.Ledger
+	// Ledger records spend and holds the budget (a *spend.Ledger); nil:
+	// cost is computed (for the completed event and the metrics) but not
+	// recorded.
+	Ledger Ledger
+}
+
+// Ledger is the daily spend ledger (spend.Ledger).
+type Ledger interface {
+	// Check returns an error wrapping *spend.BudgetError once key has
+	// spent its daily budget; another error when the ledger cannot be
+	// read.
+	Check(key string) error
+	// Record adds a call's tokens and cost.
+	Record(ctx context.Context, key, user, model string, u messages.Usage, usd float64) error
 }
 
 // cost is the price of resp's usage (the resolved model first, then the

@@ -28,7 +28,6 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	lru "github.com/hashicorp/golang-lru/v2"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -141,7 +140,7 @@ type Handler struct {
 	// changed; dropped on delete).
 	owners   *lru.Cache[string, string]
 	log      *slog.Logger
-	sub      *nats.Subscription
+	stopSub  func() error
 	countMu  sync.Mutex
 	counters map[string]tokens.Counter // by encoding, cached
 }
@@ -179,10 +178,9 @@ type Store interface {
 	VerifyChain(ctx context.Context) (memory.ChainReport, error)
 }
 
-// Subscriber subscribes on core NATS (*nats.Conn).
-type Subscriber interface {
-	Subscribe(subject string, cb nats.MsgHandler) (*nats.Subscription, error)
-}
+// Subscriber delivers core NATS notifications: other replicas' completed
+// events.
+type Subscriber = pipeline.Subscriber
 
 // Deps are the persist stage's collaborators.
 type Deps struct {
@@ -228,8 +226,8 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	// Another replica's commit makes our cached copy stale: its completed
 	// event (published after the commit) evicts it.
 	if d.Completed != nil {
-		h.sub, err = d.Completed.Subscribe(messages.EventFilter(messages.EventCompleted), func(m *nats.Msg) {
-			if conv, ok := topLevelString(m.Data, "conversation_id"); ok {
+		h.stopSub, err = d.Completed.Subscribe(messages.EventFilter(messages.EventCompleted), func(_ string, data []byte) {
+			if conv, ok := topLevelString(data, "conversation_id"); ok {
 				h.cache.Remove(conv)
 			}
 		})
@@ -317,8 +315,8 @@ func (h *Handler) authorize(ctx context.Context, conversationID, user string, st
 
 // Close stops the cache-invalidation subscription.
 func (h *Handler) Close() {
-	if h.sub != nil {
-		_ = h.sub.Unsubscribe()
+	if h.stopSub != nil {
+		_ = h.stopSub()
 	}
 }
 

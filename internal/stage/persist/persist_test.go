@@ -16,7 +16,6 @@ import (
 	"github.com/agentbus/agentbus/messages"
 	"github.com/agentbus/agentbus/pipeline"
 	"github.com/agentbus/agentbus/pipeline/pipelinetest"
-	"github.com/nats-io/nats.go"
 )
 
 // The persist stage's unit tests: the handler is built with a real SQLite
@@ -129,14 +128,14 @@ type fakeSubscriber struct {
 	err     error
 	mu      sync.Mutex
 	subject string
-	cb      nats.MsgHandler
+	cb      func(subject string, data []byte)
 }
 
-func (s *fakeSubscriber) Subscribe(subject string, cb nats.MsgHandler) (*nats.Subscription, error) {
+func (s *fakeSubscriber) Subscribe(subject string, cb func(subject string, data []byte)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subject, s.cb = subject, cb
-	return nil, s.err
+	return func() error { return nil }, s.err
 }
 
 func TestNew(t *testing.T) {
@@ -356,7 +355,7 @@ func TestHistoryInvalidation(t *testing.T) {
 		t.Fatalf("history has %d messages before the completed event, want the cached 4", n)
 	}
 	b, _ := json.Marshal(messages.Completed{RequestID: "req-2", ConversationID: conv})
-	sub.cb(&nats.Msg{Subject: messages.Subject(messages.EventCompleted, "req-2"), Data: b})
+	sub.cb(messages.Subject(messages.EventCompleted, "req-2"), b)
 	if n := history(); n != 6 {
 		t.Errorf("history has %d messages after the completed event, want 6", n)
 	}
