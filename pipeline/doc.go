@@ -29,6 +29,9 @@
 // declares its contract as JSON (ParseContract), the operator issues its
 // credential from the same file (agentbus nats creds --contract FILE) and
 // the program connects with it (CredsFile). examples/audit-stage is one.
+// Package pipelinetest unit-tests a stage's handlers without NATS: it
+// builds messages as the runtime delivers them and has an in-memory step
+// store.
 //
 // Guarantees:
 //   - streams and consumers are provisioned once, idempotently, at start
