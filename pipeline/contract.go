@@ -127,6 +127,20 @@ func ParseContract(data []byte) (Contract, error) {
 	if err := c.Validate(); err != nil {
 		return Contract{}, err
 	}
+	// What a contract file may not ask for: every subject at once, or
+	// the JetStream, KV, system and inbox subjects its consumers, buckets
+	// and inbox already grant exactly (a request there would reach other
+	// stages' consumers, buckets or replies).
+	var errs []error
+	for _, subj := range slices.Concat(c.Requests, c.Subscribes) {
+		first, _, _ := strings.Cut(subj, ".")
+		if first == ">" || first == "*" || strings.HasPrefix(first, "$") || strings.HasPrefix(first, "_INBOX") {
+			errs = append(errs, fmt.Errorf("stage %s: subject %q is not for a contract file (declare consumers and kv instead)", c.Stage, subj))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Contract{}, err
+	}
 	return c, nil
 }
 

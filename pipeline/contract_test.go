@@ -27,6 +27,11 @@ func TestParseContract(t *testing.T) {
 		{name: "bad subject", in: `{"stage":"audit","requests":["a..b"]}`, err: "bad subject"},
 		{name: "wildcard inside a token", in: `{"stage":"audit","subscribes":["a.b*"]}`, err: "bad subject"},
 		{name: "full wildcard not last", in: `{"stage":"audit","requests":["a.>.b"]}`, err: "bad subject"},
+		{name: "every subject", in: `{"stage":"audit","requests":[">"]}`, err: "not for a contract file"},
+		{name: "first token wildcard", in: `{"stage":"audit","subscribes":["*.turn.>"]}`, err: "not for a contract file"},
+		{name: "JetStream API", in: `{"stage":"audit","requests":["$JS.API.STREAM.DELETE.AGENTBUS_TURNS"]}`, err: "not for a contract file"},
+		{name: "KV subjects", in: `{"stage":"audit","requests":["$KV.agentbus_apikeys.>"]}`, err: "not for a contract file"},
+		{name: "another identity's inbox", in: `{"stage":"audit","subscribes":["_INBOX_ingest.>"]}`, err: "not for a contract file"},
 		{name: "response ttl has no JSON form", in: `{"stage":"audit","ResponseTTL":5}`, err: "unknown field"},
 	}
 	for _, tc := range tests {
