@@ -1,7 +1,6 @@
 package pipeline_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -169,7 +168,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	var calls atomic.Int64
 	// First runtime: takes load, then shuts down while slow turns run.
 	ctx1, cancel1 := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs testutil.Buffer
 	rt1 := startRuntimeLog(t, srv.ClientURL(), &calls, ctx1, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	completed := make(map[string]bool)
 	var mu sync.Mutex
@@ -386,22 +385,4 @@ func TestPushConsumerIsReplacedAfterItsAckFloor(t *testing.T) {
 	if strings.Join(got, ",") != "p2,p3,p4" {
 		t.Fatalf("handled %v, want p2,p3,p4", got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,28 +17,10 @@ import (
 	"github.com/agentbus/agentbus/pipeline"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) records() map[string]Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// records reads the audit trail, by request id.
+func records(trail string) map[string]Record {
 	out := map[string]Record{}
-	for _, line := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(trail), "\n") {
 		var r Record
 		if json.Unmarshal([]byte(line), &r) == nil {
 			out[r.RequestID] = r
@@ -70,7 +51,7 @@ func TestAuditStage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var out syncBuffer
+	var out testutil.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -109,7 +90,7 @@ func TestAuditStage(t *testing.T) {
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		recs := out.records()
+		recs := records(out.String())
 		if a, b := recs[ok], recs[refused]; a.RequestID != "" && b.RequestID != "" {
 			if a.Outcome != "completed" || a.User != "alice" || a.Model != "agentbus-offline" || a.TotalTokens == 0 {
 				t.Fatalf("completed turn: %+v", a)

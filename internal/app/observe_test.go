@@ -17,6 +17,7 @@ import (
 	"github.com/agentbus/agentbus/internal/app"
 	"github.com/agentbus/agentbus/internal/obs"
 	"github.com/agentbus/agentbus/internal/spend"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -505,7 +506,7 @@ func spanTree(spans tracetest.SpanStubs) string {
 // One access line per HTTP request and per NATS entry request, with who
 // asked for what and how it ended; never the key or the prompt.
 func TestAccessLog(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.Buffer
 	o := app.DefaultOptions()
 	o.DataDir = t.TempDir()
 	o.HTTPAddr = "127.0.0.1:0"

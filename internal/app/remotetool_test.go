@@ -6,7 +6,6 @@ package app_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -33,24 +32,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startJSTool runs examples/remote-tool-js/tool.js against natsURL, waits
 // for its "ready" line, and at cleanup stops it with SIGTERM and checks it
 // exits cleanly.
@@ -59,7 +40,7 @@ func startJSTool(t *testing.T, node, dir, natsURL, creds string) {
 	cmd := exec.Command(node, "tool.js")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "NATS_URL="+natsURL, "NATS_CREDS="+creds)
-	stderr := &syncBuffer{}
+	stderr := &testutil.Buffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

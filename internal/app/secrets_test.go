@@ -13,13 +13,14 @@ import (
 
 	"github.com/agentbus/agentbus/internal/apikey"
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/testutil"
 )
 
 // Secrets never reach logs (at debug level), error bodies or health
 // output: neither the client's API key nor the provider's key.
 func TestSecretsStayOutOfLogsAndOutputs(t *testing.T) {
 	f := newFakeOpenAI(t)
-	var logs syncBuffer
+	var logs testutil.Buffer
 	o := app.DefaultOptions()
 	o.DataDir = t.TempDir()
 	o.HTTPAddr = "127.0.0.1:0"
