@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -23,7 +24,19 @@ const TerminalTTL = 48 * time.Hour
 // every stage and replica), and a terminal event that lost the claim is
 // never published. A turn is stored if and only if its outcome is
 // completed: persist claims before it commits.
-type Terminals struct{ kv jetstream.KeyValue }
+//
+// An outcome never changes once recorded, so each Terminals remembers the
+// last outcomes it claimed or read (a bounded LRU): the claim persist
+// makes before its commit and the one the publishing middleware makes for
+// the completed event are one KV write, not a write, a refused write and
+// two reads.
+type Terminals struct {
+	kv    jetstream.KeyValue
+	known *lru.Cache[string, string]
+}
+
+// knownOutcomes bounds the outcomes a Terminals remembers.
+const knownOutcomes = 4096
 
 // OpenTerminals opens (or creates) the outcomes bucket.
 func OpenTerminals(js jetstream.KeyValueManager, replicas int) (*Terminals, error) {
@@ -32,7 +45,11 @@ func OpenTerminals(js jetstream.KeyValueManager, replicas int) (*Terminals, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Terminals{kv: kv}, nil
+	known, err := lru.New[string, string](knownOutcomes)
+	if err != nil {
+		return nil, err
+	}
+	return &Terminals{kv: kv, known: known}, nil
 }
 
 // Claim records event as the outcome of request rid unless it has one,
@@ -46,6 +63,9 @@ func (t *Terminals) Claim(ctx context.Context, rid, event string) (string, error
 // ClaimNew is Claim that also reports whether this call recorded the
 // outcome (false: it was there already, maybe the same event).
 func (t *Terminals) ClaimNew(ctx context.Context, rid, event string) (outcome string, created bool, err error) {
+	if out, ok := t.known.Get(rid); ok {
+		return out, false, nil
+	}
 	var out string
 	err = retryKV(ctx, func(ctx context.Context) error {
 		if _, err := t.kv.Create(ctx, rid, []byte(event)); err == nil {
@@ -67,11 +87,15 @@ func (t *Terminals) ClaimNew(ctx context.Context, rid, event string) (outcome st
 	if err != nil {
 		return "", false, fmt.Errorf("claim outcome of %s: %w", rid, err)
 	}
+	t.known.Add(rid, out)
 	return out, created, nil
 }
 
 // Outcome returns the recorded outcome of rid, if any.
 func (t *Terminals) Outcome(ctx context.Context, rid string) (event string, found bool, err error) {
+	if out, ok := t.known.Get(rid); ok {
+		return out, true, nil
+	}
 	err = retryKV(ctx, func(ctx context.Context) error {
 		e, err := t.kv.Get(ctx, rid)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -83,6 +107,9 @@ func (t *Terminals) Outcome(ctx context.Context, rid string) (event string, foun
 		event, found = string(e.Value()), true
 		return nil
 	})
+	if found {
+		t.known.Add(rid, event)
+	}
 	return event, found, err
 }
 
