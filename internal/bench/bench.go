@@ -75,6 +75,10 @@ type Stats struct {
 	// (publishes, KV operations, requests, acks and fetches), when the
 	// server is in process.
 	MsgsPerTurn float64 `json:"server_msgs_per_turn,omitempty"`
+	// CPUPerTurnUs is the process's CPU time (user and system, every
+	// goroutine, the embedded server included) per turn, in microseconds:
+	// steadier than throughput on a shared machine.
+	CPUPerTurnUs float64 `json:"cpu_us_per_turn,omitempty"`
 }
 
 // Result is a bench run's report.
@@ -163,9 +167,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 			return res, err
 		}
 	}
-	count := inMsgs(sys.Runtime.Server())
+	count, cpu := inMsgs(sys.Runtime.Server()), cpuTime()
 	res.Pipeline, err = drive(ctx, cfg.Turns, cfg.Concurrency, pipelineTurn(w, js, cfg.Text))
-	res.Pipeline.MsgsPerTurn = count(res.Pipeline.Turns)
+	res.Pipeline.MsgsPerTurn, res.Pipeline.CPUPerTurnUs = count(res.Pipeline.Turns), cpu(res.Pipeline.Turns)
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
@@ -182,11 +186,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	if _, err := drive(ctx, min(200, cfg.Turns), cfg.Concurrency, base.turn(payload)); err != nil {
 		return res, err
 	}
-	count = inMsgs(sys.Runtime.Server())
+	count, cpu = inMsgs(sys.Runtime.Server()), cpuTime()
 	if res.Baseline, err = drive(ctx, cfg.Turns, cfg.Concurrency, base.turn(payload)); err != nil {
 		return res, err
 	}
-	res.Baseline.MsgsPerTurn = count(res.Baseline.Turns)
+	res.Baseline.MsgsPerTurn, res.Baseline.CPUPerTurnUs = count(res.Baseline.Turns), cpu(res.Baseline.Turns)
 	if res.Baseline.TurnsPerSec > 0 {
 		res.Ratio = res.Pipeline.TurnsPerSec / res.Baseline.TurnsPerSec
 	}

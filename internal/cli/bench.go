@@ -68,6 +68,9 @@ func benchCmd(env Env, args []string) error {
 		if p.MsgsPerTurn > 0 {
 			fmt.Fprintf(env.Stdout, "  NATS messages in per turn: pipeline %.1f, baseline %.1f\n", p.MsgsPerTurn, b.MsgsPerTurn)
 		}
+		if p.CPUPerTurnUs > 0 && b.CPUPerTurnUs > 0 {
+			fmt.Fprintf(env.Stdout, "  CPU per turn (whole process): pipeline %.0f µs, baseline %.0f µs (ratio %.2f)\n", p.CPUPerTurnUs, b.CPUPerTurnUs, b.CPUPerTurnUs/p.CPUPerTurnUs)
+		}
 	}
 	if *asJSON {
 		if len(results) == 1 {

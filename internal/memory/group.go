@@ -3,24 +3,40 @@ package memory
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // DefaultMaxBatch is the default batch size of GroupCommitter.
 const DefaultMaxBatch = 256
 
+// DefaultMaxLinger is how long, by default, a batch may wait for the
+// appends its callers announced (GroupCommitter.Expect).
+const DefaultMaxLinger = time.Millisecond
+
 // GroupCommitter turns concurrent single-turn appends into batched
 // Store.Append calls: while one batch commits, newcomers queue and go
-// together in the next one (natural batching: no timer, no added latency
-// when idle). One goroutine commits; Close flushes the queue and stops it.
+// together in the next one. One goroutine commits; Close flushes the
+// queue and stops it.
+//
+// A commit has a fixed cost (for SQLite, writing the changed pages to the
+// WAL) that a batch shares, so batches should be as large as what is
+// about to arrive, without waiting for what is not. Callers that know an
+// append is coming (a handler that has started on a turn) announce it
+// with Expect: a batch waits for announced appends, at most MaxLinger
+// after its first turn queued. Nothing announced, nothing waits: one turn
+// alone commits at once.
 type GroupCommitter struct {
 	store    Store
 	maxBatch int
+	linger   time.Duration
 
-	mu     sync.Mutex
-	queue  []*pending
-	closed bool
-	wake   chan struct{} // capacity 1
-	done   chan struct{} // closed when the loop exits
+	mu       sync.Mutex
+	queue    []*pending
+	first    time.Time // when queue's first turn arrived
+	expected int       // announced appends not queued yet
+	closed   bool
+	wake     chan struct{} // capacity 1
+	done     chan struct{} // closed when the loop exits
 }
 
 type pending struct {
@@ -41,9 +57,60 @@ func NewGroupCommitter(store Store, maxBatch int) *GroupCommitter {
 	if maxBatch <= 0 {
 		maxBatch = DefaultMaxBatch
 	}
-	g := &GroupCommitter{store: store, maxBatch: maxBatch, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	g := &GroupCommitter{store: store, maxBatch: maxBatch, linger: DefaultMaxLinger, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go g.loop()
 	return g
+}
+
+// SetMaxLinger sets how long a batch may wait for announced appends
+// (default DefaultMaxLinger; 0: never wait). Call it before the first
+// append.
+func (g *GroupCommitter) SetMaxLinger(d time.Duration) {
+	g.mu.Lock()
+	g.linger = max(d, 0)
+	g.mu.Unlock()
+}
+
+// Arrival is an append announced by Expect: Append fulfils it, Cancel
+// withdraws it (the caller will not append after all). Exactly one of the
+// two must be called; Cancel after Append is a no-op, so a deferred
+// Cancel is the usual way.
+type Arrival struct {
+	g    *GroupCommitter
+	once sync.Once
+}
+
+// Expect announces an append that will follow shortly: until it arrives,
+// or is cancelled, a batch waits for it (at most MaxLinger).
+func (g *GroupCommitter) Expect() *Arrival {
+	g.mu.Lock()
+	g.expected++
+	g.mu.Unlock()
+	return &Arrival{g: g}
+}
+
+// Cancel withdraws the announcement, if Append has not fulfilled it.
+func (a *Arrival) Cancel() {
+	a.once.Do(func() {
+		a.g.mu.Lock()
+		a.g.expected--
+		a.g.mu.Unlock()
+		a.g.signal()
+	})
+}
+
+// Append is GroupCommitter.Append for the announced turn.
+func (a *Arrival) Append(ctx context.Context, rec *TurnRecord) error {
+	fulfil := false
+	a.once.Do(func() { fulfil = true })
+	return a.g.append(ctx, rec, fulfil)
+}
+
+func (g *GroupCommitter) signal() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Append queues rec and blocks until the batch containing it committed,
@@ -53,18 +120,27 @@ func NewGroupCommitter(store Store, maxBatch int) *GroupCommitter {
 // leaves *rec alone; the turn may still be committed later (which is safe:
 // Append is idempotent on RequestID and the caller retries).
 func (g *GroupCommitter) Append(ctx context.Context, rec *TurnRecord) error {
+	return g.append(ctx, rec, false)
+}
+
+// append queues rec; fulfil: it was announced (Expect).
+func (g *GroupCommitter) append(ctx context.Context, rec *TurnRecord, fulfil bool) error {
 	p := &pending{rec: *rec, done: make(chan committed, 1)}
 	g.mu.Lock()
+	if fulfil {
+		g.expected--
+	}
 	if g.closed {
 		g.mu.Unlock()
+		g.signal()
 		return ErrClosed
+	}
+	if len(g.queue) == 0 {
+		g.first = time.Now()
 	}
 	g.queue = append(g.queue, p)
 	g.mu.Unlock()
-	select {
-	case g.wake <- struct{}{}:
-	default:
-	}
+	g.signal()
 	select {
 	case c := <-p.done:
 		if c.err == nil {
@@ -78,6 +154,8 @@ func (g *GroupCommitter) Append(ctx context.Context, rec *TurnRecord) error {
 
 func (g *GroupCommitter) loop() {
 	defer close(g.done)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		g.mu.Lock()
 		if len(g.queue) == 0 {
@@ -87,6 +165,18 @@ func (g *GroupCommitter) loop() {
 			}
 			g.mu.Unlock()
 			<-g.wake
+			continue
+		}
+		// Announced appends are on their way: wait for them, up to the
+		// linger since the batch's first turn.
+		if wait := g.linger - time.Since(g.first); g.expected > 0 && len(g.queue) < g.maxBatch && !g.closed && wait > 0 {
+			g.mu.Unlock()
+			linger.Reset(wait)
+			select {
+			case <-g.wake:
+			case <-linger.C:
+			}
+			linger.Stop()
 			continue
 		}
 		n := min(len(g.queue), g.maxBatch)
@@ -183,10 +273,7 @@ func (g *GroupCommitter) Close() error {
 	g.mu.Lock()
 	g.closed = true
 	g.mu.Unlock()
-	select {
-	case g.wake <- struct{}{}:
-	default:
-	}
+	g.signal()
 	<-g.done
 	return nil
 }

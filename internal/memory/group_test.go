@@ -299,3 +299,99 @@ func TestGroupCommitterSplitsFailedBatch(t *testing.T) {
 	}
 	verifyOK(t, base)
 }
+
+// Announced appends (Expect) share a batch: the committer waits for them,
+// and for nothing else.
+func TestGroupCommitterWaitsForAnnouncedAppends(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	appendAsync := func(t *testing.T, f func(context.Context, *TurnRecord) error, rid string) chan error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() {
+			rec := turn(rid, "c", 2)
+			done <- f(ctx, &rec)
+		}()
+		return done
+	}
+	t.Run("announced turns join one batch", func(t *testing.T) {
+		base, _ := openSQLite(t)
+		rs := &recordingStore{Store: base}
+		g := NewGroupCommitter(rs, 0)
+		defer g.Close()
+		g.SetMaxLinger(time.Hour) // only the arrivals end the wait
+		a, b, c := g.Expect(), g.Expect(), g.Expect()
+		errA := appendAsync(t, a.Append, "r1")
+		errB := appendAsync(t, b.Append, "r2")
+		c.Cancel() // this caller will not append after all
+		for _, ch := range []chan error{errA, errB} {
+			if err := <-ch; err != nil {
+				t.Fatal(err)
+			}
+		}
+		a.Cancel() // after Append: a no-op
+		if rs.batches[0] != 2 || len(rs.batches) != 1 {
+			t.Fatalf("batches %v, want one of 2", rs.batches)
+		}
+		if g.expected != 0 {
+			t.Fatalf("%d appends still expected", g.expected)
+		}
+	})
+	t.Run("nothing announced commits at once", func(t *testing.T) {
+		base, _ := openSQLite(t)
+		g := NewGroupCommitter(base, 0)
+		defer g.Close()
+		g.SetMaxLinger(time.Hour)
+		if err := <-appendAsync(t, g.Append, "r1"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("an announced turn that never comes delays a batch by the linger only", func(t *testing.T) {
+		base, _ := openSQLite(t)
+		rs := &recordingStore{Store: base}
+		g := NewGroupCommitter(rs, 0)
+		defer g.Close()
+		g.SetMaxLinger(20 * time.Millisecond)
+		stuck := g.Expect()
+		defer stuck.Cancel()
+		for _, rid := range []string{"r1", "r2"} { // each batch waits once
+			if err := <-appendAsync(t, g.Append, rid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(rs.batches) != 2 {
+			t.Fatalf("batches %v", rs.batches)
+		}
+	})
+	t.Run("close flushes a waiting batch", func(t *testing.T) {
+		base, _ := openSQLite(t)
+		g := NewGroupCommitter(base, 0)
+		g.SetMaxLinger(time.Hour)
+		stuck := g.Expect()
+		a := g.Expect()
+		errA := appendAsync(t, a.Append, "r1")
+		// Close once r1 is queued (the loop then waits for stuck).
+		for {
+			g.mu.Lock()
+			n := len(g.queue)
+			g.mu.Unlock()
+			if n == 1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err := g.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errA; err != nil {
+			t.Fatalf("queued turn: %v", err)
+		}
+		if h := history(t, base, "c"); len(h) != 2 {
+			t.Fatalf("%d messages stored, want 2", len(h))
+		}
+		stuck.Cancel()
+		if err := stuck.Append(ctx, &TurnRecord{}); !errors.Is(err, ErrClosed) {
+			t.Fatalf("append after close: %v", err)
+		}
+	})
+}

@@ -129,6 +129,14 @@ type Appender interface {
 	Append(ctx context.Context, rec *memory.TurnRecord) error
 }
 
+// Expecter is an Appender that can be told an append is coming (a
+// memory.GroupCommitter): persist announces each turn when its handler
+// starts, so a commit waits for the turns already being handled and
+// shares its fixed cost with them.
+type Expecter interface {
+	Expect() *memory.Arrival
+}
+
 // Handler is the persist stage.
 type Handler struct {
 	cfg      Config
@@ -322,6 +330,12 @@ func (h *Handler) Close() {
 
 // Handle commits a generated turn, then emits its completed event.
 func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
+	appendTurn := h.appender.Append
+	if ex, ok := h.appender.(Expecter); ok {
+		a := ex.Expect()
+		defer a.Cancel()
+		appendTurn = a.Append
+	}
 	g, err := pipeline.Decode[messages.Generation](msg)
 	if err != nil {
 		return nil, err
@@ -373,7 +387,7 @@ func (h *Handler) Handle(msg *message.Message) ([]*message.Message, error) {
 			return nil, nil
 		}
 	}
-	if err := h.appender.Append(msg.Context(), &rec); err != nil {
+	if err := appendTurn(msg.Context(), &rec); err != nil {
 		if errors.Is(err, memory.ErrInvalidRecord) {
 			return nil, pipeline.Permanent(err)
 		}
