@@ -94,6 +94,24 @@ func ReplyFilter(requestID string) string { return "agentbus.turn.*." + requestI
 // StreamSubject carries a request's streaming deltas ([Delta]) on core NATS.
 func StreamSubject(requestID string) string { return "agentbus.stream." + requestID }
 
+// StreamSubjectTo carries the deltas of a request whose turn names a
+// receiver ([Turn.StreamTo]): agentbus.stream.<to>.<rid>. A receiver that
+// waits for many streams (an ingest instance) subscribes once, to
+// StreamSubjectTo(to, "*"), instead of once per request.
+func StreamSubjectTo(to, requestID string) string {
+	return "agentbus.stream." + to + "." + requestID
+}
+
+// DeltaSubject is where the deltas of t go: StreamSubjectTo(t.StreamTo,
+// t.RequestID) when the turn names a valid receiver, StreamSubject(t.RequestID)
+// otherwise (an invalid StreamTo never becomes part of a subject).
+func (t *Turn) DeltaSubject() string {
+	if t.StreamTo != "" && ValidID(t.StreamTo) {
+		return StreamSubjectTo(t.StreamTo, t.RequestID)
+	}
+	return StreamSubject(t.RequestID)
+}
+
 // DLQSubject is the dead-letter subject of a stage.
 func DLQSubject(stage string) string { return "agentbus.dlq." + stage }
 
@@ -462,8 +480,13 @@ type Turn struct {
 	Params Params `json:"params,omitzero"`
 	// Messages are the new messages of this turn (OpenAI format).
 	Messages []Message `json:"messages"`
-	// Stream asks for deltas on StreamSubject(RequestID).
+	// Stream asks for deltas on StreamSubject(RequestID), or on
+	// StreamSubjectTo(StreamTo, RequestID) when StreamTo is set.
 	Stream bool `json:"stream,omitempty"`
+	// StreamTo names the receiver of the deltas (same alphabet as
+	// RequestID): an ingest instance sets its own id, so that one
+	// subscription serves all its streams. Empty: StreamSubject.
+	StreamTo string `json:"stream_to,omitempty"`
 	// Cost is the rate-limit cost of the request (default 1).
 	Cost float64 `json:"cost,omitempty"`
 	// CreatedAt is when the turn entered the system.
@@ -844,6 +867,9 @@ func (t *Turn) Validate() error {
 	}
 	if !ValidID(t.ConversationID) {
 		errs = append(errs, fieldErr("conversation_id", "must be 1-%d characters of [A-Za-z0-9_-]", MaxIDLen))
+	}
+	if t.StreamTo != "" && !ValidID(t.StreamTo) {
+		errs = append(errs, fieldErr("stream_to", "must be 1-%d characters of [A-Za-z0-9_-]", MaxIDLen))
 	}
 	if t.User == "" || len(t.User) > MaxIDLen || !utf8.ValidString(t.User) {
 		errs = append(errs, fieldErr("user", "must be 1-%d bytes of UTF-8", MaxIDLen))

@@ -126,3 +126,28 @@ func TestRoutesMatchTheClientDocs(t *testing.T) {
 		}
 	}
 }
+
+// A streaming turn's deltas go to the receiver it names, and a receiver
+// that is not a valid id is refused by Validate and never becomes part of
+// a subject.
+func TestDeltaSubject(t *testing.T) {
+	for _, tc := range []struct {
+		streamTo, subject string
+		valid             bool
+	}{
+		{"", "agentbus.stream.r1", true},
+		{"ingest_7f3a", "agentbus.stream.ingest_7f3a.r1", true},
+		{"a.b", "agentbus.stream.r1", false},
+		{"*", "agentbus.stream.r1", false},
+		{">", "agentbus.stream.r1", false},
+	} {
+		turn := messages.Turn{RequestID: "r1", ConversationID: "c1", User: "u", Endpoint: "nats", Stream: true, StreamTo: tc.streamTo,
+			Messages: []messages.Message{{Role: messages.RoleUser, Content: "hi"}}}
+		if got := turn.DeltaSubject(); got != tc.subject {
+			t.Errorf("StreamTo %q: deltas on %q, want %q", tc.streamTo, got, tc.subject)
+		}
+		if err := turn.Validate(); (err == nil) != tc.valid {
+			t.Errorf("StreamTo %q: Validate() = %v, want valid %v", tc.streamTo, err, tc.valid)
+		}
+	}
+}

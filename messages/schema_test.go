@@ -145,6 +145,7 @@ func constraints() map[string]obj {
 			{"enum", []int{0, messages.SchemaVersion}}},
 		"Turn.request_id":      id,
 		"Turn.conversation_id": id,
+		"Turn.stream_to":       id,
 		"Turn.user":            {{"minLength", 1}},
 		"Turn.messages":        {{"type", "array"}, {"minItems", 1}, {"maxItems", messages.MaxMessages}},
 		"Turn.cost":            nonNeg,
@@ -692,6 +693,7 @@ func TestSchemaRejectsInvalid(t *testing.T) {
 	}{
 		{"missing request_id", "turn.json", edit(func(m map[string]any) { delete(m, "request_id") }), `missing required property "request_id"`},
 		{"request_id with a dot", "turn.json", edit(func(m map[string]any) { m["request_id"] = "a.b" }), "does not match"},
+		{"stream_to with a wildcard", "turn.json", edit(func(m map[string]any) { m["stream_to"] = "a.>" }), "does not match"},
 		{"request_id too long", "turn.json", edit(func(m map[string]any) { m["request_id"] = strings.Repeat("a", messages.MaxIDLen+1) }), "does not match"},
 		{"schema_version 2", "turn.json", edit(func(m map[string]any) { m["schema_version"] = 2 }), "not one of"},
 		{"schema_version as string", "turn.json", edit(func(m map[string]any) { m["schema_version"] = "1" }), "want integer"},

@@ -54,7 +54,7 @@ var Contract = pipeline.Contract{
 	Produces:      messages.ProducedBy(Stage),
 	KV:            []pipeline.KVUse{{Bucket: apikv.Bucket}, {Bucket: rlkv.Bucket}, {Bucket: IdempotencyBucket, Write: true}},
 	Requests:      []string{"agentbus.health.>", messages.SubjectOwner, messages.CancelSubject("*"), "$JS.API.STREAM.MSG.GET." + messages.StreamTurns, messages.SubjectModels},
-	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubject("*"), messages.SubjectChat},
+	Subscribes:    []string{messages.TurnSubjects, messages.StreamSubjectTo("*", "*"), messages.SubjectChat},
 	ManyResponses: true,
 	ResponseTTL:   15 * time.Minute,
 }
@@ -439,6 +439,7 @@ func (s *Handler) serveTurn(ctx context.Context, id Identity, body []byte, opt r
 		Cache:          cacheFor(id, req.Cache, opt.CacheControl),
 		Messages:       req.Messages,
 		Stream:         req.Stream,
+		StreamTo:       s.waiters.streamTo(req.Stream),
 		CreatedAt:      time.Now().UTC(),
 		Deadline:       deadline.UTC(),
 	}
@@ -491,13 +492,9 @@ func (s *Handler) serveTurn(ctx context.Context, id Identity, body []byte, opt r
 	defer done()
 	var deltas chan *nats.Msg
 	if turn.Stream {
-		deltas = make(chan *nats.Msg, 256)
-		dsub, err := s.nc.ChanSubscribe(messages.StreamSubject(rid), deltas)
-		if err != nil {
-			out.error(http.StatusServiceUnavailable, "unavailable", "message bus unavailable", nil)
-			return
-		}
-		defer func() { _ = dsub.Unsubscribe() }()
+		var stop func()
+		deltas, stop = s.waiters.stream(rid)
+		defer stop()
 	}
 	if err := publishEncoded(ctx, s.js, rid, encoded, turn.Deadline); err != nil {
 		s.log.Error("publish turn", "request_id", rid, "err", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats.go"
@@ -91,9 +92,13 @@ func (srv *Handler) stream(ctx interface{ Done() <-chan struct{} }, out reply, t
 			if err != nil || !messages.Terminal(event) {
 				continue
 			}
-			// Deltas published before the terminal event are already in
-			// their channel (one connection delivers in order); select
-			// picks at random, so write them first.
+			// Deltas published before the terminal event reached this
+			// connection before it; once their subscription has caught
+			// up they are in their channel (select picks at random, so
+			// write them first).
+			if deltas != nil {
+				srv.waiters.caughtUp(100 * time.Millisecond)
+			}
 			for drained := false; !drained; {
 				select {
 				case d := <-deltas:

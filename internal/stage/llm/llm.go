@@ -10,7 +10,7 @@
 //   - an outage is not poison: when no provider is available the turn ends
 //     at once with a Failed event (503 and Retry-After), the message is
 //     acked, nothing is dead-lettered and nothing loops;
-//   - streaming deltas go to core NATS on messages.StreamSubject(rid) while
+//   - streaming deltas go to core NATS on the turn's DeltaSubject while
 //     the final message still travels through JetStream.
 package llm
 
@@ -60,7 +60,7 @@ var Contract = pipeline.Contract{
 	Produces: messages.ProducedBy(Stage),
 	KV: []pipeline.KVUse{{Bucket: ResultsBucket, Write: true}, {Bucket: QuotaBucket, Write: true}, {Bucket: spend.Bucket, Write: true},
 		{Bucket: kvstore.Bucket, Write: true}},
-	Requests:   []string{messages.StreamSubject("*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService, messages.SubjectToolCatalog},
+	Requests:   []string{messages.StreamSubject("*"), messages.StreamSubjectTo("*", "*"), messages.SubjectHistory, "$SRV.INFO." + messages.ToolsService, messages.SubjectToolCatalog},
 	Subscribes: []string{messages.SubjectModels, messages.CancelSubject("*")},
 }
 
@@ -231,7 +231,7 @@ type Deps struct {
 	// Cache is the response cache; nil: off (turns that ask for it are
 	// answered by the provider, X-Cache: bypass).
 	Cache Cache
-	// Deltas publishes streaming deltas on messages.StreamSubject; nil:
+	// Deltas publishes streaming deltas on each turn's DeltaSubject; nil:
 	// a streaming turn gets its answer in one piece.
 	Deltas Publisher
 	// Cancels delivers messages.CancelSubject (a client went away: its
@@ -444,7 +444,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 				// Answered from the cache as a stream: the whole content
 				// in one delta.
 				b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: 1, Content: resp.Message.Content, Cache: messages.CacheHit})
-				_ = h.deltas.Publish(messages.StreamSubject(g.RequestID), b)
+				_ = h.deltas.Publish(g.DeltaSubject(), b)
 			}
 			h.metrics.Cache(model, g.User, messages.CacheHit, resp.Usage.TotalTokens, h.cost(model, resp))
 			return stepResult{Response: resp, Cache: messages.CacheHit, At: time.Now().UTC()}, nil
@@ -467,7 +467,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	var onDelta func(string)
 	seq := 0
 	if g.Stream {
-		subj := messages.StreamSubject(g.RequestID)
+		subj := g.DeltaSubject()
 		onDelta = func(d string) {
 			seq++
 			dl := messages.Delta{RequestID: g.RequestID, Seq: seq, Content: d}
@@ -489,7 +489,7 @@ func (h *Handler) call(ctx context.Context, g *messages.Generation, model string
 	if err != nil {
 		if g.Stream {
 			b, _ := json.Marshal(messages.Delta{RequestID: g.RequestID, Seq: seq + 1, Done: true, Error: provider.ClientMessage(err)})
-			_ = h.deltas.Publish(messages.StreamSubject(g.RequestID), b)
+			_ = h.deltas.Publish(g.DeltaSubject(), b)
 		}
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			return stepResult{}, err // shutting down: redeliver

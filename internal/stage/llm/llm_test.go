@@ -671,33 +671,45 @@ func (d *fakeDeltas) Publish(subject string, data []byte) error {
 }
 
 func TestHandleStreamsDeltas(t *testing.T) {
-	p := &fakeProvider{answer: func(_ context.Context, _ provider.Request, onDelta func(string)) (provider.Response, error) {
-		if onDelta == nil {
-			return provider.Response{}, errors.New("a streaming turn was called without onDelta")
-		}
-		onDelta("4")
-		onDelta("2")
-		return text("42")(context.Background(), provider.Request{}, nil)
-	}}
-	d := &fakeDeltas{}
-	h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t), Deltas: d})
-	a := admitted()
-	a.Stream = true
-	in, _ := deliver(t, messages.EventAdmitted, 0, a)
-	out, err := h.Handle(in)
-	g := decode[messages.Generation](t, one(t, out, err, messages.EventGenerated, 0))
-	if final, _ := g.Final(); final.Content != "42" {
-		t.Errorf("final answer = %q, want the whole answer on the bus", final.Content)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.deltas) != 2 || d.deltas[0].Seq != 1 || d.deltas[0].Content != "4" || d.deltas[1].Seq != 2 || d.deltas[1].Content != "2" {
-		t.Errorf("deltas = %+v, want 4 then 2", d.deltas)
-	}
-	for _, s := range d.subs {
-		if s != messages.StreamSubject(rid) {
-			t.Errorf("delta published on %q, want %q", s, messages.StreamSubject(rid))
-		}
+	for _, tc := range []struct {
+		name, streamTo, subject string
+	}{
+		{"to the request's subject", "", messages.StreamSubject(rid)},
+		{"to the receiver the turn names", "ingest_a1", messages.StreamSubjectTo("ingest_a1", rid)},
+		// Guard refuses such a turn; should one arrive, the token never
+		// becomes part of a subject.
+		{"an invalid receiver is ignored", "x.>", messages.StreamSubject(rid)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &fakeProvider{answer: func(_ context.Context, _ provider.Request, onDelta func(string)) (provider.Response, error) {
+				if onDelta == nil {
+					return provider.Response{}, errors.New("a streaming turn was called without onDelta")
+				}
+				onDelta("4")
+				onDelta("2")
+				return text("42")(context.Background(), provider.Request{}, nil)
+			}}
+			d := &fakeDeltas{}
+			h := newLLM(t, llm.Config{}, llm.Deps{Provider: p, Steps: pipelinetest.NewSteps(t), Deltas: d})
+			a := admitted()
+			a.Stream, a.StreamTo = true, tc.streamTo
+			in, _ := deliver(t, messages.EventAdmitted, 0, a)
+			out, err := h.Handle(in)
+			g := decode[messages.Generation](t, one(t, out, err, messages.EventGenerated, 0))
+			if final, _ := g.Final(); final.Content != "42" {
+				t.Errorf("final answer = %q, want the whole answer on the bus", final.Content)
+			}
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if len(d.deltas) != 2 || d.deltas[0].Seq != 1 || d.deltas[0].Content != "4" || d.deltas[1].Seq != 2 || d.deltas[1].Content != "2" {
+				t.Errorf("deltas = %+v, want 4 then 2", d.deltas)
+			}
+			for _, s := range d.subs {
+				if s != tc.subject {
+					t.Errorf("delta published on %q, want %q", s, tc.subject)
+				}
+			}
+		})
 	}
 }
 
