@@ -358,4 +358,3 @@ func TestTopicEvent(t *testing.T) {
 		t.Fatalf("valid topic changed: %q", got)
 	}
 }
-
