@@ -1,7 +1,6 @@
 package memory
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -251,24 +250,6 @@ func LinkHash(prevHash, contentHash string, seq int64, requestID string) string 
 	h.Write([]byte{'\n'})
 	h.Write([]byte(requestID))
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// canonicalJSON re-encodes JSON with sorted object keys, no insignificant
-// space and numbers kept verbatim; empty input gives null.
-func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return json.RawMessage("null"), nil
-	}
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, fmt.Errorf("meta: %w", err)
-	}
-	if d.More() {
-		return nil, errors.New("meta: trailing data after JSON value")
-	}
-	return json.Marshal(v)
 }
 
 // prepare validates and normalises the records of one Append call and
