@@ -136,3 +136,17 @@ func BenchmarkHistory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkContentHash hashes the record persist stores for a turn
+// (benchTurn's), as VerifyChain does for every stored turn.
+func BenchmarkContentHash(b *testing.B) {
+	rec, err := benchTurn("r1", "c1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := ContentHash(&rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,6 +1,9 @@
 package memory
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"testing"
 	"time"
@@ -66,7 +69,7 @@ func TestContentHashGolden(t *testing.T) {
 		}
 		direct[i] = h
 	}
-	hashes, err := prepare(turns, t0)
+	preps, err := prepare(turns, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +77,70 @@ func TestContentHashGolden(t *testing.T) {
 		if string(turns[i].Meta) != w.meta {
 			t.Errorf("turn %d: stored meta\n %s\nwant\n %s", i, turns[i].Meta, w.meta)
 		}
-		if hashes[i] != w.hash || direct[i] != w.hash {
-			t.Errorf("turn %d: content hash %s (ContentHash %s), want %s", i, hashes[i], direct[i], w.hash)
+		if preps[i].hash != w.hash || direct[i] != w.hash {
+			t.Errorf("turn %d: content hash %s (ContentHash %s), want %s", i, preps[i].hash, direct[i], w.hash)
 		}
 	}
+}
+
+// contentHashRef is ContentHash as it was first written: json.Marshal of
+// the content, hashed.
+func contentHashRef(r *TurnRecord) (string, error) {
+	meta, err := decodeCanonical(r.Meta)
+	if len(bytes.TrimSpace(r.Meta)) == 0 {
+		meta, err = json.RawMessage("null"), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	msgs := r.Messages
+	if msgs == nil {
+		msgs = []messages.Message{}
+	}
+	b, err := json.Marshal(struct {
+		RequestID      string             `json:"request_id"`
+		ConversationID string             `json:"conversation_id"`
+		User           string             `json:"user"`
+		Messages       []messages.Message `json:"messages"`
+		Meta           json.RawMessage    `json:"meta"`
+		CreatedAt      string             `json:"created_at"`
+	}{r.RequestID, r.ConversationID, r.User, msgs, meta, r.CreatedAt.UTC().Format(time.RFC3339Nano)})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// FuzzContentHash checks ContentHash, which hashes the content's JSON
+// piece by piece, against contentHashRef, which builds it with
+// json.Marshal.
+func FuzzContentHash(f *testing.F) {
+	f.Add("r1", "c1", "alice", "hello", "calc", []byte(`{"b":1,"a":2}`), t0.UnixNano(), 2)
+	f.Add("r<2>", "c&", "\u00e9", "\xff\u2028 \"x\"\n", "", []byte(``), int64(-62135596800000000), 3)
+	f.Add("", "", "", "", `{"a":"b"}`, []byte(` [1, {"z":null,"y":"\u003c"}] `), int64(1)<<62, 5)
+	f.Fuzz(func(t *testing.T, rid, conv, user, content, tool string, meta []byte, nanos int64, n int) {
+		r := TurnRecord{RequestID: rid, ConversationID: conv, User: user, Meta: meta, CreatedAt: time.Unix(0, nanos)}
+		for i := range n % 6 {
+			var m messages.Message
+			switch i % 3 {
+			case 0:
+				m = messages.Message{Role: "user", Content: content, Name: tool}
+			case 1:
+				m = messages.Message{Role: "assistant", Refusal: tool, ToolCalls: []messages.ToolCall{{ID: content, Type: "function", Function: messages.FunctionCall{Name: tool, Arguments: content}}}}
+			case 2:
+				m = messages.Message{Role: "user", Content: content, Parts: []messages.ContentPart{{Type: messages.PartText, Text: content},
+					{Type: messages.PartImage, ImageURL: &messages.ImageURL{URL: tool, Detail: "auto"}}, {Type: messages.PartRefusal, Refusal: &tool}}}
+			}
+			r.Messages = append(r.Messages, m)
+		}
+		if n%7 == 6 {
+			r.Messages = []messages.Message{}
+		}
+		got, err := ContentHash(&r)
+		want, errRef := contentHashRef(&r)
+		if got != want || (err == nil) != (errRef == nil) {
+			t.Fatalf("ContentHash = %s, %v; built with json.Marshal: %s, %v", got, err, want, errRef)
+		}
+	})
 }

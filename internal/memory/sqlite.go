@@ -286,11 +286,11 @@ func (s *SQLiteStore) Append(ctx context.Context, turns ...TurnRecord) error {
 	if len(turns) == 0 {
 		return nil
 	}
-	hashes, err := prepare(turns, time.Now())
+	preps, err := prepare(turns, time.Now())
 	if err != nil {
 		return err
 	}
-	links, err := s.appendTx(ctx, turns, hashes)
+	links, err := s.appendTx(ctx, turns, preps)
 	if err != nil {
 		return fmt.Errorf("memory: append %d turns: %w", len(turns), err)
 	}
@@ -300,7 +300,7 @@ func (s *SQLiteStore) Append(ctx context.Context, turns ...TurnRecord) error {
 	return nil
 }
 
-func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes []string) ([]link, error) {
+func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, preps []prepared) ([]link, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -329,7 +329,7 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 		}
 		inBatch[t.RequestID] = i
 		l := &links[i]
-		*l = link{Seq: headSeq + 1, RequestID: t.RequestID, ConversationID: t.ConversationID, ContentHash: hashes[i], PrevHash: headHash}
+		*l = link{Seq: headSeq + 1, RequestID: t.RequestID, ConversationID: t.ConversationID, ContentHash: preps[i].hash, PrevHash: headHash}
 		l.Hash = LinkHash(l.PrevHash, l.ContentHash, l.Seq, l.RequestID)
 		res, err := insChain.ExecContext(ctx, l.Seq, l.RequestID, l.ConversationID, l.ContentHash, l.PrevHash, l.Hash)
 		if err != nil {
@@ -350,11 +350,7 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 		if _, err := insTurn.ExecContext(ctx, l.Seq, t.RequestID, t.ConversationID, t.User, meta, t.CreatedAt.Format(timeLayout)); err != nil {
 			return nil, err
 		}
-		for k := range t.Messages {
-			body, err := json.Marshal(&t.Messages[k])
-			if err != nil {
-				return nil, fmt.Errorf("message %d: %w", k, err)
-			}
+		for k, body := range preps[i].bodies {
 			if _, err := insMsg.ExecContext(ctx, t.RequestID+"#"+strconv.Itoa(k), l.Seq, k, t.ConversationID, t.Messages[k].Role, string(body)); err != nil {
 				return nil, err
 			}
