@@ -260,7 +260,7 @@ func (s *FileStore) Append(ctx context.Context, turns ...TurnRecord) error {
 	if len(turns) == 0 {
 		return nil
 	}
-	hashes, err := prepare(turns, time.Now())
+	preps, err := prepare(turns, time.Now())
 	if err != nil {
 		return err
 	}
@@ -296,8 +296,8 @@ func (s *FileStore) Append(ctx context.Context, turns ...TurnRecord) error {
 			continue
 		}
 		headSeq++
-		links[i] = link{Seq: headSeq, RequestID: t.RequestID, ConversationID: t.ConversationID, ContentHash: hashes[i], PrevHash: headHash}
-		links[i].Hash = LinkHash(headHash, hashes[i], headSeq, t.RequestID)
+		links[i] = link{Seq: headSeq, RequestID: t.RequestID, ConversationID: t.ConversationID, ContentHash: preps[i].hash, PrevHash: headHash}
+		links[i].Hash = LinkHash(headHash, preps[i].hash, headSeq, t.RequestID)
 		headHash = links[i].Hash
 		isNew[i] = true
 		if _, ok := byConv[t.ConversationID]; !ok {

@@ -1,7 +1,6 @@
 package memory
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -203,40 +202,81 @@ type link struct {
 	Hash           string `json:"hash"`
 }
 
-// canonicalContent is the hashed content of a turn: everything except the
-// store-assigned Seq, Hash and PrevHash, with Meta canonicalised.
-type canonicalContent struct {
-	RequestID      string             `json:"request_id"`
-	ConversationID string             `json:"conversation_id"`
-	User           string             `json:"user"`
-	Messages       []messages.Message `json:"messages"`
-	Meta           json.RawMessage    `json:"meta"`
-	CreatedAt      string             `json:"created_at"`
+// contentHead is the start of a turn's hashed content (see ContentHash).
+type contentHead struct {
+	RequestID      string `json:"request_id"`
+	ConversationID string `json:"conversation_id"`
+	User           string `json:"user"`
 }
 
-// ContentHash is the hex sha256 of the canonical JSON of r's content
-// (RequestID, ConversationID, User, Messages, Meta with sorted keys,
-// CreatedAt in UTC RFC 3339 with nanoseconds).
+// ContentHash is the hex sha256 of the canonical JSON of r's content,
+// everything except the store-assigned Seq, Hash and PrevHash: the bytes
+// json.Marshal writes for
+//
+//	struct {
+//		RequestID      string             `json:"request_id"`
+//		ConversationID string             `json:"conversation_id"`
+//		User           string             `json:"user"`
+//		Messages       []messages.Message `json:"messages"` // nil as []
+//		Meta           json.RawMessage    `json:"meta"`     // canonicalJSON(r.Meta)
+//		CreatedAt      string             `json:"created_at"` // UTC, RFC 3339 with nanoseconds
+//	}
 func ContentHash(r *TurnRecord) (string, error) {
 	meta, err := canonicalJSON(r.Meta)
 	if err != nil {
 		return "", err
 	}
-	return contentHash(r, meta)
-}
-
-// contentHash is ContentHash with r's Meta already canonical.
-func contentHash(r *TurnRecord, meta json.RawMessage) (string, error) {
-	msgs := r.Messages
-	if msgs == nil {
-		msgs = []messages.Message{}
-	}
-	b, err := json.Marshal(canonicalContent{r.RequestID, r.ConversationID, r.User, msgs, meta, r.CreatedAt.UTC().Format(time.RFC3339Nano)})
+	bodies, err := marshalMessages(r.Messages)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
+	return contentHash(r, meta, bodies)
+}
+
+// marshalMessages encodes each message as json.Marshal does: as the SQLite
+// store stores it, and as it is hashed. It calls Message.MarshalJSON
+// itself: json.Marshal would only compact its output, which is already
+// json.Marshal's (FuzzContentHash compares the two).
+func marshalMessages(ms []messages.Message) ([][]byte, error) {
+	bodies := make([][]byte, len(ms))
+	for k := range ms {
+		b, err := ms[k].MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("message %d: %w", k, err)
+		}
+		bodies[k] = b
+	}
+	return bodies, nil
+}
+
+// contentHash is ContentHash with r's Meta already canonical and its
+// messages already encoded (bodies). It hashes what json.Marshal would
+// write without building it: a struct's encoding is its fields' in order,
+// a slice's its elements' between brackets, a json.RawMessage is written
+// compacted and HTML-escaped, which canonical JSON already is, and RFC
+// 3339 text needs no escaping.
+func contentHash(r *TurnRecord, meta json.RawMessage, bodies [][]byte) (string, error) {
+	head, err := json.Marshal(contentHead{r.RequestID, r.ConversationID, r.User})
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write(head[:len(head)-1]) // without its closing brace
+	h.Write([]byte(`,"messages":[`))
+	for k, b := range bodies {
+		if k > 0 {
+			h.Write([]byte{','})
+		}
+		h.Write(b)
+	}
+	h.Write([]byte(`],"meta":`))
+	h.Write(meta)
+	var tail [64]byte
+	b := append(tail[:0], `,"created_at":"`...)
+	b = r.CreatedAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	h.Write(append(b, `"}`...))
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])), nil
 }
 
 // LinkHash is the chain hash of one link: hex sha256 of
@@ -253,28 +293,18 @@ func LinkHash(prevHash, contentHash string, seq int64, requestID string) string 
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// canonicalJSON re-encodes JSON with sorted object keys, no insignificant
-// space and numbers kept verbatim; empty input gives null.
-func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return json.RawMessage("null"), nil
-	}
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, fmt.Errorf("meta: %w", err)
-	}
-	if d.More() {
-		return nil, errors.New("meta: trailing data after JSON value")
-	}
-	return json.Marshal(v)
+// prepared is what prepare computed for one record.
+type prepared struct {
+	// hash is the content hash.
+	hash string
+	// bodies are the messages' JSON encodings (marshalMessages).
+	bodies [][]byte
 }
 
-// prepare validates and normalises the records of one Append call and
-// computes their content hashes.
-func prepare(turns []TurnRecord, now time.Time) ([]string, error) {
-	hashes := make([]string, len(turns))
+// prepare validates and normalises the records of one Append call, encodes
+// their messages and computes their content hashes.
+func prepare(turns []TurnRecord, now time.Time) ([]prepared, error) {
+	preps := make([]prepared, len(turns))
 	var errs []error
 	for i := range turns {
 		t := &turns[i]
@@ -300,9 +330,14 @@ func prepare(turns []TurnRecord, now time.Time) ([]string, error) {
 		} else {
 			t.Meta = meta
 		}
-		if hashes[i], err = contentHash(t, meta); err != nil {
+		p := &preps[i]
+		if p.bodies, err = marshalMessages(t.Messages); err != nil {
+			errs = append(errs, &RecordError{i, t.RequestID, err.Error()})
+			continue
+		}
+		if p.hash, err = contentHash(t, meta, p.bodies); err != nil {
 			errs = append(errs, &RecordError{i, t.RequestID, err.Error()})
 		}
 	}
-	return hashes, errors.Join(errs...)
+	return preps, errors.Join(errs...)
 }

@@ -141,6 +141,15 @@ var migrations = []string{
 	CREATE INDEX turns_conversation ON turns(conversation_id, seq);
 	CREATE UNIQUE INDEX messages_seq ON messages(seq, idx);
 	CREATE INDEX messages_conversation ON messages(conversation_id, seq, idx);`,
+	// 3: drop the two indexes on conversation_id that only History and
+	// Delete read, each costing a B-tree insert per row (per message, for
+	// messages_conversation) and, as a batch's turns belong to different
+	// conversations, a page written per turn on every commit (a commit of
+	// 4 turns wrote 24 pages, now 15): a conversation's messages are found
+	// through its turns (turns_conversation, then messages_seq), and Delete
+	// marks the links of the turns it deletes by seq.
+	`DROP INDEX messages_conversation;
+	DROP INDEX chain_conversation;`,
 }
 
 // timeLayout is fixed-width so that stored times sort as strings.
@@ -163,6 +172,13 @@ type SQLiteStore struct {
 
 var _ Store = (*SQLiteStore)(nil)
 
+// dsn is the connection string of the writer or a reader. The writer keeps
+// SQLite's wal_autocheckpoint (a checkpoint when the WAL reaches 1000
+// pages, run by the commit that crosses it): 4000 or 16000 pages spent no
+// less CPU per turn once their checkpoints were counted
+// (BenchmarkSQLiteAppend, BenchmarkAppendGroupCommit, which include the
+// checkpoint on close), and would grow the WAL file (it is reused, not
+// truncated) and the stall of the commit that checkpoints.
 func dsn(path string, cfg SQLiteConfig, writer bool) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)+")")
@@ -286,11 +302,11 @@ func (s *SQLiteStore) Append(ctx context.Context, turns ...TurnRecord) error {
 	if len(turns) == 0 {
 		return nil
 	}
-	hashes, err := prepare(turns, time.Now())
+	preps, err := prepare(turns, time.Now())
 	if err != nil {
 		return err
 	}
-	links, err := s.appendTx(ctx, turns, hashes)
+	links, err := s.appendTx(ctx, turns, preps)
 	if err != nil {
 		return fmt.Errorf("memory: append %d turns: %w", len(turns), err)
 	}
@@ -300,7 +316,7 @@ func (s *SQLiteStore) Append(ctx context.Context, turns ...TurnRecord) error {
 	return nil
 }
 
-func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes []string) ([]link, error) {
+func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, preps []prepared) ([]link, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -329,7 +345,7 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 		}
 		inBatch[t.RequestID] = i
 		l := &links[i]
-		*l = link{Seq: headSeq + 1, RequestID: t.RequestID, ConversationID: t.ConversationID, ContentHash: hashes[i], PrevHash: headHash}
+		*l = link{Seq: headSeq + 1, RequestID: t.RequestID, ConversationID: t.ConversationID, ContentHash: preps[i].hash, PrevHash: headHash}
 		l.Hash = LinkHash(l.PrevHash, l.ContentHash, l.Seq, l.RequestID)
 		res, err := insChain.ExecContext(ctx, l.Seq, l.RequestID, l.ConversationID, l.ContentHash, l.PrevHash, l.Hash)
 		if err != nil {
@@ -350,11 +366,7 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 		if _, err := insTurn.ExecContext(ctx, l.Seq, t.RequestID, t.ConversationID, t.User, meta, t.CreatedAt.Format(timeLayout)); err != nil {
 			return nil, err
 		}
-		for k := range t.Messages {
-			body, err := json.Marshal(&t.Messages[k])
-			if err != nil {
-				return nil, fmt.Errorf("message %d: %w", k, err)
-			}
+		for k, body := range preps[i].bodies {
 			if _, err := insMsg.ExecContext(ctx, t.RequestID+"#"+strconv.Itoa(k), l.Seq, k, t.ConversationID, t.Messages[k].Role, string(body)); err != nil {
 				return nil, err
 			}
@@ -367,12 +379,27 @@ func (s *SQLiteStore) appendTx(ctx context.Context, turns []TurnRecord, hashes [
 	return links, nil
 }
 
+// Statements that find a conversation's rows through turns_conversation
+// (the schema has no other index on conversation_id); TestSQLiteQueryPlans
+// checks that none of them scans a table or sorts.
+const (
+	qHistory = `SELECT m.body FROM turns t JOIN messages m ON m.seq = t.seq
+		WHERE t.conversation_id = ? ORDER BY t.seq, m.idx`
+	// qMarkDeleted marks the links of a conversation's turns deleted;
+	// args: deleted_at, conversation id twice.
+	qMarkDeleted = `UPDATE chain SET deleted_at = ?
+		WHERE seq IN (SELECT seq FROM turns WHERE conversation_id = ?) AND conversation_id = ? AND deleted_at IS NULL`
+	qDeleteMessages = `DELETE FROM messages WHERE seq IN (SELECT seq FROM turns WHERE conversation_id = ?)`
+	qDeleteTurns    = `DELETE FROM turns WHERE conversation_id = ?`
+	qOwner          = `SELECT user FROM turns WHERE conversation_id = ? ORDER BY seq LIMIT 1`
+)
+
 // History implements Store.
 func (s *SQLiteStore) History(ctx context.Context, conversationID string) ([]messages.Message, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, "SELECT body FROM messages WHERE conversation_id = ? ORDER BY seq, idx", conversationID)
+	rows, err := s.r.QueryContext(ctx, qHistory, conversationID)
 	if err != nil {
 		return nil, fmt.Errorf("memory: history %q: %w", conversationID, err)
 	}
@@ -478,7 +505,7 @@ func (s *SQLiteStore) Conversations(ctx context.Context) ([]ConversationInfo, er
 		return nil, err
 	}
 	rows, err := s.r.QueryContext(ctx, `SELECT t.conversation_id, COUNT(*), MAX(t.created_at),
-		(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = t.conversation_id),
+		SUM((SELECT COUNT(*) FROM messages m WHERE m.seq = t.seq)),
 		(SELECT o.user FROM turns o WHERE o.conversation_id = t.conversation_id ORDER BY o.seq LIMIT 1)
 		FROM turns t GROUP BY t.conversation_id ORDER BY t.conversation_id`)
 	if err != nil {
@@ -509,7 +536,7 @@ func (s *SQLiteStore) Owner(ctx context.Context, conversationID string) (string,
 		return "", err
 	}
 	var user string
-	err := s.r.QueryRowContext(ctx, `SELECT user FROM turns WHERE conversation_id = ? ORDER BY seq LIMIT 1`, conversationID).Scan(&user)
+	err := s.r.QueryRowContext(ctx, qOwner, conversationID).Scan(&user)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", ErrNotFound
 	}
@@ -531,10 +558,14 @@ func (s *SQLiteStore) Delete(ctx context.Context, conversationID string) error {
 			return err
 		}
 		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE conversation_id = ?", conversationID); err != nil {
+		// The turns' links and messages first, found by the turns' seqs.
+		if _, err := tx.ExecContext(ctx, qMarkDeleted, time.Now().UTC().Format(timeLayout), conversationID, conversationID); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, "DELETE FROM turns WHERE conversation_id = ?", conversationID)
+		if _, err := tx.ExecContext(ctx, qDeleteMessages, conversationID); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, qDeleteTurns, conversationID)
 		if err != nil {
 			return err
 		}
@@ -542,10 +573,6 @@ func (s *SQLiteStore) Delete(ctx context.Context, conversationID string) error {
 			return err
 		} else if n == 0 {
 			return ErrNotFound
-		}
-		if _, err := tx.ExecContext(ctx, "UPDATE chain SET deleted_at = ? WHERE conversation_id = ? AND deleted_at IS NULL",
-			time.Now().UTC().Format(timeLayout), conversationID); err != nil {
-			return err
 		}
 		return tx.Commit()
 	}()

@@ -180,6 +180,46 @@ func TestSQLiteConfigValidate(t *testing.T) {
 	}
 }
 
+// TestSQLiteQueryPlans checks that the statements that find a
+// conversation's rows search indexes: none scans a table or sorts.
+func TestSQLiteQueryPlans(t *testing.T) {
+	s, _ := openSQLite(t)
+	for _, tc := range []struct {
+		name, query string
+		args        []any
+	}{
+		{"history", qHistory, []any{"c"}},
+		{"mark deleted", qMarkDeleted, []any{"now", "c", "c"}},
+		{"delete messages", qDeleteMessages, []any{"c"}},
+		{"delete turns", qDeleteTurns, []any{"c"}},
+		{"owner", qOwner, []any{"c"}},
+	} {
+		rows, err := s.w.Query("EXPLAIN QUERY PLAN "+tc.query, tc.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(plan) == 0 {
+			t.Fatalf("%s: no plan (%v)", tc.name, err)
+		}
+		for _, step := range plan {
+			if strings.HasPrefix(step, "SCAN ") || strings.Contains(step, "TEMP B-TREE") {
+				t.Errorf("%s: plan %q", tc.name, plan)
+				break
+			}
+		}
+	}
+}
+
 // indexes lists the database's indexes, automatic ones included.
 func indexes(t *testing.T, db *sql.DB) []string {
 	t.Helper()
@@ -199,15 +239,29 @@ func indexes(t *testing.T, db *sql.DB) []string {
 	return out
 }
 
-// TestSQLiteMigrateV1 opens a database written with schema version 1 (the
-// layout with messages.id as primary key and turns.request_id UNIQUE) and
-// checks that it migrates to the current layout keeping every turn, link
-// and deletion, and that appends go on from the old chain head.
-func TestSQLiteMigrateV1(t *testing.T) {
+// TestSQLiteMigrate opens databases written with each older schema version
+// and checks that they migrate to the current layout keeping every turn,
+// link and deletion, and that appends go on from the old chain head.
+func TestSQLiteMigrate(t *testing.T) {
+	for _, tc := range []struct {
+		version int
+		// indexes that only the old layout has
+		oldIndexes []string
+	}{
+		// messages.id as primary key and turns.request_id UNIQUE
+		{1, []string{"sqlite_autoindex_messages_1", "sqlite_autoindex_turns_1", "messages_conversation", "chain_conversation"}},
+		// indexes on conversation_id for messages and chain
+		{2, []string{"messages_conversation", "chain_conversation"}},
+	} {
+		t.Run("v"+itoa(tc.version), func(t *testing.T) { testSQLiteMigrate(t, tc.version, tc.oldIndexes) })
+	}
+}
+
+func testSQLiteMigrate(t *testing.T, version int, oldIndexes []string) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v1.db")
+	path := filepath.Join(t.TempDir(), "old.db")
 	all := migrations
-	migrations = all[:1]
+	migrations = all[:version]
 	old, err := OpenSQLite(ctx, path, SQLiteConfig{})
 	migrations = all
 	if err != nil {
@@ -221,18 +275,21 @@ func TestSQLiteMigrateV1(t *testing.T) {
 	}
 	before, err := old.VerifyChain(ctx)
 	if err != nil || before.Broken != nil || before.Links != 10 || before.Deleted != 5 {
-		t.Fatalf("v1 chain: %+v, %v", before, err)
+		t.Fatalf("v%d chain: %+v, %v", version, before, err)
 	}
 	if err := old.Close(); err != nil {
 		t.Fatal(err)
 	}
 	raw := rawDB(t, path)
 	var v int
-	if err := raw.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 1 {
+	if err := raw.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != version {
 		t.Fatalf("old layout has user_version %d (%v)", v, err)
 	}
-	if got := strings.Join(indexes(t, raw), " "); !strings.Contains(got, "sqlite_autoindex_messages_1") || !strings.Contains(got, "sqlite_autoindex_turns_1") {
-		t.Fatalf("old layout indexes: %s", got)
+	got := " " + strings.Join(indexes(t, raw), " ") + " "
+	for _, ix := range oldIndexes {
+		if !strings.Contains(got, " "+ix+" ") {
+			t.Fatalf("old layout indexes: %s, want %s among them", got, ix)
+		}
 	}
 	raw.Close()
 
@@ -244,7 +301,7 @@ func TestSQLiteMigrateV1(t *testing.T) {
 	if v, err := s.SchemaVersion(ctx); err != nil || v != len(migrations) {
 		t.Fatalf("SchemaVersion = %d, %v", v, err)
 	}
-	want := "chain_conversation messages_conversation messages_seq sqlite_autoindex_chain_1 turns_conversation"
+	want := "messages_seq sqlite_autoindex_chain_1 turns_conversation"
 	if got := strings.Join(indexes(t, s.w), " "); got != want {
 		t.Fatalf("indexes after migration:\n %s\nwant\n %s", got, want)
 	}
@@ -269,7 +326,21 @@ func TestSQLiteMigrateV1(t *testing.T) {
 	if h := history(t, s, "keep"); len(h) != 16 {
 		t.Fatalf("%d messages", len(h))
 	}
+	if cs, err := s.Conversations(ctx); err != nil || len(cs) != 1 || cs[0].ID != "keep" || cs[0].Turns != 6 || cs[0].Messages != 16 {
+		t.Fatalf("conversations after migration: %+v, %v", cs, err)
+	}
 	verifyOK(t, s)
+	// Deleting after the migration marks the old links and the new one.
+	if err := s.Delete(ctx, "keep"); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := s.VerifyChain(ctx); err != nil || !rep.OK() || rep.Links != 11 || rep.Deleted != 11 {
+		t.Fatalf("chain after deleting: %+v, %v", rep, err)
+	}
+	var left int
+	if err := s.r.QueryRowContext(ctx, "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM turns)").Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d rows left after deleting every conversation (%v)", left, err)
+	}
 	// Reopening does not migrate again.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
