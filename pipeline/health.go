@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/agentbus/agentbus/messages"
@@ -133,6 +134,14 @@ func (r *Runtime) addService(st *stageRuntime) error {
 		if err := st.stage.Endpoints(svc); err != nil {
 			return err
 		}
+	}
+	// Serving when the stage has started: the server has registered the
+	// endpoints' subscriptions once a round trip on their connection
+	// returns (a request sent earlier by another connection, such as
+	// ingest's ownership check right after a restart, would find no
+	// responder).
+	if err := st.conn.nc.FlushTimeout(5 * time.Second); err != nil {
+		return fmt.Errorf("stage %s: register its endpoints: %w", st.stage.Name(), err)
 	}
 	return nil
 }
