@@ -290,12 +290,24 @@ func TestClusterFailoverExactlyOnce(t *testing.T) {
 		}
 		rid := r[strings.LastIndex(r, "|")+1:]
 		subj := messages.Subject(messages.EventCompleted, rid)
-		info, err := testutil.StreamInfo(js, messages.StreamTurns, subj)
-		if err != nil {
-			t.Fatal(err)
+		// A completed event reaches the waiting client on core NATS as
+		// it is published; when the stream's store of it failed (its
+		// leader was stopped), persist's message is redelivered and the
+		// event published again, after the client has its answer (the
+		// turn is committed in SQLite first). Wait for it.
+		var count uint64
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			info, err := testutil.StreamInfo(js, messages.StreamTurns, subj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if count = info.State.Subjects[subj]; count > 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if info.State.Subjects[subj] != 1 {
-			t.Errorf("turn %d: %d completed events", i, info.State.Subjects[subj])
+		if count != 1 {
+			t.Errorf("turn %d: %d completed events", i, count)
 		}
 	}
 	model.mu.Lock()
