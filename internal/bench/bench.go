@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/agentbus/agentbus/internal/cputime"
 	"io"
 	"log/slog"
 	"os"
@@ -167,9 +168,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 			return res, err
 		}
 	}
-	count, cpu := inMsgs(sys.Runtime.Server()), cpuTime()
+	count, cpu := inMsgs(sys.Runtime.Server()), cputime.PerOp()
 	res.Pipeline, err = drive(ctx, cfg.Turns, cfg.Concurrency, pipelineTurn(w, js, cfg.Text))
-	res.Pipeline.MsgsPerTurn, res.Pipeline.CPUPerTurnUs = count(res.Pipeline.Turns), cpu(res.Pipeline.Turns)
+	res.Pipeline.MsgsPerTurn = count(res.Pipeline.Turns)
+	res.Pipeline.CPUPerTurnUs, _ = cpu(res.Pipeline.Turns)
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
@@ -186,11 +188,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Result, error) {
 	if _, err := drive(ctx, min(200, cfg.Turns), cfg.Concurrency, base.turn(payload)); err != nil {
 		return res, err
 	}
-	count, cpu = inMsgs(sys.Runtime.Server()), cpuTime()
+	count, cpu = inMsgs(sys.Runtime.Server()), cputime.PerOp()
 	if res.Baseline, err = drive(ctx, cfg.Turns, cfg.Concurrency, base.turn(payload)); err != nil {
 		return res, err
 	}
-	res.Baseline.MsgsPerTurn, res.Baseline.CPUPerTurnUs = count(res.Baseline.Turns), cpu(res.Baseline.Turns)
+	res.Baseline.MsgsPerTurn = count(res.Baseline.Turns)
+	res.Baseline.CPUPerTurnUs, _ = cpu(res.Baseline.Turns)
 	if res.Baseline.TurnsPerSec > 0 {
 		res.Ratio = res.Pipeline.TurnsPerSec / res.Baseline.TurnsPerSec
 	}

@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"github.com/agentbus/agentbus/internal/cputime"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -63,7 +64,7 @@ func benchGroupCommit(b *testing.B, s Store, callers int) {
 	const msgsPerTurn = 4
 	var next atomic.Int64
 	b.ResetTimer()
-	cpu := cpuTime()
+	cpu := cputime.PerOp()
 	var wg sync.WaitGroup
 	for c := range callers {
 		wg.Add(1)
@@ -178,7 +179,7 @@ func BenchmarkSQLiteAppend(b *testing.B) {
 	}
 	recs := make([]TurnRecord, batch)
 	b.ResetTimer()
-	cpu := cpuTime()
+	cpu := cputime.PerOp()
 	for n := range b.N {
 		k := n % batch
 		recs[k] = tmpl[n%len(tmpl)]
