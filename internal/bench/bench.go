@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/agentbus/agentbus/internal/cputime"
 	"io"
 	"log/slog"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentbus/agentbus/internal/app"
+	"github.com/agentbus/agentbus/internal/cputime"
 	"github.com/agentbus/agentbus/internal/stage/ingest"
 	"github.com/agentbus/agentbus/messages"
 	"github.com/nats-io/nats-server/v2/server"

@@ -3,7 +3,6 @@ package memory
 import (
 	"context"
 	"fmt"
-	"github.com/agentbus/agentbus/internal/cputime"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentbus/agentbus/internal/cputime"
 	"github.com/agentbus/agentbus/messages"
 )
 
