@@ -1,7 +1,6 @@
 package mcpclient_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	"github.com/agentbus/agentbus/internal/mcpclient"
 	"github.com/agentbus/agentbus/internal/mcpclient/mcptest"
 	"github.com/agentbus/agentbus/internal/sanitize"
+	"github.com/agentbus/agentbus/internal/testutil"
 	"github.com/agentbus/agentbus/internal/tools"
 )
 
@@ -52,34 +52,16 @@ func newScanner(t testing.TB) scanner {
 	return scanner{san}
 }
 
-// logBuffer collects log output safely.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // harness is a running manager with a change signal.
 type harness struct {
 	m       *mcpclient.Manager
 	changed chan struct{}
-	log     *logBuffer
+	log     *testutil.Buffer
 }
 
 func start(t *testing.T, servers map[string]firewall.MCPServer, getenv func(string) string) *harness {
 	t.Helper()
-	h := &harness{changed: make(chan struct{}, 64), log: &logBuffer{}}
+	h := &harness{changed: make(chan struct{}, 64), log: &testutil.Buffer{}}
 	if getenv == nil {
 		getenv = os.Getenv
 	}
